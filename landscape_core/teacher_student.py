@@ -1,0 +1,643 @@
+"""Two-layer ReLU teacher-student population objective (Safran & Shamir, ICML 2018).
+
+Inputs x ~ N(0, I_d); student rows w_1..w_n, teacher rows v_1..v_k, second layer fixed
+to ones. The population loss has the closed form (protocols.md section 1)
+
+    F(W) = 1/2 sum_{i,j} f(w_i, w_j) - sum_{i,j} f(w_i, v_j) + 1/2 sum_{i,j} f(v_i, v_j)
+    f(w, v) = ||w|| ||v|| (sin t + (pi - t) cos t) / (2 pi),   t = angle(w, v)
+
+Everything here is batched over runs: student weights ``W`` are ``(R, n, d)``, teacher
+weights ``V`` are ``(R, k, d)``; runs never interact. The gradient and Hessian are the
+analytic ones (autograd is used only by the tests, as a reference: it is undefined where
+two rows are parallel, e.g. at the global minimum W = V, where the analytic forms are
+continuous).
+
+Public entry points: :func:`population_loss`, :func:`population_gradient`,
+:func:`population_hessian`, :func:`gradient_descent`, :func:`run_teacher_student`,
+:func:`group_families`, :func:`permutation_distance`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+
+from landscape_core.seeding import run_generator
+
+TWO_PI = 2.0 * math.pi
+STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
+TEACHERS = ("identity", "orthonormal")
+
+# Below this sine the angle between two rows is treated as 0 or pi in the Hessian's
+# rank-one correction terms; those terms are O(sin), so the error this makes is < 1e-12.
+_SIN_FLOOR = 1e-12
+
+
+# ----------------------------------------------------------------------------------
+# Closed forms
+# ----------------------------------------------------------------------------------
+def _angles(W: torch.Tensor, U: torch.Tensor, *, self_pairs: bool):
+    """Norms, cosines, angles and sines of every pair (w_i, u_j).
+
+    W: (..., n, d), U: (..., m, d). With ``self_pairs`` (U is W) the diagonal cosine is
+    set to 0 before ``arccos`` so that no derivative is taken at cos = 1; callers
+    overwrite or mask the diagonal terms.
+    Returns nw (..., n), nu (..., m), cos, theta, sin (..., n, m).
+    """
+    nw = torch.linalg.vector_norm(W, dim=-1)  # (..., n)
+    nu = torch.linalg.vector_norm(U, dim=-1)  # (..., m)
+    dots = W @ U.transpose(-1, -2)  # (..., n, m)
+    cos = (dots / (nw.unsqueeze(-1) * nu.unsqueeze(-2))).clamp(-1.0, 1.0)
+    if self_pairs:
+        eye = torch.eye(W.shape[-2], dtype=torch.bool, device=W.device)
+        cos = torch.where(eye, torch.zeros_like(cos), cos)
+    theta = torch.arccos(cos)
+    sin = torch.sqrt(1.0 - cos * cos)  # sin(theta), theta in [0, pi]
+    return nw, nu, cos, theta, sin
+
+
+def _pair_kernel(W: torch.Tensor, U: torch.Tensor, *, self_pairs: bool) -> torch.Tensor:
+    """f(w_i, u_j) for every pair, (..., n, m); exact ||w||^2 / 2 on the diagonal of W, W."""
+    nw, nu, cos, theta, sin = _angles(W, U, self_pairs=self_pairs)
+    f = nw.unsqueeze(-1) * nu.unsqueeze(-2) * (sin + (math.pi - theta) * cos) / TWO_PI
+    if self_pairs:
+        eye = torch.eye(W.shape[-2], dtype=torch.bool, device=W.device)
+        f = torch.where(eye, (nw * nw / 2.0).unsqueeze(-1).expand_as(f), f)
+    return f
+
+
+def population_loss(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Closed-form population loss F(W) for each run.
+
+    W: (..., n, d) student rows; V: (..., k, d) teacher rows (broadcast over the batch).
+    Returns (...,). Differentiable by autograd wherever no two rows are parallel.
+    """
+    student = _pair_kernel(W, W, self_pairs=True).sum(dim=(-2, -1))  # (...,)
+    cross = _pair_kernel(W, V, self_pairs=False).sum(dim=(-2, -1))  # (...,)
+    teacher = _pair_kernel(V, V, self_pairs=True).sum(dim=(-2, -1))  # (...,)
+    return 0.5 * student - cross + 0.5 * teacher
+
+
+def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
+    """Sign of each pair's term in dF/dw_i: +1 student j != i, 0 for j = i, -1 teacher. (n, n+k)"""
+    student = 1.0 - torch.eye(n, dtype=dtype, device=device)
+    teacher = -torch.ones(n, k, dtype=dtype, device=device)
+    return torch.cat([student, teacher], dim=1)
+
+
+def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
+    """2 pi * dF/dW, analytic (protocols.md section 1):
+
+        dF/dw_i = w_i / 2 + sum_{j != i} g(w_i, w_j) - sum_j g(w_i, v_j)
+        g(w, v) = (||v|| sin t * w / ||w||  +  (pi - t) v) / (2 pi)
+
+    W: (R, n, d), V: (R, k, d); ``sign`` is the (n, n + k) pair-sign matrix (built when
+    None). Returns (R, n, d). Scaling by 2 pi saves a division in the hot loop and is the
+    quantity the published stopping rule thresholds.
+    """
+    n, k = W.shape[-2], V.shape[-2]
+    if sign is None:
+        sign = _gradient_weights(n, k, dtype=W.dtype, device=W.device)
+    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
+    nw, nu, _cos, theta, sin = _angles(W, U, self_pairs=False)
+    # The (i, i) terms are masked by sign = 0; their angle is ~0 so no NaN arises.
+    radial = ((sign * sin) @ nu.unsqueeze(-1)).squeeze(-1)  # (R, n): sum_j s_ij ||u_j|| sin t_ij
+    tangential = (sign * (math.pi - theta)) @ U  # (R, n, d)
+    return math.pi * W + (radial / nw).unsqueeze(-1) * W + tangential
+
+
+def population_gradient(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """dF/dW, analytic. W: (R, n, d), V: (R, k, d) -> (R, n, d)."""
+    return scaled_gradient(W, V) / TWO_PI
+
+
+def neuron_gradient_norm(scaled_grad: torch.Tensor) -> torch.Tensor:
+    """max_i || 2 pi dF/dw_i ||, the published stopping quantity. (R, n, d) -> (R,)."""
+    return torch.linalg.vector_norm(scaled_grad, dim=-1).amax(dim=-1)
+
+
+def _hessian_blocks(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Analytic Hessian of F as blocks, (R, n, d, n, d).
+
+    With u = w / ||w||, z = v / ||v||, c = cos t, s = sin t (derived from g above):
+      d g(w, v) / d w = ||v|| / (2 pi ||w||) * (s (I - u u^T) + a a^T / s),  a = z - c u
+      d g(w, v) / d v = ((pi - t) I + c s z z^T - (c / s) b b^T + s (b z^T + z b^T)) / (2 pi),
+      b = u - c z,
+    where every 1/s term multiplies an outer product of norm s^2 (so it is O(s)).
+    Diagonal blocks: I / 2 + sum_{j != i} dg(w_i, w_j)/dw_i - sum_j dg(w_i, v_j)/dw_i;
+    off-diagonal (i != j): dg(w_i, w_j)/dw_j.
+    """
+    R, n, d = W.shape
+    k = V.shape[-2]
+    dtype, device = W.dtype, W.device
+    U = torch.cat([W, V], dim=-2)  # (R, m, d), m = n + k
+    nw, nu, cos, theta, sin = _angles(W, U, self_pairs=False)  # (R, n, m)
+    uw = W / nw.unsqueeze(-1)  # (R, n, d)
+    uu = U / nu.unsqueeze(-1)  # (R, m, d)
+    big = sin > _SIN_FLOOR
+    inv_sin = torch.where(big, 1.0 / torch.where(big, sin, torch.ones_like(sin)), torch.zeros_like(sin))
+    sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, m)
+    eye_d = torch.eye(d, dtype=dtype, device=device)
+
+    # Diagonal blocks: dg(w_i, u_j)/dw_i summed over j with sign.
+    # coefficient ||u_j|| / (2 pi ||w_i||), times sign
+    coef = sign * nu.unsqueeze(-2) / (TWO_PI * nw.unsqueeze(-1))  # (R, n, m)
+    a = uu.unsqueeze(-3) - cos.unsqueeze(-1) * uw.unsqueeze(-2)  # (R, n, m, d): z_j - c u_i
+    sum_s = (coef * sin).sum(-1)  # (R, n)
+    proj = eye_d - uw.unsqueeze(-1) * uw.unsqueeze(-2)  # (R, n, d, d)
+    aat = torch.einsum("rij,rijd,rije->ride", coef * inv_sin, a, a)  # (R, n, d, d)
+    diag_blocks = 0.5 * eye_d + sum_s[..., None, None] * proj + aat  # (R, n, d, d)
+
+    # Off-diagonal blocks between students: dg(w_i, w_j)/dw_j.
+    ct, st, th = cos[..., :n], sin[..., :n], theta[..., :n]  # (R, n, n)
+    ist = inv_sin[..., :n]
+    z = uw.unsqueeze(-3).expand(R, n, n, d)  # z_j = u_j      (R, n, n, d)
+    u = uw.unsqueeze(-2).expand(R, n, n, d)  # u_i            (R, n, n, d)
+    b = u - ct.unsqueeze(-1) * z  # (R, n, n, d)
+    zz = z.unsqueeze(-1) * z.unsqueeze(-2)  # (R, n, n, d, d)
+    bb = b.unsqueeze(-1) * b.unsqueeze(-2)
+    bz = b.unsqueeze(-1) * z.unsqueeze(-2)
+    off = (
+        (math.pi - th)[..., None, None] * eye_d
+        + (ct * st)[..., None, None] * zz
+        - (ct * ist)[..., None, None] * bb
+        + st[..., None, None] * (bz + bz.transpose(-1, -2))
+    ) / TWO_PI  # (R, n, n, d, d)
+    eye_n = torch.eye(n, dtype=torch.bool, device=device)
+    blocks = torch.where(eye_n[None, :, :, None, None], diag_blocks.unsqueeze(-3).expand_as(off), off)
+    # (R, i, j, d, e) -> (R, i, d, j, e)
+    return blocks.permute(0, 1, 3, 2, 4)
+
+
+def population_hessian(W: torch.Tensor, V: torch.Tensor, *, chunk_size: int = 64) -> torch.Tensor:
+    """Analytic Hessian of F with respect to the flattened W (row-major, neuron-major).
+
+    W: (R, n, d), V: (R, k, d) -> (R, n*d, n*d). Runs are processed ``chunk_size`` at a
+    time to bound the (R, n, n, d, d) intermediates.
+    """
+    R, n, d = W.shape
+    out = [
+        _hessian_blocks(W[s : s + chunk_size], V[s : s + chunk_size]).reshape(-1, n * d, n * d)
+        for s in range(0, R, chunk_size)
+    ]
+    return torch.cat(out, dim=0) if out else W.new_zeros(0, n * d, n * d)
+
+
+def hessian_extreme_eigenvalues(W: torch.Tensor, V: torch.Tensor, *, chunk_size: int = 64):
+    """Smallest and largest eigenvalue of the analytic Hessian per run, by
+    ``torch.linalg.eigvalsh`` (exact symmetric eigendecomposition). -> ((R,), (R,))."""
+    mins, maxs = [], []
+    for s in range(0, W.shape[0], chunk_size):
+        H = population_hessian(W[s : s + chunk_size], V[s : s + chunk_size], chunk_size=chunk_size)
+        H = 0.5 * (H + H.transpose(-1, -2))  # symmetrise away rounding before eigvalsh
+        ev = torch.linalg.eigvalsh(H)  # (r, n*d), ascending
+        mins.append(ev[:, 0])
+        maxs.append(ev[:, -1])
+    if not mins:
+        empty = W.new_zeros(0)
+        return empty, empty
+    return torch.cat(mins), torch.cat(maxs)
+
+
+# ----------------------------------------------------------------------------------
+# Protocol
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TeacherStudentProtocol:
+    """Every value of the published protocol, as configuration (protocols.md section 1).
+
+    Defaults are Safran & Shamir's: V = I (d = k), w_i ~ N(0, I_d / d), step 0.1, stop at
+    max_i ||2 pi dF/dw_i|| <= 1e-9, restart with half the step from the initial point
+    when that norm exceeds 1e4, "bad" when F >= 1e-3.
+    """
+
+    d: int | None = None  # input dimension; None means d = k (the published choice)
+    teacher: str = "identity"  # "identity" (rows e_1..e_k) or "orthonormal" (random rows, per seed)
+    init_scale: float = 1.0  # w_i ~ N(0, init_scale^2 I_d / d)
+    step: float = 0.1  # gradient-descent step on F
+    grad_tol: float = 1e-9  # stop when max_i ||2 pi dF/dw_i|| <= grad_tol
+    restart_grad_norm: float = 1e4  # restart from init with step/2 when the norm exceeds this
+    max_iterations: int = 200_000  # cap; a run reaching it is `not_converged`
+    bad_loss_threshold: float = 1e-3  # a converged point with F >= this is bad
+    eig_margin: float = 1e-6  # spurious needs min eigenvalue > margin; saddle otherwise
+    early_stop_global: bool = False  # stop monotone runs once F < bad_loss_threshold (see gradient_descent)
+    monotone_rtol: float = 1e-12  # F_{t+1} <= F_t (1 + rtol) counts as "did not increase"
+    compact_every: int = 64  # iterations between removals of finished runs from the batch
+    max_restarts: int = 30  # a run needing more restarts than this is `diverged`
+
+    def validate(self, *, k: int, n: int) -> None:
+        """Raise ValueError naming the first invalid field and what is allowed."""
+        _check_int("k", k, minimum=1)
+        _check_int("n", n, minimum=1)
+        if self.d is not None:
+            _check_int("d", self.d, minimum=k)
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher: {self.teacher!r} is not one of {', '.join(TEACHERS)}")
+        for name in ("init_scale", "step", "grad_tol", "restart_grad_norm", "bad_loss_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
+        if not isinstance(self.eig_margin, (int, float)) or self.eig_margin < 0:
+            raise ValueError(f"eig_margin: must be a number >= 0, got {self.eig_margin!r}")
+        if not isinstance(self.monotone_rtol, (int, float)) or self.monotone_rtol < 0:
+            raise ValueError(f"monotone_rtol: must be a number >= 0, got {self.monotone_rtol!r}")
+        _check_int("max_iterations", self.max_iterations, minimum=1)
+        _check_int("compact_every", self.compact_every, minimum=1)
+        _check_int("max_restarts", self.max_restarts, minimum=0)
+
+    def input_dim(self, k: int) -> int:
+        return k if self.d is None else int(self.d)
+
+
+def _check_int(name: str, value, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+
+
+def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStudentProtocol):
+    """Teacher V (R, k, d) and initial student W0 (R, n, d), float64 on the CPU.
+
+    Each run draws from its own generator seeded by (k, n, d, teacher, seed), so a run's
+    initial point is independent of which chunk or device computes it, and the same seed
+    gives the same W0 for every step size / tolerance (common random numbers).
+    """
+    d = protocol.input_dim(k)
+    Ws, Vs = [], []
+    for seed in seeds:
+        gen = run_generator("teacher_student", k, n, d, protocol.teacher, int(seed))
+        if protocol.teacher == "identity":
+            V = torch.eye(k, d, dtype=torch.float64)
+        else:
+            q, r = torch.linalg.qr(torch.randn(d, k, generator=gen, dtype=torch.float64))
+            V = (q * torch.sign(torch.diagonal(r))).T.contiguous()  # (k, d) orthonormal rows, Haar
+        W = torch.randn(n, d, generator=gen, dtype=torch.float64) * (protocol.init_scale / math.sqrt(d))
+        Ws.append(W)
+        Vs.append(V)
+    return torch.stack(Ws), torch.stack(Vs)
+
+
+@dataclass
+class DescentResult:
+    """Per-run outcome of :func:`gradient_descent` (all tensors (R,) or (R, n, d))."""
+
+    weights: torch.Tensor  # final W (R, n, d)
+    grad_norm: torch.Tensor  # max_i ||2 pi dF/dw_i|| at the final W (R,)
+    iterations: torch.Tensor  # gradient steps taken, restarts included (R,) int64
+    restarts: torch.Tensor  # restarts from the initial point (R,) int64
+    final_step: torch.Tensor  # step in force at the end (R,)
+    converged: torch.Tensor  # grad_norm <= grad_tol (R,) bool
+    diverged: torch.Tensor  # non-finite, or too many restarts (R,) bool
+    stopped_early: torch.Tensor  # stopped by the early-global rule (R,) bool
+    monotone: torch.Tensor  # F never increased along the run (tracked only with early stop) (R,) bool
+
+
+@torch.inference_mode()
+def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudentProtocol) -> DescentResult:
+    """Plain gradient descent on F for all runs at once, published protocol.
+
+    Each run follows exactly the one-run loop of the authors (and of
+    ``teacher_student_reference.descend_one``): evaluate G = 2 pi dF/dW and
+    g = max_i ||G_i||; then, in this order,
+      non-finite g, or more than ``max_restarts`` restarts -> diverged;
+      g <= grad_tol -> converged;
+      [with ``early_stop_global``] F never increased and F < bad_loss_threshold -> global;
+      ``max_iterations`` steps taken -> not converged;
+      g > restart_grad_norm -> W = W0, step /= 2 (counts as one iteration);
+      otherwise W <- W - step * G / (2 pi).
+
+    Early-global rule: gradient descent with step < 2 / lambda_max decreases F at every
+    step, so a run whose F is below the bad threshold can no longer end bad. F is then
+    evaluated every iteration; a run where it increased (beyond relative slack
+    ``monotone_rtol``) falls back to the full protocol.
+
+    Batching: an iteration evaluates all active runs and moves only those with no event
+    (tol < g <= restart_grad_norm, no early stop); a run with an event is frozen at once,
+    so its iteration count and final point are those of the one-run loop. Events are
+    processed, and finished runs removed from the batch, every ``compact_every``
+    iterations (the only host synchronisation), so the cost follows the slow runs. The
+    iteration cap is scheduled on the host between compactions. Inputs are not modified.
+    """
+    R, n, d = W0.shape
+    k = V.shape[-2]
+    dtype, device = W0.dtype, W0.device
+    p = protocol
+    sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, n + k)
+    sign_pi = sign * math.pi
+    tol, restart_norm = float(p.grad_tol), float(p.restart_grad_norm)
+
+    out_W = W0.clone()
+    out_g = torch.full((R,), float("nan"), dtype=dtype, device=device)
+    out_it = torch.zeros(R, dtype=torch.int64, device=device)
+    out_restarts = torch.zeros(R, dtype=torch.int64, device=device)
+    out_step = torch.full((R,), float(p.step), dtype=dtype, device=device)
+    out_conv = torch.zeros(R, dtype=torch.bool, device=device)
+    out_div = torch.zeros(R, dtype=torch.bool, device=device)
+    out_early = torch.zeros(R, dtype=torch.bool, device=device)
+    out_mono = torch.ones(R, dtype=torch.bool, device=device)
+
+    # Active state; `base` counts restart iterations, `moved` gradient steps.
+    idx = torch.arange(R, device=device)
+    W, W_init, V_act = W0.clone(), W0, V
+    nv = torch.linalg.vector_norm(V, dim=-1)  # (R, k)
+    lr = torch.full((R,), float(p.step) / TWO_PI, dtype=dtype, device=device)  # step on G
+    moved = torch.zeros(R, dtype=torch.int64, device=device)
+    base = torch.zeros(R, dtype=torch.int64, device=device)
+    restarts = torch.zeros(R, dtype=torch.int64, device=device)
+    mono = torch.ones(R, dtype=torch.bool, device=device)
+    prev_loss = torch.full((R,), float("inf"), dtype=dtype, device=device)
+    early = torch.zeros(R, dtype=torch.bool, device=device)
+    const_teacher = 0.5 * _pair_kernel(V, V, self_pairs=True).sum(dim=(-2, -1)) if p.early_stop_global else None
+    teacher_act = const_teacher
+
+    def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
+        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
+        nw = torch.linalg.vector_norm(W, dim=-1)  # (A, n)
+        U = torch.cat([W, V_act], dim=-2)  # (A, n + k, d)
+        nu = torch.cat([nw, nv], dim=-1)  # (A, n + k)
+        cos = ((W @ U.transpose(-1, -2)) / (nw.unsqueeze(-1) * nu.unsqueeze(-2))).clamp_(-1.0, 1.0)
+        theta = torch.arccos(cos)  # (A, n, n + k)
+        sin = torch.sqrt(1.0 - cos * cos)  # = sin(theta) for theta in [0, pi], cheaper than sin()
+        radial = (sign * sin * nu.unsqueeze(-2)).sum(-1)  # (A, n)
+        G = (math.pi + radial / nw).unsqueeze(-1) * W + (sign_pi - sign * theta) @ U  # (A, n, d)
+        g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # (A,)
+        ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
+        early = None
+        if p.early_stop_global:
+            loss = 0.5 * _pair_kernel(W, W, self_pairs=True).sum(dim=(-2, -1)) - _pair_kernel(
+                W, V_act, self_pairs=False
+            ).sum(dim=(-2, -1)) + teacher_act
+            mono = mono & (loss <= prev_loss * (1.0 + p.monotone_rtol))
+            prev_loss = loss
+            early = mono & (loss < p.bad_loss_threshold)
+            ok = ok & ~early
+        return G, g, ok, early, mono, prev_loss
+
+    while idx.numel() > 0:
+        # Steps every active run may still take before the cap (host value, one sync).
+        room = int((p.max_iterations - (base + moved)).min())
+        block = min(p.compact_every, room)
+        g = None
+        neg_lr = -lr
+        for _ in range(block):
+            G, g, ok, early, mono, prev_loss = evaluate(W, V_act, nv, teacher_act, mono, prev_loss)
+            # W is this loop's own buffer (never an input). Frozen runs get a zero step;
+            # their G is finite unless they diverged (then W is already meaningless).
+            W.addcmul_(G, (neg_lr * ok)[:, None, None])
+            moved += ok
+        # Events at the current points (one more evaluation; frozen runs give the same g).
+        G, g, ok, early_now, mono, prev_loss = evaluate(W, V_act, nv, teacher_act, mono, prev_loss)
+        it = base + moved
+        finite = torch.isfinite(g)
+        div = ~finite | (restarts > p.max_restarts)
+        conv = ~div & (g <= tol)
+        early = (~div & ~conv & early_now) if p.early_stop_global else torch.zeros_like(conv)
+        capped = ~div & ~conv & ~early & (it >= p.max_iterations)
+        restart = ~div & ~conv & ~early & ~capped & (g > restart_norm)
+        finished = div | conv | early | capped
+        if bool(restart.any()):
+            W = torch.where(restart[:, None, None], W_init, W)
+            lr = torch.where(restart, lr * 0.5, lr)
+            restarts = restarts + restart
+            base = base + restart
+        if bool(finished.any()):
+            j = idx[finished]
+            out_W[j] = W[finished]
+            out_g[j] = g[finished]
+            out_it[j] = it[finished]
+            out_restarts[j] = restarts[finished]
+            out_step[j] = lr[finished] * TWO_PI
+            out_conv[j] = conv[finished]
+            out_div[j] = div[finished]
+            out_early[j] = early[finished]
+            out_mono[j] = mono[finished]
+            keep = ~finished
+            idx, W, W_init, V_act, nv = idx[keep], W[keep], W_init[keep], V_act[keep], nv[keep]
+            lr, moved, base, restarts = lr[keep], moved[keep], base[keep], restarts[keep]
+            mono, prev_loss = mono[keep], prev_loss[keep]
+            if teacher_act is not None:
+                teacher_act = teacher_act[keep]
+    return DescentResult(
+        weights=out_W,
+        grad_norm=out_g,
+        iterations=out_it,
+        restarts=out_restarts,
+        final_step=out_step,
+        converged=out_conv,
+        diverged=out_div,
+        stopped_early=out_early,
+        monotone=out_mono,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Classification and the public entry point
+# ----------------------------------------------------------------------------------
+def classify(
+    *,
+    final_loss: torch.Tensor,
+    min_eig: torch.Tensor,
+    converged: torch.Tensor,
+    diverged: torch.Tensor,
+    stopped_early: torch.Tensor,
+    bad_loss_threshold: float,
+    eig_margin: float,
+) -> list[str]:
+    """Status per run (protocols.md section 1):
+
+    - ``diverged``: non-finite loss or gradient, or more restarts than allowed;
+    - ``not_converged``: the iteration cap ended the run above the gradient tolerance;
+    - ``global``: converged (or stopped by the early-global rule) with F < threshold;
+    - ``spurious``: converged with F >= threshold and smallest Hessian eigenvalue > margin
+      (a strict local minimum in float64, the practical version of the authors' exact check);
+    - ``saddle``: converged with F >= threshold and smallest eigenvalue <= margin (a
+      negative eigenvalue, or a degenerate point that cannot be certified a minimum;
+      ``hessian_degenerate`` in the record tells the two apart).
+    """
+    out = []
+    for i in range(final_loss.shape[0]):
+        loss = float(final_loss[i])
+        if bool(diverged[i]) or not math.isfinite(loss):
+            out.append("diverged")
+        elif bool(stopped_early[i]):
+            out.append("global")
+        elif not bool(converged[i]):
+            out.append("not_converged")
+        elif loss < bad_loss_threshold:
+            out.append("global")
+        elif float(min_eig[i]) > eig_margin:
+            out.append("spurious")
+        else:
+            out.append("saddle")
+    return out
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def run_teacher_student(
+    k: int,
+    n: int,
+    seeds: Iterable[int],
+    *,
+    device: str | torch.device | None = "cpu",
+    keep_weights: bool = True,
+    hessian_chunk: int = 64,
+    **options,
+) -> list[dict]:
+    """Run the teacher-student protocol for every seed of one (k, n) cell as one batch.
+
+    ``options`` are the fields of :class:`TeacherStudentProtocol` (d, teacher, init_scale,
+    step, grad_tol, restart_grad_norm, max_iterations, bad_loss_threshold, eig_margin,
+    early_stop_global, monotone_rtol, compact_every, max_restarts). Everything is float64.
+
+    Returns one record per seed, in order: the results-contract columns (``seed``,
+    ``status``, ``final_loss``, ``grad_norm``, ``iterations``, ``wall_s``, ``device``),
+    the probes (``min_eig``, ``max_eig``, ``hessian_degenerate``, ``restarts``,
+    ``final_step``, ``stopped_early``), every protocol value used, and ``final_weights``
+    (the final W flattened row-major, n * d floats) when ``keep_weights``.
+    ``wall_s`` is the batch's wall time divided by the number of runs.
+    """
+    unknown = set(options) - {f for f in TeacherStudentProtocol.__dataclass_fields__}
+    if unknown:
+        allowed = ", ".join(sorted(TeacherStudentProtocol.__dataclass_fields__))
+        raise ValueError(f"{sorted(unknown)[0]}: unknown teacher-student option (allowed: {allowed})")
+    protocol = TeacherStudentProtocol(**options)
+    protocol.validate(k=k, n=n)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: must be a non-empty list of integers")
+    dev = _resolve_device(device)
+    start = time.perf_counter()
+    W0, V = initial_points(k, n, seeds, protocol)
+    W0, V = W0.to(dev), V.to(dev)
+    result = gradient_descent(W0, V, protocol)
+    final_loss = population_loss(result.weights, V)  # (R,)
+    ok = torch.isfinite(final_loss) & torch.isfinite(result.weights).all(dim=(-2, -1))
+    min_eig = torch.full_like(final_loss, float("nan"))
+    max_eig = torch.full_like(final_loss, float("nan"))
+    if bool(ok.any()):
+        lo, hi = hessian_extreme_eigenvalues(result.weights[ok], V[ok], chunk_size=hessian_chunk)
+        min_eig[ok], max_eig[ok] = lo, hi
+    statuses = classify(
+        final_loss=final_loss,
+        min_eig=min_eig,
+        converged=result.converged,
+        diverged=result.diverged | ~ok,
+        stopped_early=result.stopped_early,
+        bad_loss_threshold=protocol.bad_loss_threshold,
+        eig_margin=protocol.eig_margin,
+    )
+    wall = time.perf_counter() - start
+    cpu = lambda t: t.detach().cpu()  # noqa: E731  (one transfer per field, after the loop)
+    loss_c, g_c, lo_c, hi_c = cpu(final_loss), cpu(result.grad_norm), cpu(min_eig), cpu(max_eig)
+    it_c, rs_c, st_c, early_c = cpu(result.iterations), cpu(result.restarts), cpu(result.final_step), cpu(result.stopped_early)
+    W_c = cpu(result.weights)
+    d = protocol.input_dim(k)
+    values = asdict(protocol)
+    values["d"] = d
+    records = []
+    for i, seed in enumerate(seeds):
+        lo_i = float(lo_c[i])
+        rec = {
+            "seed": seed,
+            "status": statuses[i],
+            "final_loss": float(loss_c[i]),
+            "grad_norm": float(g_c[i]),
+            "min_eig": lo_i,
+            "max_eig": float(hi_c[i]),
+            "hessian_degenerate": bool(math.isfinite(lo_i) and abs(lo_i) <= protocol.eig_margin),
+            "iterations": int(it_c[i]),
+            "restarts": int(rs_c[i]),
+            "final_step": float(st_c[i]),
+            "stopped_early": bool(early_c[i]),
+            "k": int(k),
+            "n": int(n),
+            **{key: values[key] for key in values if key not in ("compact_every",)},
+            "wall_s": wall / len(seeds),
+            "device": str(dev),
+            "final_weights": W_c[i].reshape(-1).tolist() if keep_weights else None,
+        }
+        records.append(rec)
+    return records
+
+
+# ----------------------------------------------------------------------------------
+# Families of bad points
+# ----------------------------------------------------------------------------------
+def permutation_distance(A: torch.Tensor, B: torch.Tensor) -> float:
+    """min over permutations P of the rows of B of ||A - P B||_F. A, B: (n, d).
+
+    Exact: the optimal row matching is a linear assignment on the squared row
+    distances, solved by the Hungarian method (``scipy.optimize.linear_sum_assignment``).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(A.unsqueeze(0), B.unsqueeze(0)).squeeze(0).pow(2)  # (n, n)
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return float(cost[rows, cols].sum().clamp_min(0).sqrt())
+
+
+def group_families(
+    records: Sequence[dict],
+    *,
+    tol: float = 1e-4,
+    statuses: Sequence[str] = ("spurious",),
+) -> list[dict]:
+    """Group the final points of one (k, n) cell up to permutation of student neurons.
+
+    Leader clustering: records (in order) join the first family whose representative is
+    within Frobenius distance ``tol`` after the best permutation (see
+    :func:`permutation_distance`), else found a new family. ``tol`` is an absolute
+    Frobenius distance; converged points are pinned to about grad_tol / min_eig, far below
+    the default 1e-4, while distinct critical points are O(0.1) apart.
+
+    Returns families sorted by multiplicity (descending), each with ``family`` (index),
+    ``status``, ``multiplicity``, ``objective`` and ``min_eig`` (means over members, as the
+    authors report them), ``objective_spread`` (max - min), ``seeds`` and
+    ``representative`` (flat weights of the first member).
+    """
+    if tol < 0:
+        raise ValueError(f"tol: must be >= 0, got {tol!r}")
+    chosen = [r for r in records if r["status"] in statuses]
+    cells = {(r["k"], r["n"], r.get("d", r["k"])) for r in chosen}
+    if len(cells) > 1:
+        raise ValueError(f"records: group_families takes records of one (k, n, d) cell, got {sorted(cells)}")
+    families: list[dict] = []
+    reps: list[torch.Tensor] = []
+    for r in chosen:
+        if r.get("final_weights") is None:
+            raise ValueError("records: final_weights is missing (run with keep_weights=True)")
+        W = torch.tensor(r["final_weights"], dtype=torch.float64).reshape(r["n"], -1)
+        for fam, rep in zip(families, reps):
+            if fam["status"] == r["status"] and permutation_distance(rep, W) <= tol:
+                fam["_members"].append(r)
+                break
+        else:
+            families.append({"status": r["status"], "_members": [r]})
+            reps.append(W)
+    out = []
+    for fam in families:
+        members = fam.pop("_members")
+        losses = [m["final_loss"] for m in members]
+        out.append(
+            {
+                "status": fam["status"],
+                "multiplicity": len(members),
+                "objective": sum(losses) / len(losses),
+                "objective_spread": max(losses) - min(losses),
+                "min_eig": sum(m["min_eig"] for m in members) / len(members),
+                "seeds": [m["seed"] for m in members],
+                "representative": members[0]["final_weights"],
+            }
+        )
+    out.sort(key=lambda f: (-f["multiplicity"], f["objective"]))
+    for i, fam in enumerate(out):
+        fam["family"] = i
+    return out

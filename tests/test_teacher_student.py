@@ -1,0 +1,232 @@
+"""Teacher-student objective and protocol: every number checked against a reference or
+an invariant (closed form vs Monte Carlo, analytic vs autograd, batched vs one-by-one)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from landscape_core.teacher_student import (
+    STATUSES,
+    TeacherStudentProtocol,
+    gradient_descent,
+    group_families,
+    hessian_extreme_eigenvalues,
+    initial_points,
+    neuron_gradient_norm,
+    permutation_distance,
+    population_gradient,
+    population_hessian,
+    population_loss,
+    run_teacher_student,
+    scaled_gradient,
+)
+from landscape_core.teacher_student_reference import run_teacher_student_reference
+
+F64 = torch.float64
+GLOBAL_MIN_EIG = (math.pi - 2.0) / (4.0 * math.pi)  # 0.0908451 (protocols.md)
+
+
+def _random(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=F64)
+
+
+# --------------------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("n,k,d", [(3, 3, 3), (4, 2, 5), (2, 5, 7)])
+def test_loss_matches_monte_carlo(n, k, d):
+    W, V = _random((1, n, d), 1), _random((1, k, d), 2)
+    closed = float(population_loss(W, V))
+    g = torch.Generator().manual_seed(3)
+    samples = []
+    for _ in range(20):  # 20 x 100k Gaussian inputs
+        x = torch.randn(100_000, d, generator=g, dtype=F64)
+        out = torch.relu(x @ W[0].T).sum(1) - torch.relu(x @ V[0].T).sum(1)
+        samples.append(0.5 * out * out)
+    s = torch.cat(samples)
+    mc, se = float(s.mean()), float(s.std() / math.sqrt(s.numel()))
+    assert se < 0.01 * closed  # the error bar is under 1%
+    assert abs(closed - mc) < 4 * se
+
+
+@pytest.mark.parametrize("n,k,d", [(3, 3, 3), (5, 2, 4), (2, 4, 6)])
+def test_analytic_gradient_matches_autograd(n, k, d):
+    W, V = _random((4, n, d), 10), _random((4, k, d), 11)
+    Wr = W.clone().requires_grad_(True)
+    population_loss(Wr, V).sum().backward()
+    torch.testing.assert_close(population_gradient(W, V), Wr.grad, rtol=0, atol=1e-13)
+    # the stopping quantity is max_i ||2 pi dF/dw_i||
+    expected = (2 * math.pi * Wr.grad).norm(dim=-1).amax(-1)
+    torch.testing.assert_close(neuron_gradient_norm(scaled_gradient(W, V)), expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("n,k,d", [(3, 3, 3), (4, 2, 5), (2, 4, 6), (6, 6, 6)])
+def test_analytic_hessian_matches_torch_func_hessian(n, k, d):
+    W, V = _random((3, n, d), 20), _random((3, k, d), 21)
+    H = population_hessian(W, V)
+    for r in range(3):
+        ref = torch.func.hessian(lambda w: population_loss(w.reshape(1, n, d), V[r : r + 1]).sum())(W[r].reshape(-1))
+        torch.testing.assert_close(H[r], ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(H, H.transpose(-1, -2), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8])
+def test_global_minimum_values(k):
+    I = torch.eye(k, dtype=F64)[None]
+    assert float(population_loss(I, I)) == pytest.approx(0.0, abs=1e-14)
+    assert float(population_gradient(I, I).abs().max()) < 1e-14
+    lo, hi = hessian_extreme_eigenvalues(I, I)
+    # k = 1: one neuron, F = ||w - v||^2 / 4 near v, curvature 1/2; k >= 2: (pi - 2) / (4 pi)
+    assert float(lo) == pytest.approx(0.5 if k == 1 else GLOBAL_MIN_EIG, abs=1e-12)
+    assert float(hi) >= float(lo)
+
+
+def test_global_minimum_with_orthonormal_teacher_and_rotation_invariance():
+    k, d = 3, 5
+    (_, V) = initial_points(k, 3, [7], TeacherStudentProtocol(d=d, teacher="orthonormal"))
+    torch.testing.assert_close(V[0] @ V[0].T, torch.eye(k, dtype=F64), rtol=0, atol=1e-14)
+    assert float(population_loss(V, V)) == pytest.approx(0.0, abs=1e-14)
+    lo, _ = hessian_extreme_eigenvalues(V, V)
+    # with d > k the directions orthogonal to the teacher add curvature 1/2 -> same minimum
+    assert float(lo) == pytest.approx(GLOBAL_MIN_EIG, abs=1e-12)
+    W = _random((1, 4, d), 5)
+    Q, _ = torch.linalg.qr(_random((d, d), 6))
+    torch.testing.assert_close(population_loss(W @ Q, V @ Q), population_loss(W, V), rtol=1e-13, atol=0)
+
+
+def test_loss_invariant_under_student_permutation():
+    W, V = _random((2, 6, 6), 30), torch.eye(6, dtype=F64).expand(2, 6, 6)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    torch.testing.assert_close(population_loss(W[:, perm], V), population_loss(W, V), rtol=1e-14, atol=0)
+
+
+# --------------------------------------------------------------------------- protocol
+def test_batched_equals_one_by_one_and_reference_loop():
+    seeds = list(range(12))
+    batched = run_teacher_student(6, 6, seeds)
+    single = [run_teacher_student(6, 6, [s])[0] for s in seeds]
+    reference = run_teacher_student_reference(6, 6, seeds)
+    for b, s, r in zip(batched, single, reference):
+        assert b["status"] == s["status"] == r["status"]
+        assert b["iterations"] == s["iterations"] == r["iterations"]
+        assert abs(b["final_loss"] - s["final_loss"]) < 1e-10
+        assert abs(b["final_loss"] - r["final_loss"]) < 1e-10
+        assert abs(b["min_eig"] - r["min_eig"]) < 1e-8
+
+
+def test_result_independent_of_chunking():
+    a = run_teacher_student(5, 5, range(8))
+    b = run_teacher_student(5, 5, [6, 3])
+    assert [a[6]["final_weights"], a[3]["final_weights"]] == [b[0]["final_weights"], b[1]["final_weights"]]
+
+
+def test_restart_halves_step_and_matches_reference():
+    # a step of 40 blows the gradient past 1e4: the run restarts with 20, 10, ... until stable
+    opts = dict(step=40.0, max_iterations=20_000)
+    fast = run_teacher_student(3, 3, [0, 1, 2], **opts)
+    ref = run_teacher_student_reference(3, 3, [0, 1, 2], **opts)
+    assert any(r["restarts"] > 0 for r in fast)
+    for f, r in zip(fast, ref):
+        assert (f["status"], f["iterations"], f["restarts"]) == (r["status"], r["iterations"], r["restarts"])
+        assert f["final_step"] == pytest.approx(40.0 / 2 ** f["restarts"])
+
+
+def test_iteration_cap_and_divergence_do_not_stop_neighbours():
+    p = TeacherStudentProtocol(max_iterations=50)
+    W0, V = initial_points(4, 4, range(3), p)
+    W0 = W0.clone()
+    W0[1, 0, 0] = float("nan")  # run 1 diverges at its first evaluation
+    capped = gradient_descent(W0, V, p)
+    assert capped.diverged.tolist() == [False, True, False]
+    assert capped.iterations.tolist() == [50, 0, 50]
+    full = gradient_descent(W0, V, TeacherStudentProtocol())
+    assert full.converged.tolist() == [True, False, True]
+    alone = gradient_descent(W0[[0]], V[[0]], TeacherStudentProtocol())
+    assert int(alone.iterations[0]) == int(full.iterations[0])
+    torch.testing.assert_close(alone.weights[0], full.weights[0], rtol=0, atol=0)
+    assert not torch.equal(W0[1, 0, 0:1], W0[1, 0, 0:1])  # the input still holds its NaN: not mutated
+
+
+def test_capped_runs_are_not_converged_with_their_gradient_norm():
+    recs = run_teacher_student(5, 5, range(4), max_iterations=30)
+    ref = run_teacher_student_reference(5, 5, range(4), max_iterations=30)
+    for r, q in zip(recs, ref):
+        assert r["status"] == "not_converged" and r["iterations"] == 30
+        assert r["grad_norm"] == pytest.approx(q["grad_norm"], rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [6, 7, 8])
+def test_small_real_run_every_run_classified(k):
+    recs = run_teacher_student(k, k, range(24))
+    assert len(recs) == 24
+    for r in recs:
+        assert r["status"] in STATUSES
+        assert r["status"] in ("global", "spurious")  # n = k at step 0.1: no saddles, no caps
+        assert r["grad_norm"] <= 1e-9
+        if r["status"] == "global":
+            assert r["final_loss"] < 1e-3 and r["min_eig"] == pytest.approx(GLOBAL_MIN_EIG, abs=1e-6)
+        else:
+            assert r["final_loss"] >= 1e-3 and r["min_eig"] > 1e-6
+        for key in ("step", "grad_tol", "restart_grad_norm", "init_scale", "bad_loss_threshold", "eig_margin", "d"):
+            assert key in r
+
+
+def test_early_stop_gives_same_classification_as_full_protocol():
+    seeds = range(40)
+    full = run_teacher_student(8, 8, seeds)
+    early = run_teacher_student(8, 8, seeds, early_stop_global=True)
+    assert [r["status"] for r in full] == [r["status"] for r in early]
+    stopped = [r for r in early if r["stopped_early"]]
+    assert stopped and all(r["status"] == "global" and r["final_loss"] < 1e-3 for r in stopped)
+    assert sum(r["iterations"] for r in early) < sum(r["iterations"] for r in full)
+    bad = [(f, e) for f, e in zip(full, early) if f["status"] == "spurious"]
+    assert all(f["iterations"] == e["iterations"] for f, e in bad)  # bad runs run to tolerance
+
+
+def test_orthonormal_teacher_and_wider_input_run():
+    recs = run_teacher_student(3, 4, range(6), d=5, teacher="orthonormal")
+    assert all(r["d"] == 5 and r["teacher"] == "orthonormal" for r in recs)
+    assert all(r["status"] in STATUSES for r in recs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(k=0, n=3), "k"),
+        (dict(k=3, n=0), "n"),
+        (dict(k=3, n=3, step=0.0), "step"),
+        (dict(k=3, n=3, grad_tol=-1.0), "grad_tol"),
+        (dict(k=3, n=3, teacher="random"), "teacher"),
+        (dict(k=3, n=3, d=2), "d"),
+        (dict(k=3, n=3, max_iterations=0), "max_iterations"),
+        (dict(k=3, n=3, learning_rate=0.1), "learning_rate"),
+    ],
+)
+def test_invalid_options_name_the_field(kwargs, field):
+    k, n = kwargs.pop("k"), kwargs.pop("n")
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        run_teacher_student(k, n, [0], **kwargs)
+
+
+# --------------------------------------------------------------------------- families
+def test_permutation_distance_and_family_grouping():
+    A = _random((5, 5), 40)
+    perm = torch.tensor([4, 2, 0, 1, 3])
+    assert permutation_distance(A, A[perm]) < 1e-14
+    B = A.clone()
+    B[0, 0] += 0.3
+    assert permutation_distance(A, B) == pytest.approx(0.3, rel=1e-12)
+
+    def rec(seed, W, loss):
+        return dict(seed=seed, status="spurious", k=5, n=5, d=5, final_loss=loss, min_eig=0.02,
+                    final_weights=W.reshape(-1).tolist())
+
+    C = _random((5, 5), 41)
+    records = [rec(0, A, 0.02), rec(1, A[perm], 0.02), rec(2, C, 0.03), rec(3, A[perm.flip(0)] + 1e-7, 0.02),
+               rec(4, B, 0.025)]
+    fams = group_families(records, tol=1e-4)
+    assert [f["multiplicity"] for f in fams] == [3, 1, 1]
+    assert fams[0]["seeds"] == [0, 1, 3] and fams[0]["objective"] == pytest.approx(0.02)
+    assert sorted(f["seeds"][0] for f in fams[1:]) == [2, 4]
