@@ -354,15 +354,20 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     teacher_act = const_teacher
 
     def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
-        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
+        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state.
+
+        Same formula as :func:`scaled_gradient`, arranged for few kernel launches:
+        G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j.
+        """
         nw = torch.linalg.vector_norm(W, dim=-1)  # (A, n)
+        Wn = W / nw.unsqueeze(-1)  # (A, n, d) unit rows
         U = torch.cat([W, V_act], dim=-2)  # (A, n + k, d)
-        nu = torch.cat([nw, nv], dim=-1)  # (A, n + k)
-        cos = ((W @ U.transpose(-1, -2)) / (nw.unsqueeze(-1) * nu.unsqueeze(-2))).clamp_(-1.0, 1.0)
-        theta = torch.arccos(cos)  # (A, n, n + k)
+        nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (A, n + k, 1)
+        cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (A, n, n + k)
+        theta = torch.arccos(cos)
         sin = torch.sqrt(1.0 - cos * cos)  # = sin(theta) for theta in [0, pi], cheaper than sin()
-        radial = (sign * sin * nu.unsqueeze(-2)).sum(-1)  # (A, n)
-        G = (math.pi + radial / nw).unsqueeze(-1) * W + (sign_pi - sign * theta) @ U  # (A, n, d)
+        radial = torch.bmm(sign * sin, nu)  # (A, n, 1): sum_j s_ij ||u_j|| sin t_ij
+        G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (A, n, d)
         g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # (A,)
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None

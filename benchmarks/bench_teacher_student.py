@@ -1,0 +1,182 @@
+"""Benchmark: batched teacher-student protocol vs the one-run-at-a-time loop.
+
+Same cell (default k = n = 10, published protocol), same seeds, one command, one machine:
+
+- ``per-run loop``: :mod:`landscape_core.teacher_student_reference`, numpy, one run at a
+  time (the style of the authors' code), in one process;
+- ``batched``: :func:`landscape_core.teacher_student.run_teacher_student`, all seeds as one
+  tensor program, one process, one thread;
+- ``batched x W workers`` / ``per-run loop x W workers``: the seeds split into W chunks
+  run by W worker processes (one thread each), which is how the sweep service uses a
+  machine's cores (one Ray task per chunk).
+
+Every variant runs in fresh spawned processes, so its peak resident memory (ru_maxrss of
+the worker, which includes the interpreter and torch, ~0.3 GB) is its own. Statuses are
+compared seed by seed between the per-run loop and the batched run.
+
+    python -m benchmarks.bench_teacher_student [--k 10] [--n 10] [--seeds 200] [--workers 2]
+        [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+MARK_BEGIN = "<!-- bench_teacher_student:begin -->"
+MARK_END = "<!-- bench_teacher_student:end -->"
+
+
+def _worker(args):
+    """Run one chunk of seeds with one implementation; return (statuses, wall, peak_rss_mb)."""
+    impl, k, n, seeds = args
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    if impl == "batched":
+        from landscape_core.teacher_student import run_teacher_student
+
+        recs = run_teacher_student(k, n, seeds, keep_weights=False)
+    else:
+        from landscape_core.teacher_student_reference import run_teacher_student_reference
+
+        recs = run_teacher_student_reference(k, n, seeds)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
+    return [(r["seed"], r["status"], r["iterations"]) for r in recs], wall, peak
+
+
+def run_variant(impl: str, k: int, n: int, seeds: list[int], workers: int) -> dict:
+    chunks = [seeds[i::workers] for i in range(workers)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pool.map(_noop, range(workers))  # start the interpreters before the clock starts
+        start = time.perf_counter()
+        results = pool.map(_worker, [(impl, k, n, c) for c in chunks])
+        wall = time.perf_counter() - start
+    rows = sorted(row for res in results for row in res[0])
+    return {
+        "impl": impl,
+        "workers": workers,
+        "wall_s": wall,
+        "runs_per_s": len(seeds) / wall,
+        "peak_rss_mb": max(res[2] for res in results),
+        "statuses": {seed: status for seed, status, _ in rows},
+        "iterations": {seed: it for seed, _, it in rows},
+    }
+
+
+def _noop(_):
+    import torch  # noqa: F401  (import cost is not part of the measurement)
+
+    return None
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "landscape_core"], capture_output=True, text=True)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--write", type=Path, default=None, help="markdown file to update (between markers)")
+    args = parser.parse_args(argv)
+    seeds = list(range(args.seeds))
+
+    variants = [
+        run_variant("per_run", args.k, args.n, seeds, 1),
+        run_variant("batched", args.k, args.n, seeds, 1),
+    ]
+    if args.workers > 1:
+        variants.append(run_variant("per_run", args.k, args.n, seeds, args.workers))
+        variants.append(run_variant("batched", args.k, args.n, seeds, args.workers))
+    ref = variants[0]
+    identical = all(v["statuses"] == ref["statuses"] for v in variants)
+    same_iterations = all(v["iterations"] == ref["iterations"] for v in variants)
+    counts = Counter(ref["statuses"].values())
+    total_iterations = sum(ref["iterations"].values())
+
+    lines = [
+        f"Cell k = n = {args.k if args.k == args.n else f'{args.k}, n = {args.n}'}, {args.seeds} seeds, published "
+        f"protocol (step 0.1, tolerance 1e-9, float64); statuses {dict(sorted(counts.items()))}; "
+        f"{total_iterations:,} gradient steps in all (max {max(ref['iterations'].values()):,} for one run).",
+        "",
+        "| implementation | worker processes | wall (s) | runs / s | speed-up vs per-run loop (1 process) | peak RSS per worker (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        name = "per-run loop (numpy)" if v["impl"] == "per_run" else "batched (torch)"
+        lines.append(
+            f"| {name} | {v['workers']} | {v['wall_s']:.2f} | {v['runs_per_s']:.1f} | "
+            f"{ref['wall_s'] / v['wall_s']:.1f}x | {v['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Identical classifications for every seed: **{'yes' if identical else 'NO'}**; "
+        f"identical iteration counts: **{'yes' if same_iterations else 'NO'}**.",
+    ]
+    body = "\n".join(lines)
+    print(body)
+
+    if args.write:
+        command = "python -m benchmarks.bench_teacher_student " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = "\n".join(
+            [
+                MARK_BEGIN,
+                f"Machine: {machine_description()}. Code: {code_version()}. "
+                f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+                f"Command: `{command.strip()}` (or `make bench`).",
+                "",
+                body,
+                MARK_END,
+            ]
+        )
+        text = args.write.read_text() if args.write.exists() else ""
+        if MARK_BEGIN in text and MARK_END in text:
+            head, rest = text.split(MARK_BEGIN, 1)
+            tail = rest.split(MARK_END, 1)[1]
+            text = head + section + tail
+        else:
+            text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
+        args.write.write_text(text)
+        print(f"wrote {args.write}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
