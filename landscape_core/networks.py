@@ -49,6 +49,7 @@ class MLPSpec:
     output_dim: int = 1
     activation: str = "relu"
     output_bias: bool = False  # the survey's f has no output bias
+    bias: bool = True  # hidden-layer biases b_1 .. b_{L-1}
 
     def validate(self) -> None:
         for name in ("input_dim", "width", "depth", "output_dim"):
@@ -63,7 +64,7 @@ class MLPSpec:
         out: dict[str, tuple[int, ...]] = {}
         for layer in range(1, self.depth + 1):
             out[f"W{layer}"] = (dims[layer], dims[layer - 1])
-            if layer < self.depth or self.output_bias:
+            if (layer < self.depth and self.bias) or (layer == self.depth and self.output_bias):
                 out[f"b{layer}"] = (dims[layer],)
         return out
 
@@ -99,7 +100,10 @@ def hidden_features(params: dict[str, torch.Tensor], X: torch.Tensor, spec: MLPS
     Z = X
     out = []
     for layer in range(1, spec.depth):
-        Z = phi(Z @ params[f"W{layer}"].T + params[f"b{layer}"])  # (n, width)
+        Z = Z @ params[f"W{layer}"].T
+        if spec.bias:
+            Z = Z + params[f"b{layer}"]
+        Z = phi(Z)  # (n, width)
         out.append(Z)
     return out
 

@@ -142,10 +142,16 @@ def run_width_threshold(
     dev = torch.device(device)
     start = time.perf_counter()
     Xs, Ys, thetas = [], [], []
+    # Seeds come from explicitly named values (never "all fields of a dataclass", which
+    # would change every seed when a field is added). The activation is left out of the
+    # init seed on purpose: activations compared at the same seed share initial weights.
+    data_key = ("width_threshold.data", dspec.name, dspec.n_samples, dspec.input_dim, dspec.output_dim,
+                dspec.classification, dspec.teacher_width, dspec.teacher_depth, dspec.teacher_activation, dspec.noise)
+    init_key = ("width_threshold.init", spec.input_dim, spec.width, spec.depth, spec.output_dim,
+                spec.output_bias, spec.bias, init)
     for seed in seeds:
-        Xg = run_generator("width_threshold.data", *asdict(dspec).values(), seed)
-        X, Y = make_dataset(dspec, generator=Xg)
-        Wg = run_generator("width_threshold.init", *asdict(spec).values(), init, seed)
+        X, Y = make_dataset(dspec, generator=run_generator(*data_key, seed))
+        Wg = run_generator(*init_key, seed)
         thetas.append(flatten(init_parameters(spec, generator=Wg, init=init), spec))
         Xs.append(X)
         Ys.append(Y)

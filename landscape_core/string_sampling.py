@@ -1,0 +1,236 @@
+"""Sublevel-set connectivity by Dynamic String Sampling (Freeman & Bruna, ICLR 2017).
+
+protocols.md section 4. Given two models theta_A, theta_B (flat parameter vectors) with
+loss below a threshold L0, DSS certifies that they lie in one connected component of
+{theta : loss(theta) <= pass_factor * L0} by building a string of models ("beads") whose
+neighbours are joined by straight segments along which the interpolated loss stays under
+the pass level:
+
+1. evaluate the loss along every segment of the string at ``interp_points`` values of
+   t in [0, 1) (the authors' check);
+2. for every segment whose maximum exceeds ``pass_factor * L0``, insert a bead at the
+   midpoint or at the argmax of the interpolated loss (``bead_init``) and train it until
+   its loss is below ``alpha * L0`` (the authors train to 0.95 L0); the new beads of a
+   round are trained together as one batch;
+3. repeat until every segment passes (connected, certified) or ``max_rounds`` /
+   ``max_beads`` runs out (not certified: a persistent barrier suggests, but does not
+   prove, a disconnection).
+
+Outputs per pair: ``connected``, number of beads, rounds, the maximum interpolated loss
+of every final segment, and the normalized geodesic length
+sum_i ||theta_{i+1} - theta_i|| / ||theta_B - theta_A|| (1 for a straight line).
+
+Constrained variant (appendix A; the paper's text gives the idea, not the formula, so
+this is our reading): a new bead is trained on
+    loss(theta) + spring_weight (||theta - prev||^2 + ||theta - next||^2)
+                + plane_weight ((theta - (prev + next) / 2) . u)^2,   u = (next - prev) / ||next - prev||,
+which keeps it near the hyperplane equidistant from its two neighbours ("springy-ness"
+and deviation from the plane are the two knobs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch.func import vmap
+
+from landscape_core.training import TrainSpec, train
+
+BEAD_INITS = ("midpoint", "argmax")
+
+
+@dataclass(frozen=True)
+class StringSpec:
+    threshold: float  # L0
+    pass_factor: float = 1.1  # a segment passes when max interpolated loss < pass_factor * L0
+    alpha: float = 0.95  # beads are trained to below alpha * L0
+    interp_points: int = 100  # t = 0, 1/m, ..., (m - 1)/m on each segment
+    bead_init: str = "midpoint"  # or "argmax" of the interpolated loss
+    max_rounds: int = 10
+    max_beads: int = 64
+    constrained: bool = False  # appendix A variant
+    spring_weight: float = 0.0
+    plane_weight: float = 1.0
+
+    def validate(self) -> None:
+        if not self.threshold > 0:
+            raise ValueError(f"threshold: must be > 0, got {self.threshold!r}")
+        if not self.pass_factor >= 1:
+            raise ValueError(f"pass_factor: must be >= 1, got {self.pass_factor!r}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
+        if self.bead_init not in BEAD_INITS:
+            raise ValueError(f"bead_init: {self.bead_init!r} is not one of {', '.join(BEAD_INITS)}")
+        for name in ("interp_points", "max_rounds", "max_beads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+        if self.spring_weight < 0 or self.plane_weight < 0:
+            raise ValueError("spring_weight, plane_weight: must be >= 0")
+
+
+def interpolation_losses(
+    loss: Callable[..., torch.Tensor],
+    theta_a: torch.Tensor,
+    theta_b: torch.Tensor,
+    *data: torch.Tensor,
+    points: int = 100,
+    include_end: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss along the straight line (1 - t) theta_a + t theta_b.
+
+    theta_a, theta_b: (P,) or batches (S, P) of pairs; ``data`` shared by all points.
+    t = linspace(0, 1, points) with ``include_end``, else ``points`` values in [0, 1).
+    Returns (t (points,), losses (points,) or (S, points)).
+    """
+    dtype, device = theta_a.dtype, theta_a.device
+    if include_end:
+        t = torch.linspace(0.0, 1.0, points, dtype=dtype, device=device)
+    else:
+        t = torch.arange(points, dtype=dtype, device=device) / points
+    single = theta_a.dim() == 1
+    A = theta_a.unsqueeze(0) if single else theta_a  # (S, P)
+    B = theta_b.unsqueeze(0) if single else theta_b
+    path = A.unsqueeze(1) + t[None, :, None] * (B - A).unsqueeze(1)  # (S, m, P)
+    S, m, P = path.shape
+    in_dims = (0,) + (None,) * len(data)
+    values = vmap(loss, in_dims=in_dims)(path.reshape(S * m, P), *data).reshape(S, m)
+    return t, (values[0] if single else values)
+
+
+def string_length(string: torch.Tensor) -> torch.Tensor:
+    """sum of consecutive distances of a string (B, P) of beads (endpoints included)."""
+    return torch.linalg.vector_norm(string[1:] - string[:-1], dim=-1).sum()
+
+
+def dynamic_string_sampling(
+    loss: Callable[..., torch.Tensor],
+    theta_a: torch.Tensor,
+    theta_b: torch.Tensor,
+    *data: torch.Tensor,
+    spec: StringSpec,
+    bead_training: TrainSpec,
+    keep_string: bool = False,
+) -> dict:
+    """Run DSS between two trained models; ``data`` is shared by every loss evaluation.
+
+    ``bead_training`` configures how new beads are trained (its ``stop_loss`` is set to
+    ``alpha * L0``). Returns a record (plain Python values) described in the module
+    docstring, plus ``string`` (list of flat weight lists) when ``keep_string``.
+    """
+    spec.validate()
+    start = time.perf_counter()
+    L0 = spec.threshold
+    level = spec.pass_factor * L0
+    in_dims = (0,) + (None,) * len(data)
+    vloss = vmap(loss, in_dims=in_dims)
+    endpoint_losses = vloss(torch.stack([theta_a, theta_b]), *data)
+    string = [theta_a, theta_b]
+    rounds = 0
+    beads_failed = 0
+    connected = False
+    seg_max = None
+    tspec = TrainSpec(**{**asdict(bead_training), "stop_loss": spec.alpha * L0})
+    while True:
+        S = torch.stack(string)  # (B, P)
+        _, seg = interpolation_losses(loss, S[:-1], S[1:], *data, points=spec.interp_points, include_end=False)
+        seg_max = seg.amax(-1)  # (B - 1,)
+        failing = (seg_max >= level) | ~torch.isfinite(seg_max)
+        if not bool(failing.any()) and bool((endpoint_losses < level).all()):
+            connected = True
+            break
+        if rounds >= spec.max_rounds or len(string) - 2 >= spec.max_beads:
+            break
+        idx = torch.nonzero(failing).flatten().tolist()
+        idx = idx[: spec.max_beads - (len(string) - 2)]
+        if not idx:
+            break
+        rounds += 1
+        prev = S[idx]  # (b, P)
+        nxt = S[[i + 1 for i in idx]]
+        if spec.bead_init == "argmax":
+            t_star = seg[idx].argmax(-1).to(S.dtype) / spec.interp_points  # (b,)
+            t_star = t_star.clamp(1.0 / spec.interp_points, 1.0 - 1.0 / spec.interp_points)
+            init = prev + t_star[:, None] * (nxt - prev)
+        else:
+            init = 0.5 * (prev + nxt)
+        beads = _train_beads(loss, init, prev, nxt, data, spec, tspec)
+        bead_losses = vloss(beads, *data)
+        beads_failed += int((bead_losses >= level).sum())
+        for offset, (i, bead) in enumerate(zip(idx, beads)):
+            string.insert(i + 1 + offset, bead)
+    S = torch.stack(string)
+    direct = torch.linalg.vector_norm(theta_b - theta_a)
+    record = {
+        "dss_connected": connected,
+        "dss_beads": len(string) - 2,
+        "dss_rounds": rounds,
+        "dss_beads_failed": beads_failed,
+        "dss_max_interp_loss": float(seg_max.max()) if seg_max is not None else float("nan"),
+        "dss_segment_max_losses": seg_max.tolist(),
+        "dss_normalized_length": float(string_length(S) / direct) if float(direct) > 0 else float("nan"),
+        "dss_endpoint_distance": float(direct),
+        "dss_endpoint_losses": endpoint_losses.tolist(),
+        "dss_threshold": L0,
+        "dss_wall_s": time.perf_counter() - start,
+    }
+    if keep_string:
+        record["dss_string"] = S.tolist()
+    return record
+
+
+def _train_beads(loss, init, prev, nxt, data, spec: StringSpec, tspec: TrainSpec) -> torch.Tensor:
+    """Train a batch of beads (b, P) from ``init``; constrained variant adds the appendix-A terms."""
+    b = init.shape[0]
+    shared = [d.expand(b, *d.shape) for d in data]  # views, no copies
+    if not spec.constrained:
+
+        def bead_loss(theta, *d):
+            return loss(theta, *d)
+
+        return train(bead_loss, init, *shared, spec=tspec).theta
+
+    sw, pw = spec.spring_weight, spec.plane_weight
+
+    def constrained_loss(theta, p, q, *d):
+        mid = 0.5 * (p + q)
+        u = (q - p) / torch.linalg.vector_norm(q - p).clamp_min(1e-300)
+        spring = ((theta - p) ** 2).sum() + ((theta - q) ** 2).sum()
+        plane = ((theta - mid) * u).sum() ** 2
+        return loss(theta, *d) + sw * spring + pw * plane
+
+    # The penalised loss has no "below alpha * L0" target of its own: constrained beads are
+    # trained on it for the step budget (or to a stationary point), and their data loss is
+    # judged by the segment test of the next round, like every bead.
+    t_no_target = TrainSpec(**{**asdict(tspec), "stop_loss": 0.0})
+    res = train(constrained_loss, init, prev, nxt, *shared, spec=t_no_target)
+    return res.theta
+
+
+def cyclic_permutation_counterexample(dtype=torch.float64):
+    """Appendix E: three points of R^2 mapped to a cyclic permutation of themselves.
+
+    Returns (X (3, 2), Y (3, 2), theta_A, theta_B, spec) for the paper's 2-3-2 ReLU
+    network with 12 parameters (no biases: with biases every unit could be active on all
+    three points and the network affine there, and three points in general position are
+    always mapped by an affine map, so the zero-loss set would be connected). theta_A is
+    an exact solution built by hand: with x_j at angles 0, 120, 240 degrees, hidden unit j
+    computes relu(x_j . x), which is 1 on x_j and 0 on the other two points
+    (x_i . x_j = -1/2); the output layer's column j is the target of x_j, x_{j+1}.
+    theta_B is theta_A with hidden units 1 and 2 swapped: the same function, zero loss.
+    Since sum_j x_j = 0, no unit can be active on all three points.
+    """
+    from landscape_core.networks import MLPSpec, flatten
+
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=dtype)
+    X = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # (3, 2)
+    Y = X.roll(-1, dims=0)  # x_j -> x_{j+1}
+    spec = MLPSpec(input_dim=2, width=3, depth=2, output_dim=2, activation="relu", output_bias=False, bias=False)
+    params_a = {"W1": X.clone(), "W2": Y.T.clone()}
+    perm = torch.tensor([1, 0, 2])
+    params_b = {"W1": params_a["W1"][perm], "W2": params_a["W2"][:, perm]}
+    return X, Y, flatten(params_a, spec), flatten(params_b, spec), spec

@@ -1,0 +1,104 @@
+"""Dynamic String Sampling: invariants and known answers (issue: sublevel-set connectivity)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landscape_core.networks import forward, unflatten
+from landscape_core.string_sampling import (
+    StringSpec,
+    _train_beads,
+    cyclic_permutation_counterexample,
+    dynamic_string_sampling,
+    interpolation_losses,
+)
+from landscape_core.training import TrainSpec
+
+F64 = torch.float64
+
+
+def _linear_regression():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 3, generator=g, dtype=F64)
+    y = X @ torch.tensor([1.0, 2.0, -1.0], dtype=F64) + 0.1 * torch.randn(60, generator=g, dtype=F64)
+
+    def loss(t, X, y):
+        return 0.5 * ((X @ t - y) ** 2).mean()
+
+    w = torch.linalg.lstsq(X, y.unsqueeze(-1)).solution.squeeze(-1)
+    a = w + 0.05 * torch.randn(3, generator=g, dtype=F64)
+    b = w - 0.05 * torch.randn(3, generator=g, dtype=F64)
+    return loss, X, y, a, b
+
+
+def test_interpolation_reproduces_endpoints_exactly():
+    X, Y, A, B, spec = cyclic_permutation_counterexample()
+
+    def loss(t, X, Y):
+        return 0.5 * ((forward(unflatten(t, spec), X, spec) - Y) ** 2).sum(-1).mean()
+
+    t, values = interpolation_losses(loss, A, B, X, Y, points=17)
+    assert float(t[0]) == 0.0 and float(t[-1]) == 1.0
+    assert float(values[0]) == float(loss(A, X, Y)) and float(values[-1]) == float(loss(B, X, Y))
+    assert float(values.max()) > 0.1  # the straight line between the two solutions is not a solution
+
+
+def test_convex_problem_certifies_with_no_beads_and_unit_length():
+    loss, X, y, a, b = _linear_regression()
+    L0 = 1.0001 * max(float(loss(a, X, y)), float(loss(b, X, y)))
+    rec = dynamic_string_sampling(loss, a, b, X, y, spec=StringSpec(threshold=L0), bead_training=TrainSpec(optimizer="adam", lr=0.01))
+    assert rec["dss_connected"] and rec["dss_beads"] == 0 and rec["dss_rounds"] == 0
+    assert rec["dss_normalized_length"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_double_well_with_barrier_above_threshold_does_not_certify():
+    def loss(t):  # minima at +-1 (loss 0), barrier 1 at 0
+        return ((t * t - 1.0) ** 2).sum()
+
+    a, b = torch.tensor([-1.0], dtype=F64), torch.tensor([1.0], dtype=F64)
+    rec = dynamic_string_sampling(loss, a, b, spec=StringSpec(threshold=0.1, max_rounds=5),
+                                  bead_training=TrainSpec(optimizer="gd", lr=0.05, max_iterations=500))
+    assert not rec["dss_connected"]
+    assert rec["dss_max_interp_loss"] >= 0.11
+    assert rec["dss_normalized_length"] >= 1.0
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_counterexample_is_not_certified(constrained):
+    X, Y, A, B, spec = cyclic_permutation_counterexample()
+
+    def loss(t, X, Y):
+        return 0.5 * ((forward(unflatten(t, spec), X, spec) - Y) ** 2).sum(-1).mean()
+
+    assert float(loss(A, X, Y)) < 1e-30 and float(loss(B, X, Y)) < 1e-30  # both exact solutions
+    rec = dynamic_string_sampling(loss, A, B, X, Y, spec=StringSpec(threshold=0.01, max_rounds=6, constrained=constrained),
+                                  bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=1500))
+    assert not rec["dss_connected"]
+    assert rec["dss_normalized_length"] >= 1.0
+    assert len(rec["dss_segment_max_losses"]) == rec["dss_beads"] + 1
+
+
+def test_batched_bead_training_equals_one_by_one():
+    loss, X, y, a, b = _linear_regression()
+    g = torch.Generator().manual_seed(1)
+    init = torch.randn(4, 3, generator=g, dtype=F64)
+    prev, nxt = init - 1.0, init + 1.0
+    for constrained in (False, True):
+        spec = StringSpec(threshold=1.0, constrained=constrained, spring_weight=0.1)
+        tspec = TrainSpec(optimizer="adam", lr=0.01, max_iterations=200, stop_loss=0.0)
+        batched = _train_beads(loss, init, prev, nxt, (X, y), spec, tspec)
+        for i in range(4):
+            one = _train_beads(loss, init[i : i + 1], prev[i : i + 1], nxt[i : i + 1], (X, y), spec, tspec)
+            torch.testing.assert_close(one[0], batched[i], rtol=0, atol=1e-12)
+
+
+def test_keep_string_returns_endpoints_first_and_last():
+    loss, X, y, a, b = _linear_regression()
+    L0 = 0.5 * max(float(loss(a, X, y)), float(loss(b, X, y)))  # endpoints above the level: not connected
+    rec = dynamic_string_sampling(loss, a, b, X, y, spec=StringSpec(threshold=L0, max_rounds=2), keep_string=True,
+                                  bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=50))
+    string = torch.tensor(rec["dss_string"], dtype=F64)
+    torch.testing.assert_close(string[0], a, rtol=0, atol=0)
+    torch.testing.assert_close(string[-1], b, rtol=0, atol=0)
+    assert not rec["dss_connected"]
