@@ -1,0 +1,46 @@
+# landscape sweeps: setup / run / test / report / ui / bench.
+# On a fresh machine: `make run` (creates .venv, runs the smoke sweep, prints its report)
+# and `make test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch goes in first, or pip pulls several GB of CUDA packages.
+# Where pip does not find the CPU build by itself, point it at PyTorch's CPU wheel index
+# with TORCH_PIP_ARGS="--index-url <that index>".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+RESULTS ?= results
+SWEEP ?= smoke
+# Run each command in the Makefile as one shell, failing on the first error.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+.PHONY: setup run test test-all report ui bench
+
+# The installed console script marks a finished setup; it is redone when pyproject.toml changes.
+$(BIN)/landscape-sweep: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+setup: $(BIN)/landscape-sweep  ## virtual environment with torch (CPU), then the package and test tools
+
+run: setup  ## the smoke sweep on a local Ray cluster; prints its report
+	$(BIN)/landscape-sweep sweep=$(SWEEP) results_dir=$(RESULTS)
+
+test: setup  ## the default test suite (slow tests excluded), a few minutes on 2 cores
+	$(BIN)/python -m pytest
+
+test-all: setup  ## every test, slow ones included
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet rows
+	$(BIN)/landscape-report results_dir=$(RESULTS) sweep_name=$(SWEEP)
+
+ui: setup  ## MLflow UI on http://127.0.0.1:5000 over results/mlflow.db
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: setup  ## speed of the teacher-student core (benchmarks/bench_teacher_student.py)
+	$(BIN)/python -m benchmarks.bench_teacher_student

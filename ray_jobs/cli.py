@@ -1,0 +1,159 @@
+"""Console entry points: ``landscape-sweep`` and ``landscape-report`` (thin: parse, call, exit).
+
+Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows);
+2 invalid configuration or arguments (nothing written); 130 interrupted (what was
+recorded stays, the same command resumes).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_sweeps, compose_config
+from ray_jobs.errors import ConfigError
+
+EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _sweep_descriptions() -> list[str]:
+    lines = []
+    for name in available_sweeps():
+        try:
+            description = OmegaConf.load(SWEEPS_DIR / f"{name}.yaml").sweep.get("description", "")
+        except Exception:  # a broken sweep file must not break --help
+            description = ""
+        lines.append(f"  {name:<24} {description}")
+    return lines
+
+
+def sweep_help() -> str:
+    groups = "\n".join(f"  {group:<11} {', '.join(available_options(group))}" for group in GROUPS)
+    return f"""usage: landscape-sweep sweep=<name> [override ...]
+
+Run a sweep of loss-landscape experiments on Ray (a local cluster is started when no
+cluster.address / RAY_ADDRESS is given), record one Parquet row per run under
+<results_dir>/<sweep>/runs/, one MLflow parent run with a child per cell, and write the
+report (<results_dir>/<sweep>/report/table.md, table.csv, figure). Running the same
+command again runs only the work units not yet recorded (resume).
+
+sweeps:
+{chr(10).join(_sweep_descriptions())}
+
+config groups (choose with group=option):
+{groups}
+
+overrides (Hydra syntax), for example:
+  sweep.grid.k=[6,7]         grid axes (teacher_student: k, n or n_minus_k, step, init_scale)
+  sweep.seeds=100            runs per cell (seeds seed_start .. seed_start + seeds - 1)
+  results_dir=PATH           results root (default ./results)
+  protocol.early_stop_global=true  protocol.max_iterations=50000
+  resources.chunk_size=25  resources.num_gpus=0.25  cluster.num_cpus=2
+  cluster.address=HOST:6379  tracking.uri=http://127.0.0.1:5000  tracking=none
+  retry_errors=true          run again the units recorded as `error`
+
+exit codes: 0 done, 1 some units failed (recorded as error rows), 2 invalid
+configuration (nothing written), 130 interrupted (run the same command to resume).
+"""
+
+
+def report_help() -> str:
+    return """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.family_tol=1e-4]
+
+Rebuild the report of a sweep from its Parquet rows: per cell the runs, the fraction of
+each status with its Wilson interval, the mean objective and smallest Hessian eigenvalue
+of spurious runs, the number of families, and the published values when the sweep names
+a reference. Writes <results_dir>/<sweep>/report/table.md, table.csv and the figure, and
+prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
+
+sweeps:
+""" + "\n".join(_sweep_descriptions()) + "\n"
+
+
+def _fail(program: str, error: ConfigError) -> int:
+    print(f"{program}: error: {error}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def sweep_main(argv: list[str] | None = None) -> int:
+    """``landscape-sweep sweep=<name> [overrides]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(sweep_help())
+        return EXIT_OK
+    from ray_jobs.driver import run_sweep
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    try:
+        result = run_sweep(compose_config(argv))  # validates before anything is written
+    except ConfigError as error:
+        return _fail("landscape-sweep", error)
+    except KeyboardInterrupt:
+        print("landscape-sweep: interrupted; recorded units are kept, run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(result.report.markdown)
+    print(f"{result.plan.sweep}: {result.units_scheduled} units run, {result.units_skipped} already recorded, "
+          f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+          file=sys.stderr)
+    return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
+
+
+def _report_config(argv: list[str]):
+    """The saved config of the sweep named in ``argv``, with report.* overrides applied."""
+    from ray_jobs.validate import resolve_results_dir
+
+    try:
+        args = OmegaConf.from_dotlist(argv)
+    except Exception as exc:  # omegaconf's grammar errors
+        raise ConfigError("arguments", f"cannot parse {argv!r} ({exc}); use key=value") from None
+    unknown = set(args) - {"results_dir", "sweep_name", "report"}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown argument; allowed: results_dir, sweep_name, report.confidence, report.family_tol, report.figure")
+    results_dir = resolve_results_dir(OmegaConf.create({"results_dir": args.get("results_dir", "results")}))
+    present = sorted(path.parent.name for path in results_dir.glob("*/config.yaml"))
+    name = args.get("sweep_name")
+    if name is None and len(present) == 1:
+        name = present[0]
+    if name not in present:
+        given = "required" if name is None else f"no results for {name!r} under {results_dir}"
+        raise ConfigError("sweep_name", f"{given}; sweeps with results there: {', '.join(present) or 'none'}")
+    cfg = OmegaConf.load(results_dir / name / "config.yaml")
+    cfg = OmegaConf.merge(cfg, {"results_dir": str(results_dir)}, {"report": args.get("report") or {}})
+    return cfg
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """``landscape-report results_dir=PATH sweep_name=<name>``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(report_help())
+        return EXIT_OK
+    from ray_jobs.experiments import get_experiment
+    from ray_jobs.report import build_report
+    from ray_jobs.store import ResultsStore
+    from ray_jobs.validate import resolve_reference
+
+    try:
+        cfg = _report_config(argv)
+        experiment = get_experiment(cfg.experiment.name)
+        reference = resolve_reference(cfg)
+    except ConfigError as error:
+        return _fail("landscape-report", error)
+    store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
+    report = build_report(store, experiment, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
+                          family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+    print(report.markdown)
+    print(f"Report: {store.report_dir}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # python -m ray_jobs.cli sweep=smoke
+    sys.exit(sweep_main())

@@ -1,0 +1,102 @@
+"""Compose the sweep configuration once, in the driver, with Hydra's compose API.
+
+The config tree is ``conf/`` (primary ``conf/config.yaml``, one group per axis) and the
+named sweeps in ``sweeps/``, which Hydra sees as the group ``sweep`` through the link
+``conf/sweep -> ../sweeps``. Command-line overrides use Hydra's grammar
+(``sweep=smoke``, ``sweep.grid.k=[6,7]``, ``+protocol.foo=1``...). Composition errors are
+turned into :class:`~ray_jobs.errors.ConfigError` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ray_jobs.errors import ConfigError
+
+#: the project checkout holding conf/ and sweeps/ (override with LANDSCAPE_PROJECT_ROOT)
+PROJECT_ROOT = Path(os.environ.get("LANDSCAPE_PROJECT_ROOT") or Path(__file__).resolve().parents[1])
+CONF_DIR = PROJECT_ROOT / "conf"
+SWEEPS_DIR = PROJECT_ROOT / "sweeps"
+#: Hydra groups of conf/ besides `sweep`, in the order of conf/config.yaml's defaults
+GROUPS = ("experiment", "protocol", "resources", "tracking", "cluster")
+
+
+def available_sweeps() -> list[str]:
+    """Names of the shipped sweeps (``sweeps/*.yaml``)."""
+    return sorted(path.stem for path in SWEEPS_DIR.glob("*.yaml"))
+
+
+def available_options(group: str) -> list[str]:
+    """Options of a config group (``conf/<group>/*.yaml``)."""
+    if group == "sweep":
+        return available_sweeps()
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _parse_overrides(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides=overrides)
+    except OverrideParseException as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ConfigError("overrides", f"cannot parse the command line ({first_line}); use key=value") from None
+
+
+def _check_group_choices(parsed) -> None:
+    """Unknown or missing group options (``sweep=nope``) -> ConfigError listing the allowed ones."""
+    chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in (*GROUPS, "sweep")}
+    if "sweep" not in chosen:
+        raise ConfigError("sweep", f"required: sweep=<name>; allowed: {', '.join(available_sweeps())}")
+    for group, value in chosen.items():
+        if not isinstance(value, str) or value not in available_options(group):
+            kind = "sweep" if group == "sweep" else f"{group} option"
+            raise ConfigError(group, f"unknown {kind} {value!r}; allowed: {', '.join(available_options(group))}")
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The composed, read-only config for ``overrides`` (Hydra command-line syntax).
+
+    Raises ConfigError for an unknown sweep / group option, an unparsable override, or an
+    override of a key that does not exist (an unknown grid axis is reported as such).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    overrides = list(overrides)
+    _check_group_choices(_parse_overrides(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="landscape_sweep"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except MissingConfigException as exc:
+        raise ConfigError("sweep", str(exc).strip().splitlines()[0]) from None
+    except ConfigCompositionException as exc:
+        raise _composition_error(exc, overrides) from None
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    """A one-line ConfigError for a failed override (most often: a key not in the config)."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    key = match.group(1) if match else "overrides"
+    if key.startswith("sweep.grid."):
+        axis = key[len("sweep.grid.") :]
+        from ray_jobs.experiments import get_experiment
+
+        remaining = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key)]
+        experiment = get_experiment(compose_config(remaining).experiment.name)
+        return ConfigError(key, f"unknown axis {axis!r} for {experiment.name}; allowed: {', '.join(experiment.axes)}")
+    reason = "no such key in the config (add a new key with +key=value)" if "not in struct" in text else str(exc).strip().splitlines()[0]
+    return ConfigError(key, reason)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML (what is saved next to the results)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,103 @@
+"""Validate a composed sweep config before anything is scheduled or written.
+
+Every check raises :class:`~ray_jobs.errors.ConfigError` with the dotted field at fault
+and what is allowed; the CLI prints it on one line and exits with code 2. The checks of
+the science (k, n, step, tolerances, teacher...) are the core's own, run per cell by the
+experiment (:meth:`ray_jobs.experiments.Experiment.cells`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from ray_jobs.config import PROJECT_ROOT
+from ray_jobs.errors import ConfigError
+from ray_jobs.experiments import Experiment, get_experiment
+
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require_int(field: str, value, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_number(field: str, value, *, minimum: float, strict: bool) -> None:
+    ok = _is_number(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ConfigError(field, f"must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def resolve_results_dir(cfg) -> Path:
+    """``results_dir`` as an absolute path (relative paths are taken from the cwd)."""
+    return Path(str(cfg.results_dir)).expanduser().resolve()
+
+
+def resolve_reference(cfg) -> Path | None:
+    """``sweep.reference`` as an absolute path (relative paths are taken from the project root)."""
+    reference = cfg.sweep.get("reference")
+    if not reference:
+        return None
+    path = Path(str(reference)).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def check_results_dir(path: Path) -> None:
+    """``path`` must be a directory or not exist yet, under directories (not files)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is a file" if candidate == path else f"is under the file {candidate}"
+                raise ConfigError("results_dir", f"{str(path)!r} {what}; give a directory (or a path that does not exist yet)")
+            return
+
+
+def validate(cfg) -> tuple[Experiment, list[dict]]:
+    """Check ``cfg``; return its experiment and the resolved parameters of every cell."""
+    sweep = cfg.sweep
+    name = sweep.get("name")
+    if not isinstance(name, str) or not _SWEEP_NAME.match(name):
+        raise ConfigError("sweep.name", f"must be a name of letters, digits, '_', '.', '-', got {name!r}")
+    _require_int("sweep.seeds", sweep.get("seeds"), 1)
+    _require_int("sweep.seed_start", sweep.get("seed_start", 0), 0)
+
+    experiment = get_experiment(cfg.experiment.get("name"))
+    cells = experiment.cells(cfg)
+
+    resources = cfg.resources
+    _require_number("resources.num_cpus", resources.num_cpus, minimum=0, strict=False)
+    _require_number("resources.num_gpus", resources.num_gpus, minimum=0, strict=False)
+    _require_int("resources.chunk_size", resources.chunk_size, 1)
+    if not _is_int(resources.max_retries) or resources.max_retries < -1:
+        raise ConfigError("resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}")
+    _require_int("resources.torch_threads", resources.torch_threads, 1)
+
+    _require_number("report.family_tol", cfg.report.family_tol, minimum=0, strict=False)
+    confidence = cfg.report.confidence
+    if not _is_number(confidence) or not 0 < confidence < 1:
+        raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
+
+    cluster = cfg.cluster
+    for key in ("num_cpus", "num_gpus"):
+        value = cluster.get(key)
+        if value is not None:
+            _require_number(f"cluster.{key}", value, minimum=0, strict=False)
+    if cluster.get("object_store_memory") is not None:
+        _require_int("cluster.object_store_memory", cluster.object_store_memory, 75 * 1024**2)
+
+    reference = resolve_reference(cfg)
+    if reference is not None and not reference.is_file():
+        raise ConfigError("sweep.reference", f"no such file {str(reference)!r}; give a CSV path (relative to the project) or null")
+
+    check_results_dir(resolve_results_dir(cfg))
+    return experiment, cells

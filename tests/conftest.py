@@ -1,0 +1,60 @@
+"""Shared fixtures of the service tests.
+
+Ray starts once per test session (``ray_session``), as a local cluster with 2 CPUs, no
+dashboard and a small object store. In-process drivers use it directly (the driver sees
+``ray.is_initialized()``); driver subprocesses connect to it through ``RAY_ADDRESS``
+(``driver_env``), which also exercises the "existing cluster" path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: a sweep small enough for tests: 4 cells (k = 2, 3; n = k, k + 1) x 6 seeds, 2 units per cell
+TINY_SWEEP = [
+    "sweep=smoke",
+    "sweep.grid.k=[2,3]",
+    "sweep.grid.n_minus_k=[0,1]",
+    "sweep.seeds=6",
+    "resources.chunk_size=3",
+    "protocol.max_iterations=4000",
+    "sweep.reference=null",
+]
+TINY_CELLS, TINY_SEEDS, TINY_UNITS = 4, 6, 8
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray cluster for the whole session; yields its address."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def driver_env(ray_session):
+    """Environment for a driver subprocess: connects to the session's Ray cluster."""
+    env = dict(os.environ, RAY_ADDRESS=ray_session, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def run_cli(args: list[str], *, env: dict | None = None, timeout: float = 300, module: str = "ray_jobs.cli",
+            entry: str = "sweep_main") -> subprocess.CompletedProcess:
+    """Run an entry point of ray_jobs.cli in a fresh interpreter (as the console script does)."""
+    code = f"import sys; from {module} import {entry}; sys.exit({entry}(sys.argv[1:]))"
+    if env is None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,82 @@
+"""Invalid configurations: one-line error naming the field and what is allowed, exit code 2,
+nothing written (no results directory, no MLflow database, no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ray_jobs.cli import EXIT_USAGE, sweep_main
+from tests.conftest import TINY_SWEEP, run_cli
+
+CASES = {
+    "missing sweep": ([], "sweep: required", "safran_shamir_table1"),
+    "unknown sweep": (["sweep=nope"], "sweep: unknown sweep 'nope'", "allowed: safran_shamir_table1, safran_shamir_table2, smoke"),
+    "unknown axis": ([*TINY_SWEEP, "sweep.grid.width=[4]"], "sweep.grid.width: unknown axis 'width'", "allowed: k, n, n_minus_k"),
+    "unknown axis added": ([*TINY_SWEEP, "+sweep.grid.depth=[2]"], "sweep.grid.depth: unknown axis 'depth'", "allowed: k, n, n_minus_k"),
+    "empty grid": ([*TINY_SWEEP, "~sweep.grid.k", "~sweep.grid.n_minus_k"], "sweep.grid: empty grid", "allowed axes: k"),
+    "no grid": ([*TINY_SWEEP, "sweep.grid=null"], "sweep.grid: empty grid", "allowed axes: k"),
+    "empty axis": ([*TINY_SWEEP, "sweep.grid.k=[]"], "sweep.grid.k: empty axis", "at least one value"),
+    "k < 1": ([*TINY_SWEEP, "sweep.grid.k=[0,2]"], "sweep.grid.k: must be an integer >= 1", "got 0"),
+    "n < 1 (offset)": ([*TINY_SWEEP, "sweep.grid.n_minus_k=[-3]"], "sweep.grid.n_minus_k: n = k + n_minus_k must be an integer >= 1", "got -1"),
+    "n < 1 (axis)": ([*TINY_SWEEP, "~sweep.grid.n_minus_k", "+sweep.grid.n=[0]"], "sweep.grid.n: must be an integer >= 1", "got 0"),
+    "seeds < 1": ([*TINY_SWEEP, "sweep.seeds=0"], "sweep.seeds: must be an integer >= 1", "got 0"),
+    "step = 0": ([*TINY_SWEEP, "protocol.step=0"], "protocol.step: must be a positive finite number", "got 0"),
+    "step < 0 on an axis": ([*TINY_SWEEP, "+sweep.grid.step=[0.1,-0.5]"], "protocol.step: must be a positive finite number", "got -0.5"),
+    "grad_tol = 0": ([*TINY_SWEEP, "protocol.grad_tol=0"], "protocol.grad_tol: must be a positive finite number", "got 0"),
+    "bad-loss threshold < 0": ([*TINY_SWEEP, "protocol.bad_loss_threshold=-1e-3"], "protocol.bad_loss_threshold: must be a positive", "got -0.001"),
+    "eig margin < 0": ([*TINY_SWEEP, "protocol.eig_margin=-1"], "protocol.eig_margin: must be a number >= 0", "got -1"),
+    "unknown activation": ([*TINY_SWEEP, "experiment.activation=tanh"], "experiment.activation: unknown activation 'tanh'", "allowed: relu"),
+    "unknown teacher": ([*TINY_SWEEP, "experiment.teacher=random"], "experiment.teacher: 'random' is not one of", "identity"),
+    "unknown key": ([*TINY_SWEEP, "protocol.stepsize=0.1"], "protocol.stepsize: no such key", "+key=value"),
+    "unknown group option": ([*TINY_SWEEP, "resources=tpu"], "resources: unknown resources option 'tpu'", "allowed: cpu, gpu"),
+    "chunk_size = 0": ([*TINY_SWEEP, "resources.chunk_size=0"], "resources.chunk_size: must be an integer >= 1", "got 0"),
+    "unparsable override": ([*TINY_SWEEP, "sweep.grid.k=[2,"], "overrides: cannot parse", "key=value"),
+}
+
+
+@pytest.mark.parametrize("args,field_message,allowed", CASES.values(), ids=list(CASES))
+def test_invalid_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, args, field_message, allowed):
+    results = tmp_path / "results"
+    code = sweep_main([*args, f"results_dir={results}"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("landscape-sweep: error: ")
+    assert field_message in err and allowed in err, err
+    assert not results.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_dir_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a directory")
+    code = sweep_main([*TINY_SWEEP, f"results_dir={blocker}"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert "results_dir:" in err and "is a file" in err and len(err.splitlines()) == 1
+    assert blocker.read_text() == "not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+    code = sweep_main([*TINY_SWEEP, f"results_dir={blocker / 'below'}"])
+    assert code == EXIT_USAGE
+    assert "is under the file" in capsys.readouterr().err
+
+
+def test_exit_code_of_the_real_process(tmp_path):
+    """The console-script path: a separate interpreter exits with status 2."""
+    proc = run_cli([*TINY_SWEEP, "sweep.grid.k=[0]", f"results_dir={tmp_path / 'r'}"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("landscape-sweep: error: sweep.grid.k: must be an integer >= 1")
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_lists_the_sweeps(capsys):
+    assert sweep_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("safran_shamir_table1", "safran_shamir_table2", "smoke"):
+        assert name in out
+    assert "usage: landscape-sweep sweep=<name>" in out
+    from ray_jobs.cli import report_main
+
+    assert report_main(["--help"]) == 0
+    assert "usage: landscape-report" in capsys.readouterr().out
