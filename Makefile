@@ -42,5 +42,6 @@ report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet r
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over results/mlflow.db
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000
 
-bench: setup  ## speed of the teacher-student core (benchmarks/bench_teacher_student.py)
-	$(BIN)/python -m benchmarks.bench_teacher_student
+bench: setup  ## batched teacher-student core vs the per-run loop; writes docs/benchmarks.md (~6 min)
+	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md
+	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 1000 --write docs/benchmarks.md

@@ -31,8 +31,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-MARK_BEGIN = "<!-- bench_teacher_student:begin -->"
-MARK_END = "<!-- bench_teacher_student:end -->"
+def _markers(k: int, n: int, seeds: int) -> tuple[str, str]:
+    """Markdown comment markers of this configuration's section (one section per config)."""
+    key = f"bench_teacher_student k={k} n={n} seeds={seeds}"
+    return f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
 
 
 def _worker(args):
@@ -154,10 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
 
     if args.write:
+        MARK_BEGIN, MARK_END = _markers(args.k, args.n, args.seeds)
         command = "python -m benchmarks.bench_teacher_student " + " ".join(argv if argv is not None else sys.argv[1:])
         section = "\n".join(
             [
                 MARK_BEGIN,
+                f"### k = {args.k}, n = {args.n}, {args.seeds} seeds",
+                "",
                 f"Machine: {machine_description()}. Code: {code_version()}. "
                 f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
                 f"Command: `{command.strip()}` (or `make bench`).",
