@@ -97,3 +97,49 @@ def _digits(n: int, *, classification: bool, generator: torch.Generator):
     if classification:
         return X, y
     return X, torch.nn.functional.one_hot(y, 10).to(torch.float64)
+
+
+CLASSIFICATION_SETS = ("mixture", "random_labels", "digits")
+
+
+def make_classification_split(
+    name: str,
+    *,
+    n_train: int,
+    n_test: int,
+    input_dim: int,
+    classes: int,
+    separation: float = 3.0,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A train / test split for classification: (X_train, y_train, X_test, y_test).
+
+    - ``mixture``: ``classes`` Gaussian components in R^input_dim with means drawn
+      N(0, separation^2 I / input_dim) (so the typical distance between two means is about
+      ``separation * sqrt(2)``) and unit covariance; balanced labels drawn uniformly;
+    - ``random_labels``: x ~ N(0, I), labels uniform and independent of x (test accuracy
+      is chance by construction; training error measures memorisation);
+    - ``digits``: scikit-learn's digits (64 pixels, 10 classes), ``n_train`` + ``n_test``
+      images without replacement, standardised with full-set statistics.
+    Labels are int64 in [0, classes).
+    """
+    if name not in CLASSIFICATION_SETS:
+        raise ValueError(f"data.name: {name!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
+    for field, value in (("n_train", n_train), ("n_test", n_test), ("input_dim", input_dim), ("classes", classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if field == "n_test" else 1):
+            raise ValueError(f"data.{field}: must be a positive integer, got {value!r}")
+    f64 = torch.float64
+    total = n_train + n_test
+    if name == "digits":
+        if total > 1797:
+            raise ValueError(f"data.n_train: digits has 1797 samples, n_train + n_test = {total}")
+        X, y = _digits(total, classification=True, generator=generator)
+    else:
+        if classes < 2:
+            raise ValueError(f"data.classes: must be >= 2, got {classes!r}")
+        y = torch.randint(0, classes, (total,), generator=generator)
+        X = torch.randn(total, input_dim, generator=generator, dtype=f64)
+        if name == "mixture":
+            means = torch.randn(classes, input_dim, generator=generator, dtype=f64) * (separation / input_dim**0.5)
+            X = X + means[y]
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]

@@ -227,3 +227,77 @@ def _lbfgs_step(vg, vloss, theta, g, f, args, state, move, stalled):
     g_out = torch.where(move.unsqueeze(-1), g_new, g)
     f_out = torch.where(move, f_new, f)
     return new_theta, g_out, f_out, stalled
+
+
+@dataclass(frozen=True)
+class SGDSpec:
+    """Minibatch SGD with (Nesterov) momentum and a step schedule, as torch.optim.SGD.
+
+    v <- mu v + g; theta <- theta - lr (g + mu v) with ``nesterov``, theta - lr v otherwise.
+    The learning rate is multiplied by ``gamma`` at each epoch in ``milestones``.
+    """
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    batch_size: int = 32
+    epochs: int = 100
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"sgd.lr: must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"sgd.momentum: must be in [0, 1), got {self.momentum!r}")
+        for name in ("batch_size", "epochs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"sgd.{name}: must be an integer >= 1, got {v!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"sgd.gamma: must be in (0, 1], got {self.gamma!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"sgd.weight_decay: must be >= 0, got {self.weight_decay!r}")
+
+
+def train_sgd(
+    loss: Callable[..., torch.Tensor],
+    theta0: torch.Tensor,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    *run_args: torch.Tensor,
+    spec: SGDSpec,
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """Minibatch SGD for every run at once. theta0 (S, P), X (S, N, ...), Y (S, N, ...);
+    ``loss(theta, X_batch, Y_batch, *run_args)`` where ``run_args`` are per-run (S, ...)
+    tensors passed whole (not minibatched), e.g. a run's choice of skip neurons.
+
+    Run s shuffles its training set each epoch with ``generators[s]`` (drawn on the CPU),
+    so a run's trajectory is the same alone or in a batch. The last incomplete batch of an
+    epoch is dropped (``N // batch_size`` steps per epoch). Returns the final theta (S, P).
+    """
+    spec.validate()
+    S, N = X.shape[0], X.shape[1]
+    if len(generators) != S:
+        raise ValueError("generators: one generator per run is required")
+    B = min(spec.batch_size, N)
+    steps = N // B
+    vgrad = vmap(torch.func.grad(loss))
+    theta = theta0.clone()
+    velocity = torch.zeros_like(theta)
+    lr = spec.lr
+    rows = torch.arange(S, device=X.device).unsqueeze(-1)  # (S, 1)
+    for epoch in range(spec.epochs):
+        if epoch in spec.milestones:
+            lr *= spec.gamma
+        perms = torch.stack([torch.randperm(N, generator=g) for g in generators]).to(X.device)  # (S, N)
+        for b in range(steps):
+            idx = perms[:, b * B : (b + 1) * B]  # (S, B)
+            g = vgrad(theta, X[rows, idx], Y[rows, idx], *run_args)
+            if spec.weight_decay:
+                g = g + spec.weight_decay * theta
+            velocity = spec.momentum * velocity + g
+            theta = theta - lr * (g + spec.momentum * velocity if spec.nesterov else velocity)
+    return theta

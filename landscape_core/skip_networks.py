@@ -1,0 +1,278 @@
+"""Skip-to-output networks (Nguyen, Mukkamala & Hein, ICLR 2019).
+
+protocols.md section 3. A fully connected network of the project plus independent
+connections from M of its hidden neurons (drawn at random, seeded, from all hidden layers
+or from named ones) straight to the m outputs:
+
+    f_skip(x) = f_plain(x) + V psi(x),   psi(x) = the M chosen hidden neurons' outputs (M,)
+
+Parameters are the plain network's dict plus ``V`` (m, M): a plain network and its skip
+version share every weight but ``V``, so they can be compared seed by seed, and with
+V = 0 they compute the same function (tested).
+
+Psi(U) is the N x M matrix of psi on the N training points; with M >= N and real-analytic
+strictly increasing activations it has rank N for almost all hidden weights U (Lemma 3.2),
+and then the cross-entropy loss has no bad local valley (Theorem 3.3).
+
+Two training modes, as in the paper:
+- ``sgd``: every weight trained, minibatch SGD with Nesterov momentum and a step schedule;
+- ``rand``: hidden weights U random and fixed; only the output weights (W_L, and V for the
+  skip network) are fitted, a convex problem (cross-entropy of a linear function of the
+  fixed features [Z_{L-1}(X), 1, Psi(X)]), solved by full-batch L-BFGS, warm-started at the
+  least-squares interpolant of scaled one-hot logits, until the mean cross-entropy is below
+  ln(2) / N (which implies zero training error: every sample's probability of its label
+  is then above 1/2) or the iteration cap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from landscape_core.data import make_classification_split
+from landscape_core.networks import MLPSpec, flatten, forward, hidden_features, init_parameters, unflatten
+from landscape_core.probes import numerical_rank
+from landscape_core.seeding import run_generator
+from landscape_core.training import SGDSpec, TrainSpec, train, train_sgd
+
+MODES = ("sgd", "rand")
+ARCHITECTURES = ("skip", "plain")
+
+
+def choose_skip_neurons(
+    spec: MLPSpec, M: int, *, generator: torch.Generator, layers: Iterable[int] | None = None
+) -> torch.Tensor:
+    """M distinct hidden neurons drawn uniformly without replacement, as flat indices into
+    the concatenation of hidden layers ``layers`` (1-based; all hidden layers when None).
+    Returns (M,) int64 indices into ``torch.cat(hidden_features, -1)`` order."""
+    hidden = list(range(1, spec.depth))
+    chosen_layers = hidden if layers is None else [int(layer) for layer in layers]
+    for layer in chosen_layers:
+        if layer not in hidden:
+            raise ValueError(f"skip.layers: {layer} is not a hidden layer (allowed: {hidden})")
+    pool = torch.cat([torch.arange((l - 1) * spec.width, l * spec.width) for l in chosen_layers])
+    if isinstance(M, bool) or not isinstance(M, int) or not 1 <= M <= pool.numel():
+        raise ValueError(f"skip.M: must be an integer in [1, {pool.numel()}] (hidden neurons available), got {M!r}")
+    return pool[torch.randperm(pool.numel(), generator=generator)[:M]].sort().values
+
+
+def psi(params: dict[str, torch.Tensor], X: torch.Tensor, spec: MLPSpec, skip_index: torch.Tensor) -> torch.Tensor:
+    """Psi(X): the chosen hidden neurons' outputs, (N, M)."""
+    H = torch.cat(hidden_features(params, X, spec), dim=-1)  # (N, width * (depth - 1))
+    return H[:, skip_index]
+
+
+def skip_forward(
+    params: dict[str, torch.Tensor], X: torch.Tensor, spec: MLPSpec, skip_index: torch.Tensor
+) -> torch.Tensor:
+    """f_plain(X) + Psi(X) V^T, (N, m). ``params`` holds the plain weights plus ``V`` (m, M)."""
+    return forward(params, X, spec) + psi(params, X, spec, skip_index) @ params["V"].T
+
+
+def run_skip_networks(
+    *,
+    width: int,
+    depth: int,
+    activation: str,
+    n_samples: int,
+    seeds: Iterable[int],
+    M: int | str = "n_samples",
+    skip_layers: Iterable[int] | None = None,
+    architecture: str = "skip",
+    mode: str = "sgd",
+    data: str = "mixture",
+    n_test: int = 500,
+    input_dim: int = 10,
+    classes: int = 3,
+    separation: float = 3.0,
+    sgd: dict | None = None,
+    rand_max_iterations: int = 2000,
+    rank_rtol: float = 1e-6,
+    device: str | torch.device = "cpu",
+) -> list[dict]:
+    """Train one cell's seeds (plain or skip, sgd or rand) as one batch; one record per seed.
+
+    ``M="n_samples"`` is the paper's M = N. Each seed draws its own data (generator seeded
+    by the data settings and the seed), hidden weights and skip neurons (seeded by the
+    architecture and the seed, not by ``architecture`` or ``mode``, so plain and skip, sgd
+    and rand start from the same U for the same seed). Records: ``final_loss`` (training
+    cross-entropy), ``train_error``, ``zero_train_error``, ``test_accuracy``, ``epochs`` or
+    ``iterations``, Psi probes (``psi_rank``, ``psi_rank_loose``, ``psi_sigma_min``,
+    ``psi_rank_tol``, ``psi_full_rank`` = rank == N; ``init_`` versions), and ``status``:
+    ``global`` (zero training error), ``not_converged`` (training errors left),
+    ``diverged`` (non-finite loss).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: must be a non-empty list of integers")
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    M_value = n_samples if M == "n_samples" else M
+    d = 64 if data == "digits" else input_dim
+    m = 10 if data == "digits" else classes
+    spec = MLPSpec(d, width, depth, m, activation, output_bias=True)
+    spec.validate()
+    if depth < 2:
+        raise ValueError(f"depth: a skip network needs a hidden layer (depth >= 2), got {depth}")
+    sgd_spec = SGDSpec(**{k: (tuple(v) if k == "milestones" else v) for k, v in (sgd or {}).items()})
+    sgd_spec.validate()
+    dev = torch.device(device)
+    start = time.perf_counter()
+
+    data_key = ("skip.data", data, n_samples, n_test, d, m, separation)
+    arch_key = ("skip.init", d, width, depth, m, activation)
+    Xs, ys, Xts, yts, thetas, skips, gens = [], [], [], [], [], [], []
+    for seed in seeds:
+        X, y, Xt, yt = make_classification_split(
+            data, n_train=n_samples, n_test=n_test, input_dim=d, classes=m, separation=separation,
+            generator=run_generator(*data_key, seed),
+        )
+        g = run_generator(*arch_key, seed)
+        params = init_parameters(spec, generator=g)
+        idx = choose_skip_neurons(spec, M_value, generator=g, layers=skip_layers)
+        params["V"] = torch.randn(m, M_value, generator=g, dtype=torch.float64) / math.sqrt(M_value)
+        if architecture == "plain":
+            params["V"] = torch.zeros_like(params["V"])
+        Xs.append(X), ys.append(y), Xts.append(Xt), yts.append(yt), skips.append(idx)
+        thetas.append(torch.cat([flatten(params, spec), params["V"].reshape(-1)]))
+        gens.append(run_generator("skip.sgd", *arch_key, seed))
+    X, y = torch.stack(Xs).to(dev), torch.stack(ys).to(dev)
+    Xt, yt = torch.stack(Xts).to(dev), torch.stack(yts).to(dev)
+    theta0 = torch.stack(thetas).to(dev)
+    skip_index = torch.stack(skips).to(dev)  # (S, M)
+    P_plain = spec.num_parameters()
+
+    def split(theta):
+        params = unflatten(theta[:P_plain], spec)
+        params["V"] = theta[P_plain:].reshape(m, M_value)
+        return params
+
+    def logits(theta, X, idx):
+        params = split(theta)
+        if architecture == "plain":
+            return forward(params, X, spec)
+        return skip_forward(params, X, spec, idx)
+
+    def ce(theta, X, y, idx):
+        return F.cross_entropy(logits(theta, X, idx), y)
+
+    psi_fn = vmap(lambda t, x, i: psi(split(t), x, spec, i))
+    init_psi = numerical_rank(psi_fn(theta0, X, skip_index))
+    init_psi_loose = numerical_rank(psi_fn(theta0, X, skip_index), rtol=rank_rtol)
+
+    iterations = torch.zeros(len(seeds), dtype=torch.int64)
+    if mode == "sgd":
+
+        theta = train_sgd(ce, theta0, X, y, skip_index, spec=sgd_spec, generators=gens)
+        epochs = sgd_spec.epochs
+    else:
+        # convex fit of the output weights on fixed features
+        feats = vmap(lambda t, x, i: _output_features(split(t), x, spec, i, architecture))(theta0, X, skip_index)
+        K = feats.shape[-1]
+        # Warm start (the problem is convex, so the start changes the path, not the answer):
+        # the least-squares fit of logits g * (onehot - 1/m), g = ln((m - 1) N / ln 2) + 1.
+        # When the features have rank N the fit is exact, every sample's logit gap is g and
+        # the mean cross-entropy log(1 + (m - 1) e^-g) is already below ln(2) / N.
+        gap = math.log((m - 1) * n_samples / math.log(2.0)) + 1.0
+        targets = gap * (F.one_hot(y, m).to(feats.dtype) - 1.0 / m)  # (S, N, m)
+        # SVD-based driver (gelsd): the QR-based default truncates the tiny singular values of
+        # deep sigmoid features (sigma_min ~ 1e-6) and misses the interpolant; CPU-only driver.
+        w0 = torch.linalg.lstsq(feats.cpu(), targets.cpu(), driver="gelsd").solution
+        w0 = w0.transpose(-1, -2).reshape(len(seeds), m * K).to(dev)
+
+        def convex_loss(w, Phi, yy):
+            return F.cross_entropy(Phi @ w.reshape(m, K).T, yy)
+
+        tspec = TrainSpec(optimizer="lbfgs", lr=1.0, grad_tol=1e-10, stop_loss=math.log(2.0) / n_samples,
+                          max_iterations=rand_max_iterations)
+        res = train(convex_loss, w0, feats, y, spec=tspec)
+        iterations = res.iterations.cpu()
+        theta = _with_output_weights(theta0, res.theta, spec, P_plain, m, M_value, architecture)
+        epochs = 0
+
+    train_logits = vmap(logits)(theta, X, skip_index)
+    final_loss = vmap(ce)(theta, X, y, skip_index)
+    train_error = (train_logits.argmax(-1) != y).to(torch.float64).mean(-1)
+    test_acc = (vmap(logits)(theta, Xt, skip_index).argmax(-1) == yt).to(torch.float64).mean(-1) if n_test else None
+    end_psi = numerical_rank(psi_fn(theta, X, skip_index))
+    end_psi_loose = numerical_rank(psi_fn(theta, X, skip_index), rtol=rank_rtol)
+    wall = time.perf_counter() - start
+
+    records = []
+    for i, seed in enumerate(seeds):
+        loss_i = float(final_loss[i])
+        err = float(train_error[i])
+        status = "diverged" if not math.isfinite(loss_i) else ("global" if err == 0.0 else "not_converged")
+        rec = {
+            "seed": seed,
+            "status": status,
+            "final_loss": loss_i,
+            "train_error": err,
+            "zero_train_error": err == 0.0,
+            "test_accuracy": float(test_acc[i]) if test_acc is not None else float("nan"),
+            "epochs": epochs,
+            "iterations": int(iterations[i]) if mode == "rand" else epochs * (n_samples // min(sgd_spec.batch_size, n_samples)),
+            "grad_norm": float("nan"),
+            "width": width,
+            "depth": depth,
+            "activation": activation,
+            "n_samples": n_samples,
+            "M": M_value,
+            "M_over_n": M_value / n_samples,
+            "skip_layers": None if skip_layers is None else list(skip_layers),
+            "architecture": architecture,
+            "mode": mode,
+            "data": data,
+            "n_test": n_test,
+            "input_dim": d,
+            "classes": m,
+            "separation": separation,
+            **{f"sgd_{k}": (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sgd_spec).items()},
+            "rand_max_iterations": rand_max_iterations,
+            "rank_rtol": rank_rtol,
+            "init_psi_rank": int(init_psi.rank[i]),
+            "init_psi_rank_loose": int(init_psi_loose.rank[i]),
+            "init_psi_sigma_min": float(init_psi.sigma_min[i]),
+            "init_psi_full_rank": int(init_psi.rank[i]) == n_samples,
+            "psi_rank": int(end_psi.rank[i]),
+            "psi_rank_loose": int(end_psi_loose.rank[i]),
+            "psi_sigma_min": float(end_psi.sigma_min[i]),
+            "psi_rank_tol": float(end_psi.tol[i]),
+            "psi_full_rank": int(end_psi.rank[i]) == n_samples,
+            "wall_s": wall / len(seeds),
+            "device": str(dev),
+        }
+        records.append(rec)
+    return records
+
+
+def _output_features(params, X, spec: MLPSpec, idx, architecture: str) -> torch.Tensor:
+    """[Z_{L-1}(X), 1, Psi(X)] (N, K): the features the output weights act on."""
+    Z = hidden_features(params, X, spec)[-1]
+    parts = [Z, torch.ones_like(Z[:, :1])]
+    if architecture == "skip":
+        parts.append(psi(params, X, spec, idx))
+    return torch.cat(parts, dim=-1)
+
+
+def _with_output_weights(theta0, w, spec: MLPSpec, P_plain: int, m: int, M: int, architecture: str) -> torch.Tensor:
+    """Write the fitted output weights [W_L | b_L | V] (S, m * K) back into theta (S, P)."""
+    S = theta0.shape[0]
+    width = spec.width
+    K = width + 1 + (M if architecture == "skip" else 0)
+    Wfit = w.reshape(S, m, K)
+    params = unflatten(theta0[:, :P_plain], spec)
+    params = {k: v.clone() for k, v in params.items()}
+    L = spec.depth
+    params[f"W{L}"] = Wfit[:, :, :width]
+    params[f"b{L}"] = Wfit[:, :, width]
+    V = Wfit[:, :, width + 1 :] if architecture == "skip" else theta0[:, P_plain:].reshape(S, m, M)
+    return torch.cat([flatten(params, spec), V.reshape(S, -1)], dim=-1)
