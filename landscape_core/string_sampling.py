@@ -234,3 +234,165 @@ def cyclic_permutation_counterexample(dtype=torch.float64):
     perm = torch.tensor([1, 0, 2])
     params_b = {"W1": params_a["W1"][perm], "W2": params_a["W2"][:, perm]}
     return X, Y, flatten(params_a, spec), flatten(params_b, spec), spec
+
+
+# ----------------------------------------------------------------------------------
+# Protocols: problems, endpoint training, one record per pair
+# ----------------------------------------------------------------------------------
+PROBLEMS = ("quadratic", "relu_teacher", "counterexample")
+LOSSES = ("mae", "mse")
+
+
+def regression_problem(
+    name: str, *, n_train: int, n_test: int, input_dim: int = 1, teacher_width: int = 4, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X, Y, X_test, Y_test) of a DSS regression study.
+
+    - ``quadratic``: the authors' polynomial study, x ~ U[0, 1], y = 0.5 x^2 + 0.25 x + 0.1;
+    - ``relu_teacher``: x ~ N(0, I_input_dim), y = a one-hidden-layer ReLU teacher of
+      ``teacher_width`` units with N(0, 1/fan_in) weights (for the width study);
+    - ``counterexample``: appendix E's three points (train = test).
+    """
+    from landscape_core.networks import MLPSpec as _Spec
+    from landscape_core.networks import forward as _forward
+    from landscape_core.networks import init_parameters as _init
+
+    f64 = torch.float64
+    if name == "counterexample":
+        X, Y, *_ = cyclic_permutation_counterexample()
+        return X, Y, X, Y
+    total = n_train + n_test
+    if name == "quadratic":
+        x = torch.rand(total, 1, generator=generator, dtype=f64)
+        y = 0.5 * x * x + 0.25 * x + 0.1
+    elif name == "relu_teacher":
+        x = torch.randn(total, input_dim, generator=generator, dtype=f64)
+        teacher = _Spec(input_dim, teacher_width, 2, 1, "relu")
+        y = _forward(_init(teacher, generator=generator), x, teacher)
+    else:
+        raise ValueError(f"problem: {name!r} is not one of {', '.join(PROBLEMS)}")
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def run_string_sampling(
+    *,
+    problem: str = "quadratic",
+    threshold: float,
+    seeds,
+    width: int = 4,
+    depth: int = 3,
+    activation: str = "sigmoid",
+    init: str = "uniform",
+    loss: str = "mae",
+    n_train: int = 10_000,
+    n_test: int = 10_000,
+    input_dim: int = 1,
+    teacher_width: int = 4,
+    data_seed: int = 0,
+    endpoint_training: dict | None = None,
+    bead_training: dict | None = None,
+    string: dict | None = None,
+    keep_string: bool = False,
+    device: str | torch.device = "cpu",
+) -> list[dict]:
+    """One DSS pair per seed: train two endpoints independently below ``alpha * threshold``
+    (all endpoints of the cell as one batch), then run :func:`dynamic_string_sampling`.
+
+    Defaults are the authors' polynomial study: 1-4-4-1 sigmoid MLP (``width=4``,
+    ``depth=3``), U[-1, 1] weights, mean absolute error, Adam lr 1e-3 full batch, 10,000
+    training and test points. The data set is shared by every pair of the cell (seeded by
+    ``data_seed``); endpoint A of pair s starts from a generator seeded by (model, s, "A"),
+    B from (model, s, "B"). ``problem="counterexample"`` uses appendix E's hand-built
+    endpoints instead (nothing is trained; ``seeds`` still names the records).
+
+    ``status``: ``global`` when both endpoints reached the threshold (connectivity is in
+    ``dss_connected``), ``not_converged`` when an endpoint did not (DSS is not run),
+    ``diverged`` on a non-finite loss.
+    """
+    from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, unflatten
+    from landscape_core.seeding import run_generator
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: must be a non-empty list of integers")
+    if problem not in PROBLEMS:
+        raise ValueError(f"problem: {problem!r} is not one of {', '.join(PROBLEMS)}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    sspec = StringSpec(threshold=threshold, **(string or {}))
+    sspec.validate()
+    end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}
+    bead_kw = {**end_kw, **(bead_training or {})}
+    end_spec = TrainSpec(**{**end_kw, "stop_loss": sspec.alpha * threshold})
+    bead_spec = TrainSpec(**bead_kw)
+    end_spec.validate()
+    dev = torch.device(device)
+    start = time.perf_counter()
+
+    X, Y, Xt, Yt = regression_problem(problem, n_train=n_train, n_test=n_test, input_dim=input_dim,
+                                      teacher_width=teacher_width,
+                                      generator=run_generator("dss.data", problem, n_train, n_test, input_dim, teacher_width, data_seed))
+    if problem == "counterexample":
+        _, _, A, B, spec = cyclic_permutation_counterexample()
+        theta_a, theta_b = A.expand(len(seeds), -1), B.expand(len(seeds), -1)
+    else:
+        spec = MLPSpec(X.shape[1], width, depth, Y.shape[1], activation)
+        spec.validate()
+        key = ("dss.init", spec.input_dim, width, depth, spec.output_dim, init)
+        theta_a = torch.stack([flatten(init_parameters(spec, generator=run_generator(*key, s, "A"), init=init), spec) for s in seeds])
+        theta_b = torch.stack([flatten(init_parameters(spec, generator=run_generator(*key, s, "B"), init=init), spec) for s in seeds])
+    X, Y, Xt, Yt = X.to(dev), Y.to(dev), Xt.to(dev), Yt.to(dev)
+
+    def data_loss(theta, X, Y):
+        err = forward(unflatten(theta, spec), X, spec) - Y
+        return err.abs().mean() if loss == "mae" else 0.5 * (err * err).sum(-1).mean()
+
+    ends = torch.cat([theta_a, theta_b]).to(dev)  # (2S, P)
+    S = len(seeds)
+    if problem != "counterexample":
+        trained = train(data_loss, ends, X.expand(2 * S, *X.shape), Y.expand(2 * S, *Y.shape), spec=end_spec)
+        ends, end_iters = trained.theta, trained.iterations.cpu()
+    else:
+        end_iters = torch.zeros(2 * S, dtype=torch.int64)
+    in_dims = (0, None, None)
+    train_losses = vmap(data_loss, in_dims=in_dims)(ends, X, Y)
+    test_losses = vmap(data_loss, in_dims=in_dims)(ends, Xt, Yt)
+    prepare_s = (time.perf_counter() - start) / S
+
+    records = []
+    for i, seed in enumerate(seeds):
+        la, lb = float(train_losses[i]), float(train_losses[S + i])
+        rec = {
+            "seed": seed,
+            "final_loss": max(la, lb),
+            "endpoint_train_losses": [la, lb],
+            "endpoint_test_losses": [float(test_losses[i]), float(test_losses[S + i])],
+            "endpoint_iterations": [int(end_iters[i]), int(end_iters[S + i])],
+            "iterations": int(end_iters[i] + end_iters[S + i]),
+            "grad_norm": float("nan"),
+            "problem": problem,
+            "width": width if problem != "counterexample" else spec.width,
+            "depth": depth if problem != "counterexample" else spec.depth,
+            "activation": activation if problem != "counterexample" else spec.activation,
+            "init": init,
+            "loss": loss,
+            "n_train": n_train,
+            "n_test": n_test,
+            "input_dim": spec.input_dim,
+            "data_seed": data_seed,
+            **{f"string_{k}": v for k, v in asdict(sspec).items()},
+            **{f"endpoint_{k}": v for k, v in asdict(end_spec).items()},
+            **{f"bead_{k}": v for k, v in asdict(bead_spec).items()},
+            "device": str(dev),
+        }
+        if not (math.isfinite(la) and math.isfinite(lb)):
+            rec.update(status="diverged", dss_connected=False)
+        elif max(la, lb) >= sspec.alpha * threshold * (1 + 1e-12) and problem != "counterexample":
+            rec.update(status="not_converged", dss_connected=False)
+        else:
+            dss = dynamic_string_sampling(data_loss, ends[i], ends[S + i], X, Y, spec=sspec, bead_training=bead_spec,
+                                          keep_string=keep_string)
+            rec.update(status="global", **dss)
+        rec["wall_s"] = prepare_s + rec.get("dss_wall_s", 0.0)
+        records.append(rec)
+    return records

@@ -102,3 +102,22 @@ def test_keep_string_returns_endpoints_first_and_last():
     torch.testing.assert_close(string[0], a, rtol=0, atol=0)
     torch.testing.assert_close(string[-1], b, rtol=0, atol=0)
     assert not rec["dss_connected"]
+
+
+def test_run_string_sampling_protocol_entry_points():
+    from landscape_core.string_sampling import run_string_sampling
+
+    counter = run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], loss="mse",
+                                  string=dict(max_rounds=4), bead_training=dict(lr=0.01, max_iterations=1000))
+    assert counter[0]["status"] == "global" and not counter[0]["dss_connected"]
+    quad = run_string_sampling(problem="quadratic", threshold=0.05, seeds=[0, 1], n_train=1000, n_test=500,
+                               endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=5))
+    for r in quad:
+        assert r["status"] == "global" and max(r["endpoint_train_losses"]) < 0.95 * 0.05
+        assert r["dss_normalized_length"] >= 1.0 and r["dss_beads"] == len(r["dss_segment_max_losses"]) - 1
+        if r["dss_connected"]:
+            assert max(r["dss_segment_max_losses"]) < 1.1 * 0.05
+    # endpoints that cannot reach the threshold are reported, not strung
+    hard = run_string_sampling(problem="quadratic", threshold=1e-6, seeds=[0], n_train=200, n_test=50,
+                               endpoint_training=dict(max_iterations=50))
+    assert hard[0]["status"] == "not_converged" and hard[0]["dss_connected"] is False
