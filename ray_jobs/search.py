@@ -1,0 +1,380 @@
+"""Adaptive searches with Optuna: find a width threshold, or the best protocol, with far
+fewer runs than a grid.
+
+This module is the search engine; it does not know how runs are executed. It asks an
+:class:`Evaluator` for batches of runs (one :class:`EvalRequest` = one cell x one stage of
+seeds) and is told their records as they finish, so several trials are in flight at once
+(ask, submit, tell as they finish). The sweep service's Ray evaluator runs each request
+as a work unit with a Parquet fragment; tests use an in-process one.
+
+Two kinds of search:
+
+- ``threshold``: one ordered integer axis (``width``, ``n``, ...): the smallest value at
+  which the fraction of runs with a success status (``global``) is at least ``target``.
+  A trial's value is the axis value when the trial is feasible, and
+  ``axis high + 1 + (target - fraction)`` when it is not, so the minimum is the smallest
+  feasible value.
+- ``protocol``: any axes (step, init_scale, ...) at a fixed cell; minimise the fraction of
+  runs with a failure status (``spurious``).
+
+Seeds are added to a trial in stages of ``seeds_per_stage``; after each stage the Wilson
+interval (``confidence``) of the trial's fraction decides it early: for a threshold, when
+the interval is entirely above or below the target; for a protocol search, when its lower
+bound is above the best finished trial's upper bound (clearly worse). A trial that uses
+all ``max_stages`` is decided by its point estimate.
+
+Persistence: the study lives in Optuna's journal file (``JournalFileBackend``); a killed
+driver leaves RUNNING trials, which the next driver marks FAIL and re-enqueues with the
+same parameters (their finished stages are not recomputed by an evaluator that keeps
+results, such as the sweep service's Parquet store), so no trial is evaluated twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import optuna
+
+from ray_jobs.errors import ConfigError
+
+SAMPLERS = ("tpe", "gp", "grid", "random")
+KINDS = ("threshold", "protocol")
+AXIS_TYPES = ("int", "float", "categorical")
+
+
+@dataclass(frozen=True)
+class SearchAxis:
+    name: str
+    type: str  # int | float | categorical
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        if self.type == "float":
+            return optuna.distributions.FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def grid_values(self) -> list:
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ConfigError(f"search.axes.{self.name}.step", "the grid sampler needs a step for a float axis")
+        count = int(round((self.high - self.low) / self.step)) + 1
+        return [self.low + i * self.step for i in range(count)]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    name: str
+    kind: str
+    axes: tuple[SearchAxis, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)  # cell parameters every trial shares
+    target: float = 0.99  # threshold: required success fraction
+    success_statuses: tuple[str, ...] = ("global",)
+    failure_statuses: tuple[str, ...] = ("spurious",)
+    confidence: float = 0.99
+    trials: int = 20
+    seeds_per_stage: int = 25
+    max_stages: int = 4
+    total_runs: int = 100_000
+    parallel_trials: int = 2
+    sampler: str = "tpe"
+    sampler_seed: int = 0
+    seed_start: int = 0
+
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> "SearchSpec":
+        """Validate a search config (a plain dict); ConfigError names the offending field."""
+        raw = dict(raw)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError("search.name", "required: a non-empty string")
+        kind = raw.get("kind")
+        if kind not in KINDS:
+            raise ConfigError("search.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+        axes_raw = raw.get("axes") or {}
+        if not isinstance(axes_raw, dict) or not axes_raw:
+            raise ConfigError("search.axes", "give at least one searched axis, e.g. {width: {type: int, low: 4, high: 64}}")
+        axes = []
+        for axis_name, a in axes_raw.items():
+            a = dict(a or {})
+            t = a.get("type")
+            if t not in AXIS_TYPES:
+                raise ConfigError(f"search.axes.{axis_name}.type", f"{t!r} is not one of {', '.join(AXIS_TYPES)}")
+            if t == "categorical":
+                if not a.get("choices"):
+                    raise ConfigError(f"search.axes.{axis_name}.choices", "a categorical axis needs a non-empty list")
+            else:
+                low, high = a.get("low"), a.get("high")
+                if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
+                    raise ConfigError(f"search.axes.{axis_name}.low", f"need numbers low <= high, got {low!r}, {high!r}")
+                if a.get("log") and low <= 0:
+                    raise ConfigError(f"search.axes.{axis_name}.low", "a log axis needs low > 0")
+            axes.append(SearchAxis(axis_name, t, a.get("low"), a.get("high"), a.get("step"), bool(a.get("log", False)),
+                                   tuple(a.get("choices") or ())))
+        if kind == "threshold" and (len(axes) != 1 or axes[0].type != "int"):
+            raise ConfigError("search.axes", "a threshold search has exactly one integer axis (e.g. width)")
+        spec = SearchSpec(
+            name=name, kind=kind, axes=tuple(axes), fixed=dict(raw.get("fixed") or {}),
+            target=float(raw.get("target", 0.99)),
+            success_statuses=tuple(raw.get("success_statuses", ("global",))),
+            failure_statuses=tuple(raw.get("failure_statuses", ("spurious",))),
+            confidence=float(raw.get("confidence", 0.99)),
+            trials=raw.get("trials", 20), seeds_per_stage=raw.get("seeds_per_stage", 25),
+            max_stages=raw.get("max_stages", 4), total_runs=raw.get("total_runs", 100_000),
+            parallel_trials=raw.get("parallel_trials", 2), sampler=raw.get("sampler", "tpe"),
+            sampler_seed=raw.get("sampler_seed", 0), seed_start=raw.get("seed_start", 0),
+        )
+        for key in ("trials", "seeds_per_stage", "max_stages", "total_runs", "parallel_trials"):
+            value = getattr(spec, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"search.{key}", f"must be an integer >= 1, got {value!r}")
+        if not 0 < spec.target <= 1:
+            raise ConfigError("search.target", f"must be in (0, 1], got {spec.target!r}")
+        if not 0 < spec.confidence < 1:
+            raise ConfigError("search.confidence", f"must be in (0, 1), got {spec.confidence!r}")
+        if spec.sampler not in SAMPLERS:
+            raise ConfigError("search.sampler", f"{spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        return spec
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        if self.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=self.sampler_seed, n_startup_trials=min(5, self.trials))
+        if self.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=self.sampler_seed)
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=self.sampler_seed)
+        # grid: every grid point is enqueued as a fixed trial by run_search (Optuna's
+        # GridSampler calls Study.stop() when exhausted, which is only legal inside
+        # Study.optimize, not with ask/tell); the random sampler never gets to choose.
+        return optuna.samplers.RandomSampler(seed=self.sampler_seed)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes' grid values (grid sampler)."""
+        points: list[dict[str, Any]] = [{}]
+        for axis in self.axes:
+            points = [{**p, axis.name: v} for p in points for v in axis.grid_values()]
+        return points
+
+
+def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (two-sided, ``confidence``)."""
+    if runs == 0:
+        return 0.0, 1.0
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / runs
+    denom = 1 + z * z / runs
+    centre = (p + z * z / (2 * runs)) / denom
+    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Runs to do: seeds ``seed_lo .. seed_hi - 1`` of the cell ``params`` (one stage of a trial)."""
+
+    trial: int
+    stage: int
+    params: dict[str, Any]
+    seed_lo: int
+    seed_hi: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed_lo, self.seed_hi))
+
+
+class Evaluator(Protocol):
+    """Runs requests; ``results`` yields each submitted request with its records as it finishes."""
+
+    def submit(self, request: EvalRequest) -> None: ...
+
+    def next_result(self) -> tuple[EvalRequest, list[dict]]: ...
+
+
+@dataclass
+class TrialState:
+    trial: optuna.trial.Trial
+    number: int
+    params: dict[str, Any]
+    stage: int = 0
+    runs: int = 0
+    hits: int = 0  # successes (threshold) or failures (protocol)
+    records: list = field(default_factory=list)
+
+
+@dataclass
+class SearchOutcome:
+    study_name: str
+    trials: list[dict]  # one dict per finished trial: params, runs, fraction, interval, decision
+    runs_spent: int
+    best: dict | None  # threshold: smallest feasible axis value (+ its trial); protocol: best trial
+    reached: bool  # threshold: a feasible value was found; protocol: always True when a trial finished
+    message: str
+
+
+def run_search(
+    spec: SearchSpec,
+    evaluator: Evaluator,
+    *,
+    storage_path: Path,
+    on_records=None,
+    on_trial=None,
+) -> SearchOutcome:
+    """Run (or resume) the search ``spec``; the study is stored in the journal ``storage_path``.
+
+    ``on_records(request, records)`` is called for every finished request (to store rows),
+    ``on_trial(summary)`` for every finished trial (to log it). Seeds of trial t, stage s
+    are ``seed_start + s * seeds_per_stage + [0, seeds_per_stage)``: the same seeds for
+    every trial (common random numbers across the searched values).
+    """
+    storage_path = Path(storage_path)
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage_path)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=spec.name, sampler=spec.make_sampler(),
+                                direction="minimize", load_if_exists=True)
+    # Trials a killed driver left RUNNING: fail them and ask for the same parameters again.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(dict(t.params), skip_if_exists=False)
+    distributions = {a.name: a.distribution() for a in spec.axes}
+    if spec.sampler == "grid":
+        for point in spec.grid_points():
+            study.enqueue_trial(point, skip_if_exists=True)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    summaries = [dict(t.user_attrs.get("summary", {}), number=t.number) for t in finished]
+    runs_spent = sum(s.get("runs", 0) for s in summaries)
+    grid_size = len(spec.grid_points()) if spec.sampler == "grid" else None
+    in_flight: dict[int, TrialState] = {}
+    started = len(finished)
+    statuses = spec.success_statuses if spec.kind == "threshold" else spec.failure_statuses
+
+    def budget_left() -> bool:
+        committed = sum((spec.max_stages - s.stage) * spec.seeds_per_stage for s in in_flight.values())
+        return runs_spent + committed + spec.seeds_per_stage <= spec.total_runs
+
+    def submit_stage(state: TrialState) -> None:
+        lo = spec.seed_start + state.stage * spec.seeds_per_stage
+        evaluator.submit(EvalRequest(state.number, state.stage, {**spec.fixed, **state.params}, lo, lo + spec.seeds_per_stage))
+
+    def start_trials() -> None:
+        nonlocal started
+        while (len(in_flight) < spec.parallel_trials and started < spec.trials and budget_left()
+               and (grid_size is None or started < grid_size)):
+            trial = study.ask(distributions)
+            state = TrialState(trial, trial.number, dict(trial.params))
+            in_flight[trial.number] = state
+            started += 1
+            submit_stage(state)
+
+    def decide(state: TrialState) -> str | None:
+        lo, hi = wilson_interval(state.hits, state.runs, spec.confidence)
+        if spec.kind == "threshold":
+            if lo >= spec.target:
+                return "feasible"
+            if hi < spec.target:
+                return "infeasible"
+        else:
+            best_hi = min((s["interval"][1] for s in summaries), default=None)
+            if best_hi is not None and lo > best_hi:
+                return "worse"
+        if state.stage >= spec.max_stages:
+            if spec.kind == "threshold":
+                return "feasible (point estimate)" if state.hits / state.runs >= spec.target else "infeasible (point estimate)"
+            return "all stages"
+        return None
+
+    start_trials()
+    while in_flight:
+        request, records = evaluator.next_result()
+        if on_records is not None:
+            on_records(request, records)
+        state = in_flight[request.trial]
+        state.runs += len(records)
+        state.hits += sum(1 for r in records if r.get("status") in statuses)
+        state.stage += 1
+        runs_spent += len(records)
+        decision = decide(state)
+        if decision is None:
+            submit_stage(state)
+            continue
+        fraction = state.hits / state.runs
+        interval = wilson_interval(state.hits, state.runs, spec.confidence)
+        if spec.kind == "threshold":
+            axis = spec.axes[0]
+            value = float(state.params[axis.name]) if decision.startswith("feasible") else float(axis.high) + 1 + (spec.target - fraction)
+        else:
+            value = fraction
+        summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
+                   "fraction": fraction, "interval": list(interval), "decision": decision, "value": value}
+        state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
+        study.tell(state.trial, value)
+        summaries.append(summary)
+        del in_flight[state.number]
+        if on_trial is not None:
+            on_trial(summary)
+        start_trials()
+    return _outcome(spec, summaries, runs_spent)
+
+
+def _outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> SearchOutcome:
+    if spec.kind == "threshold":
+        axis = spec.axes[0].name
+        feasible = sorted((s for s in summaries if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
+        infeasible = [s["params"][axis] for s in summaries if s["decision"].startswith("infeasible")]
+        if not feasible:
+            return SearchOutcome(spec.name, summaries, runs_spent, None, False,
+                                 f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] reached "
+                                 f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs")
+        best = feasible[0]
+        below = max((v for v in infeasible if v < best["params"][axis]), default=None)
+        return SearchOutcome(spec.name, summaries, runs_spent,
+                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below}, True,
+                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}), "
+                             f"{runs_spent} runs")
+    if not summaries:
+        return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
+    best = min(summaries, key=lambda s: (s["fraction"], -s["runs"]))
+    return SearchOutcome(spec.name, summaries, runs_spent, best, True,
+                         f"best {best['params']}: fraction {best['fraction']:.3f} {best['interval']}, {runs_spent} runs")
+
+
+class InProcessEvaluator:
+    """Runs each request synchronously with ``run(params, seeds) -> records`` (tests, notebooks).
+
+    Requests finish in submission order. ``cache`` (optional dict) keeps records by
+    (params, seeds) so a resumed search does not evaluate a finished request again.
+    """
+
+    def __init__(self, run, cache: dict | None = None):
+        self.run = run
+        self.queue: list[EvalRequest] = []
+        self.cache = cache
+        self.evaluated = 0
+
+    def submit(self, request: EvalRequest) -> None:
+        self.queue.append(request)
+
+    def next_result(self) -> tuple[EvalRequest, list[dict]]:
+        request = self.queue.pop(0)
+        key = (tuple(sorted(request.params.items())), request.seed_lo, request.seed_hi)
+        if self.cache is not None and key in self.cache:
+            return request, self.cache[key]
+        records = self.run(request.params, request.seeds)
+        self.evaluated += 1
+        if self.cache is not None:
+            self.cache[key] = records
+        return request, records

@@ -1,0 +1,117 @@
+"""Adaptive search engine (Optuna 5, journal storage) on a synthetic experiment with a known answer."""
+
+from __future__ import annotations
+
+import hashlib
+
+import optuna
+import pytest
+
+from ray_jobs.errors import ConfigError
+from ray_jobs.search import InProcessEvaluator, SearchSpec, run_search, wilson_interval
+
+TRUE_THRESHOLD = 12
+
+
+def success_probability(width: int) -> float:
+    """Known success curve: certain from width 12 on, 0.85 at 11, 0.5 below."""
+    return 1.0 if width >= TRUE_THRESHOLD else (0.85 if width == TRUE_THRESHOLD - 1 else 0.5)
+
+
+def _uniform(*parts) -> float:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") / 2**64
+
+
+def stub_experiment(params, seeds):
+    p = success_probability(int(params["width"]))
+    return [{"seed": s, "status": "global" if _uniform(params["width"], s) < p else "spurious"} for s in seeds]
+
+
+def _spec(**over):
+    raw = dict(name="width_threshold_stub", kind="threshold", axes={"width": {"type": "int", "low": 4, "high": 32}},
+               fixed={"depth": 2}, target=0.95, trials=14, seeds_per_stage=25, max_stages=4, sampler="tpe",
+               parallel_trials=2)
+    raw.update(over)
+    return SearchSpec.from_dict(raw)
+
+
+def test_threshold_found_within_one_step_with_fewer_runs_than_grid(tmp_path):
+    spec = _spec()
+    outcome = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "journal.log")
+    assert outcome.reached
+    assert abs(outcome.best["threshold"] - TRUE_THRESHOLD) <= 1
+    grid_runs = (32 - 4 + 1) * spec.seeds_per_stage * spec.max_stages  # the grid at the same per-cell precision
+    assert outcome.runs_spent < grid_runs
+    # early decisions: clearly bad widths stop after one stage
+    assert any(t["stages"] == 1 and t["decision"] == "infeasible" for t in outcome.trials)
+
+
+def test_grid_sampler_for_comparison_visits_every_value_once(tmp_path):
+    spec = _spec(name="grid", sampler="grid", axes={"width": {"type": "int", "low": 9, "high": 14}}, trials=100)
+    outcome = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "j.log")
+    assert sorted(t["params"]["width"] for t in outcome.trials) == [9, 10, 11, 12, 13, 14]
+    assert outcome.best["threshold"] == TRUE_THRESHOLD
+
+
+def test_killed_search_resumes_from_journal_without_evaluating_twice(tmp_path):
+    spec = _spec(name="resume")
+    cache: dict = {}
+    calls: list = []
+
+    class Killed(Exception):
+        pass
+
+    def counting(params, seeds):
+        calls.append((params["width"], seeds[0]))
+        if len(calls) == 9:
+            raise Killed()  # the driver dies in the middle of a trial
+        return stub_experiment(params, seeds)
+
+    with pytest.raises(Killed):
+        run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=tmp_path / "journal.log")
+    completed_before = {t.number for t in optuna.load_study(
+        study_name="resume", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))).get_trials()
+        if t.state == optuna.trial.TrialState.COMPLETE}
+    outcome = run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=tmp_path / "journal.log")
+    assert len(calls) == len(set(calls)) + 1  # only the request that died is ever asked again
+    assert {t["number"] for t in outcome.trials} >= completed_before  # finished trials kept, not re-run
+    assert outcome.reached and abs(outcome.best["threshold"] - TRUE_THRESHOLD) <= 1
+
+
+def test_infeasible_target_is_a_result_not_an_error(tmp_path):
+    spec = _spec(name="infeasible", axes={"width": {"type": "int", "low": 4, "high": 10}}, trials=6)
+    outcome = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "j.log")
+    assert not outcome.reached and outcome.best is None
+    assert outcome.message.startswith("not reached within budget")
+
+
+def test_protocol_search_minimises_failure_fraction(tmp_path):
+    def experiment(params, seeds):  # failure probability falls with step: best step is the largest
+        p = 0.6 - params["step"]
+        return [{"seed": s, "status": "spurious" if _uniform(params["step"], s) < p else "global"} for s in seeds]
+
+    spec = SearchSpec.from_dict(dict(name="protocol", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+                                     trials=10, seeds_per_stage=40, max_stages=2, sampler="tpe"))
+    outcome = run_search(spec, InProcessEvaluator(experiment), storage_path=tmp_path / "j.log")
+    assert outcome.best["params"]["step"] > 0.3
+    assert outcome.runs_spent <= 10 * 80
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [(dict(kind="bisect"), "search.kind"), (dict(axes={}), "search.axes"),
+     (dict(axes={"width": {"type": "int", "low": 10, "high": 4}}), "search.axes.width.low"),
+     (dict(axes={"width": {"type": "float", "low": 1.0, "high": 4.0}}), "search.axes"),
+     (dict(trials=0), "search.trials"), (dict(sampler="cmaes"), "search.sampler"), (dict(target=1.5), "search.target")],
+)
+def test_invalid_search_configs_name_the_field(over, field):
+    with pytest.raises(ConfigError) as err:
+        _spec(**over)
+    assert err.value.field == field
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(641, 1000, 0.99)
+    assert (round(lo, 4), round(hi, 4)) == (0.6011, 0.679)
+    assert wilson_interval(0, 0, 0.99) == (0.0, 1.0)
