@@ -12,7 +12,8 @@ stationary point, and record
 - the numerical rank of Z_{L-1}(X) (n x width) at initialisation and at the end, with the
   default tolerance (sigma_max * max(shape) * eps) and a looser relative one, its smallest
   singular value and both tolerances; ``full_rank`` = (rank == min(n, width));
-- optionally the rank of the NTK Gram matrix J J^T (survey Claim VI.3).
+- optionally the rank of the NTK Gram matrix J J^T (survey Claim VI.3): ``ntk_gram_rank``
+  and ``ntk_full_rank`` (= n m), null when ``probes.ntk_rank`` is off.
 
 A "global" ending means zero training loss up to ``loss_tol``, the meaning the survey's
 theorems use for width >= n; below that width the global minimum need not be zero, which
@@ -45,7 +46,7 @@ class ProbeSpec:
     rank_rtol: float = 1e-6  # the looser rank tolerance, relative to sigma_max
     exact_hessian_max_params: int = 3000
     lanczos_steps: int = 80
-    ntk_rank: bool = False
+    ntk_rank: bool = False  # also compute the rank of the NTK Gram matrix (record: ntk_gram_rank)
 
     def validate(self) -> None:
         for name in ("loss_tol", "rank_rtol"):
@@ -53,6 +54,10 @@ class ProbeSpec:
                 raise ValueError(f"probes.{name}: must be > 0, got {getattr(self, name)!r}")
         if self.eig_margin < 0:
             raise ValueError(f"probes.eig_margin: must be >= 0, got {self.eig_margin!r}")
+        for name, minimum in (("exact_hessian_max_params", 0), ("lanczos_steps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"probes.{name}: must be an integer >= {minimum}, got {value!r}")
 
 
 def _loss_fn(spec: MLPSpec, loss: str):
@@ -88,6 +93,105 @@ def _rank_columns(prefix: str, Z: torch.Tensor, rtol: float) -> dict[str, list]:
     }
 
 
+@dataclass(frozen=True)
+class WidthThresholdOptions:
+    """Every option of one cell, resolved and validated (see :func:`resolve_options`)."""
+
+    model: MLPSpec
+    data: DataSpec
+    train: TrainSpec
+    probes: ProbeSpec
+    loss: str
+    init: str
+
+    @property
+    def n_samples(self) -> int:
+        return self.data.n_samples
+
+    def columns(self) -> dict:
+        """The cell's configuration as flat record columns (every record carries them).
+
+        ``width, depth, activation, n_samples, width_over_n, num_params, input_dim,
+        output_dim, loss, init, output_bias``, ``data`` (the data set's name) and
+        ``data_<field>``, ``optimizer`` (its name) and ``optimizer_<field>``, and the probe
+        settings under their own names (``loss_tol``, ``eig_margin``, ``rank_rtol``, ...).
+        """
+        spec, dspec = self.model, self.data
+        return {
+            "width": spec.width,
+            "depth": spec.depth,
+            "activation": spec.activation,
+            "n_samples": dspec.n_samples,
+            "width_over_n": spec.width / dspec.n_samples,
+            "num_params": spec.num_parameters(),
+            "input_dim": spec.input_dim,
+            "output_dim": spec.output_dim,
+            "loss": self.loss,
+            "init": self.init,
+            "output_bias": spec.output_bias,
+            "data": dspec.name,
+            **{f"data_{k}": v for k, v in asdict(dspec).items() if k not in ("name", "n_samples")},
+            **{("optimizer" if k == "optimizer" else f"optimizer_{k}"): v for k, v in asdict(self.train).items()},
+            **asdict(self.probes),
+        }
+
+
+INITS = ("lecun", "he", "uniform")
+
+
+def resolve_options(
+    *,
+    width: int,
+    depth: int,
+    activation: str,
+    n_samples: int,
+    data: dict | None = None,
+    optimizer: dict | None = None,
+    probes: dict | None = None,
+    loss: str = "square",
+    init: str = "lecun",
+    output_bias: bool = False,
+) -> WidthThresholdOptions:
+    """Validate the options of :func:`run_width_threshold` and resolve their defaults.
+
+    Raises ``ValueError("<field>: <what is wrong>")``; the field is ``width``, ``depth``,
+    ``activation``, ``loss``, ``init``, ``data.<key>``, ``optimizer.<key>`` or
+    ``probes.<key>`` (``input_dim`` / ``output_dim`` of the model come from the data).
+    ``optimizer.stop_loss = 0`` resolves to ``probes.loss_tol`` (stop once global).
+    """
+    data_kw = dict(data or {})
+    data_kw["n_samples"] = n_samples
+    data_kw.setdefault("classification", loss == "cross_entropy")
+    _check_fields("data", data_kw, DataSpec)
+    dspec = DataSpec(**data_kw)
+    dspec.validate()
+    opt_kw = dict(optimizer or {})
+    if "name" in opt_kw:
+        opt_kw["optimizer"] = opt_kw.pop("name")
+    _check_fields("optimizer", opt_kw, TrainSpec)
+    tspec = TrainSpec(**opt_kw)
+    pspec_kw = dict(probes or {})
+    _check_fields("probes", pspec_kw, ProbeSpec)
+    pspec = ProbeSpec(**pspec_kw)
+    pspec.validate()
+    if loss not in LOSSES:
+        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    if init not in INITS:
+        raise ValueError(f"init: {init!r} is not one of {', '.join(INITS)}")
+    if not isinstance(output_bias, bool):
+        raise ValueError(f"output_bias: must be true or false, got {output_bias!r}")
+    if loss == "square" and dspec.classification:
+        raise ValueError("data.classification: the square loss needs regression targets")
+    if loss == "cross_entropy" and not dspec.classification:
+        raise ValueError("data.classification: the cross-entropy loss needs class labels (classification true)")
+    tspec.validate()
+    if tspec.stop_loss == 0.0:
+        tspec = TrainSpec(**{**asdict(tspec), "stop_loss": pspec.loss_tol})  # stop once global
+    spec = MLPSpec(dspec.feature_dim(), width, depth, dspec.target_dim(), activation, output_bias)
+    spec.validate()
+    return WidthThresholdOptions(model=spec, data=dspec, train=tspec, probes=pspec, loss=loss, init=init)
+
+
 def run_width_threshold(
     *,
     width: int,
@@ -110,34 +214,14 @@ def run_width_threshold(
     (``optimizer.name`` selects it); ``probes``: fields of :class:`ProbeSpec`. The data
     set of a run is drawn from a generator seeded by (data spec, seed) and its initial
     weights from (architecture, init, seed): each seed is an independent draw of both.
+    Options are checked by :func:`resolve_options` before anything runs.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds: must be a non-empty list of integers")
-    data_kw = dict(data or {})
-    data_kw["n_samples"] = n_samples
-    data_kw.setdefault("classification", loss == "cross_entropy")
-    _check_fields("data", data_kw, DataSpec)
-    dspec = DataSpec(**data_kw)
-    dspec.validate()
-    opt_kw = dict(optimizer or {})
-    if "name" in opt_kw:
-        opt_kw["optimizer"] = opt_kw.pop("name")
-    _check_fields("optimizer", opt_kw, TrainSpec)
-    tspec = TrainSpec(**opt_kw)
-    pspec_kw = dict(probes or {})
-    _check_fields("probes", pspec_kw, ProbeSpec)
-    pspec = ProbeSpec(**pspec_kw)
-    pspec.validate()
-    if loss not in LOSSES:
-        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
-    if loss == "square" and dspec.classification:
-        raise ValueError("data.classification: the square loss needs regression targets")
-    if tspec.stop_loss == 0.0:
-        tspec = TrainSpec(**{**asdict(tspec), "stop_loss": pspec.loss_tol})  # stop once global
-    tspec.validate()
-    spec = MLPSpec(dspec.feature_dim(), width, depth, dspec.target_dim(), activation, output_bias)
-    spec.validate()
+    options = resolve_options(width=width, depth=depth, activation=activation, n_samples=n_samples, data=data,
+                              optimizer=optimizer, probes=probes, loss=loss, init=init, output_bias=output_bias)
+    spec, dspec, tspec, pspec = options.model, options.data, options.train, options.probes
 
     dev = torch.device(device)
     start = time.perf_counter()
@@ -182,6 +266,7 @@ def run_width_threshold(
         ntk = ntk_gram_rank(spec, result.theta, X).tolist()
     wall = time.perf_counter() - start
 
+    config = options.columns()
     records = []
     for i, seed in enumerate(seeds):
         f = float(result.loss[i])
@@ -206,29 +291,16 @@ def run_width_threshold(
             "min_eig": min_eig,
             "max_eig": float(hi[i]),
             "hessian_method": method,
-            "width": width,
-            "depth": depth,
-            "activation": activation,
-            "n_samples": n_samples,
-            "width_over_n": width / n_samples,
-            "num_params": spec.num_parameters(),
-            "input_dim": spec.input_dim,
-            "output_dim": spec.output_dim,
-            "loss": loss,
-            "init": init,
-            "output_bias": output_bias,
-            "data": dspec.name,
-            **{f"data_{k}": v for k, v in asdict(dspec).items() if k not in ("name", "n_samples")},
-            **{("optimizer" if k == "optimizer" else f"optimizer_{k}"): v for k, v in asdict(tspec).items()},
-            **asdict(pspec),
+            **config,
             "wall_s": wall / len(seeds),
             "device": str(dev),
         }
         for cols in (init_rank, final_rank):
             for key, values in cols.items():
                 rec[key] = values[i]
-        if ntk is not None:
-            rec["ntk_rank"] = ntk[i]
+        # rank of the NTK Gram matrix J J^T (n m x n m) when probes.ntk_rank is on, else null
+        rec["ntk_gram_rank"] = None if ntk is None else ntk[i]
+        rec["ntk_full_rank"] = None if ntk is None else ntk[i] == spec.output_dim * n_samples
         records.append(rec)
     return records
 

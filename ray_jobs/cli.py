@@ -47,7 +47,10 @@ config groups (choose with group=option):
 {groups}
 
 overrides (Hydra syntax), for example:
-  sweep.grid.k=[6,7]         grid axes (teacher_student: k, n or n_minus_k, step, init_scale)
+  sweep.grid.k=[6,7]         grid axes (teacher_student: k, n or n_minus_k, step, init_scale;
+                             width_threshold: width or width_over_n, depth, activation, n_samples)
+  optimizer=adam data=digits  width_threshold: optimizer and data set (groups above)
+  optimizer.max_iterations=5000  data.input_dim=4  experiment.probes.ntk_rank=true
   sweep.seeds=100            runs per cell (seeds seed_start .. seed_start + seeds - 1)
   results_dir=PATH           results root (default ./results)
   protocol.early_stop_global=true  protocol.max_iterations=50000
@@ -65,9 +68,10 @@ def report_help() -> str:
 
 Rebuild the report of a sweep from its Parquet rows: per cell the runs, the fraction of
 each status with its Wilson interval, the mean objective and smallest Hessian eigenvalue
-of spurious runs, the number of families, and the published values when the sweep names
-a reference. Writes <results_dir>/<sweep>/report/table.md, table.csv and the figure, and
-prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
+of spurious runs, the number of families (teacher_student), the fraction with a full-rank
+last hidden layer and the width-threshold tables (width_threshold), and the published
+values when the sweep names a reference. Writes <results_dir>/<sweep>/report/table.md,
+table.csv and the figure, and prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
 
 sweeps:
 """ + "\n".join(_sweep_descriptions()) + "\n"

@@ -22,7 +22,8 @@ PROJECT_ROOT = Path(os.environ.get("LANDSCAPE_PROJECT_ROOT") or Path(__file__).r
 CONF_DIR = PROJECT_ROOT / "conf"
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 #: Hydra groups of conf/ besides `sweep`, in the order of conf/config.yaml's defaults
-GROUPS = ("experiment", "protocol", "resources", "tracking", "cluster")
+#: (protocol: teacher_student only; optimizer and data: width_threshold only)
+GROUPS = ("experiment", "protocol", "optimizer", "data", "resources", "tracking", "cluster")
 
 
 def available_sweeps() -> list[str]:
@@ -50,7 +51,8 @@ def _parse_overrides(overrides: list[str]):
 
 def _check_group_choices(parsed) -> None:
     """Unknown or missing group options (``sweep=nope``) -> ConfigError listing the allowed ones."""
-    chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in (*GROUPS, "sweep")}
+    chosen = {o.key_or_group: o.value() for o in parsed
+              if o.key_or_group in (*GROUPS, "sweep") and not (o.is_delete() and o.key_or_group != "sweep")}
     if "sweep" not in chosen:
         raise ConfigError("sweep", f"required: sweep=<name>; allowed: {', '.join(available_sweeps())}")
     for group, value in chosen.items():

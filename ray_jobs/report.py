@@ -2,12 +2,21 @@
 
 Per cell: ``runs`` (rows that ran; ``errors`` counted apart), for every status its count
 ``n_<status>``, fraction ``frac_<status>`` and Wilson interval ``frac_<status>_lo`` /
-``frac_<status>_hi`` at ``report.confidence``; ``mean_objective_spurious`` and
-``mean_min_eig_spurious`` (means over spurious runs), ``n_families`` (distinct spurious
-minima up to neuron permutation), ``iterations_mean`` and ``wall_s`` (compute seconds).
-With a reference table: ``ref_*`` columns beside ours and ``ref_inside_ci`` (the
-published spurious fraction lies inside our interval). These names are also the MLflow
-metric keys of the per-cell child runs.
+``frac_<status>_hi`` at ``report.confidence``; the same four columns for each boolean
+column the experiment names in ``fraction_columns`` (width_threshold: ``full_rank``,
+``init_full_rank``, ``ntk_full_rank``); ``mean_objective_spurious`` and
+``mean_min_eig_spurious`` (means over spurious runs), ``n_families`` (teacher_student:
+distinct spurious minima up to neuron permutation), ``iterations_mean`` and ``wall_s``
+(compute seconds), and the experiment's extra aggregates (width_threshold:
+``iterations_max``, ``n_stalled``, ``mean_last_layer_rank``). With a reference table:
+``ref_*`` columns beside ours and ``ref_inside_ci`` (the published spurious fraction lies
+inside our interval). These names are also the MLflow metric keys of the per-cell child
+runs.
+
+Layouts: teacher_student writes the per-cell table and the spurious fraction against k;
+width_threshold writes the two width-threshold tables (rows = activation x depth,
+columns = width / n; cells = % of runs ending global, and % with a full-rank last hidden
+layer) above the per-cell table, their CSVs, and a heat map.
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ from ray_jobs.store import RUN_STATUSES, ResultsStore
 TABLE_MD = "table.md"
 TABLE_CSV = "table.csv"
 FIGURE_PNG = "spurious_fraction_vs_k.png"
+THRESHOLD_PNG = "width_threshold_heatmap.png"
+#: width_threshold: the threshold tables as CSV (rows activation x depth x n, columns width / n)
+THRESHOLD_CSVS = {"global": "threshold_global.csv", "full_rank": "threshold_full_rank.csv"}
 
 
 def wilson_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:
@@ -67,17 +79,42 @@ def aggregate_cell(rows: pd.DataFrame, experiment: Experiment, *, confidence: fl
         lo, hi = wilson_interval(count, runs, confidence)
         out.update({f"n_{status}": count, f"frac_{status}": count / runs if runs else math.nan,
                     f"frac_{status}_lo": lo, f"frac_{status}_hi": hi})
+    for column in experiment.fraction_columns:
+        known = ran[column].dropna() if column in ran else pd.Series([], dtype=bool)
+        trials = len(known)
+        count = int(known.astype(bool).sum()) if trials else 0
+        lo, hi = wilson_interval(count, trials, confidence)
+        out.update({f"n_{column}": count, f"frac_{column}": count / trials if trials else math.nan,
+                    f"frac_{column}_lo": lo, f"frac_{column}_hi": hi})
     spurious = ran[ran["status"] == "spurious"]
     out["mean_objective_spurious"] = _mean(spurious["final_loss"])
     out["mean_min_eig_spurious"] = _mean(spurious["min_eig"]) if "min_eig" in spurious else math.nan
-    records = spurious.to_dict("records")
-    for record in records:
-        weights = record.get("final_weights")
-        record["final_weights"] = None if weights is None else [float(w) for w in weights]
-    out["n_families"] = experiment.count_families(records, family_tol) if runs else None
+    if experiment.has_families:
+        records = spurious.to_dict("records")
+        for record in records:
+            weights = record.get("final_weights")
+            record["final_weights"] = None if weights is None else [float(w) for w in weights]
+        out["n_families"] = experiment.count_families(records, family_tol) if runs else None
     out["iterations_mean"] = _mean(ran["iterations"])
     out["wall_s"] = float(ran["wall_s"].sum())
+    out.update(experiment.extra_aggregates(ran))
     return out
+
+
+def sort_table(table: pd.DataFrame, experiment: Experiment) -> pd.DataFrame:
+    """Rows in the order of the experiment's table axes (categorical axes in ``axis_order``)."""
+    keys, helpers = [], []
+    for axis in experiment.table_axes:
+        if axis not in table:
+            continue
+        if axis in experiment.axis_order:
+            rank = {value: index for index, value in enumerate(experiment.axis_order[axis])}
+            helper = f"_order_{axis}"
+            table = table.assign(**{helper: table[axis].map(lambda v: rank.get(v, len(rank)))})
+            keys.append(helper)
+            helpers.append(helper)
+        keys.append(axis)
+    return table.sort_values([*keys, "cell_id"], kind="stable").drop(columns=helpers).reset_index(drop=True)
 
 
 def aggregate(rows: pd.DataFrame, experiment: Experiment, *, confidence: float, family_tol: float) -> pd.DataFrame:
@@ -87,9 +124,7 @@ def aggregate(rows: pd.DataFrame, experiment: Experiment, *, confidence: float, 
         return pd.DataFrame()
     cells = [aggregate_cell(group, experiment, confidence=confidence, family_tol=family_tol)
              for _, group in rows.groupby("cell_id", sort=False)]
-    table = pd.DataFrame(cells)
-    axes = [axis for axis in experiment.table_axes if axis in table]
-    return table.sort_values([*axes, "cell_id"], kind="stable").reset_index(drop=True)
+    return sort_table(pd.DataFrame(cells), experiment)
 
 
 def attach_reference(table: pd.DataFrame, reference_csv: Path, experiment: Experiment) -> pd.DataFrame:
@@ -186,6 +221,135 @@ def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confi
     return path
 
 
+# ----------------------------------------------------------------- width-threshold layout
+#: the threshold tables: (key of THRESHOLD_CSVS, fraction column, title)
+THRESHOLD_TABLES = (
+    ("global", "frac_global", "Runs ending at a global minimum (training loss < loss_tol)"),
+    ("full_rank", "frac_full_rank", "Runs ending with a full-rank last hidden layer Z_{L-1}(X) (rank = min(n, width))"),
+)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:g}"
+
+
+def threshold_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The width-threshold tables: one row per (activation, depth, n_samples) in table order,
+    one column ``width/n=<r>`` per width / n (fraction of runs, 0..1), for each table of
+    :data:`THRESHOLD_TABLES`; the Wilson bounds are in ``<column>_lo`` / ``<column>_hi``."""
+    ratios = sorted(table["width_over_n"].unique())
+    keys = ["activation", "depth", "n_samples"]
+    out = {}
+    for name, column, _ in THRESHOLD_TABLES:
+        rows = []
+        for key, group in table.groupby(keys, sort=False):
+            row = dict(zip(keys, key))
+            # one cell per width / n (cells of earlier invocations with other settings: the first)
+            by_ratio = group.drop_duplicates("width_over_n").set_index("width_over_n")
+            for ratio in ratios:
+                present = ratio in by_ratio.index
+                for suffix in ("", "_lo", "_hi"):
+                    row[f"width/n={_ratio(ratio)}{suffix}"] = by_ratio.loc[ratio, f"{column}{suffix}"] if present else math.nan
+            rows.append(row)
+        out[name] = pd.DataFrame(rows)
+    return out
+
+
+def _pct_ci(value, lo, hi) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{100 * value:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def width_threshold_markdown(table: pd.DataFrame, experiment: Experiment, *, sweep: str, confidence: float) -> str:
+    """The two width-threshold tables, then the per-cell table, as GitHub markdown."""
+    level = f"{100 * confidence:g}%"
+    ratios = sorted(table["width_over_n"].unique())
+    several_n = table["n_samples"].nunique() > 1
+    lines = [f"# {sweep}", "",
+             f"Per cell: runs, fraction per status and fraction with a full-rank Z_{{L-1}}(X), in %, "
+             f"with the Wilson {level} interval in brackets.", ""]
+    n_text = "" if several_n else f", n = {int(table['n_samples'].iloc[0])}"
+    shared = int(table.duplicated(["activation", "depth", "n_samples", "width_over_n"]).sum())
+    if shared:
+        lines += [f"Note: {shared} cells share a table position with another cell (other settings, e.g. an earlier "
+                  "invocation with different overrides); the threshold tables show the first, the per-cell table all.", ""]
+    for name, column, title in THRESHOLD_TABLES:
+        grid = threshold_tables(table)[name]
+        lines += [f"## {title}{n_text}", ""]
+        head = ["activation", "depth", *(["n"] if several_n else []), *(f"width/n = {_ratio(r)}" for r in ratios)]
+        lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for row in grid.to_dict("records"):
+            cells = [str(row["activation"]), str(row["depth"]), *([str(row["n_samples"])] if several_n else [])]
+            for r in ratios:
+                key = f"width/n={_ratio(r)}"
+                cells.append(_pct_ci(row[key], row[f"{key}_lo"], row[f"{key}_hi"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    head = ["activation", "depth", "n", "width", "width/n", "runs", f"global % [{level} CI]", f"spurious % [{level} CI]",
+            "saddle %", "not conv. %", "diverged %", f"full rank % [{level} CI]", "full rank at init %",
+            "mean loss (spurious)", "mean min eig (spurious)", "iterations mean / max", "errors"]
+    lines += ["## Per cell", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in table.to_dict("records"):
+        iterations_max = row.get("iterations_max")
+        cells = [str(row["activation"]), str(row["depth"]), str(row["n_samples"]), str(row["width"]), _ratio(row["width_over_n"]),
+                 str(row["runs"]),
+                 f"{_pct(row['frac_global'])} [{_pct(row['frac_global_lo'])}, {_pct(row['frac_global_hi'])}]",
+                 f"{_pct(row['frac_spurious'])} [{_pct(row['frac_spurious_lo'])}, {_pct(row['frac_spurious_hi'])}]",
+                 _pct(row["frac_saddle"]), _pct(row["frac_not_converged"]), _pct(row["frac_diverged"]),
+                 f"{_pct(row['frac_full_rank'])} [{_pct(row['frac_full_rank_lo'])}, {_pct(row['frac_full_rank_hi'])}]",
+                 _pct(row["frac_init_full_rank"]), _num(row["mean_objective_spurious"]), _num(row["mean_min_eig_spurious"]),
+                 f"{_num(row['iterations_mean'], 4)} / {'' if iterations_max is None or pd.isna(iterations_max) else int(iterations_max)}",
+                 str(row["errors"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confidence: float) -> Path | None:
+    """Heat maps of the two threshold tables (one row of panels per n_samples)."""
+    if table.empty or not {"activation", "depth", "width_over_n", "n_samples"} <= set(table.columns):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ratios = sorted(table["width_over_n"].unique())
+    ns = list(dict.fromkeys(table["n_samples"]))
+    tables = threshold_tables(table)
+    n_rows = max(len(tables["global"][tables["global"]["n_samples"] == n]) for n in ns)
+    fig, axes = plt.subplots(len(ns), 2, figsize=(2.6 + 1.1 * len(ratios) * 2, 1.4 + (0.42 * n_rows + 0.6) * len(ns)),
+                             squeeze=False, sharey="row", layout="constrained")
+    image = None
+    for row_index, n in enumerate(ns):
+        for col_index, (name, _, title) in enumerate(THRESHOLD_TABLES):
+            grid = tables[name][tables[name]["n_samples"] == n]
+            values = np.array([[row[f"width/n={_ratio(r)}"] for r in ratios] for row in grid.to_dict("records")], dtype=float)
+            ax = axes[row_index][col_index]
+            image = ax.imshow(100 * values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+            for i in range(values.shape[0]):
+                for j in range(values.shape[1]):
+                    if not np.isnan(values[i, j]):
+                        ax.text(j, i, f"{100 * values[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                                color="black" if values[i, j] > 0.6 else "white")
+            ax.set_xticks(range(len(ratios)), [_ratio(r) for r in ratios])
+            if col_index == 0:
+                ax.set_yticks(range(len(grid)), [f"{a}, L={d}" for a, d in zip(grid["activation"], grid["depth"])])
+            below = [index for index, r in enumerate(ratios) if r < 1]
+            if below and len(below) < len(ratios):  # the threshold: width >= n to the right of this line
+                ax.axvline(below[-1] + 0.5, color="red", linewidth=1.2, linestyle="--")
+            ax.set_xlabel("width / n")
+            short = "ending global" if name == "global" else "full-rank $Z_{L-1}(X)$ at the end"
+            ax.set_title(f"{short} (% of runs), n = {n}", fontsize=9)
+    fig.suptitle(f"{sweep}: runs per cell, dashed line = width / n crossing 1", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="% of runs")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 @dataclass
 class Report:
     """A built report: the table, its markdown, and the files written."""
@@ -207,15 +371,30 @@ def table_from_rows(rows: pa.Table | pd.DataFrame, experiment: Experiment, *, co
 
 def build_report(store: ResultsStore, experiment: Experiment, *, sweep: str, confidence: float, family_tol: float,
                  reference: Path | None, figure: bool = True) -> Report:
-    """Read every fragment of the sweep, aggregate, and write table.md / table.csv / figure."""
+    """Read every fragment of the sweep, aggregate, and write table.md / table.csv / figure
+    (and, for width_threshold, the threshold tables' CSVs)."""
     table = table_from_rows(store.read(), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
-    markdown = to_markdown(table, experiment, sweep=sweep, confidence=confidence) if not table.empty else f"# {sweep}\n\nNo rows yet.\n"
+    width_threshold = experiment.name == "width_threshold"
+    if table.empty:
+        markdown = f"# {sweep}\n\nNo rows yet.\n"
+    elif width_threshold:
+        markdown = width_threshold_markdown(table, experiment, sweep=sweep, confidence=confidence)
+    else:
+        markdown = to_markdown(table, experiment, sweep=sweep, confidence=confidence)
     md_path, csv_path = store.report_dir / TABLE_MD, store.report_dir / TABLE_CSV
     store.save_text(md_path, markdown)
     store.save_text(csv_path, table.to_csv(index=False))
     paths = [md_path, csv_path]
+    if width_threshold and not table.empty:
+        for name, grid in threshold_tables(table).items():
+            threshold_path = store.report_dir / THRESHOLD_CSVS[name]
+            store.save_text(threshold_path, grid.to_csv(index=False))
+            paths.append(threshold_path)
     if figure:
-        png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence)
+        if width_threshold:
+            png = plot_width_threshold(table, store.report_dir / THRESHOLD_PNG, sweep=sweep, confidence=confidence)
+        else:
+            png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence)
         if png is not None:
             paths.append(png)
     return Report(table=table, markdown=markdown, paths=paths)

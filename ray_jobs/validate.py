@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ray_jobs.config import PROJECT_ROOT
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import Experiment, get_experiment
+from ray_jobs.experiments import OPTIONAL_GROUPS, Experiment, get_experiment
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -62,6 +62,21 @@ def check_results_dir(path: Path) -> None:
             return
 
 
+def check_groups(cfg, experiment: Experiment) -> None:
+    """The experiment gets exactly the optional config groups it reads (protocol, optimizer, data)."""
+    from ray_jobs.config import available_options
+
+    for group in OPTIONAL_GROUPS:
+        present = cfg.get(group) is not None
+        if group in experiment.groups and not present:
+            raise ConfigError(group, f"required by {experiment.name}: choose {group}=<option>; "
+                                     f"allowed: {', '.join(available_options(group))}")
+        if present and group not in experiment.groups:
+            uses = ", ".join(experiment.groups) or "none"
+            raise ConfigError(group, f"not used by {experiment.name} (its groups: {uses}); "
+                                     f"drop it (~{group} on the command line, `override /{group}: null` in a sweep)")
+
+
 def validate(cfg) -> tuple[Experiment, list[dict]]:
     """Check ``cfg``; return its experiment and the resolved parameters of every cell."""
     sweep = cfg.sweep
@@ -72,6 +87,7 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
     _require_int("sweep.seed_start", sweep.get("seed_start", 0), 0)
 
     experiment = get_experiment(cfg.experiment.get("name"))
+    check_groups(cfg, experiment)
     cells = experiment.cells(cfg)
 
     resources = cfg.resources

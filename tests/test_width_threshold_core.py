@@ -163,6 +163,9 @@ def test_all_activations_run():
         (dict(data=dict(name="mnist")), "data.name"),
         (dict(data=dict(colour=1)), "data.colour"),
         (dict(loss="hinge"), "loss"),
+        (dict(init="xavier"), "init"),
+        (dict(loss="cross_entropy", data=dict(classification=False)), "data.classification"),
+        (dict(probes=dict(lanczos_steps=0)), "probes.lanczos_steps"),
     ],
 )
 def test_invalid_width_threshold_options_name_the_field(kwargs, field):
@@ -170,3 +173,26 @@ def test_invalid_width_threshold_options_name_the_field(kwargs, field):
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}"):
         run_width_threshold(**base)
+
+
+def test_ntk_gram_rank_probe():
+    """Claim VI.3's Gram matrix J J^T (n x n here) has rank n for a wide analytic net; null when off."""
+    kwargs = dict(width=12, depth=2, activation="tanh", n_samples=8, seeds=range(2),
+                  data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    on = run_width_threshold(probes=dict(ntk_rank=True), **kwargs)
+    assert all(r["ntk_gram_rank"] == 8 and r["ntk_full_rank"] is True and r["ntk_rank"] is True for r in on)
+    off = run_width_threshold(**kwargs)
+    assert all(r["ntk_gram_rank"] is None and r["ntk_full_rank"] is None for r in off)
+
+
+def test_resolved_options_are_the_record_columns():
+    from landscape_core.width_threshold import resolve_options
+
+    options = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
+                              optimizer=dict(name="lbfgs"), probes=dict(loss_tol=1e-8))
+    assert options.train.stop_loss == 1e-8  # stop_loss 0 resolves to the global threshold
+    recs = run_width_threshold(width=6, depth=3, activation="gelu", n_samples=4, seeds=[0], data=dict(name="distinct", input_dim=2),
+                               optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8))
+    columns = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
+                              optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8)).columns()
+    assert {key: recs[0][key] for key in columns} == columns
