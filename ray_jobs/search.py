@@ -39,6 +39,12 @@ from typing import Any, Iterator, Protocol, Sequence
 import optuna
 
 from ray_jobs.errors import ConfigError
+from ray_jobs.report import wilson_interval as _wilson
+
+
+def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float, float]:
+    """The report's Wilson interval; (0, 1) before any run (nothing known yet)."""
+    return (0.0, 1.0) if runs == 0 else _wilson(successes, runs, confidence)
 
 SAMPLERS = ("tpe", "gp", "grid", "random")
 KINDS = ("threshold", "protocol")
@@ -165,20 +171,6 @@ class SearchSpec:
         for axis in self.axes:
             points = [{**p, axis.name: v} for p in points for v in axis.grid_values()]
         return points
-
-
-def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (two-sided, ``confidence``)."""
-    if runs == 0:
-        return 0.0, 1.0
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = successes / runs
-    denom = 1 + z * z / runs
-    centre = (p + z * z / (2 * runs)) / denom
-    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
