@@ -23,6 +23,7 @@ from landscape_core.teacher_student import (
     run_teacher_student,
     scaled_gradient,
 )
+from landscape_core.teacher_student import _clopper_pearson, main
 from landscape_core.teacher_student_reference import run_teacher_student_reference
 
 F64 = torch.float64
@@ -243,21 +244,12 @@ def test_permutation_distance_and_family_grouping():
     assert sorted(f["seeds"][0] for f in fams[1:]) == [2, 4]
 
 
-def _binomial_interval_99(successes: int, trials: int) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) 99% interval, from scipy's beta quantiles."""
-    from scipy.stats import beta
-
-    lo = 0.0 if successes == 0 else beta.ppf(0.005, successes, trials - successes + 1)
-    hi = 1.0 if successes == trials else beta.ppf(0.995, successes + 1, trials - successes)
-    return float(lo), float(hi)
-
-
 def test_published_spurious_fraction_k8_inside_99_interval():
     """Safran & Shamir Table 1, k = n = 8: 12.6% spurious, mean objective 0.021, mean min
     eigenvalue 0.021. 300 seeds; the published percentage must lie in our 99% interval."""
     recs = run_teacher_student(8, 8, range(300))
     spurious = [r for r in recs if r["status"] == "spurious"]
-    lo, hi = _binomial_interval_99(len(spurious), len(recs))
+    lo, hi = _clopper_pearson(len(spurious), len(recs), 0.99)
     assert lo <= 0.126 <= hi, (len(spurious), lo, hi)
     assert all(r["status"] in ("global", "spurious") for r in recs)
     mean_obj = sum(r["final_loss"] for r in spurious) / len(spurious)
@@ -281,3 +273,12 @@ def test_early_stop_matches_full_protocol_for_overparameterised_students():
     assert [r["seed"] for r in full if r["status"] in bad] == [r["seed"] for r in early if r["status"] in bad]
     assert all((e["status"] == "global") == (f["final_loss"] < 1e-3) for f, e in zip(full, early))
     assert sum(r["iterations"] for r in early) * 50 < sum(r["iterations"] for r in full)
+
+
+def test_exact_interval_known_values_and_command_line(capsys):
+    lo, hi = _clopper_pearson(40, 300, 0.99)
+    assert (round(lo, 4), round(hi, 4)) == (0.0873, 0.1914)  # scipy beta quantiles, computed by hand once
+    assert _clopper_pearson(0, 10, 0.99)[0] == 0.0 and _clopper_pearson(10, 10, 0.99)[1] == 1.0
+    assert main(["--k", "3", "--n", "3", "--seeds", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "k = 3, n = 3, seeds 0..3" in out and "exact 99% interval" in out and "families" in out
