@@ -70,16 +70,25 @@ def _pair_kernel(W: torch.Tensor, U: torch.Tensor, *, self_pairs: bool) -> torch
     return f
 
 
+def _student_terms(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """The part of F that depends on W: 1/2 sum f(w_i, w_j) - sum f(w_i, v_j). (...,)"""
+    student = _pair_kernel(W, W, self_pairs=True).sum(dim=(-2, -1))  # (...,)
+    cross = _pair_kernel(W, V, self_pairs=False).sum(dim=(-2, -1))  # (...,)
+    return 0.5 * student - cross
+
+
+def _teacher_term(V: torch.Tensor) -> torch.Tensor:
+    """The constant part of F: 1/2 sum f(v_i, v_j). (...,)"""
+    return 0.5 * _pair_kernel(V, V, self_pairs=True).sum(dim=(-2, -1))
+
+
 def population_loss(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """Closed-form population loss F(W) for each run.
 
     W: (..., n, d) student rows; V: (..., k, d) teacher rows (broadcast over the batch).
     Returns (...,). Differentiable by autograd wherever no two rows are parallel.
     """
-    student = _pair_kernel(W, W, self_pairs=True).sum(dim=(-2, -1))  # (...,)
-    cross = _pair_kernel(W, V, self_pairs=False).sum(dim=(-2, -1))  # (...,)
-    teacher = _pair_kernel(V, V, self_pairs=True).sum(dim=(-2, -1))  # (...,)
-    return 0.5 * student - cross + 0.5 * teacher
+    return _student_terms(W, V) + _teacher_term(V)
 
 
 def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
@@ -87,6 +96,26 @@ def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
     student = 1.0 - torch.eye(n, dtype=dtype, device=device)
     teacher = -torch.ones(n, k, dtype=dtype, device=device)
     return torch.cat([student, teacher], dim=1)
+
+
+def _fused_scaled_gradient(
+    W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor, sign: torch.Tensor, sign_pi: torch.Tensor
+) -> torch.Tensor:
+    """2 pi dF/dW with few kernel launches (the descent loop's hot path).
+
+    G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j,
+    u = rows of [W; V], s = ``sign`` (n, n + k), ``sign_pi`` = pi * sign, ``nv`` = ||v_j||
+    (R, k). The (i, i) terms are masked by s_ii = 0. W: (R, n, d), V: (R, k, d) -> (R, n, d).
+    """
+    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
+    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
+    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
+    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
+    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    theta = torch.arccos(cos)
+    sin = torch.sqrt(1.0 - cos * cos)  # = sin(theta) for theta in [0, pi], cheaper than sin()
+    radial = torch.bmm(sign * sin, nu)  # (R, n, 1): sum_j s_ij ||u_j|| sin t_ij
+    return torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
 
 
 def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
@@ -102,12 +131,7 @@ def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None 
     n, k = W.shape[-2], V.shape[-2]
     if sign is None:
         sign = _gradient_weights(n, k, dtype=W.dtype, device=W.device)
-    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
-    nw, nu, _cos, theta, sin = _angles(W, U, self_pairs=False)
-    # The (i, i) terms are masked by sign = 0; their angle is ~0 so no NaN arises.
-    radial = ((sign * sin) @ nu.unsqueeze(-1)).squeeze(-1)  # (R, n): sum_j s_ij ||u_j|| sin t_ij
-    tangential = (sign * (math.pi - theta)) @ U  # (R, n, d)
-    return math.pi * W + (radial / nw).unsqueeze(-1) * W + tangential
+    return _fused_scaled_gradient(W, V, torch.linalg.vector_norm(V, dim=-1), sign, sign * math.pi)
 
 
 def population_gradient(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -350,31 +374,17 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     mono = torch.ones(R, dtype=torch.bool, device=device)
     prev_loss = torch.full((R,), float("inf"), dtype=dtype, device=device)
     early = torch.zeros(R, dtype=torch.bool, device=device)
-    const_teacher = 0.5 * _pair_kernel(V, V, self_pairs=True).sum(dim=(-2, -1)) if p.early_stop_global else None
+    const_teacher = _teacher_term(V) if p.early_stop_global else None
     teacher_act = const_teacher
 
     def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
-        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state.
-
-        Same formula as :func:`scaled_gradient`, arranged for few kernel launches:
-        G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j.
-        """
-        nw = torch.linalg.vector_norm(W, dim=-1)  # (A, n)
-        Wn = W / nw.unsqueeze(-1)  # (A, n, d) unit rows
-        U = torch.cat([W, V_act], dim=-2)  # (A, n + k, d)
-        nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (A, n + k, 1)
-        cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (A, n, n + k)
-        theta = torch.arccos(cos)
-        sin = torch.sqrt(1.0 - cos * cos)  # = sin(theta) for theta in [0, pi], cheaper than sin()
-        radial = torch.bmm(sign * sin, nu)  # (A, n, 1): sum_j s_ij ||u_j|| sin t_ij
-        G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (A, n, d)
+        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
+        G = _fused_scaled_gradient(W, V_act, nv, sign, sign_pi)  # (A, n, d)
         g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # (A,)
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None
         if p.early_stop_global:
-            loss = 0.5 * _pair_kernel(W, W, self_pairs=True).sum(dim=(-2, -1)) - _pair_kernel(
-                W, V_act, self_pairs=False
-            ).sum(dim=(-2, -1)) + teacher_act
+            loss = _student_terms(W, V_act) + teacher_act  # F without recomputing the constant
             mono = mono & (loss <= prev_loss * (1.0 + p.monotone_rtol))
             prev_loss = loss
             early = mono & (loss < p.bad_loss_threshold)
