@@ -1,6 +1,6 @@
 """Probes of a trained model: numerical rank, and extreme Hessian eigenvalues.
 
-- :func:`numerical_rank`: rank of a (batch of) matrices by singular values against a
+- :func:`numerical_ranks` / :func:`numerical_rank`: rank of a (batch of) matrices by singular values against a
   stated tolerance: the numpy / torch default ``sigma_max * max(shape) * eps`` or a
   relative one ``sigma_max * rtol`` (protocols.md section 2).
 - :func:`hessian_extremes`: smallest and largest eigenvalue of the Hessian of a scalar
@@ -26,23 +26,29 @@ class RankResult:
     tol: torch.Tensor  # (...,) the threshold used: singular values > tol count
 
 
-def numerical_rank(M: torch.Tensor, *, rtol: float | None = None) -> RankResult:
-    """Numerical rank of ``M`` (..., rows, cols).
+def numerical_ranks(M: torch.Tensor, *, rtols: tuple[float | None, ...]) -> list[RankResult]:
+    """Numerical rank of ``M`` (..., rows, cols) at several tolerances, from one SVD.
 
-    ``rtol=None``: tol = sigma_max * max(rows, cols) * eps(dtype) (numpy's matrix_rank and
-    torch.linalg.matrix_rank default); otherwise tol = sigma_max * rtol. A singular value
-    counts when it is strictly greater than tol.
+    For each ``rtol``: ``None`` means tol = sigma_max * max(rows, cols) * eps(dtype) (numpy's
+    matrix_rank and torch.linalg.matrix_rank default); a number means tol = sigma_max * rtol.
+    A singular value counts when it is strictly greater than tol.
     """
+    for rtol in rtols:
+        if rtol is not None and rtol < 0:
+            raise ValueError(f"rtol: must be >= 0, got {rtol!r}")
     sv = torch.linalg.svdvals(M)  # (..., min(rows, cols)), descending
     smax = sv[..., 0]
-    if rtol is None:
-        tol = smax * max(M.shape[-2], M.shape[-1]) * torch.finfo(M.dtype).eps
-    else:
-        if rtol < 0:
-            raise ValueError(f"rtol: must be >= 0, got {rtol!r}")
-        tol = smax * rtol
-    rank = (sv > tol.unsqueeze(-1)).sum(-1)
-    return RankResult(rank=rank, sigma_min=sv[..., -1], sigma_max=smax, tol=tol)
+    results = []
+    for rtol in rtols:
+        tol = smax * (max(M.shape[-2], M.shape[-1]) * torch.finfo(M.dtype).eps if rtol is None else rtol)
+        rank = (sv > tol.unsqueeze(-1)).sum(-1)
+        results.append(RankResult(rank=rank, sigma_min=sv[..., -1], sigma_max=smax, tol=tol))
+    return results
+
+
+def numerical_rank(M: torch.Tensor, *, rtol: float | None = None) -> RankResult:
+    """Numerical rank of ``M`` at one tolerance (see :func:`numerical_ranks`)."""
+    return numerical_ranks(M, rtols=(rtol,))[0]
 
 
 def exact_hessian_extremes(

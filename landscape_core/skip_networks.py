@@ -37,7 +37,7 @@ from torch.func import vmap
 
 from landscape_core.data import make_classification_split
 from landscape_core.networks import MLPSpec, flatten, forward, hidden_features, init_parameters, unflatten
-from landscape_core.probes import numerical_rank
+from landscape_core.probes import numerical_ranks
 from landscape_core.seeding import run_generator
 from landscape_core.training import SGDSpec, TrainSpec, train, train_sgd
 
@@ -165,8 +165,7 @@ def run_skip_networks(
         return F.cross_entropy(logits(theta, X, idx), y)
 
     psi_fn = vmap(lambda t, x, i: psi(split(t), x, spec, i))
-    init_psi = numerical_rank(psi_fn(theta0, X, skip_index))
-    init_psi_loose = numerical_rank(psi_fn(theta0, X, skip_index), rtol=rank_rtol)
+    init_psi, init_psi_loose = numerical_ranks(psi_fn(theta0, X, skip_index), rtols=(None, rank_rtol))
 
     iterations = torch.zeros(len(seeds), dtype=torch.int64)
     if mode == "sgd":
@@ -198,12 +197,11 @@ def run_skip_networks(
         theta = _with_output_weights(theta0, res.theta, spec, P_plain, m, M_value, architecture)
         epochs = 0
 
-    train_logits = vmap(logits)(theta, X, skip_index)
-    final_loss = vmap(ce)(theta, X, y, skip_index)
+    train_logits = vmap(logits)(theta, X, skip_index)  # (S, N, m)
+    final_loss = F.cross_entropy(train_logits.transpose(1, 2), y, reduction="none").mean(-1)  # = ce per run
     train_error = (train_logits.argmax(-1) != y).to(torch.float64).mean(-1)
     test_acc = (vmap(logits)(theta, Xt, skip_index).argmax(-1) == yt).to(torch.float64).mean(-1) if n_test else None
-    end_psi = numerical_rank(psi_fn(theta, X, skip_index))
-    end_psi_loose = numerical_rank(psi_fn(theta, X, skip_index), rtol=rank_rtol)
+    end_psi, end_psi_loose = numerical_ranks(psi_fn(theta, X, skip_index), rtols=(None, rank_rtol))
     wall = time.perf_counter() - start
 
     records = []

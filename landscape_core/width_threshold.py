@@ -32,7 +32,7 @@ from torch.func import jacrev, vmap
 
 from landscape_core.data import DataSpec, make_dataset
 from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, last_hidden, unflatten
-from landscape_core.probes import hessian_extremes, numerical_rank
+from landscape_core.probes import hessian_extremes, numerical_rank, numerical_ranks
 from landscape_core.seeding import run_generator
 from landscape_core.training import TrainSpec, train
 
@@ -80,8 +80,7 @@ def _loss_fn(spec: MLPSpec, loss: str):
 
 def _rank_columns(prefix: str, Z: torch.Tensor, rtol: float) -> dict[str, list]:
     """Rank probes of a batch of feature matrices Z (S, n, width)."""
-    default = numerical_rank(Z)
-    loose = numerical_rank(Z, rtol=rtol)
+    default, loose = numerical_ranks(Z, rtols=(None, rtol))
     full = min(Z.shape[-2], Z.shape[-1])
     return {
         f"{prefix}last_layer_rank": default.rank.tolist(),
