@@ -38,6 +38,8 @@ from typing import Callable
 import torch
 from torch.func import vmap
 
+from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, unflatten
+from landscape_core.seeding import run_generator
 from landscape_core.training import TrainSpec, train
 
 BEAD_INITS = ("midpoint", "argmax")
@@ -188,11 +190,7 @@ def _train_beads(loss, init, prev, nxt, data, spec: StringSpec, tspec: TrainSpec
     b = init.shape[0]
     shared = [d.expand(b, *d.shape) for d in data]  # views, no copies
     if not spec.constrained:
-
-        def bead_loss(theta, *d):
-            return loss(theta, *d)
-
-        return train(bead_loss, init, *shared, spec=tspec).theta
+        return train(loss, init, *shared, spec=tspec).theta
 
     sw, pw = spec.spring_weight, spec.plane_weight
 
@@ -224,8 +222,6 @@ def cyclic_permutation_counterexample(dtype=torch.float64):
     theta_B is theta_A with hidden units 1 and 2 swapped: the same function, zero loss.
     Since sum_j x_j = 0, no unit can be active on all three points.
     """
-    from landscape_core.networks import MLPSpec, flatten
-
     angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=dtype)
     X = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # (3, 2)
     Y = X.roll(-1, dims=0)  # x_j -> x_{j+1}
@@ -253,10 +249,6 @@ def regression_problem(
       ``teacher_width`` units with N(0, 1/fan_in) weights (for the width study);
     - ``counterexample``: appendix E's three points (train = test).
     """
-    from landscape_core.networks import MLPSpec as _Spec
-    from landscape_core.networks import forward as _forward
-    from landscape_core.networks import init_parameters as _init
-
     f64 = torch.float64
     if name == "counterexample":
         X, Y, *_ = cyclic_permutation_counterexample()
@@ -267,8 +259,8 @@ def regression_problem(
         y = 0.5 * x * x + 0.25 * x + 0.1
     elif name == "relu_teacher":
         x = torch.randn(total, input_dim, generator=generator, dtype=f64)
-        teacher = _Spec(input_dim, teacher_width, 2, 1, "relu")
-        y = _forward(_init(teacher, generator=generator), x, teacher)
+        teacher = MLPSpec(input_dim, teacher_width, 2, 1, "relu")
+        y = forward(init_parameters(teacher, generator=generator), x, teacher)
     else:
         raise ValueError(f"problem: {name!r} is not one of {', '.join(PROBLEMS)}")
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
@@ -309,9 +301,6 @@ def run_string_sampling(
     ``dss_connected``), ``not_converged`` when an endpoint did not (DSS is not run),
     ``diverged`` on a non-finite loss.
     """
-    from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, unflatten
-    from landscape_core.seeding import run_generator
-
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds: must be a non-empty list of integers")
