@@ -4,7 +4,9 @@ An :class:`Experiment` turns the composed config into one parameter dict per gri
 (validating it), runs one chunk of seeds of a cell by calling ``landscape_core``, and
 declares its Parquet columns, the columns that identify a cell in the report, and how
 published reference tables map onto report columns. Adding an experiment = one subclass
-here plus a ``conf/experiment/<name>.yaml``.
+here (or in its own ``ray_jobs/<name>_experiment.py``, listed in :data:`EXPERIMENT_CLASSES`)
+plus a ``conf/experiment/<name>.yaml``. An experiment also owns its report layout
+(:meth:`Experiment.report_markdown`, :meth:`Experiment.report_files`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import MISSING, fields
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
 
 from ray_jobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ray_jobs.store import ResultsStore
 
 
 class Experiment:
@@ -56,6 +64,20 @@ class Experiment:
     def extra_aggregates(self, ran) -> dict[str, Any]:
         """Experiment-specific report columns of one cell from its rows that ran (a DataFrame)."""
         return {}
+
+    def report_markdown(self, table: "pd.DataFrame", *, sweep: str, confidence: float) -> str:
+        """The report as GitHub markdown from the per-cell table (non-empty); default: the
+        status table of :func:`ray_jobs.report.to_markdown`."""
+        from ray_jobs.report import to_markdown
+
+        return to_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def report_files(self, table: "pd.DataFrame", store: "ResultsStore", *, sweep: str, confidence: float,
+                     figure: bool) -> list[Path]:
+        """Write the report's extra files (CSVs; figures when ``figure``) under
+        ``store.report_dir`` from the per-cell table (non-empty); return their paths.
+        ``table.md`` and ``table.csv`` are written by the caller."""
+        return []
 
 
 #: config groups that only some experiments use; :func:`ray_jobs.validate.validate` checks
@@ -226,6 +248,12 @@ class TeacherStudent(Experiment):
         if any(r.get("final_weights") is None for r in spurious):
             return None  # weights not kept (experiment.keep_weights=false)
         return len(group_families(spurious, tol=tol, statuses=("spurious",)))
+
+    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
+        from ray_jobs.report import FIGURE_PNG, plot_spurious_fraction
+
+        png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence) if figure else None
+        return [png] if png is not None else []
 
 
 #: activations of landscape_core.networks, in its order (a test keeps the two lists equal);
@@ -487,13 +515,52 @@ class WidthThreshold(Experiment):
             "mean_last_layer_rank": float(ran["last_layer_rank"].mean()) if len(ran) else math.nan,
         }
 
+    def report_markdown(self, table, *, sweep, confidence) -> str:
+        from ray_jobs.report import width_threshold_markdown
 
-EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in (TeacherStudent(), WidthThreshold())}
+        return width_threshold_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
+        from ray_jobs.report import THRESHOLD_CSVS, THRESHOLD_PNG, plot_width_threshold, threshold_tables
+
+        paths = []
+        for name, grid in threshold_tables(table).items():
+            path = store.report_dir / THRESHOLD_CSVS[name]
+            store.save_text(path, grid.to_csv(index=False))
+            paths.append(path)
+        if figure:
+            png = plot_width_threshold(table, store.report_dir / THRESHOLD_PNG, sweep=sweep, confidence=confidence)
+            paths += [png] if png is not None else []
+        return paths
+
+
+#: every experiment of the service, as "module:Class" (imported on first use, so that a
+#: per-experiment module may import this one)
+EXPERIMENT_CLASSES = (
+    "ray_jobs.experiments:TeacherStudent",
+    "ray_jobs.experiments:WidthThreshold",
+    "ray_jobs.skip_networks_experiment:SkipNetworks",
+    "ray_jobs.string_sampling_experiment:StringSampling",
+)
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def registered_experiments() -> dict[str, Experiment]:
+    """Name -> instance of every experiment in :data:`EXPERIMENT_CLASSES`."""
+    if not _REGISTRY:
+        import importlib
+
+        for entry in EXPERIMENT_CLASSES:
+            module, _, cls = entry.partition(":")
+            experiment = getattr(importlib.import_module(module), cls)()
+            _REGISTRY[experiment.name] = experiment
+    return _REGISTRY
 
 
 def get_experiment(name: str) -> Experiment:
     """The registered experiment ``name``; unknown -> ConfigError naming experiment.name."""
+    experiments = registered_experiments()
     try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        raise ConfigError("experiment.name", f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}") from None
+        return experiments[name]
+    except (KeyError, TypeError):
+        raise ConfigError("experiment.name", f"unknown experiment {name!r}; allowed: {', '.join(experiments)}") from None

@@ -371,30 +371,17 @@ def table_from_rows(rows: pa.Table | pd.DataFrame, experiment: Experiment, *, co
 
 def build_report(store: ResultsStore, experiment: Experiment, *, sweep: str, confidence: float, family_tol: float,
                  reference: Path | None, figure: bool = True) -> Report:
-    """Read every fragment of the sweep, aggregate, and write table.md / table.csv / figure
-    (and, for width_threshold, the threshold tables' CSVs)."""
+    """Read every fragment of the sweep, aggregate, and write table.md / table.csv and the
+    experiment's own files (:meth:`Experiment.report_files`: figures, extra tables)."""
     table = table_from_rows(store.read(), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
-    width_threshold = experiment.name == "width_threshold"
     if table.empty:
         markdown = f"# {sweep}\n\nNo rows yet.\n"
-    elif width_threshold:
-        markdown = width_threshold_markdown(table, experiment, sweep=sweep, confidence=confidence)
     else:
-        markdown = to_markdown(table, experiment, sweep=sweep, confidence=confidence)
+        markdown = experiment.report_markdown(table, sweep=sweep, confidence=confidence)
     md_path, csv_path = store.report_dir / TABLE_MD, store.report_dir / TABLE_CSV
     store.save_text(md_path, markdown)
     store.save_text(csv_path, table.to_csv(index=False))
     paths = [md_path, csv_path]
-    if width_threshold and not table.empty:
-        for name, grid in threshold_tables(table).items():
-            threshold_path = store.report_dir / THRESHOLD_CSVS[name]
-            store.save_text(threshold_path, grid.to_csv(index=False))
-            paths.append(threshold_path)
-    if figure:
-        if width_threshold:
-            png = plot_width_threshold(table, store.report_dir / THRESHOLD_PNG, sweep=sweep, confidence=confidence)
-        else:
-            png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence)
-        if png is not None:
-            paths.append(png)
+    if not table.empty:
+        paths += experiment.report_files(table, store, sweep=sweep, confidence=confidence, figure=figure)
     return Report(table=table, markdown=markdown, paths=paths)
