@@ -20,6 +20,10 @@ Outputs per pair: ``connected``, number of beads, rounds, the maximum interpolat
 of every final segment, and the normalized geodesic length
 sum_i ||theta_{i+1} - theta_i|| / ||theta_B - theta_A|| (1 for a straight line).
 
+Interpolation probe (issue #6, survey Conjecture V.1; :func:`probe_lines`): the loss
+along the straight line between the two trained models, and between each model's
+initial point and the model, at a configurable number of points, recorded as arrays.
+
 Constrained variant (appendix A; the paper's text gives the idea, not the formula, so
 this is our reading): a new bead is trained on
     loss(theta) + spring_weight (||theta - prev||^2 + ||theta - next||^2)
@@ -97,7 +101,8 @@ def interpolation_losses(
     single = theta_a.dim() == 1
     A = theta_a.unsqueeze(0) if single else theta_a  # (S, P)
     B = theta_b.unsqueeze(0) if single else theta_b
-    path = A.unsqueeze(1) + t[None, :, None] * (B - A).unsqueeze(1)  # (S, m, P)
+    # (1 - t) A + t B, not A + t (B - A): the ends are then A and B bit for bit
+    path = (1 - t)[None, :, None] * A.unsqueeze(1) + t[None, :, None] * B.unsqueeze(1)  # (S, m, P)
     S, m, P = path.shape
     in_dims = (0,) + (None,) * len(data)
     values = vmap(loss, in_dims=in_dims)(path.reshape(S * m, P), *data).reshape(S, m)
@@ -177,11 +182,15 @@ def dynamic_string_sampling(
         "dss_normalized_length": float(string_length(S) / direct) if float(direct) > 0 else float("nan"),
         "dss_endpoint_distance": float(direct),
         "dss_endpoint_losses": endpoint_losses.tolist(),
+        "dss_bead_losses": vloss(S, *data).tolist(),  # every model of the final string, ends included
         "dss_threshold": L0,
         "dss_wall_s": time.perf_counter() - start,
     }
     if keep_string:
         record["dss_string"] = S.tolist()
+        # the final string's segment check (every exit of the loop follows one): (B - 1,
+        # interp_points) losses at t = 0, 1/m, ..., (m - 1)/m of each segment
+        record["dss_string_losses"] = seg.tolist()
     return record
 
 
@@ -230,6 +239,45 @@ def cyclic_permutation_counterexample(dtype=torch.float64):
     perm = torch.tensor([1, 0, 2])
     params_b = {"W1": params_a["W1"][perm], "W2": params_a["W2"][:, perm]}
     return X, Y, flatten(params_a, spec), flatten(params_b, spec), spec
+
+
+def probe_lines(
+    loss: Callable[..., torch.Tensor],
+    theta_a: torch.Tensor,
+    theta_b: torch.Tensor,
+    *data: torch.Tensor,
+    points: int,
+    initial: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict:
+    """The interpolation probe of one pair (issue #6; survey Conjecture V.1), as plain lists.
+
+    ``theta_a``, ``theta_b`` (P,): the trained endpoints; ``initial``: their initial points
+    (or None). Losses at t = linspace(0, 1, points), so t = 0 and t = 1 are the end models:
+    - ``interp_ab_losses``: A -> B; ``interp_ab_max_loss`` its maximum and
+      ``interp_ab_barrier`` = max - max(loss(A), loss(B)) (0 when the line stays below
+      both ends: no barrier between the two models);
+    - ``interp_init_a_losses`` / ``interp_init_b_losses``: initial point -> trained model;
+      ``interp_init_max_rise`` = the largest increase between consecutive points of either
+      line (0 when both decrease monotonically, as Conjecture V.1 says).
+    Each line is evaluated on its own (memory of one line, ``points`` models, at a time).
+    """
+    _, ab = interpolation_losses(loss, theta_a, theta_b, *data, points=points)  # (points,)
+    record = {
+        "interp_ab_losses": ab.tolist(),
+        "interp_ab_max_loss": float(ab.max()),
+        "interp_ab_barrier": float(ab.max() - torch.maximum(ab[0], ab[-1])),
+        "interp_init_a_losses": None,
+        "interp_init_b_losses": None,
+        "interp_init_max_rise": None,
+    }
+    if initial is not None:
+        rises = []
+        for side, start, end in (("a", initial[0], theta_a), ("b", initial[1], theta_b)):
+            _, line = interpolation_losses(loss, start, end, *data, points=points)  # (points,)
+            record[f"interp_init_{side}_losses"] = line.tolist()
+            rises.append(float((line[1:] - line[:-1]).clamp_min(0).max()))
+        record["interp_init_max_rise"] = max(rises)
+    return record
 
 
 # ----------------------------------------------------------------------------------
@@ -285,6 +333,7 @@ def run_string_sampling(
     bead_training: dict | None = None,
     string: dict | None = None,
     keep_string: bool = False,
+    probe_points: int = 100,
     device: str | torch.device = "cpu",
 ) -> list[dict]:
     """One DSS pair per seed: train two endpoints independently below ``alpha * threshold``
@@ -300,6 +349,14 @@ def run_string_sampling(
     ``status``: ``global`` when both endpoints reached the threshold (connectivity is in
     ``dss_connected``), ``not_converged`` when an endpoint did not (DSS is not run),
     ``diverged`` on a non-finite loss.
+
+    Interpolation probe (every pair, whatever its status; :func:`probe_lines`): the
+    training loss at ``probe_points`` evenly spaced t in [0, 1] (both ends included) along
+    the straight line from endpoint A to endpoint B (``interp_ab_losses``) and from each
+    endpoint's initial point to its trained model (``interp_init_a_losses``,
+    ``interp_init_b_losses``; survey Conjecture V.1: decreasing along the line), with
+    the summaries ``interp_ab_max_loss``, ``interp_ab_barrier`` and
+    ``interp_init_max_rise``. The counterexample has no initial points (None).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -308,6 +365,8 @@ def run_string_sampling(
         raise ValueError(f"problem: {problem!r} is not one of {', '.join(PROBLEMS)}")
     if loss not in LOSSES:
         raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    if isinstance(probe_points, bool) or not isinstance(probe_points, int) or probe_points < 2:
+        raise ValueError(f"probe_points: must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
     sspec = StringSpec(threshold=threshold, **(string or {}))
     sspec.validate()
     end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}
@@ -337,6 +396,7 @@ def run_string_sampling(
         return err.abs().mean() if loss == "mae" else 0.5 * (err * err).sum(-1).mean()
 
     ends = torch.cat([theta_a, theta_b]).to(dev)  # (2S, P)
+    initial = None if problem == "counterexample" else ends.clone()  # (2S, P) the untrained points
     S = len(seeds)
     if problem != "counterexample":
         trained = train(data_loss, ends, X.expand(2 * S, *X.shape), Y.expand(2 * S, *Y.shape), spec=end_spec)
@@ -365,19 +425,23 @@ def run_string_sampling(
             "activation": activation if problem != "counterexample" else spec.activation,
             "init": init,
             "loss": loss,
-            "n_train": n_train,
-            "n_test": n_test,
+            "n_train": int(X.shape[0]),  # the counterexample's 3 points whatever n_train says
+            "n_test": int(Xt.shape[0]),
             "input_dim": spec.input_dim,
             "data_seed": data_seed,
             **{f"string_{k}": v for k, v in asdict(sspec).items()},
             **{f"endpoint_{k}": v for k, v in asdict(end_spec).items()},
             **{f"bead_{k}": v for k, v in asdict(bead_spec).items()},
             "device": str(dev),
+            "probe_points": probe_points,
+            **probe_lines(data_loss, ends[i], ends[S + i], X, Y, points=probe_points,
+                          initial=None if initial is None else (initial[i], initial[S + i])),
         }
+        # dss_connected is None (unknown) where DSS did not run: fractions count strung pairs only
         if not (math.isfinite(la) and math.isfinite(lb)):
-            rec.update(status="diverged", dss_connected=False)
+            rec.update(status="diverged", dss_connected=None)
         elif max(la, lb) >= sspec.alpha * threshold * (1 + 1e-12) and problem != "counterexample":
-            rec.update(status="not_converged", dss_connected=False)
+            rec.update(status="not_converged", dss_connected=None)
         else:
             dss = dynamic_string_sampling(data_loss, ends[i], ends[S + i], X, Y, spec=sspec, bead_training=bead_spec,
                                           keep_string=keep_string)

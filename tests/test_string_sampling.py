@@ -102,6 +102,11 @@ def test_keep_string_returns_endpoints_first_and_last():
     torch.testing.assert_close(string[0], a, rtol=0, atol=0)
     torch.testing.assert_close(string[-1], b, rtol=0, atol=0)
     assert not rec["dss_connected"]
+    # per-model losses of the final string, and its segment checks (t in [0, 1), so row i starts at bead i)
+    assert rec["dss_bead_losses"] == pytest.approx([float(loss(theta, X, y)) for theta in string], rel=1e-12)
+    assert len(rec["dss_string_losses"]) == len(string) - 1 == len(rec["dss_segment_max_losses"])
+    for row, bead_loss, seg_max in zip(rec["dss_string_losses"], rec["dss_bead_losses"], rec["dss_segment_max_losses"]):
+        assert len(row) == 100 and row[0] == pytest.approx(bead_loss, rel=1e-12) and max(row) == seg_max
 
 
 def test_run_string_sampling_protocol_entry_points():
@@ -120,4 +125,38 @@ def test_run_string_sampling_protocol_entry_points():
     # endpoints that cannot reach the threshold are reported, not strung
     hard = run_string_sampling(problem="quadratic", threshold=1e-6, seeds=[0], n_train=200, n_test=50,
                                endpoint_training=dict(max_iterations=50))
-    assert hard[0]["status"] == "not_converged" and hard[0]["dss_connected"] is False
+    assert hard[0]["status"] == "not_converged" and hard[0]["dss_connected"] is None  # DSS did not run
+
+
+def test_interpolation_probe_records_lines_with_exact_ends():
+    from landscape_core.string_sampling import run_string_sampling
+
+    records = run_string_sampling(problem="quadratic", threshold=0.05, seeds=[0], n_train=500, n_test=100, probe_points=7,
+                                  endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=3))
+    r = records[0]
+    assert r["status"] == "global" and r["probe_points"] == 7
+    ab, init_a, init_b = r["interp_ab_losses"], r["interp_init_a_losses"], r["interp_init_b_losses"]
+    assert len(ab) == len(init_a) == len(init_b) == 7
+    # t = 0 and t = 1 are the trained endpoints (and for the init lines, the untrained point -> the model)
+    assert ab[0] == r["endpoint_train_losses"][0] and ab[-1] == r["endpoint_train_losses"][1]
+    assert init_a[-1] == r["endpoint_train_losses"][0] and init_b[-1] == r["endpoint_train_losses"][1]
+    assert init_a[0] > init_a[-1] and init_b[0] > init_b[-1]  # training lowered the loss
+    assert r["interp_ab_max_loss"] == max(ab)
+    assert r["interp_ab_barrier"] == pytest.approx(max(ab) - max(ab[0], ab[-1]), abs=0) and r["interp_ab_barrier"] >= 0
+    rises = [b - a for line in (init_a, init_b) for a, b in zip(line, line[1:])]
+    assert r["interp_init_max_rise"] == pytest.approx(max(0.0, max(rises)), rel=1e-12)
+    # the same line from the core's interpolation function: A -> B on the training data, recomputed
+    counter = run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], loss="mse", probe_points=5,
+                                  string=dict(max_rounds=1), bead_training=dict(lr=0.01, max_iterations=10))
+    c = counter[0]
+    X, Y, A, B, spec = cyclic_permutation_counterexample()
+
+    def loss(t, X, Y):
+        return 0.5 * ((forward(unflatten(t, spec), X, spec) - Y) ** 2).sum(-1).mean()
+
+    _, expected = interpolation_losses(loss, A, B, X, Y, points=5)
+    assert c["interp_ab_losses"] == pytest.approx(expected.tolist(), rel=1e-12, abs=1e-15)
+    assert c["interp_ab_barrier"] > 0.1  # the two solutions are separated by a barrier on the line
+    assert c["interp_init_a_losses"] is None and c["interp_init_max_rise"] is None
+    with pytest.raises(ValueError, match="^probe_points:"):
+        run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], probe_points=1)
