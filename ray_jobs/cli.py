@@ -13,15 +13,19 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_sweeps, compose_config
+from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, compose_config, search_to_sweep
 from ray_jobs.errors import ConfigError
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _sweep_descriptions() -> list[str]:
+def _sweep_descriptions(*, searches: bool = False) -> list[str]:
+    """One line per shipped sweep (or per search, with ``searches``) with its description."""
     lines = []
+    chosen = set(available_searches())
     for name in available_sweeps():
+        if (name in chosen) != searches:
+            continue
         try:
             description = OmegaConf.load(SWEEPS_DIR / f"{name}.yaml").sweep.get("description", "")
         except Exception:  # a broken sweep file must not break --help
@@ -33,6 +37,7 @@ def _sweep_descriptions() -> list[str]:
 def sweep_help() -> str:
     groups = "\n".join(f"  {group:<11} {', '.join(available_options(group))}" for group in GROUPS)
     return f"""usage: landscape-sweep sweep=<name> [override ...]
+       landscape-sweep search=<name> [override ...]
 
 Run a sweep of loss-landscape experiments on Ray (a local cluster is started when no
 cluster.address / RAY_ADDRESS is given), record one Parquet row per run under
@@ -40,8 +45,17 @@ cluster.address / RAY_ADDRESS is given), record one Parquet row per run under
 report (<results_dir>/<sweep>/report/table.md, table.csv, figure). Running the same
 command again runs only the work units not yet recorded (resume).
 
+A search (search=<name>, a sweep file with a `search:` block) asks Optuna for trials
+instead of running the whole grid: a width / size threshold or the best protocol per
+setting of the other grid axes, seeds added in stages, each stage one work unit; the
+study is kept in <results_dir>/<name>/optuna_journal.log (the same command resumes), one
+MLflow child per trial, report/search.md with the answer and the runs spent.
+
 sweeps:
 {chr(10).join(_sweep_descriptions())}
+
+searches:
+{chr(10).join(_sweep_descriptions(searches=True))}
 
 config groups (choose with group=option):
 {groups}
@@ -93,16 +107,28 @@ def sweep_main(argv: list[str] | None = None) -> int:
         print(sweep_help())
         return EXIT_OK
     from ray_jobs.driver import run_sweep
+    from ray_jobs.search_service import is_search, run_search_sweep
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
-        result = run_sweep(compose_config(argv))  # validates before anything is written
+        argv, _ = search_to_sweep(argv)
+        cfg = compose_config(argv)
+        if is_search(cfg):  # validates before anything is written, like run_sweep
+            result = run_search_sweep(cfg)
+        else:
+            result = run_sweep(cfg)
     except ConfigError as error:
         return _fail("landscape-sweep", error)
     except KeyboardInterrupt:
         print("landscape-sweep: interrupted; recorded units are kept, run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    if is_search(cfg):
+        print(result.markdown)
+        print(f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
+              f"{result.units_failed} failed units; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+              file=sys.stderr)
+        return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
     print(result.report.markdown)
     print(f"{result.plan.sweep}: {result.units_scheduled} units run, {result.units_skipped} already recorded, "
           f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",

@@ -31,6 +31,35 @@ def available_sweeps() -> list[str]:
     return sorted(path.stem for path in SWEEPS_DIR.glob("*.yaml"))
 
 
+def available_searches() -> list[str]:
+    """Names of the shipped searches: the sweeps whose file has a top-level ``search:`` block."""
+    names = []
+    for name in available_sweeps():
+        try:
+            if "search" in OmegaConf.load(SWEEPS_DIR / f"{name}.yaml"):
+                names.append(name)
+        except Exception:  # a broken file is reported when it is used
+            continue
+    return names
+
+
+def search_to_sweep(overrides: list[str]) -> tuple[list[str], bool]:
+    """``search=<name>`` -> ``sweep=<name>`` (a search file is a sweep file with a ``search:``
+    block); returns the overrides and whether a search was named. An unknown search or a
+    sweep named with search= raises ConfigError listing the searches."""
+    out, named = [], False
+    for arg in overrides:
+        if arg.startswith("search="):
+            name = arg[len("search="):]
+            if name not in available_searches():
+                raise ConfigError("search", f"unknown search {name!r}; allowed: {', '.join(available_searches()) or 'none'}")
+            out.append(f"sweep={name}")
+            named = True
+        else:
+            out.append(arg)
+    return out, named
+
+
 def available_options(group: str) -> list[str]:
     """Options of a config group (``conf/<group>/*.yaml``)."""
     if group == "sweep":

@@ -101,6 +101,27 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
+def unit_submitter(experiment_name: str, resources):
+    """``submit(unit) -> ObjectRef``: one Ray task running :func:`run_unit` on the unit, with
+    the per-task resources and retries of ``resources`` (the config group)."""
+    import ray
+
+    num_gpus = float(resources.num_gpus)
+    task = ray.remote(
+        num_cpus=float(resources.num_cpus),
+        num_gpus=num_gpus,
+        max_retries=int(resources.max_retries),
+        retry_exceptions=bool(resources.retry_exceptions),
+    )(run_unit)
+
+    def submit(unit: WorkUnit):
+        return task.options(name=f"unit-{unit.unit_id}").remote(
+            experiment_name, unit.cell.params, unit.seeds, use_gpu=num_gpus > 0, torch_threads=int(resources.torch_threads)
+        )
+
+    return submit
+
+
 def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, console: Console, *,
               description: str = "sweep") -> Iterator[UnitOutcome]:
     """Submit one Ray task per unit; yield each outcome as its task finishes.
@@ -112,20 +133,9 @@ def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, consol
     import ray
     from ray.exceptions import RayError
 
-    num_gpus = float(resources.num_gpus)
-    task = ray.remote(
-        num_cpus=float(resources.num_cpus),
-        num_gpus=num_gpus,
-        max_retries=int(resources.max_retries),
-        retry_exceptions=bool(resources.retry_exceptions),
-    )(run_unit)
+    submit = unit_submitter(experiment_name, resources)
     started = time.monotonic()
-    pending = {
-        task.options(name=f"unit-{unit.unit_id}").remote(
-            experiment_name, unit.cell.params, unit.seeds, use_gpu=num_gpus > 0, torch_threads=int(resources.torch_threads)
-        ): unit
-        for unit in units
-    }
+    pending = {submit(unit): unit for unit in units}
     total_runs = sum(len(unit.seeds) for unit in units)
     runs_done = failed = 0
     last_log = started

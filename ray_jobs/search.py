@@ -21,7 +21,14 @@ Seeds are added to a trial in stages of ``seeds_per_stage``; after each stage th
 interval (``confidence``) of the trial's fraction decides it early: for a threshold, when
 the interval is entirely above or below the target; for a protocol search, when its lower
 bound is above the best finished trial's upper bound (clearly worse). A trial that uses
-all ``max_stages`` is decided by its point estimate.
+all ``max_stages`` is decided by its point estimate. When the sampler proposes values a
+finished trial already decided, the trial is told that trial's value at once (no runs; its
+decision reads "repeat of trial N"); values of a trial in flight are dropped (PRUNED). A
+threshold search then enqueues the middle of the open bracket (values between the largest
+infeasible one below the smallest feasible one, and that one) for the next trial, and it
+stops as soon as that bracket is empty: the threshold is then known to the axis step.
+Such repeats do not count against ``trials``. Rows with status ``error`` (a failed task) are not
+runs; a stage with nothing but errors fails its trial (Optuna state FAIL).
 
 Persistence: the study lives in Optuna's journal file (``JournalFileBackend``); a killed
 driver leaves RUNNING trials, which the next driver marks FAIL and re-enqueues with the
@@ -262,14 +269,50 @@ def run_search(
         lo = spec.seed_start + state.stage * spec.seeds_per_stage
         evaluator.submit(EvalRequest(state.number, state.stage, {**spec.fixed, **state.params}, lo, lo + spec.seeds_per_stage))
 
+    bisect = spec.kind == "threshold" and spec.sampler != "grid"
+    asked = 0
+
+    def open_threshold_values() -> list:
+        """Threshold search: axis values still able to change the answer (between the largest
+        value decided infeasible below the smallest feasible one, and that one), not in flight."""
+        axis = spec.axes[0]
+        decided = {s["params"][axis.name]: s["decision"].startswith("feasible") for s in summaries if "repeat_of" not in s}
+        feasible = [v for v, ok in decided.items() if ok]
+        top = min(feasible) if feasible else axis.high + 1
+        bottom = max((v for v, ok in decided.items() if not ok and v < top), default=axis.low - 1)
+        flying = {state.params[axis.name] for state in in_flight.values()}
+        return [v for v in axis.grid_values() if bottom < v < top and v not in decided and v not in flying]
+
     def start_trials() -> None:
-        nonlocal started
+        nonlocal started, asked
         while (len(in_flight) < spec.parallel_trials and started < spec.trials and budget_left()
-               and (grid_size is None or started < grid_size)):
+               and (grid_size is None or started < grid_size) and not (bisect and not open_threshold_values())):
             trial = study.ask(distributions)
-            state = TrialState(trial, trial.number, dict(trial.params))
-            in_flight[trial.number] = state
             started += 1
+            asked += 1
+            params = dict(trial.params)
+            done = next((s for s in summaries if s["params"] == params and "repeat_of" not in s), None)
+            flying = next((st for st in in_flight.values() if st.params == params), None)
+            if done is not None or flying is not None:
+                if done is not None:  # values already decided: the same answer, no runs
+                    summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
+                               "decision": f"repeat of trial {done['number']}"}
+                    trial.set_user_attr("summary", summary)
+                    study.tell(trial, done["value"])
+                    summaries.append(summary)
+                    if on_trial is not None:
+                        on_trial(summary)
+                else:  # values of a trial in flight: dropped (pruned), never evaluated twice
+                    trial.set_user_attr("duplicate_of", flying.number)
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                if bisect:  # the sampler repeats itself: the next trial bisects the open bracket
+                    values = open_threshold_values()
+                    if values and asked < 4 * spec.trials:  # (a guard; a repeat is always followed by a new value)
+                        study.enqueue_trial({spec.axes[0].name: values[len(values) // 2]})
+                        started -= 1  # a repeat costs no runs and does not count against search.trials
+                continue
+            state = TrialState(trial, trial.number, params)
+            in_flight[trial.number] = state
             submit_stage(state)
 
     def decide(state: TrialState) -> str | None:
@@ -295,10 +338,21 @@ def run_search(
         if on_records is not None:
             on_records(request, records)
         state = in_flight[request.trial]
-        state.runs += len(records)
-        state.hits += sum(1 for r in records if r.get("status") in statuses)
+        ran = [r for r in records if r.get("status") != "error"]  # a failed task's rows are not runs
+        state.runs += len(ran)
+        state.hits += sum(1 for r in ran if r.get("status") in statuses)
         state.stage += 1
-        runs_spent += len(records)
+        runs_spent += len(ran)
+        if not ran:  # the whole stage failed: the trial fails (its error rows are stored), others go on
+            summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
+                       "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
+            state.trial.set_user_attr("summary", summary)
+            study.tell(state.trial, state=optuna.trial.TrialState.FAIL)
+            del in_flight[state.number]
+            if on_trial is not None:
+                on_trial(summary)
+            start_trials()
+            continue
         decision = decide(state)
         if decision is None:
             submit_stage(state)

@@ -83,11 +83,12 @@ class SweepTracker:
         self._log(self.parent_run_id, params=params)
         return self.parent_run_id
 
-    def log_cell(self, run_name: str, params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
-        """A finished child run for one cell under the parent."""
+    def log_cell(self, run_name: str, params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str], *,
+                 kind: str = "cell") -> str:
+        """A finished child run under the parent: one cell of a sweep, or one trial of a search (``kind``)."""
         run = self.client.create_run(
             self.experiment_id, run_name=run_name,
-            tags={"mlflow.parentRunId": self.parent_run_id, PARENT_TAG: "cell", **tags},
+            tags={"mlflow.parentRunId": self.parent_run_id, PARENT_TAG: kind, **tags},
         )
         self._log(run.info.run_id, params=params, metrics=metrics)
         self.client.set_terminated(run.info.run_id, "FINISHED")
