@@ -31,6 +31,7 @@ import copy
 import itertools
 import math
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -459,7 +460,9 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
             plots.append(("importance", optuna.visualization.matplotlib.plot_param_importances))
         for name, plot in plots:
             try:
-                ax = plot(study)
+                with warnings.catch_warnings():  # the matplotlib backend is "experimental"; equal importances warn
+                    warnings.simplefilter("ignore")
+                    ax = plot(study)
             except (ValueError, RuntimeError) as exc:  # e.g. importances of a study whose values never vary
                 Console(stderr=True).print(f"[yellow]{name} figure of {study.study_name} skipped:[/] {exc}")
                 continue
