@@ -115,3 +115,22 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(641, 1000, 0.99)
     assert (round(lo, 4), round(hi, 4)) == (0.6011, 0.679)
     assert wilson_interval(0, 0, 0.99) == (0.0, 1.0)
+
+
+def test_threshold_search_closes_the_bracket_and_stops(tmp_path):
+    """Once the value below the smallest feasible one is decided infeasible, no more trials start,
+    and values the sampler repeats are answered from the finished trial (no runs)."""
+    spec = _spec(name="bracket", trials=30, sampler="random")
+    calls: list = []
+
+    def counting(params, seeds):
+        calls.append((params["width"], seeds[0]))
+        return stub_experiment(params, seeds)
+
+    outcome = run_search(spec, InProcessEvaluator(counting), storage_path=tmp_path / "j.log")
+    decided = {t["params"]["width"]: t["decision"] for t in outcome.trials if "repeat_of" not in t}
+    assert outcome.best["threshold"] == TRUE_THRESHOLD and outcome.best["largest_infeasible_below"] == TRUE_THRESHOLD - 1
+    assert decided[TRUE_THRESHOLD - 1].startswith("infeasible")
+    assert len(decided) < 32 - 4 + 1  # stopped before trying every width
+    assert len(calls) == len(set(calls))  # no (width, stage) evaluated twice
+    assert sum(t["runs"] for t in outcome.trials if "repeat_of" in t) == 0
