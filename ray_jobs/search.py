@@ -23,11 +23,14 @@ the interval is entirely above or below the target; for a protocol search, when 
 bound is above the best finished trial's upper bound (clearly worse). A trial that uses
 all ``max_stages`` is decided by its point estimate. When the sampler proposes values a
 finished trial already decided, the trial is told that trial's value at once (no runs; its
-decision reads "repeat of trial N"); values of a trial in flight are dropped (PRUNED). A
-threshold search then enqueues the middle of the open bracket (values between the largest
-infeasible one below the smallest feasible one, and that one) for the next trial, and it
-stops as soon as that bracket is empty: the threshold is then known to the axis step.
-Such repeats do not count against ``trials``. Rows with status ``error`` (a failed task) are not
+decision reads "repeat of trial N"); values of a trial in flight are dropped (PRUNED).
+A threshold search assumes the success fraction does not decrease along the axis (wider
+or larger students do not do worse), so only the open bracket can change its answer: the
+values strictly between the largest infeasible value below the smallest feasible one and
+that one. A proposal outside it is dropped (PRUNED) like a repeat, the middle of the
+bracket is enqueued for the next trial, and the search stops as soon as the bracket is
+empty: the threshold is then known to the axis step. Such skipped proposals cost no runs
+and do not count against ``trials``. Rows with status ``error`` (a failed task) are not
 runs; a stage with nothing but errors fails its trial (Optuna state FAIL).
 
 Persistence: the study lives in Optuna's journal file (``JournalFileBackend``); a killed
@@ -293,7 +296,8 @@ def run_search(
             params = dict(trial.params)
             done = next((s for s in summaries if s["params"] == params and "repeat_of" not in s), None)
             flying = next((st for st in in_flight.values() if st.params == params), None)
-            if done is not None or flying is not None:
+            outside = bisect and done is None and flying is None and params[spec.axes[0].name] not in open_threshold_values()
+            if done is not None or flying is not None or outside:
                 if done is not None:  # values already decided: the same answer, no runs
                     summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
                                "decision": f"repeat of trial {done['number']}"}
@@ -302,8 +306,9 @@ def run_search(
                     summaries.append(summary)
                     if on_trial is not None:
                         on_trial(summary)
-                else:  # values of a trial in flight: dropped (pruned), never evaluated twice
-                    trial.set_user_attr("duplicate_of", flying.number)
+                else:  # values of a trial in flight (never evaluated twice), or outside the open
+                    # bracket of a threshold search (cannot change its answer): dropped, pruned
+                    trial.set_user_attr("skipped", "in flight" if flying is not None else "outside the open bracket")
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 if bisect:  # the sampler repeats itself: the next trial bisects the open bracket
                     values = open_threshold_values()

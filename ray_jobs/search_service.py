@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from ray_jobs.config import to_yaml
 from ray_jobs.errors import ConfigError
@@ -241,7 +242,7 @@ class RayUnitEvaluator:
                     self.units_failed += 1
                     message = describe_failure(exc)
                     self.console.print(f"[red]unit {unit.unit_id} (trial {first.trial}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
-                                       f"failed:[/] {message}")
+                                       f"failed:[/] {escape(message)}")
                     table = error_table(unit, message, experiment=self.plan.experiment, sweep=self.plan.sweep,
                                         code_version=self.version)
                 for name, kind in SEARCH_COLUMNS.items():
@@ -334,12 +335,12 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
         with ray_cluster(cfg.cluster, console) as where:
             console.print(f"Trials run on {where}.")
             for setting in plan.settings:
-                console.print(f"[bold]study {setting.study}[/]")
+                console.print(f"[bold]study {escape(setting.study)}[/]")
                 evaluator = RayUnitEvaluator(plan=plan, setting=setting, store=store, resources=cfg.resources,
                                              version=version, console=console)
 
                 def on_trial(summary: dict, setting=setting) -> None:
-                    console.print("  " + _trial_line(summary))
+                    console.print("  " + escape(_trial_line(summary)))
                     if tracker is not None:
                         params = {"study": setting.study, "trial": summary["number"], **setting.values, **summary["params"]}
                         metrics = {"fraction": summary["fraction"], "fraction_lo": summary["interval"][0],
@@ -353,7 +354,7 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
                     outcome = run_search(plan.spec_for(setting), evaluator, storage_path=journal, on_trial=on_trial)
                 finally:
                     evaluator.cancel()
-                console.print(f"  -> {outcome.message} ({evaluator.runs_computed} runs computed now, "
+                console.print(f"  -> {escape(outcome.message)} ({evaluator.runs_computed} runs computed now, "
                               f"{evaluator.runs_read} read from earlier fragments)")
                 studies.append(StudyResult(setting, outcome, evaluator.runs_computed, evaluator.runs_read,
                                            evaluator.units_failed))

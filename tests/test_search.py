@@ -42,8 +42,8 @@ def test_threshold_found_within_one_step_with_fewer_runs_than_grid(tmp_path):
     assert abs(outcome.best["threshold"] - TRUE_THRESHOLD) <= 1
     grid_runs = (32 - 4 + 1) * spec.seeds_per_stage * spec.max_stages  # the grid at the same per-cell precision
     assert outcome.runs_spent < grid_runs
-    # early decisions: clearly bad widths stop after one stage
-    assert any(t["stages"] == 1 and t["decision"] == "infeasible" for t in outcome.trials)
+    # early decisions: a trial whose interval clears the target stops before its last stage
+    assert any(t["stages"] < spec.max_stages and t["decision"] in ("feasible", "infeasible") for t in outcome.trials)
 
 
 def test_grid_sampler_for_comparison_visits_every_value_once(tmp_path):
