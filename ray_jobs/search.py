@@ -42,6 +42,10 @@ results, such as the sweep service's Parquet store), so no trial is evaluated tw
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -107,6 +111,8 @@ class SearchSpec:
     sampler: str = "tpe"
     sampler_seed: int = 0
     seed_start: int = 0
+    #: a RUNNING trial of another host's driver is taken over when its last stage is older than this
+    stale_after_s: float = 3600.0
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> "SearchSpec":
@@ -150,11 +156,14 @@ class SearchSpec:
             max_stages=raw.get("max_stages", 4), total_runs=raw.get("total_runs", 100_000),
             parallel_trials=raw.get("parallel_trials", 2), sampler=raw.get("sampler", "tpe"),
             sampler_seed=raw.get("sampler_seed", 0), seed_start=raw.get("seed_start", 0),
+            stale_after_s=raw.get("stale_after_s", 3600.0),
         )
         for key in ("trials", "seeds_per_stage", "max_stages", "total_runs", "parallel_trials"):
             value = getattr(spec, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"search.{key}", f"must be an integer >= 1, got {value!r}")
+        if isinstance(spec.stale_after_s, bool) or not isinstance(spec.stale_after_s, (int, float)) or not spec.stale_after_s > 0:
+            raise ConfigError("search.stale_after_s", f"must be a number of seconds > 0, got {spec.stale_after_s!r}")
         if not 0 < spec.target <= 1:
             raise ConfigError("search.target", f"must be in (0, 1], got {spec.target!r}")
         if not 0 < spec.confidence < 1:
@@ -181,6 +190,31 @@ class SearchSpec:
         for axis in self.axes:
             points = [{**p, axis.name: v} for p in points for v in axis.grid_values()]
         return points
+
+
+#: drivers (run_search calls) running in this process
+_LIVE_DRIVERS: set[str] = set()
+
+
+def _driver_is_gone(attrs: dict, stale_after_s: float) -> bool:
+    """Whether the driver that started a RUNNING trial is dead: same host and its process
+    (or, in this process, its run_search call) is gone, or, on another host, no stage
+    finished for ``stale_after_s`` seconds. Trials without a driver mark are taken over."""
+    driver, heartbeat = attrs.get("driver"), attrs.get("heartbeat")
+    if not driver or heartbeat is None:
+        return True
+    host, pid, _ = driver.split(":", 2)
+    if host != socket.gethostname():
+        return time.time() - float(heartbeat) > stale_after_s
+    if int(pid) == os.getpid():
+        return driver not in _LIVE_DRIVERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -248,20 +282,33 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=spec.name, sampler=spec.make_sampler(),
                                 direction="minimize", load_if_exists=True)
-    # Trials a killed driver left RUNNING: fail them and ask for the same parameters again.
+    # Trials a dead driver left RUNNING: fail them and ask for the same parameters again.
+    # Trials of a driver still alive (another process sharing the study) are left alone.
+    driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), skip_if_exists=False)
+        if _driver_is_gone(t.user_attrs, spec.stale_after_s):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(dict(t.params), skip_if_exists=False)
+    _LIVE_DRIVERS.add(driver)
     distributions = {a.name: a.distribution() for a in spec.axes}
     if spec.sampler == "grid":
         for point in spec.grid_points():
             study.enqueue_trial(point, skip_if_exists=True)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    summaries = [dict(t.user_attrs.get("summary", {}), number=t.number) for t in finished]
+    summaries: list[dict] = []
+    known: set[int] = set()
+
+    def refresh() -> None:
+        """Add trials finished since the last look (by this driver or another one sharing the study)."""
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.number not in known and "summary" in t.user_attrs:
+                known.add(t.number)
+                summaries.append(dict(t.user_attrs["summary"], number=t.number))
+
+    refresh()
     runs_spent = sum(s.get("runs", 0) for s in summaries)
     grid_size = len(spec.grid_points()) if spec.sampler == "grid" else None
     in_flight: dict[int, TrialState] = {}
-    started = len(finished)
+    started = sum(1 for s in summaries if "repeat_of" not in s)
     statuses = spec.success_statuses if spec.kind == "threshold" else spec.failure_statuses
 
     def budget_left() -> bool:
@@ -275,7 +322,14 @@ def run_search(
     bisect = spec.kind == "threshold" and spec.sampler != "grid"
     asked = 0
 
-    def open_threshold_values() -> list:
+    def flying_params(exclude: int | None = None) -> list[dict]:
+        """Parameters of the trials in flight: this driver's and those another live driver runs."""
+        ours = [state.params for state in in_flight.values()]
+        others = [dict(t.params) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                  if t.number not in in_flight and t.number != exclude]
+        return ours + others
+
+    def open_threshold_values(exclude: int | None = None) -> list:
         """Threshold search: axis values still able to change the answer (between the largest
         value decided infeasible below the smallest feasible one, and that one), not in flight."""
         axis = spec.axes[0]
@@ -283,20 +337,23 @@ def run_search(
         feasible = [v for v, ok in decided.items() if ok]
         top = min(feasible) if feasible else axis.high + 1
         bottom = max((v for v, ok in decided.items() if not ok and v < top), default=axis.low - 1)
-        flying = {state.params[axis.name] for state in in_flight.values()}
+        flying = {params[axis.name] for params in flying_params(exclude)}
         return [v for v in axis.grid_values() if bottom < v < top and v not in decided and v not in flying]
 
     def start_trials() -> None:
         nonlocal started, asked
         while (len(in_flight) < spec.parallel_trials and started < spec.trials and budget_left()
                and (grid_size is None or started < grid_size) and not (bisect and not open_threshold_values())):
+            refresh()
             trial = study.ask(distributions)
+            trial.set_user_attr("driver", driver)
+            trial.set_user_attr("heartbeat", time.time())
             started += 1
             asked += 1
             params = dict(trial.params)
             done = next((s for s in summaries if s["params"] == params and "repeat_of" not in s), None)
-            flying = next((st for st in in_flight.values() if st.params == params), None)
-            outside = bisect and done is None and flying is None and params[spec.axes[0].name] not in open_threshold_values()
+            flying = next((p for p in flying_params(exclude=trial.number) if p == params), None)
+            outside = bisect and done is None and flying is None and params[spec.axes[0].name] not in open_threshold_values(trial.number)
             if done is not None or flying is not None or outside:
                 if done is not None:  # values already decided: the same answer, no runs
                     summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
@@ -304,6 +361,7 @@ def run_search(
                     trial.set_user_attr("summary", summary)
                     study.tell(trial, done["value"])
                     summaries.append(summary)
+                    known.add(trial.number)
                     if on_trial is not None:
                         on_trial(summary)
                 else:  # values of a trial in flight (never evaluated twice), or outside the open
@@ -311,7 +369,7 @@ def run_search(
                     trial.set_user_attr("skipped", "in flight" if flying is not None else "outside the open bracket")
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 if bisect:  # the sampler repeats itself: the next trial bisects the open bracket
-                    values = open_threshold_values()
+                    values = open_threshold_values(trial.number)
                     if values and asked < 4 * spec.trials:  # (a guard; a repeat is always followed by a new value)
                         study.enqueue_trial({spec.axes[0].name: values[len(values) // 2]})
                         started -= 1  # a repeat costs no runs and does not count against search.trials
@@ -337,47 +395,52 @@ def run_search(
             return "all stages"
         return None
 
-    start_trials()
-    while in_flight:
-        request, records = evaluator.next_result()
-        if on_records is not None:
-            on_records(request, records)
-        state = in_flight[request.trial]
-        ran = [r for r in records if r.get("status") != "error"]  # a failed task's rows are not runs
-        state.runs += len(ran)
-        state.hits += sum(1 for r in ran if r.get("status") in statuses)
-        state.stage += 1
-        runs_spent += len(ran)
-        if not ran:  # the whole stage failed: the trial fails (its error rows are stored), others go on
+    try:
+        start_trials()
+        while in_flight:
+            request, records = evaluator.next_result()
+            if on_records is not None:
+                on_records(request, records)
+            state = in_flight[request.trial]
+            ran = [r for r in records if r.get("status") != "error"]  # a failed task's rows are not runs
+            state.runs += len(ran)
+            state.hits += sum(1 for r in ran if r.get("status") in statuses)
+            state.stage += 1
+            state.trial.set_user_attr("heartbeat", time.time())
+            runs_spent += len(ran)
+            if not ran:  # the whole stage failed: the trial fails (its error rows are stored), others go on
+                summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
+                           "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
+                state.trial.set_user_attr("summary", summary)
+                study.tell(state.trial, state=optuna.trial.TrialState.FAIL)
+                del in_flight[state.number]
+                if on_trial is not None:
+                    on_trial(summary)
+                start_trials()
+                continue
+            decision = decide(state)
+            if decision is None:
+                submit_stage(state)
+                continue
+            fraction = state.hits / state.runs
+            interval = wilson_interval(state.hits, state.runs, spec.confidence)
+            if spec.kind == "threshold":
+                axis = spec.axes[0]
+                value = float(state.params[axis.name]) if decision.startswith("feasible") else float(axis.high) + 1 + (spec.target - fraction)
+            else:
+                value = fraction
             summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
-                       "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
-            state.trial.set_user_attr("summary", summary)
-            study.tell(state.trial, state=optuna.trial.TrialState.FAIL)
+                       "fraction": fraction, "interval": list(interval), "decision": decision, "value": value}
+            state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
+            study.tell(state.trial, value)
+            summaries.append(summary)
+            known.add(state.number)
             del in_flight[state.number]
             if on_trial is not None:
                 on_trial(summary)
             start_trials()
-            continue
-        decision = decide(state)
-        if decision is None:
-            submit_stage(state)
-            continue
-        fraction = state.hits / state.runs
-        interval = wilson_interval(state.hits, state.runs, spec.confidence)
-        if spec.kind == "threshold":
-            axis = spec.axes[0]
-            value = float(state.params[axis.name]) if decision.startswith("feasible") else float(axis.high) + 1 + (spec.target - fraction)
-        else:
-            value = fraction
-        summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
-                   "fraction": fraction, "interval": list(interval), "decision": decision, "value": value}
-        state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
-        study.tell(state.trial, value)
-        summaries.append(summary)
-        del in_flight[state.number]
-        if on_trial is not None:
-            on_trial(summary)
-        start_trials()
+    finally:
+        _LIVE_DRIVERS.discard(driver)
     return _outcome(spec, summaries, runs_spent)
 
 

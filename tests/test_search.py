@@ -134,3 +134,28 @@ def test_threshold_search_closes_the_bracket_and_stops(tmp_path):
     assert len(decided) < 32 - 4 + 1  # stopped before trying every width
     assert len(calls) == len(set(calls))  # no (width, stage) evaluated twice
     assert sum(t["runs"] for t in outcome.trials if "repeat_of" in t) == 0
+
+
+def test_two_drivers_share_a_study_without_taking_over_live_trials(tmp_path):
+    """A second driver started while the first has trials in flight leaves those trials alone
+    (their driver is alive), sees the first one's finished trials, and neither evaluates a
+    (width, stage) twice."""
+    spec = _spec(name="shared", trials=8, parallel_trials=2)
+    journal = tmp_path / "j.log"
+    cache: dict = {}
+    calls: list = []
+    second: list = []
+
+    def counting(params, seeds):
+        calls.append((params["width"], seeds[0]))
+        if len(calls) == 3 and not second:  # driver B starts while A has trials in flight
+            second.append(run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=journal))
+        return stub_experiment(params, seeds)
+
+    first = run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=journal)
+    trials = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)]
+    assert len(calls) == len(set(calls))  # the shared cache stands for the shared Parquet store
+    assert second and second[0].reached and first.reached
+    assert first.best["threshold"] == second[0].best["threshold"] == TRUE_THRESHOLD
