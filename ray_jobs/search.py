@@ -82,6 +82,14 @@ class SearchAxis:
             return optuna.distributions.FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
+    def contains(self, value) -> bool:
+        """Whether ``value`` is a value of this axis (in range, or one of the choices)."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high and (self.type == "float" or float(value).is_integer())
+
     def grid_values(self) -> list:
         if self.type == "categorical":
             return list(self.choices)
@@ -113,6 +121,8 @@ class SearchSpec:
     seed_start: int = 0
     #: a RUNNING trial of another host's driver is taken over when its last stage is older than this
     stale_after_s: float = 3600.0
+    #: trials evaluated first, e.g. the published protocol as the baseline of a protocol search
+    enqueue: tuple[dict[str, Any], ...] = ()
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> "SearchSpec":
@@ -157,7 +167,17 @@ class SearchSpec:
             parallel_trials=raw.get("parallel_trials", 2), sampler=raw.get("sampler", "tpe"),
             sampler_seed=raw.get("sampler_seed", 0), seed_start=raw.get("seed_start", 0),
             stale_after_s=raw.get("stale_after_s", 3600.0),
+            enqueue=tuple(dict(point) for point in (raw.get("enqueue") or ()) if isinstance(point, dict)),
         )
+        if len(spec.enqueue) != len(raw.get("enqueue") or ()):
+            raise ConfigError("search.enqueue", "must be a list of {axis: value} mappings, one per trial to run first")
+        names = {axis.name: axis for axis in axes}
+        for point in spec.enqueue:
+            if set(point) != set(names):
+                raise ConfigError("search.enqueue", f"each entry gives every searched axis ({', '.join(names)}), got {point}")
+            for key, value in point.items():
+                if not names[key].contains(value):
+                    raise ConfigError(f"search.enqueue.{key}", f"{value!r} is outside the searched range of {key}")
         for key in ("trials", "seeds_per_stage", "max_stages", "total_runs", "parallel_trials"):
             value = getattr(spec, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -248,6 +268,7 @@ class TrialState:
     stage: int = 0
     runs: int = 0
     hits: int = 0  # successes (threshold) or failures (protocol)
+    statuses: dict = field(default_factory=dict)  # runs per status
     records: list = field(default_factory=list)
 
 
@@ -291,6 +312,8 @@ def run_search(
             study.enqueue_trial(dict(t.params), skip_if_exists=False)
     _LIVE_DRIVERS.add(driver)
     distributions = {a.name: a.distribution() for a in spec.axes}
+    for point in spec.enqueue:
+        study.enqueue_trial(point, skip_if_exists=True)
     if spec.sampler == "grid":
         for point in spec.grid_points():
             study.enqueue_trial(point, skip_if_exists=True)
@@ -405,6 +428,8 @@ def run_search(
             ran = [r for r in records if r.get("status") != "error"]  # a failed task's rows are not runs
             state.runs += len(ran)
             state.hits += sum(1 for r in ran if r.get("status") in statuses)
+            for r in ran:
+                state.statuses[r.get("status")] = state.statuses.get(r.get("status"), 0) + 1
             state.stage += 1
             state.trial.set_user_attr("heartbeat", time.time())
             runs_spent += len(ran)
@@ -430,7 +455,8 @@ def run_search(
             else:
                 value = fraction
             summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
-                       "fraction": fraction, "interval": list(interval), "decision": decision, "value": value}
+                       "fraction": fraction, "interval": list(interval), "decision": decision, "value": value,
+                       "statuses": dict(sorted(state.statuses.items()))}
             state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
             study.tell(state.trial, value)
             summaries.append(summary)

@@ -343,7 +343,8 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
                     console.print("  " + escape(_trial_line(summary)))
                     if tracker is not None:
                         params = {"study": setting.study, "trial": summary["number"], **setting.values, **summary["params"]}
-                        metrics = {"fraction": summary["fraction"], "fraction_lo": summary["interval"][0],
+                        metrics = {**{f"n_{k}": v for k, v in (summary.get("statuses") or {}).items()},
+                                   "fraction": summary["fraction"], "fraction_lo": summary["interval"][0],
                                    "fraction_hi": summary["interval"][1], "runs": summary["runs"],
                                    "stages": summary["stages"], "objective": summary["value"]}
                         tracker.log_cell(f"trial {summary['number']} " + " ".join(f"{k}={_fmt(v)}" for k, v in summary["params"].items()),
@@ -394,7 +395,8 @@ def trials_table(plan: SearchPlan, studies: list[StudyResult]) -> pd.DataFrame:
             rows.append({"study": study.setting.study, **study.setting.values, "trial": t["number"],
                          **{f"param_{k}": v for k, v in t["params"].items()}, "runs": t["runs"], "stages": t["stages"],
                          "fraction": t["fraction"], "fraction_lo": t["interval"][0], "fraction_hi": t["interval"][1],
-                         "decision": t["decision"], "objective": t["value"]})
+                         "decision": t["decision"], "objective": t["value"],
+                         **{f"n_{status}": (t.get("statuses") or {}).get(status, 0) for status in RUN_STATUSES}})
     return pd.DataFrame(rows)
 
 
@@ -431,7 +433,8 @@ def search_markdown(plan: SearchPlan, studies: list[StudyResult], *, confidence:
     lines += ["", "## Trials", ""]
     table = trials_table(plan, studies)
     if not table.empty:
-        head = ["setting", "trial", *(a.name for a in spec.axes), "runs", "stages", f"fraction % [{level} CI]", "decision"]
+        head = ["setting", "trial", *(a.name for a in spec.axes), "runs", "stages", f"fraction % [{level} CI]",
+                "runs per status", "decision"]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for study in studies:
             for t in sorted(study.outcome.trials, key=lambda t: t["number"]):
@@ -439,7 +442,9 @@ def search_markdown(plan: SearchPlan, studies: list[StudyResult], *, confidence:
                 frac = "" if math.isnan(t["fraction"]) else f"{100 * t['fraction']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                 lines.append("| " + " | ".join([study.setting.label, str(t["number"]),
                                                  *(_fmt(t["params"].get(a.name)) for a in spec.axes),
-                                                 str(t["runs"]), str(t["stages"]), frac, t["decision"]]) + " |")
+                                                 str(t["runs"]), str(t["stages"]), frac,
+                                                 ", ".join(f"{k} {v}" for k, v in (t.get("statuses") or {}).items()),
+                                                 t["decision"]]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -159,3 +159,19 @@ def test_two_drivers_share_a_study_without_taking_over_live_trials(tmp_path):
     assert len(calls) == len(set(calls))  # the shared cache stands for the shared Parquet store
     assert second and second[0].reached and first.reached
     assert first.best["threshold"] == second[0].best["threshold"] == TRUE_THRESHOLD
+
+
+def test_enqueued_baseline_is_the_first_trial(tmp_path):
+    def experiment(params, seeds):
+        p = 0.6 - params["step"]
+        return [{"seed": s, "status": "spurious" if _uniform(params["step"], s) < p else "global"} for s in seeds]
+
+    spec = SearchSpec.from_dict(dict(name="baseline", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+                                     trials=4, seeds_per_stage=40, max_stages=2, parallel_trials=1, enqueue=[{"step": 0.1}]))
+    outcome = run_search(spec, InProcessEvaluator(experiment), storage_path=tmp_path / "j.log")
+    first = min(outcome.trials, key=lambda t: t["number"])
+    assert first["params"] == {"step": 0.1} and first["runs"] == 80
+    with pytest.raises(ConfigError) as err:
+        SearchSpec.from_dict(dict(name="b", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+                                  enqueue=[{"step": 0.9}]))
+    assert err.value.field == "search.enqueue.step"
