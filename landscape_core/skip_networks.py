@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from landscape_core.data import make_classification_split
+from landscape_core.data import CLASSIFICATION_SETS, make_classification_split
 from landscape_core.networks import MLPSpec, flatten, forward, hidden_features, init_parameters, unflatten
 from landscape_core.probes import numerical_ranks
 from landscape_core.seeding import run_generator
@@ -43,6 +43,8 @@ from landscape_core.training import SGDSpec, TrainSpec, train, train_sgd
 
 MODES = ("sgd", "rand")
 ARCHITECTURES = ("skip", "plain")
+#: images in scikit-learn's digits data set
+DIGITS_SAMPLES = 1797
 
 
 def choose_skip_neurons(
@@ -73,6 +75,112 @@ def skip_forward(
 ) -> torch.Tensor:
     """f_plain(X) + Psi(X) V^T, (N, m). ``params`` holds the plain weights plus ``V`` (m, M)."""
     return forward(params, X, spec) + psi(params, X, spec, skip_index) @ params["V"].T
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_options(
+    *,
+    width: int,
+    depth: int,
+    activation: str,
+    n_samples: int,
+    M: int | str = "n_samples",
+    skip_layers: Iterable[int] | None = None,
+    architecture: str = "skip",
+    mode: str = "sgd",
+    data: str = "mixture",
+    n_test: int = 500,
+    input_dim: int = 10,
+    classes: int = 3,
+    separation: float = 3.0,
+    sgd: dict | None = None,
+    rand_max_iterations: int = 2000,
+    rank_rtol: float = 1e-6,
+) -> tuple[MLPSpec, int, SGDSpec]:
+    """Check the options of :func:`run_skip_networks` without running anything.
+
+    Returns (network spec, resolved M, SGD spec); raises ValueError("<field>: <message>")
+    with the field names ``width``, ``depth``, ``activation``, ``n_samples``, ``skip.M``,
+    ``skip.layers``, ``architecture``, ``mode``, ``data.<name|n_test|input_dim|classes|separation>``,
+    ``sgd.<key>``, ``rand_max_iterations``, ``rank_rtol``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    if data not in CLASSIFICATION_SETS:
+        raise ValueError(f"data.name: {data!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
+    if not _is_int(n_samples) or n_samples < 1:
+        raise ValueError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
+    if not _is_int(n_test) or n_test < 0:
+        raise ValueError(f"data.n_test: must be an integer >= 0, got {n_test!r}")
+    if data == "digits" and n_samples + n_test > DIGITS_SAMPLES:
+        raise ValueError(f"n_samples: digits has {DIGITS_SAMPLES} images, n_samples + n_test = {n_samples} + {n_test}")
+    if data != "digits":
+        if not _is_int(input_dim) or input_dim < 1:
+            raise ValueError(f"data.input_dim: must be an integer >= 1, got {input_dim!r}")
+        if not _is_int(classes) or classes < 2:
+            raise ValueError(f"data.classes: must be an integer >= 2, got {classes!r}")
+        if not _is_number(separation) or separation < 0:
+            raise ValueError(f"data.separation: must be a number >= 0, got {separation!r}")
+    d = 64 if data == "digits" else input_dim
+    m = 10 if data == "digits" else classes
+    spec = MLPSpec(d, width, depth, m, activation, output_bias=True)
+    spec.validate()
+    if depth < 2:
+        raise ValueError(f"depth: a skip network needs a hidden layer (depth >= 2), got {depth}")
+    hidden = list(range(1, depth))
+    layers = hidden if skip_layers is None else list(skip_layers)
+    if not layers or any(not _is_int(layer) or layer not in hidden for layer in layers) or len(set(layers)) < len(layers):
+        raise ValueError(f"skip.layers: must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}")
+    available = width * len(layers)
+    M_value = n_samples if M == "n_samples" else M
+    if not _is_int(M_value) or not 1 <= M_value <= available:
+        raise ValueError(f"skip.M: must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}")
+    sgd = dict(sgd or {})
+    allowed = [f.name for f in fields(SGDSpec)]
+    for key in sgd:
+        if key not in allowed:
+            raise ValueError(f"sgd.{key}: unknown option (allowed: {', '.join(allowed)})")
+    milestones = sgd.get("milestones", ())
+    if not isinstance(milestones, (list, tuple)) or not all(_is_int(e) and e >= 0 for e in milestones):
+        raise ValueError(f"sgd.milestones: must be a list of epochs (integers >= 0), got {milestones!r}")
+    for key in ("lr", "momentum", "gamma", "weight_decay"):
+        if key in sgd and not _is_number(sgd[key]):
+            raise ValueError(f"sgd.{key}: must be a finite number, got {sgd[key]!r}")
+    if "nesterov" in sgd and not isinstance(sgd["nesterov"], bool):
+        raise ValueError(f"sgd.nesterov: must be true or false, got {sgd['nesterov']!r}")
+    sgd_spec = SGDSpec(**{**sgd, "milestones": tuple(milestones)})
+    sgd_spec.validate()
+    if not _is_int(rand_max_iterations) or rand_max_iterations < 1:
+        raise ValueError(f"rand_max_iterations: must be an integer >= 1, got {rand_max_iterations!r}")
+    if not _is_number(rank_rtol) or not 0 < rank_rtol < 1:
+        raise ValueError(f"rank_rtol: must be a number in (0, 1), got {rank_rtol!r}")
+    return spec, M_value, sgd_spec
+
+
+def _psi_probe(P: torch.Tensor, rank_rtol: float) -> list[dict]:
+    """Per run: Psi's numerical rank at the default tolerance (sigma_max * max(N, M) * eps)
+    and at ``rank_rtol`` (sigma_max * rank_rtol, "loose"), its smallest singular value
+    (the min(N, M)-th) and the default tolerance; all None for a run whose Psi holds a
+    non-finite value (a diverged run)."""
+    finite = torch.isfinite(P).all(dim=-1).all(dim=-1)
+    default, loose = numerical_ranks(torch.where(finite[:, None, None], P, torch.zeros_like(P)), rtols=(None, rank_rtol))
+    out = []
+    for i in range(P.shape[0]):
+        if not bool(finite[i]):
+            out.append(dict(rank=None, rank_loose=None, sigma_min=None, tol=None))
+        else:
+            out.append(dict(rank=int(default.rank[i]), rank_loose=int(loose.rank[i]),
+                            sigma_min=float(default.sigma_min[i]), tol=float(default.tol[i])))
+    return out
 
 
 def run_skip_networks(
@@ -106,24 +214,19 @@ def run_skip_networks(
     ``iterations``, Psi probes (``psi_rank``, ``psi_rank_loose``, ``psi_sigma_min``,
     ``psi_rank_tol``, ``psi_full_rank`` = rank == N; ``init_`` versions), and ``status``:
     ``global`` (zero training error), ``not_converged`` (training errors left),
-    ``diverged`` (non-finite loss).
+    ``diverged`` (non-finite loss; its ``train_error`` and ``test_accuracy`` are NaN, its
+    Psi probes None when Psi itself is non-finite). Options are checked by
+    :func:`check_options` first.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds: must be a non-empty list of integers")
-    if mode not in MODES:
-        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
-    M_value = n_samples if M == "n_samples" else M
-    d = 64 if data == "digits" else input_dim
-    m = 10 if data == "digits" else classes
-    spec = MLPSpec(d, width, depth, m, activation, output_bias=True)
-    spec.validate()
-    if depth < 2:
-        raise ValueError(f"depth: a skip network needs a hidden layer (depth >= 2), got {depth}")
-    sgd_spec = SGDSpec(**{k: (tuple(v) if k == "milestones" else v) for k, v in (sgd or {}).items()})
-    sgd_spec.validate()
+    spec, M_value, sgd_spec = check_options(
+        width=width, depth=depth, activation=activation, n_samples=n_samples, M=M, skip_layers=skip_layers,
+        architecture=architecture, mode=mode, data=data, n_test=n_test, input_dim=input_dim, classes=classes,
+        separation=separation, sgd=sgd, rand_max_iterations=rand_max_iterations, rank_rtol=rank_rtol,
+    )
+    d, m = spec.input_dim, spec.output_dim
     dev = torch.device(device)
     start = time.perf_counter()
 
@@ -165,7 +268,7 @@ def run_skip_networks(
         return F.cross_entropy(logits(theta, X, idx), y)
 
     psi_fn = vmap(lambda t, x, i: psi(split(t), x, spec, i))
-    init_psi, init_psi_loose = numerical_ranks(psi_fn(theta0, X, skip_index), rtols=(None, rank_rtol))
+    init_psi = _psi_probe(psi_fn(theta0, X, skip_index), rank_rtol)
 
     iterations = torch.zeros(len(seeds), dtype=torch.int64)
     if mode == "sgd":
@@ -201,21 +304,24 @@ def run_skip_networks(
     final_loss = F.cross_entropy(train_logits.transpose(1, 2), y, reduction="none").mean(-1)  # = ce per run
     train_error = (train_logits.argmax(-1) != y).to(torch.float64).mean(-1)
     test_acc = (vmap(logits)(theta, Xt, skip_index).argmax(-1) == yt).to(torch.float64).mean(-1) if n_test else None
-    end_psi, end_psi_loose = numerical_ranks(psi_fn(theta, X, skip_index), rtols=(None, rank_rtol))
+    end_psi = _psi_probe(psi_fn(theta, X, skip_index), rank_rtol)
     wall = time.perf_counter() - start
 
     records = []
     for i, seed in enumerate(seeds):
         loss_i = float(final_loss[i])
         err = float(train_error[i])
-        status = "diverged" if not math.isfinite(loss_i) else ("global" if err == 0.0 else "not_converged")
+        diverged = not math.isfinite(loss_i)
+        status = "diverged" if diverged else ("global" if err == 0.0 else "not_converged")
+        if diverged:  # non-finite logits: the classifier is undefined, so are its error rates
+            err = float("nan")
         rec = {
             "seed": seed,
             "status": status,
             "final_loss": loss_i,
             "train_error": err,
-            "zero_train_error": err == 0.0,
-            "test_accuracy": float(test_acc[i]) if test_acc is not None else float("nan"),
+            "zero_train_error": status == "global",
+            "test_accuracy": float(test_acc[i]) if test_acc is not None and not diverged else float("nan"),
             "epochs": epochs,
             "iterations": int(iterations[i]) if mode == "rand" else epochs * (n_samples // min(sgd_spec.batch_size, n_samples)),
             "grad_norm": float("nan"),
@@ -236,15 +342,15 @@ def run_skip_networks(
             **{f"sgd_{k}": (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sgd_spec).items()},
             "rand_max_iterations": rand_max_iterations,
             "rank_rtol": rank_rtol,
-            "init_psi_rank": int(init_psi.rank[i]),
-            "init_psi_rank_loose": int(init_psi_loose.rank[i]),
-            "init_psi_sigma_min": float(init_psi.sigma_min[i]),
-            "init_psi_full_rank": int(init_psi.rank[i]) == n_samples,
-            "psi_rank": int(end_psi.rank[i]),
-            "psi_rank_loose": int(end_psi_loose.rank[i]),
-            "psi_sigma_min": float(end_psi.sigma_min[i]),
-            "psi_rank_tol": float(end_psi.tol[i]),
-            "psi_full_rank": int(end_psi.rank[i]) == n_samples,
+            "init_psi_rank": init_psi[i]["rank"],
+            "init_psi_rank_loose": init_psi[i]["rank_loose"],
+            "init_psi_sigma_min": init_psi[i]["sigma_min"],
+            "init_psi_full_rank": None if init_psi[i]["rank"] is None else init_psi[i]["rank"] == n_samples,
+            "psi_rank": end_psi[i]["rank"],
+            "psi_rank_loose": end_psi[i]["rank_loose"],
+            "psi_sigma_min": end_psi[i]["sigma_min"],
+            "psi_rank_tol": end_psi[i]["tol"],
+            "psi_full_rank": None if end_psi[i]["rank"] is None else end_psi[i]["rank"] == n_samples,
             "wall_s": wall / len(seeds),
             "device": str(dev),
         }
