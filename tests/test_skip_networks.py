@@ -91,3 +91,30 @@ def test_invalid_skip_options_name_the_field(kwargs, field):
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}"):
         run_skip_networks(**base)
+
+
+def test_a_diverged_run_is_recorded_without_probes():
+    # lr 1e6: seed 1's weights overflow to NaN within 20 epochs (seed 0 stays finite)
+    records = run_skip_networks(width=8, depth=3, activation="softplus", n_samples=16, seeds=[0, 1], mode="sgd", n_test=10,
+                                sgd=dict(lr=1e6, epochs=20, batch_size=4, momentum=0.9))
+    diverged = records[1]
+    assert diverged["status"] == "diverged" and not diverged["zero_train_error"]
+    assert diverged["psi_rank"] is None and diverged["psi_full_rank"] is None and diverged["init_psi_rank"] == 16
+    assert diverged["test_accuracy"] != diverged["test_accuracy"] and diverged["train_error"] != diverged["train_error"]  # NaN
+    assert records[0]["status"] != "diverged" and isinstance(records[0]["psi_rank"], int)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [(dict(skip_layers=[3]), "skip.layers"), (dict(skip_layers=[1, 1]), "skip.layers"), (dict(M=17, skip_layers=[2]), "skip.M"),
+     (dict(n_test=-1), "data.n_test"), (dict(data="digits", n_samples=1700, n_test=500, width=2000), "n_samples"),
+     (dict(classes=1), "data.classes"), (dict(sgd=dict(beta=1)), "sgd.beta"), (dict(sgd=dict(milestones=["a"])), "sgd.milestones"),
+     (dict(rank_rtol=0), "rank_rtol"), (dict(rand_max_iterations=0), "rand_max_iterations"), (dict(depth=1), "depth")],
+)
+def test_check_options_names_the_field_before_running(kwargs, field):
+    from landscape_core.skip_networks import check_options
+
+    base = dict(width=8, depth=3, activation="sigmoid", n_samples=8)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        check_options(**base)
