@@ -147,7 +147,9 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
     axis that is neither a grid axis of the experiment nor a config key, a searched range
     whose end values the experiment rejects (each setting's corner cells are built).
     """
-    experiment, _ = validate(cfg)
+    from ray_jobs.experiments import get_experiment
+
+    experiment = get_experiment(cfg.experiment.get("name"))  # the whole config is validated per corner cell below
     raw = OmegaConf.to_container(cfg.search, resolve=True)
     if not isinstance(raw, dict):
         raise ConfigError("search", "must be a mapping (kind, axes, target, trials, ...)")

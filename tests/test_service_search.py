@@ -46,7 +46,9 @@ def test_shipped_searches():
 
 @pytest.mark.parametrize("name", available_searches())
 def test_every_search_plans_and_runs_a_corner_cell_with_a_tiny_budget(name):
-    plan = plan_search(compose(f"search={name}", "protocol.max_iterations=300"))
+    budget = {"teacher_student": "protocol.max_iterations=300", "width_threshold": "optimizer.max_iterations=300"}
+    experiment = compose(f"search={name}").experiment.name
+    plan = plan_search(compose(f"search={name}", budget[experiment]))
     assert plan.settings and all(s.study.startswith(f"{name}[") for s in plan.settings)
     corner = {axis.name: (axis.choices[0] if axis.type == "categorical" else axis.low) for axis in plan.spec.axes}
     cell = plan.cells.cell_for({**plan.settings[0].values, **corner})
@@ -220,7 +222,8 @@ def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
         ([*SMOKE, "+search.axes.depth={type:int,low:1,high:3}"], "search.axes"),  # threshold: one axis
         ([*SMOKE, "search.axes.n_minus_k.low=-9"], "search.axes.n_minus_k"),  # n = 3 - 9 < 1
         ([*SMOKE, "search.axes.n_minus_k.low=5"], "search.axes.n_minus_k.low"),  # low > high
-        (["search=search_teacher_student_protocol", "+search.axes.nope={type:float,low:1,high:2}"], "search.axes.nope"),
+        (["search=search_teacher_student_protocol", "~search.enqueue", "+search.axes.nope={type:float,low:1,high:2}"],
+         "search.axes.nope"),
         (["search=search_teacher_student_protocol", "search.axes.step.low=-1.0"], "search.axes.step.low"),  # log axis
         ([*SMOKE, "+search.pruner=median"], "search.pruner"),
     ],
