@@ -38,7 +38,8 @@ from ray_jobs.experiments import ACTIVATIONS, Experiment, _as_list
 ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu", *(a for a in ACTIVATIONS if a not in ("sigmoid", "softplus", "tanh", "relu")))
 #: report files of this experiment (under report/)
 #: the M / N tables (rank layout), one CSV per table of RANK_TABLES
-RANK_CSVS = {"init": "psi_full_rank_init.csv", "end": "psi_full_rank_end.csv", "zero_train_error": "zero_train_error.csv"}
+RANK_CSVS = {"init": "psi_full_rank_init.csv", "init_loose": "psi_full_rank_init_loose.csv", "end": "psi_full_rank_end.csv",
+             "zero_train_error": "zero_train_error.csv"}
 RANK_PNG = "psi_full_rank_vs_M_over_n.png"
 #: per cell: zero training error and test accuracy with their intervals (both layouts)
 SUMMARY_CSV = "skip_summary.csv"
@@ -305,7 +306,10 @@ class SkipNetworks(Experiment):
         std over seeds; the report's t interval comes from these three), ``mean_train_error``,
         ``mean_final_loss``, ``mean_psi_rank`` / ``mean_init_psi_rank``,
         ``mean_psi_sigma_min`` / ``mean_init_psi_sigma_min``, and
-        ``frac_init_psi_full_rank_loose`` (rank at tolerance sigma_max x rank_rtol == N)."""
+        ``n_init_psi_full_rank_loose`` / ``frac_init_psi_full_rank_loose`` (rank at the
+        looser tolerance sigma_max x rank_rtol == N, out of ``n_init_psi_rank_known`` runs
+        with a finite Psi; the report adds the Wilson bounds); and the cell's ``rank_rtol``
+        (for the report's titles)."""
         import numpy as np
 
         def finite(column):
@@ -321,6 +325,7 @@ class SkipNetworks(Experiment):
         accuracy = finite("test_accuracy")
         loose = ran[["init_psi_rank_loose", "n_samples"]].dropna() if "init_psi_rank_loose" in ran else None
         return {
+            "rank_rtol": float(ran["rank_rtol"].iloc[0]) if "rank_rtol" in ran and len(ran) else math.nan,  # the cell's
             "n_test_accuracy": int(len(accuracy)),
             "mean_test_accuracy": float(accuracy.mean()) if len(accuracy) else math.nan,
             "std_test_accuracy": float(accuracy.std(ddof=1)) if len(accuracy) >= 2 else math.nan,
@@ -330,6 +335,8 @@ class SkipNetworks(Experiment):
             "mean_init_psi_rank": mean("init_psi_rank"),
             "mean_psi_sigma_min": mean("psi_sigma_min"),
             "mean_init_psi_sigma_min": mean("init_psi_sigma_min"),
+            "n_init_psi_rank_known": int(len(loose)) if loose is not None else 0,
+            "n_init_psi_full_rank_loose": int((loose["init_psi_rank_loose"] == loose["n_samples"]).sum()) if loose is not None else 0,
             "frac_init_psi_full_rank_loose": float((loose["init_psi_rank_loose"] == loose["n_samples"]).mean())
             if loose is not None and len(loose) else math.nan,
         }
@@ -340,7 +347,7 @@ class SkipNetworks(Experiment):
     def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
         paths = []
         if is_rank_layout(table):
-            for name, grid in rank_tables(table, self).items():
+            for name, grid in rank_tables(table, self, confidence=confidence).items():
                 path = store.report_dir / RANK_CSVS[name]
                 store.save_text(path, grid.to_csv(index=False))
                 paths.append(path)
@@ -360,6 +367,8 @@ class SkipNetworks(Experiment):
 #: the M / N tables: (key of RANK_CSVS, fraction column, title)
 RANK_TABLES = (
     ("init", "frac_init_psi_full_rank", "Runs whose Psi (N x M) has full rank N at initialisation"),
+    ("init_loose", "frac_init_psi_full_rank_loose",
+     "Runs whose Psi has full rank N at initialisation at the looser tolerance sigma_max x rank_rtol"),
     ("end", "frac_psi_full_rank", "Runs whose Psi has full rank N at the end of training"),
     ("zero_train_error", "frac_zero_train_error", "Runs reaching zero training error"),
 )
@@ -386,11 +395,19 @@ def is_rank_layout(table) -> bool:
     return "M_over_n" in table and table["M_over_n"].nunique() > 1
 
 
-def rank_tables(table, experiment: Experiment) -> dict:
+def rank_tables(table, experiment: Experiment, *, confidence: float) -> dict:
     """Per :data:`RANK_TABLES`: one row per setting of the varying axes other than M / N
     (table order), one column ``M/N=<r>`` per M / N (fraction 0..1) with ``_lo`` / ``_hi``
-    Wilson bounds; the first cell when several share a position."""
+    Wilson bounds at ``confidence``; the first cell when several share a position."""
     import pandas as pd
+
+    from ray_jobs.report import wilson_interval
+
+    table = table.copy()
+    bounds = [wilson_interval(int(n), int(k), confidence)
+              for n, k in zip(table["n_init_psi_full_rank_loose"], table["n_init_psi_rank_known"])]
+    table["frac_init_psi_full_rank_loose_lo"] = [lo for lo, _ in bounds]
+    table["frac_init_psi_full_rank_loose_hi"] = [hi for _, hi in bounds]
 
     ratios = sorted(table["M_over_n"].unique())
     keys = varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]
@@ -455,7 +472,7 @@ def skip_markdown(table, experiment: Experiment, *, sweep: str, confidence: floa
              f"(mean over seeds, Student-t {level} interval over seeds; diverged runs have none).", ""]
     if is_rank_layout(table):
         ratios = sorted(table["M_over_n"].unique())
-        tables = rank_tables(table, experiment)
+        tables = rank_tables(table, experiment, confidence=confidence)
         shared = int(table.duplicated([*(varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]), "M_over_n"]).sum())
         if shared:
             lines += [f"Note: {shared} cells share a table position with another cell (other settings); the M / N tables "
@@ -465,6 +482,8 @@ def skip_markdown(table, experiment: Experiment, *, sweep: str, confidence: floa
                 continue  # rand keeps the hidden weights: Psi at the end is Psi at init (table.csv has both)
             grid = tables[name]
             keys = [c for c in grid.columns if not c.startswith("M/N=")]
+            if "rank_rtol" in title and "rank_rtol" in table and table["rank_rtol"].nunique() == 1:
+                title = title.replace("rank_rtol", f"{table['rank_rtol'].iloc[0]:g}")
             lines += [f"## {title}", ""]
             head = [*keys, *(f"M/N = {r:g}" for r in ratios)]
             lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -523,27 +542,33 @@ def _bar(length: float) -> float:
 
 def plot_rank(table, experiment: Experiment, path: Path, *, sweep: str, confidence: float) -> Path | None:
     """% of runs with full-rank Psi at initialisation against M / N, one line per row of
-    the M / N table, Wilson intervals as error bars; a dashed line at M / N = 1."""
-    grid = rank_tables(table, experiment)["init"]
+    the M / N tables, Wilson intervals as error bars, a dashed line at M / N = 1; left at
+    the default tolerance (sigma_max x max(N, M) x eps), right at sigma_max x rank_rtol."""
+    grids = rank_tables(table, experiment, confidence=confidence)
     ratios = sorted(table["M_over_n"].unique())
-    keys = [c for c in grid.columns if not c.startswith("M/N=")]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    count = len(grid)
-    for index, row in enumerate(grid.to_dict("records")):
-        values = [row[f"M/N={r:g}"] for r in ratios]
-        lo = [row[f"M/N={r:g}_lo"] for r in ratios]
-        hi = [row[f"M/N={r:g}_hi"] for r in ratios]
-        dodge = 0.01 * (index - (count - 1) / 2)  # keep the interval bars apart
-        ax.errorbar([r + dodge for r in ratios], [100 * v for v in values],
-                    yerr=[[_bar(v - l) for v, l in zip(values, lo)], [_bar(h - v) for v, h in zip(values, hi)]],
-                    marker="o", capsize=2, label=", ".join(f"{k}={row[k]}" for k in keys))
-    ax.axvline(1.0, color="red", linestyle="--", linewidth=1)
-    ax.set_xlabel("M / N (skip neurons / training samples)")
-    ax.set_ylabel("runs with full-rank Psi at init (%)")
-    ax.set_title(f"{sweep} ({100 * confidence:g}% Wilson intervals)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    fig, panels = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
+    rtol = ", ".join(f"{r:g}" for r in sorted(table["rank_rtol"].unique())) if "rank_rtol" in table else "rank_rtol"
+    for ax, name, title in ((panels[0], "init", "default tolerance sigma_max x max(N, M) x eps"),
+                            (panels[1], "init_loose", f"looser tolerance sigma_max x {rtol}")):
+        grid = grids[name]
+        keys = [c for c in grid.columns if not c.startswith("M/N=")]
+        count = len(grid)
+        for index, row in enumerate(grid.to_dict("records")):
+            values = [row[f"M/N={r:g}"] for r in ratios]
+            lo = [row[f"M/N={r:g}_lo"] for r in ratios]
+            hi = [row[f"M/N={r:g}_hi"] for r in ratios]
+            dodge = 0.01 * (index - (count - 1) / 2)  # keep the interval bars apart
+            ax.errorbar([r + dodge for r in ratios], [100 * v for v in values],
+                        yerr=[[_bar(v - l) for v, l in zip(values, lo)], [_bar(h - v) for v, h in zip(values, hi)]],
+                        marker="o", markersize=4, capsize=2, label=", ".join(f"{k}={row[k]}" for k in keys))
+        ax.axvline(1.0, color="red", linestyle="--", linewidth=1)
+        ax.set_xlabel("M / N (skip neurons / training samples)")
+        ax.set_title(f"full rank N at init, {title}", fontsize=9)
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("runs with full-rank Psi (%)")
+    panels[1].legend(fontsize=7, ncol=1, loc="center right")
+    fig.suptitle(f"{sweep}: Psi = N x M skip-neuron outputs ({100 * confidence:g}% Wilson intervals)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

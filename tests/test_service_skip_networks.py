@@ -220,10 +220,18 @@ def test_report_tables_against_the_rows(smoke_run):
     # M < N: Psi (8 x 4) can never have rank 8
     assert (table.loc[table["M_over_n"] == 0.5, "frac_init_psi_full_rank"] == 0).all()
     markdown = (report / TABLE_MD).read_text()
-    assert markdown.count("| architecture | mode | M/N = 0.5 | M/N = 1 |") == 3
+    assert markdown.count("| architecture | mode | M/N = 0.5 | M/N = 1 |") == 4  # init, init at the loose tolerance, end, zero error
+    assert "## Runs whose Psi has full rank N at initialisation at the looser tolerance sigma_max x 1e-06" in markdown
+    loose = pd.read_csv(report / RANK_CSVS["init_loose"])
+    for record in loose.to_dict("records"):
+        cell = rows[(rows["architecture"] == record["architecture"]) & (rows["mode"] == record["mode"]) & (rows["M_over_n"] == 1.0)]
+        count = int((cell["init_psi_rank_loose"] == 8).sum())
+        lo, hi = _wilson(count, len(cell))
+        assert (record["M/N=1"], record["M/N=1_lo"], record["M/N=1_hi"]) == pytest.approx((count / len(cell), lo, hi), abs=1e-9)
     assert "## Runs whose Psi (N x M) has full rank N at initialisation" in markdown
     # init and end tables: rank <= M = 4 < 8 at M / N = 0.5; sigmoid Psi of 8 generic points has rank 8 at M = N
-    assert markdown.count("\n| plain | sgd | 0 [0, 62] | 100 [38, 100] |") == 2
+    loose_full = pd.read_csv(report / RANK_CSVS["init_loose"]).iloc[0]["M/N=1"] == 1.0  # plain, sgd
+    assert markdown.count("\n| plain | sgd | 0 [0, 62] | 100 [38, 100] |") == 2 + int(loose_full)
     assert (report / RANK_PNG).stat().st_size > 0
 
 
