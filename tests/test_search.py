@@ -175,3 +175,11 @@ def test_enqueued_baseline_is_the_first_trial(tmp_path):
         SearchSpec.from_dict(dict(name="b", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
                                   enqueue=[{"step": 0.9}]))
     assert err.value.field == "search.enqueue.step"
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "grid"])
+def test_every_sampler_finds_the_threshold(tmp_path, sampler):
+    spec = _spec(name=sampler, sampler=sampler, trials=40)
+    outcome = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "j.log")
+    assert outcome.best["threshold"] == TRUE_THRESHOLD
+    assert outcome.runs_spent <= (32 - 4 + 1) * spec.seeds_per_stage * spec.max_stages
