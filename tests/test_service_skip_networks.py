@@ -28,8 +28,8 @@ from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES
 from tests.test_service_width_threshold import plan_for, run_first_cell
 
 SMOKE = ["sweep=skip_smoke"]
-#: the smoke sweep: N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, chunks of 2
-SMOKE_CELLS, SMOKE_SEEDS, SMOKE_UNITS = 8, 4, 16
+#: the smoke sweep: N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, one unit per cell
+SMOKE_CELLS, SMOKE_SEEDS, SMOKE_UNITS = 8, 4, 8
 TINY_SGD = ["experiment.sgd.epochs=2"]
 
 
@@ -260,7 +260,8 @@ def test_second_run_schedules_nothing(smoke_run):
 
 def test_failing_units_become_error_rows_with_the_cell_values(ray_session, tmp_path):
     result = run_sweep(compose_config([*SMOKE, f"results_dir={tmp_path}", "experiment.fail_on_seeds=[3]",
-                                       "sweep.grid.M_over_n=[1]", "sweep.grid.architecture=[skip]", "sweep.grid.mode=[rand]"]))
+                                       "sweep.grid.M_over_n=[1]", "sweep.grid.architecture=[skip]", "sweep.grid.mode=[rand]",
+                                       "resources.chunk_size=2"]))
     assert result.units_failed == 1
     rows = _rows(tmp_path)
     errors = rows[rows["status"] == "error"]
