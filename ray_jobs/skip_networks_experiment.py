@@ -429,7 +429,7 @@ def rank_tables(table, experiment: Experiment, *, confidence: float) -> dict:
 
 def trainability_table(table, experiment: Experiment, *, confidence: float):
     """Per cell: the varying axes, runs, the fraction reaching zero training error with its
-    Wilson bounds, the mean test accuracy with its t bounds over seeds, mean training
+    Wilson bounds, the mean test accuracy with its t bounds over seeds (clipped to [0, 1]), mean training
     error and loss, the fraction with full-rank Psi at initialisation, statuses."""
     import pandas as pd
 
@@ -437,6 +437,7 @@ def trainability_table(table, experiment: Experiment, *, confidence: float):
     rows = []
     for row in table.to_dict("records"):
         lo, hi = t_interval(row["mean_test_accuracy"], row["std_test_accuracy"], row["n_test_accuracy"], confidence)
+        lo, hi = (max(0.0, lo), min(1.0, hi)) if not _is_nan(lo) else (lo, hi)  # an accuracy lies in [0, 1]
         rows.append({
             "cell_id": row["cell_id"], **{axis: row[axis] for axis in axes}, "runs": row["runs"], "errors": row["errors"],
             **{f"frac_zero_train_error{s}": row[f"frac_zero_train_error{s}"] for s in ("", "_lo", "_hi")},

@@ -201,8 +201,8 @@ def test_report_tables_against_the_rows(smoke_run):
         assert row["mean_test_accuracy"] == pytest.approx(accuracy.mean())
         assert row["std_test_accuracy"] == pytest.approx(accuracy.std(ddof=1))
         half = student_t.ppf(0.995, len(accuracy) - 1) * accuracy.std(ddof=1) / math.sqrt(len(accuracy))
-        assert summary.loc[cell_id, "mean_test_accuracy_lo"] == pytest.approx(accuracy.mean() - half)
-        assert summary.loc[cell_id, "mean_test_accuracy_hi"] == pytest.approx(accuracy.mean() + half)
+        assert summary.loc[cell_id, "mean_test_accuracy_lo"] == pytest.approx(max(0.0, accuracy.mean() - half))  # clipped to [0, 1]
+        assert summary.loc[cell_id, "mean_test_accuracy_hi"] == pytest.approx(min(1.0, accuracy.mean() + half))
         assert row["mean_final_loss"] == pytest.approx(cell["final_loss"].mean())
         assert row["mean_psi_rank"] == pytest.approx(cell["psi_rank"].mean())
         assert row["mean_init_psi_sigma_min"] == pytest.approx(cell["init_psi_sigma_min"].mean())
