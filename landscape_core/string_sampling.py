@@ -420,6 +420,7 @@ def run_string_sampling(
             "iterations": int(end_iters[i] + end_iters[S + i]),
             "grad_norm": float("nan"),
             "problem": problem,
+            "threshold": threshold,
             "width": width if problem != "counterexample" else spec.width,
             "depth": depth if problem != "counterexample" else spec.depth,
             "activation": activation if problem != "counterexample" else spec.activation,
@@ -428,7 +429,9 @@ def run_string_sampling(
             "n_train": int(X.shape[0]),  # the counterexample's 3 points whatever n_train says
             "n_test": int(Xt.shape[0]),
             "input_dim": spec.input_dim,
+            "teacher_width": teacher_width,
             "data_seed": data_seed,
+            "keep_string": keep_string,
             **{f"string_{k}": v for k, v in asdict(sspec).items()},
             **{f"endpoint_{k}": v for k, v in asdict(end_spec).items()},
             **{f"bead_{k}": v for k, v in asdict(bead_spec).items()},
