@@ -547,7 +547,8 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
     for index, (key, group) in enumerate(series):
         color, label = f"C{index}", _label(key, names)
         frac = 100 * group["frac_dss_connected"]
-        left.errorbar(group["width"], frac, yerr=[frac - 100 * group["frac_dss_connected_lo"],
+        dodge = 2 ** (0.06 * (index - (len(series) - 1) / 2))  # keep overlapping series' bars apart (log axis)
+        left.errorbar(group["width"] * dodge, frac, yerr=[frac - 100 * group["frac_dss_connected_lo"],
                                                   100 * group["frac_dss_connected_hi"] - frac],
                       marker="o", capsize=3, color=color, label=label)
         right.plot(group["width"], group["mean_normalized_length"], marker="o", color=color, label=f"{label} (mean)")
@@ -682,7 +683,7 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
         ax.text(*coords[index], f" {name}", color="red")
     for setter, k in ((ax.set_xlabel, 0), (ax.set_ylabel, 1), (ax.set_zlabel, 2)):
         setter(f"PC{k + 1} ({100 * explained[k]:.0f}%)")
-    fig.colorbar(image, ax=ax, shrink=0.7, label="training loss")
+    fig.colorbar(image, ax=ax, shrink=0.7, pad=0.12, label="training loss")
     state = "connected" if bool(row["dss_connected"]) else "not certified"
     ax.set_title(f"{sweep}: {row['problem']} pair seed {int(row['seed'])}, L0 = {row['threshold']:g}, width {int(row['width'])}\n"
                  f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}", fontsize=9)
