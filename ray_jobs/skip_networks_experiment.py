@@ -588,14 +588,17 @@ def plot_trainability(table, experiment: Experiment, path: Path, *, sweep: str, 
     import numpy as np
 
     x = np.arange(len(summary))
-    fig, panels = plt.subplots(1, 2, figsize=(max(7.0, 1.0 * len(summary) * 2 + 1.5), 4.4))
+    fig, panels = plt.subplots(1, 2, figsize=(max(7.0, 0.65 * len(summary) * 2 + 2.0), 4.4))
+    # one colour per setting of the axes other than the activation (e.g. architecture x mode)
+    shades = [tuple(row[a] for a in axes if a != "activation") for row in summary.to_dict("records")]
+    palette = {key: f"C{index % 10}" for index, key in enumerate(dict.fromkeys(shades))}
     for ax, column, title in ((panels[0], "frac_zero_train_error", f"reaching zero training error (%, Wilson {100 * confidence:g}%)"),
                               (panels[1], "mean_test_accuracy", f"test accuracy (%, mean, t {100 * confidence:g}%)")):
         values = summary[column].to_numpy(dtype=float)
         lo = summary[f"{column}_lo"].to_numpy(dtype=float)
         hi = summary[f"{column}_hi"].to_numpy(dtype=float)
         err = np.clip(np.nan_to_num(np.array([values - lo, hi - values]), nan=0.0), 0.0, None)
-        colors = [f"C{i % 10}" for i in range(len(summary))]
+        colors = [palette[key] for key in shades]
         ax.bar(x, 100 * np.nan_to_num(values), yerr=100 * err, capsize=3, color=colors)
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_ylim(0, 105)
