@@ -326,12 +326,14 @@ class StringSampling(Experiment):
     # ------------------------------------------------------------------------- report
     def extra_aggregates(self, ran) -> dict[str, Any]:
         """Over the connected pairs: normalized length (mean, median, max), beads (mean, max),
-        rounds (mean); over the strung pairs (status global): the final string's worst
+        rounds (mean); over the strung pairs that did not connect: beads and rounds (mean;
+        at the budget when DSS gave up); over the strung pairs (status global): the final string's worst
         segment relative to L0, endpoint test loss, DSS seconds; over every pair that ran:
         the straight-line barrier between the endpoints and the largest rise of the
         initial-point lines (Conjecture V.1: 0)."""
         strung = ran[ran["status"] == "global"]
-        connected = strung[strung["dss_connected"].fillna(False).astype(bool)] if "dss_connected" in strung else strung.iloc[:0]
+        certified = strung["dss_connected"].fillna(False).astype(bool) if "dss_connected" in strung else strung["status"].ne(strung["status"])
+        connected, not_connected = strung[certified], strung[~certified]
 
         def stat(frame, column, how):
             values = frame[column].dropna() if column in frame else pd.Series([], dtype=float)
@@ -346,6 +348,8 @@ class StringSampling(Experiment):
             "mean_beads": stat(connected, "dss_beads", "mean"),
             "max_beads": stat(connected, "dss_beads", "max"),
             "mean_rounds": stat(connected, "dss_rounds", "mean"),
+            "mean_beads_not_connected": stat(not_connected, "dss_beads", "mean"),
+            "mean_rounds_not_connected": stat(not_connected, "dss_rounds", "mean"),
             "mean_max_interp_over_threshold": float(ratio.mean()) if len(ratio.dropna()) else math.nan,
             "mean_endpoint_test_loss": float(test_loss.mean()) if len(test_loss) else math.nan,
             "mean_interp_ab_barrier": stat(ran, "interp_ab_barrier", "mean"),
@@ -372,7 +376,8 @@ class StringSampling(Experiment):
                                                if column not in ("connected", "frac_connected_lo", "frac_connected_hi")) + " |")
             lines.append("")
         head = ["problem", "activation", "depth", "n_train", "width", "L0", "pairs", "strung", f"connected % [{level} CI]",
-                "norm. length mean / median / max", "beads mean / max", "rounds mean", "max interp. / L0 (mean)",
+                "norm. length mean / median / max", "beads mean / max", "rounds mean",
+                "not connected: beads / rounds (mean)", "max interp. / L0 (mean)",
                 "A-B line barrier (mean)", "init-line max rise (mean)", "test loss (mean)", "not conv. %", "diverged %", "errors"]
         lines += ["## Per cell", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         from ray_jobs.report import _num, _pct
@@ -380,8 +385,9 @@ class StringSampling(Experiment):
         for row in table.to_dict("records"):
             cells = [str(row["problem"]), str(row["activation"]), str(row["depth"]), str(row["n_train"]), str(row["width"]),
                      f"{row['threshold']:g}", str(row["runs"]), str(row["n_global"]), _connected_text(row),
-                     f"{_num(row['mean_normalized_length'])} / {_num(row['median_normalized_length'])} / {_num(row['max_normalized_length'])}",
-                     f"{_num(row['mean_beads'], 3)} / {_int(row['max_beads'])}", _num(row["mean_rounds"], 3),
+                     _joined(_num(row["mean_normalized_length"]), _num(row["median_normalized_length"]), _num(row["max_normalized_length"])),
+                     _joined(_num(row["mean_beads"], 3), _int(row["max_beads"])), _num(row["mean_rounds"], 3),
+                     _joined(_num(row["mean_beads_not_connected"], 3), _num(row["mean_rounds_not_connected"], 3)),
                      _num(row["mean_max_interp_over_threshold"]), _num(row["mean_interp_ab_barrier"]),
                      _num(row["mean_interp_init_max_rise"]), _num(row["mean_endpoint_test_loss"]),
                      _pct(row["frac_not_converged"]), _pct(row["frac_diverged"]), str(row["errors"])]
@@ -419,6 +425,11 @@ def _as_field_types(values: dict, cls) -> dict:
 # ------------------------------------------------------------------------- report helpers
 def _int(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+
+
+def _joined(*texts: str) -> str:
+    """``a / b / c``, or empty when every part is (no pair to average over)."""
+    return " / ".join(texts) if any(texts) else ""
 
 
 def _pct_interval(value, lo, hi) -> str:
@@ -582,7 +593,7 @@ def kept_strings(store) -> pd.DataFrame | None:
     rows = store.read()
     if rows.num_rows == 0 or "dss_string" not in rows.column_names:
         return None
-    wanted = ["cell_id", "seed", "status", "problem", "threshold", "width", "depth", "activation", "dss_connected",
+    wanted = ["cell_id", "seed", "status", "problem", "threshold", "string_pass_factor", "width", "depth", "activation", "dss_connected",
               "dss_beads", "dss_normalized_length", "dss_string", "dss_string_losses", "dss_bead_losses"]
     frame = deduplicate(rows.select([c for c in wanted if c in rows.column_names]).to_pandas())
     frame = frame[frame["dss_string"].notna()]
@@ -671,11 +682,12 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
         points, values = [coords], [np.asarray(row["dss_bead_losses"], dtype=float)]
     points, values = np.concatenate(points), np.concatenate(values)
     positive = values[values > 0]
-    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) and positive.min() < positive.max() else None
+    # three decades below the highest loss at most (an exact solution's 1e-32 would flatten the scale)
+    floor = max(positive.min(), 1e-3 * positive.max()) if len(positive) else 0.0
+    norm = LogNorm(vmin=floor, vmax=positive.max()) if len(positive) and floor < positive.max() else None
     fig = plt.figure(figsize=(7, 5.6))
     ax = fig.add_subplot(projection="3d")
-    image = ax.scatter(points[:, 0], points[:, 1], points[:, 2], c=np.clip(values, positive.min() if len(positive) else 0, None),
-                       cmap="viridis", norm=norm, s=4)
+    image = ax.scatter(points[:, 0], points[:, 1], points[:, 2], c=np.clip(values, floor, None), cmap="viridis", norm=norm, s=4)
     ax.plot(coords[:, 0], coords[:, 1], coords[:, 2], color="grey", linewidth=0.6)
     ax.scatter(coords[1:-1, 0], coords[1:-1, 1], coords[1:-1, 2], color="black", s=14, label="beads")
     for index, name in ((0, "A"), (-1, "B")):
@@ -683,7 +695,10 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
         ax.text(*coords[index], f" {name}", color="red")
     for setter, k in ((ax.set_xlabel, 0), (ax.set_ylabel, 1), (ax.set_zlabel, 2)):
         setter(f"PC{k + 1} ({100 * explained[k]:.0f}%)")
-    fig.colorbar(image, ax=ax, shrink=0.7, pad=0.12, label="training loss")
+    bar = fig.colorbar(image, ax=ax, shrink=0.7, pad=0.12, label="training loss (red: pass level)")
+    level = row["string_pass_factor"] * row["threshold"]
+    if floor <= level <= (positive.max() if len(positive) else 0.0):
+        bar.ax.axhline(level, color="red", linewidth=1.5)
     state = "connected" if bool(row["dss_connected"]) else "not certified"
     ax.set_title(f"{sweep}: {row['problem']} pair seed {int(row['seed'])}, L0 = {row['threshold']:g}, width {int(row['width'])}\n"
                  f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}", fontsize=9)

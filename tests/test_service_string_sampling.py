@@ -236,6 +236,7 @@ def test_rows_are_cells_times_seeds(smoke_run):
 def _independent_aggregate(cell: pd.DataFrame) -> dict:
     strung = cell[cell["status"] == "global"]
     connected = strung[strung["dss_connected"].astype(bool)]
+    not_connected = strung[~strung["dss_connected"].astype(bool)]
     lengths = connected["dss_normalized_length"]
     return {
         "runs": len(cell), "n_global": len(strung), "n_dss_connected": len(connected),
@@ -245,6 +246,7 @@ def _independent_aggregate(cell: pd.DataFrame) -> dict:
         "mean_beads": connected["dss_beads"].mean() if len(connected) else math.nan,
         "max_beads": connected["dss_beads"].max() if len(connected) else math.nan,
         "mean_rounds": connected["dss_rounds"].mean() if len(connected) else math.nan,
+        "mean_beads_not_connected": not_connected["dss_beads"].mean() if len(not_connected) else math.nan,
         "mean_max_interp_over_threshold": (strung["dss_max_interp_loss"] / strung["threshold"]).mean() if len(strung) else math.nan,
         "mean_interp_ab_barrier": cell["interp_ab_barrier"].mean(),
         "mean_interp_init_max_rise": cell["interp_init_max_rise"].mean(),
@@ -358,4 +360,5 @@ def test_counterexample_sweep_does_not_certify(ray_session, tmp_path):
     table = pd.read_csv(tmp_path / "dss_counterexample" / "report" / TABLE_CSV)
     assert list(table["n_global"]) == [1] and list(table["n_dss_connected"]) == [0] and list(table["frac_dss_connected"]) == [0.0]
     assert table["mean_normalized_length"].isna().all()  # no connected pair: no geodesic length
+    assert list(table["mean_rounds_not_connected"]) == [3] and list(table["mean_beads_not_connected"]) == [row["dss_beads"]]
     assert (tmp_path / "dss_counterexample" / "report" / PCA_PNG).stat().st_size > 10_000
