@@ -488,8 +488,10 @@ def _outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> Search
     if not summaries:
         return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
     best = min(summaries, key=lambda s: (s["fraction"], -s["runs"]))
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    lo, hi = best["interval"]
     return SearchOutcome(spec.name, summaries, runs_spent, best, True,
-                         f"best {best['params']}: fraction {best['fraction']:.3f} {best['interval']}, {runs_spent} runs")
+                         f"best {values}: fraction {best['fraction']:.3f} [{lo:.3f}, {hi:.3f}], {runs_spent} runs")
 
 
 class InProcessEvaluator:
