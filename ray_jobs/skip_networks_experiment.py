@@ -451,9 +451,12 @@ def trainability_table(table, experiment: Experiment, *, confidence: float):
 
 
 def _pct_ci(value, lo, hi) -> str:
+    """``pct [lo, hi]`` in whole %; one decimal where whole % would show 0 or 100 for a
+    fraction that is neither (299 of 300 is 99.7, not 100)."""
     if _is_nan(value):
         return ""
-    return f"{100 * value:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+    digits = 1 if 0 < value < 1 and round(100 * value) in (0, 100) else 0
+    return f"{100 * value:.{digits}f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def _acc_ci(value, lo, hi) -> str:
