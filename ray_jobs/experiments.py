@@ -48,6 +48,8 @@ class Experiment:
     has_families: bool = False
     #: display order of categorical table axes (values not listed sort after, alphabetically)
     axis_order: dict[str, tuple] = {}
+    #: table axes the default markdown shows only when they vary between the table's cells
+    optional_table_axes: tuple[str, ...] = ()
 
     def cells(self, cfg) -> list[dict[str, Any]]:
         """One fully resolved parameter dict per grid cell; raises :class:`ConfigError`."""
@@ -105,7 +107,8 @@ class TeacherStudent(Experiment):
 
     name = "teacher_student"
     axes = ("k", "n", "n_minus_k", "step", "init_scale")
-    table_axes = ("k", "n")
+    table_axes = ("k", "n", "step", "init_scale")
+    optional_table_axes = ("step", "init_scale")  # grid axes of a protocol comparison or search
     groups = ("protocol",)
     has_families = True
     activations = ("relu",)

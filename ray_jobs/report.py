@@ -158,7 +158,8 @@ def to_markdown(table: pd.DataFrame, experiment: Experiment, *, sweep: str, conf
     """The aggregate table as GitHub markdown (percentages; intervals in brackets)."""
     level = f"{100 * confidence:g}%"
     has_ref = "ref_frac_spurious" in table
-    axes = [axis for axis in experiment.table_axes if axis in table]
+    axes = [axis for axis in experiment.table_axes if axis in table
+            and (axis not in experiment.optional_table_axes or table[axis].nunique() > 1)]
     header = [*axes, "runs", f"spurious % [{level} CI]"]
     if has_ref:
         header += ["published %", "inside CI"]
@@ -168,7 +169,7 @@ def to_markdown(table: pd.DataFrame, experiment: Experiment, *, sweep: str, conf
     lines = [f"# {sweep}", "", f"Runs per cell, fraction per status with its Wilson {level} interval.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.to_dict("records"):
-        cells = [str(row[axis]) for axis in axes]
+        cells = [_num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
         cells += [str(row["runs"]), f"{_pct(row['frac_spurious'])} [{_pct(row['frac_spurious_lo'])}, {_pct(row['frac_spurious_hi'])}]"]
         if has_ref:
             inside = row.get("ref_inside_ci")
