@@ -475,7 +475,10 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
                 Console(stderr=True).print(f"[yellow]{name} figure of {study.study_name} skipped:[/] {exc}")
                 continue
             fig = ax.figure
-            ax.set_title(f"{name}: {study.study_name}", fontsize=9)
+            for loc in ("left", "center", "right"):  # Optuna titles on the left; one title, naming the study
+                ax.set_title("", loc=loc)
+            ax.set_title(f"{'optimisation history' if name == 'history' else 'parameter importances'}: {study.study_name}",
+                         fontsize=9, loc="left")
             path = report_dir / f"optuna_{name}_{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.tight_layout()
