@@ -13,8 +13,9 @@ Report layouts (chosen by what the grid varies):
 - ``M_over_n`` takes several values (sweep ``skip_rank``): tables with one row per setting
   of the other varying axes (activation x depth) and one column per M / N: % of runs
   whose Psi has full rank N at initialisation (Lemma 3.2: almost surely when M >= N for
-  analytic strictly increasing activations), % full rank at the end, % reaching zero
-  training error; a figure of the first against M / N;
+  analytic strictly increasing activations), the same at the looser tolerance, % full
+  rank at the end (left out when every cell is ``rand``: it equals init), % reaching zero
+  training error; a figure of the first two against M / N;
 - otherwise (sweep ``skip_trainability``): one row per cell (architecture x mode x
   activation...): % reaching zero training error with its Wilson interval, the mean test
   accuracy with a Student-t interval over seeds, mean training loss and error; a figure.
@@ -36,8 +37,8 @@ from ray_jobs.experiments import ACTIVATIONS, Experiment, _as_list
 
 #: the paper's activations first, then the rest of the project's (display order)
 ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu", *(a for a in ACTIVATIONS if a not in ("sigmoid", "softplus", "tanh", "relu")))
-#: report files of this experiment (under report/)
-#: the M / N tables (rank layout), one CSV per table of RANK_TABLES
+#: report files of this experiment (under report/): the M / N tables (rank layout), one CSV
+#: per table of RANK_TABLES
 RANK_CSVS = {"init": "psi_full_rank_init.csv", "init_loose": "psi_full_rank_init_loose.csv", "end": "psi_full_rank_end.csv",
              "zero_train_error": "zero_train_error.csv"}
 RANK_PNG = "psi_full_rank_vs_M_over_n.png"
@@ -471,7 +472,8 @@ def skip_markdown(table, experiment: Experiment, *, sweep: str, confidence: floa
     from ray_jobs.report import _num, _pct
 
     level = f"{100 * confidence:g}%"
-    lines = [f"# {sweep}", "", f"Fixed: {fixed_settings(table, experiment)}.", "",
+    fixed = fixed_settings(table, experiment)
+    lines = [f"# {sweep}", "", *([f"Fixed: {fixed}.", ""] if fixed else []),
              f"Fractions in % of the runs of a cell with the Wilson {level} interval in brackets; test accuracy in % "
              f"(mean over seeds, Student-t {level} interval over seeds; diverged runs have none).", ""]
     if is_rank_layout(table):
