@@ -63,6 +63,10 @@ config groups (choose with group=option):
 overrides (Hydra syntax), for example:
   sweep.grid.k=[6,7]         grid axes (teacher_student: k, n or n_minus_k, step, init_scale;
                              width_threshold: width or width_over_n, depth, activation, n_samples)
+  sweep.grid.M_over_n=[0.5,1,2]  skip_networks axes: width, depth, activation, n_samples, M or M_over_n,
+                             architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)
+  experiment.sgd.lr=0.01  experiment.M=64   skip_networks settings (conf/experiment/skip_networks.yaml)
+  search.trials=20  search.target=0.99  search.sampler=grid   a search's settings (search=<name>)
   optimizer=adam data=digits  width_threshold: optimizer and data set (groups above)
   optimizer.max_iterations=5000  data.input_dim=4  experiment.probes.ntk_rank=true
   sweep.seeds=100            runs per cell (seeds seed_start .. seed_start + seeds - 1)
@@ -83,7 +87,9 @@ def report_help() -> str:
 Rebuild the report of a sweep from its Parquet rows: per cell the runs, the fraction of
 each status with its Wilson interval, the mean objective and smallest Hessian eigenvalue
 of spurious runs, the number of families (teacher_student), the fraction with a full-rank
-last hidden layer and the width-threshold tables (width_threshold), and the published
+last hidden layer and the width-threshold tables (width_threshold), the fraction with a
+full-rank Psi against M / N or zero training error and test accuracy with intervals
+(skip_networks), and the published
 values when the sweep names a reference. Writes <results_dir>/<sweep>/report/table.md,
 table.csv and the figure, and prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
 

@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
@@ -164,9 +164,15 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
             raise ConfigError(f"search.{key}", f"{unknown or statuses!r}: give statuses among {', '.join(RUN_STATUSES)}")
     searched = tuple(axis.name for axis in spec.axes)
     for name in searched:
-        if name not in experiment.axes and OmegaConf.select(cfg, name, default=_MISSING) is _MISSING:
+        if name in experiment.axes:
+            continue
+        node = OmegaConf.select(cfg, name, default=_MISSING)
+        if node is _MISSING:
             raise ConfigError(f"search.axes.{name}", f"neither a grid axis of {experiment.name} "
                                                      f"({', '.join(experiment.axes)}) nor a key of the config (e.g. protocol.step)")
+        if isinstance(node, (DictConfig, ListConfig)):
+            raise ConfigError(f"search.axes.{name}", "is a config group or section, not a value; search its keys "
+                                                     f"(e.g. {name}.lr), one search per group option")
     grid = OmegaConf.to_container(cfg.sweep.grid, resolve=True) or {}
     fixed_axes = {axis: (list(v) if isinstance(v, (list, tuple)) else [v]) for axis, v in grid.items() if axis not in searched}
     settings = []

@@ -226,6 +226,8 @@ def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
          "search.axes.nope"),
         (["search=search_teacher_student_protocol", "search.axes.step.low=-1.0"], "search.axes.step.low"),  # log axis
         ([*SMOKE, "+search.pruner=median"], "search.pruner"),
+        (["search=search_width_threshold", "~search.axes.width", "+search.axes.optimizer={type:categorical,choices:[adam]}",
+          "search.kind=protocol", "++sweep.grid.width=[8]"], "search.axes.optimizer"),
     ],
 )
 def test_invalid_search_config_exits_2_naming_the_field(tmp_path, capsys, args, field):
