@@ -63,8 +63,9 @@ class Experiment:
         """Number of distinct bad critical points among ``records`` of one cell (or None)."""
         return None
 
-    def extra_aggregates(self, ran) -> dict[str, Any]:
-        """Experiment-specific report columns of one cell from its rows that ran (a DataFrame)."""
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
+        """Experiment-specific report columns of one cell from its rows that ran (a DataFrame);
+        ``confidence`` is the report's level, for intervals."""
         return {}
 
     def report_markdown(self, table: "pd.DataFrame", *, sweep: str, confidence: float) -> str:
@@ -87,7 +88,7 @@ class Experiment:
 OPTIONAL_GROUPS = ("protocol", "optimizer", "data")
 
 
-def _as_list(axis: str, value) -> list:
+def grid_axis_values(axis: str, value) -> list:
     """A grid axis value as a list (a scalar is a one-point axis); empty -> ConfigError."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
@@ -171,7 +172,7 @@ class TeacherStudent(Experiment):
             raise ConfigError("sweep.grid.k", f"required axis for {self.name} (e.g. sweep.grid.k=[6,7])")
         if "n" in grid and "n_minus_k" in grid:
             raise ConfigError("sweep.grid.n", "give either n or n_minus_k (n = k + offset), not both")
-        axes = {axis: _as_list(axis, values) for axis, values in grid.items()}
+        axes = {axis: grid_axis_values(axis, values) for axis, values in grid.items()}
         width_axis = "n" if "n" in axes else "n_minus_k"
         if width_axis == "n_minus_k":
             axes.setdefault("n_minus_k", [0])
@@ -275,7 +276,7 @@ def _kind_of(default) -> tuple[str, Any]:
     return "a string", lambda v: isinstance(v, str)
 
 
-def _check_types(path: str, values: dict, cls, rename: dict[str, str] | None = None) -> None:
+def check_types(path: str, values: dict, cls, rename: dict[str, str] | None = None) -> None:
     """Each value of ``values`` has the type of the core dataclass field it sets (else ConfigError)."""
     rename = rename or {}
     for f in fields(cls):
@@ -401,7 +402,7 @@ class WidthThreshold(Experiment):
         for axis, example in (("depth", "[2,3]"), ("activation", "[relu,tanh]"), ("n_samples", "[16]")):
             if axis not in grid:
                 raise ConfigError(f"sweep.grid.{axis}", f"required axis for {self.name} (e.g. sweep.grid.{axis}={example})")
-        axes = {axis: _as_list(axis, values) for axis, values in grid.items()}
+        axes = {axis: grid_axis_values(axis, values) for axis, values in grid.items()}
         self._check_axes(axes)
         width_axis = "width" if "width" in axes else "width_over_n"
 
@@ -433,11 +434,11 @@ class WidthThreshold(Experiment):
                               ("output_bias", "true or false", lambda v: isinstance(v, bool))):
             if key in experiment and not ok(experiment[key]):
                 raise ConfigError(f"experiment.{key}", f"must be {kind}, got {experiment[key]!r}")
-        _check_types("experiment.probes", probes, ProbeSpec)
-        _check_types("optimizer", optimizer, TrainSpec, {"optimizer": "name"})
+        check_types("experiment.probes", probes, ProbeSpec)
+        check_types("optimizer", optimizer, TrainSpec, {"optimizer": "name"})
         if "n_samples" in data:
             raise ConfigError("data.n_samples", "the number of samples is the grid axis sweep.grid.n_samples; remove it here")
-        _check_types("data", data, DataSpec)
+        check_types("data", data, DataSpec)
 
     def _check_axes(self, axes: dict[str, list]) -> None:
         def is_int(v):
@@ -510,7 +511,7 @@ class WidthThreshold(Experiment):
 
         return run_width_threshold(seeds=list(seeds), device=device, **self.core_options(params))
 
-    def extra_aggregates(self, ran) -> dict[str, Any]:
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
         iterations = ran["iterations"].dropna()
         return {
             "iterations_max": int(iterations.max()) if len(iterations) else None,

@@ -97,7 +97,7 @@ def aggregate_cell(rows: pd.DataFrame, experiment: Experiment, *, confidence: fl
         out["n_families"] = experiment.count_families(records, family_tol) if runs else None
     out["iterations_mean"] = _mean(ran["iterations"])
     out["wall_s"] = float(ran["wall_s"].sum())
-    out.update(experiment.extra_aggregates(ran))
+    out.update(experiment.extra_aggregates(ran, confidence=confidence))
     return out
 
 

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import ACTIVATIONS, Experiment, _as_list
+from ray_jobs.experiments import ACTIVATIONS, Experiment, grid_axis_values
 
 #: the paper's activations first, then the rest of the project's (display order)
 ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu", *(a for a in ACTIVATIONS if a not in ("sigmoid", "softplus", "tanh", "relu")))
@@ -171,7 +171,7 @@ class SkipNetworks(Experiment):
                 raise ConfigError(f"sweep.grid.{axis}", f"required axis for {self.name} (e.g. sweep.grid.{axis}={example})")
         if "M" in grid and "M_over_n" in grid:
             raise ConfigError("sweep.grid.M", "give either M or M_over_n (M = M_over_n x n_samples), not both")
-        axes = {axis: _as_list(axis, values) for axis, values in grid.items()}
+        axes = {axis: grid_axis_values(axis, values) for axis, values in grid.items()}
         self._check_axes(axes, ARCHITECTURES, MODES, CLASSIFICATION_SETS)
 
         names = list(axes)
@@ -300,7 +300,7 @@ class SkipNetworks(Experiment):
         return run_skip_networks(seeds=list(seeds), device=device, **self.core_options(params))
 
     # --------------------------------------------------------------------- report
-    def extra_aggregates(self, ran) -> dict[str, Any]:
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
         """Means over the runs of a cell that have the value (a diverged run has no test
         accuracy or training error, a non-finite Psi no rank): ``n_test_accuracy`` (runs
         with a test accuracy), ``mean_test_accuracy`` and ``std_test_accuracy`` (sample
@@ -325,7 +325,7 @@ class SkipNetworks(Experiment):
 
         accuracy = finite("test_accuracy")
         loose = ran[["init_psi_rank_loose", "n_samples"]].dropna() if "init_psi_rank_loose" in ran else None
-        return {
+        out = {
             "rank_rtol": float(ran["rank_rtol"].iloc[0]) if "rank_rtol" in ran and len(ran) else math.nan,  # the cell's
             "n_test_accuracy": int(len(accuracy)),
             "mean_test_accuracy": float(accuracy.mean()) if len(accuracy) else math.nan,
@@ -341,6 +341,13 @@ class SkipNetworks(Experiment):
             "frac_init_psi_full_rank_loose": float((loose["init_psi_rank_loose"] == loose["n_samples"]).mean())
             if loose is not None and len(loose) else math.nan,
         }
+        out["mean_test_accuracy_lo"], out["mean_test_accuracy_hi"] = t_interval(
+            out["mean_test_accuracy"], out["std_test_accuracy"], out["n_test_accuracy"], confidence)
+        from ray_jobs.report import wilson_interval
+
+        out["frac_init_psi_full_rank_loose_lo"], out["frac_init_psi_full_rank_loose_hi"] = wilson_interval(
+            out["n_init_psi_full_rank_loose"], out["n_init_psi_rank_known"], confidence)
+        return out
 
     def report_markdown(self, table, *, sweep, confidence) -> str:
         return skip_markdown(table, self, sweep=sweep, confidence=confidence)
@@ -402,13 +409,7 @@ def rank_tables(table, experiment: Experiment, *, confidence: float) -> dict:
     Wilson bounds at ``confidence``; the first cell when several share a position."""
     import pandas as pd
 
-    from ray_jobs.report import wilson_interval
-
-    table = table.copy()
-    bounds = [wilson_interval(int(n), int(k), confidence)
-              for n, k in zip(table["n_init_psi_full_rank_loose"], table["n_init_psi_rank_known"])]
-    table["frac_init_psi_full_rank_loose_lo"] = [lo for lo, _ in bounds]
-    table["frac_init_psi_full_rank_loose_hi"] = [hi for _, hi in bounds]
+    table = table.copy()  # (the loose-rank Wilson bounds come from extra_aggregates)
 
     ratios = sorted(table["M_over_n"].unique())
     keys = varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]

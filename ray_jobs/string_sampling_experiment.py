@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import ACTIVATIONS, Experiment, _as_list, _check_types
+from ray_jobs.experiments import ACTIVATIONS, Experiment, grid_axis_values, check_types
 
 #: the core's problems, losses, initialisations and bead placements (a test keeps them equal);
 #: listed here so that validating needs no torch import
@@ -164,7 +164,7 @@ class StringSampling(Experiment):
         for axis in grid:
             if axis not in self.axes:
                 raise ConfigError(f"sweep.grid.{axis}", f"unknown axis {axis!r} for {self.name}; allowed: {', '.join(self.axes)}")
-        axes = {axis: _as_list(axis, values) for axis, values in grid.items()}
+        axes = {axis: grid_axis_values(axis, values) for axis, values in grid.items()}
         if "threshold" not in axes:
             if experiment.get("threshold") is None:
                 raise ConfigError("sweep.grid.threshold", "required: the loss threshold L0 > 0 "
@@ -222,7 +222,7 @@ class StringSampling(Experiment):
                 if name not in train_fields:
                     allowed = ", ".join(n for n in train_fields if n != "stop_loss")
                     raise ConfigError(f"experiment.{key}.{name}", f"unknown training setting; allowed: {allowed}")
-            _check_types(f"experiment.{key}", values, TrainSpec)
+            check_types(f"experiment.{key}", values, TrainSpec)
             resolved.append(values)
         defaults = {f.name: f.default for f in fields(TrainSpec) if f.name != "stop_loss"}
         endpoint = _as_field_types({**defaults, **ENDPOINT_DEFAULTS, **resolved[0]}, TrainSpec)
@@ -237,7 +237,7 @@ class StringSampling(Experiment):
                                                                  "experiment.threshold); remove it here")
             if name not in string_fields:
                 raise ConfigError(f"experiment.string.{name}", f"unknown DSS setting; allowed: {', '.join(string_fields)}")
-        _check_types("experiment.string", string, StringSpec)
+        check_types("experiment.string", string, StringSpec)
         for name in ("spring_weight", "plane_weight"):
             if name in string and not string[name] >= 0:
                 raise ConfigError(f"experiment.string.{name}", f"must be a number >= 0, got {string[name]!r}")
@@ -324,7 +324,7 @@ class StringSampling(Experiment):
         return run_string_sampling(seeds=list(seeds), device=device, **self.core_options(params))
 
     # ------------------------------------------------------------------------- report
-    def extra_aggregates(self, ran) -> dict[str, Any]:
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
         """Over the connected pairs: normalized length (mean, median, max), beads (mean, max),
         rounds (mean); over the strung pairs that did not connect: beads and rounds (mean;
         at the budget when DSS gave up); over the strung pairs (status global): the final string's worst
