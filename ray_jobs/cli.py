@@ -66,6 +66,9 @@ overrides (Hydra syntax), for example:
   sweep.grid.M_over_n=[0.5,1,2]  skip_networks axes: width, depth, activation, n_samples, M or M_over_n,
                              architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)
   experiment.sgd.lr=0.01  experiment.M=64   skip_networks settings (conf/experiment/skip_networks.yaml)
+  sweep.grid.threshold=[0.1,0.01]   string_sampling axes: threshold (required), problem, width, depth,
+                             activation, n_train
+  experiment.string.max_rounds=10  experiment.endpoint_training.lr=0.001  experiment.keep_string=true
   search.trials=20  search.target=0.99  search.sampler=grid   a search's settings (search=<name>)
   optimizer=adam data=digits  width_threshold: optimizer and data set (groups above)
   optimizer.max_iterations=5000  data.input_dim=4  experiment.probes.ntk_rank=true
@@ -89,7 +92,8 @@ each status with its Wilson interval, the mean objective and smallest Hessian ei
 of spurious runs, the number of families (teacher_student), the fraction with a full-rank
 last hidden layer and the width-threshold tables (width_threshold), the fraction with a
 full-rank Psi against M / N or zero training error and test accuracy with intervals
-(skip_networks), and the published
+(skip_networks), the connected fraction and normalized length against L0 and width
+(string_sampling), and the published
 values when the sweep names a reference. Writes <results_dir>/<sweep>/report/table.md,
 table.csv and the figure, and prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
 
