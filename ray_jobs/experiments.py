@@ -51,9 +51,30 @@ class Experiment:
     #: table axes the default markdown shows only when they vary between the table's cells
     optional_table_axes: tuple[str, ...] = ()
 
+    #: keys allowed in the experiment group (None: the experiment checks them itself)
+    experiment_keys: tuple[str, ...] | None = None
+
     def cells(self, cfg) -> list[dict[str, Any]]:
         """One fully resolved parameter dict per grid cell; raises :class:`ConfigError`."""
         raise NotImplementedError
+
+    def read_config(self, cfg) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
+        """The experiment group and the sweep grid as plain dicts, and the sorted
+        fault-injection seeds (``experiment.fail_on_seeds``); unknown experiment keys (when
+        :attr:`experiment_keys` is set) and non-integer seeds raise :class:`ConfigError`."""
+        from omegaconf import OmegaConf
+
+        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
+        grid = cfg.sweep.get("grid")
+        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
+        if self.experiment_keys is not None:
+            for key in experiment:
+                if key not in self.experiment_keys:
+                    raise ConfigError(f"experiment.{key}", f"unknown key for {self.name}; allowed: {', '.join(self.experiment_keys)}")
+        fail_on_seeds = experiment.get("fail_on_seeds") or []
+        if not isinstance(fail_on_seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in fail_on_seeds):
+            raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
+        return experiment, grid, sorted(fail_on_seeds)
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
         """Run ``seeds`` of the cell ``params`` as one batch; one record per seed, in order."""
@@ -148,19 +169,14 @@ class TeacherStudent(Experiment):
     def cells(self, cfg) -> list[dict[str, Any]]:
         from omegaconf import OmegaConf
 
-        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
+        experiment, grid, fail_on_seeds = self.read_config(cfg)
         protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
-        grid = cfg.sweep.get("grid")
-        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
         activation = experiment.get("activation", "relu")
         if activation not in self.activations:
             raise ConfigError(
                 "experiment.activation",
                 f"unknown activation {activation!r} for {self.name}; allowed: {', '.join(self.activations)}",
             )
-        fail_on_seeds = experiment.get("fail_on_seeds") or []
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in fail_on_seeds):
-            raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
         if not grid:
             raise ConfigError("sweep.grid", f"empty grid; give at least the axis k, allowed axes: {', '.join(self.axes)}")
         for axis in grid:
@@ -366,20 +382,12 @@ class WidthThreshold(Experiment):
     def cells(self, cfg) -> list[dict[str, Any]]:
         from omegaconf import OmegaConf
 
-        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
+        experiment, grid, fail_on_seeds = self.read_config(cfg)
         optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
         data = OmegaConf.to_container(cfg.data, resolve=True)
-        grid = cfg.sweep.get("grid")
-        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
-        for key in experiment:
-            if key not in self.experiment_keys:
-                raise ConfigError(f"experiment.{key}", f"unknown key for {self.name}; allowed: {', '.join(self.experiment_keys)}")
         probes = experiment.get("probes") or {}
         if not isinstance(probes, dict):
             raise ConfigError("experiment.probes", f"must be a mapping of probe settings, got {probes!r}")
-        fail_on_seeds = experiment.get("fail_on_seeds") or []
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in fail_on_seeds):
-            raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
         from ray_jobs.config import available_options
 
         for group, values in (("optimizer", optimizer), ("data", data)):

@@ -133,17 +133,10 @@ class SkipNetworks(Experiment):
 
     # ------------------------------------------------------------------ validation
     def cells(self, cfg) -> list[dict[str, Any]]:
-        from omegaconf import OmegaConf
-
         from landscape_core.skip_networks import ARCHITECTURES, MODES
         from landscape_core.data import CLASSIFICATION_SETS
 
-        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
-        grid = cfg.sweep.get("grid")
-        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
-        for key in experiment:
-            if key not in self.experiment_keys:
-                raise ConfigError(f"experiment.{key}", f"unknown key for {self.name}; allowed: {', '.join(self.experiment_keys)}")
+        experiment, grid, fail_on_seeds = self.read_config(cfg)
         data = experiment.get("data") or {}
         if not isinstance(data, dict):
             raise ConfigError("experiment.data", f"must be a mapping of data settings ({', '.join(self.data_keys)}), got {data!r}")
@@ -156,9 +149,6 @@ class SkipNetworks(Experiment):
         skip_layers = experiment.get("skip_layers")
         if skip_layers is not None and not isinstance(skip_layers, list):
             raise ConfigError("experiment.skip_layers", f"must be a list of hidden layers (1-based) or null = all, got {skip_layers!r}")
-        fail_on_seeds = experiment.get("fail_on_seeds") or []
-        if not isinstance(fail_on_seeds, list) or not all(_is_int(s) for s in fail_on_seeds):
-            raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
 
         if not grid:
             raise ConfigError("sweep.grid", f"empty grid; give at least width, depth, activation, n_samples; "

@@ -144,17 +144,7 @@ class StringSampling(Experiment):
 
     # ------------------------------------------------------------------------- config
     def cells(self, cfg) -> list[dict[str, Any]]:
-        from omegaconf import OmegaConf
-
-        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
-        grid = cfg.sweep.get("grid")
-        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
-        for key in experiment:
-            if key not in self.experiment_keys:
-                raise ConfigError(f"experiment.{key}", f"unknown key for {self.name}; allowed: {', '.join(self.experiment_keys)}")
-        fail_on_seeds = experiment.get("fail_on_seeds") or []
-        if not isinstance(fail_on_seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in fail_on_seeds):
-            raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
+        experiment, grid, fail_on_seeds = self.read_config(cfg)
         endpoint, bead, string = self._training_and_string(experiment)
         settings = self._settings(experiment)
 
