@@ -97,8 +97,8 @@ class SearchAxis:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             raise ConfigError(f"search.axes.{self.name}.step", "the grid sampler needs a step for a float axis")
-        count = int(round((self.high - self.low) / self.step)) + 1
-        return [self.low + i * self.step for i in range(count)]
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # never past high
+        return [round(self.low + i * self.step, 12) for i in range(count)]  # no accumulated float noise
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,32 @@ class SearchSpec:
                     raise ConfigError(f"search.axes.{axis_name}.low", f"need numbers low <= high, got {low!r}, {high!r}")
                 if a.get("log") and low <= 0:
                     raise ConfigError(f"search.axes.{axis_name}.low", "a log axis needs low > 0")
+                step = a.get("step")
+                if step is not None:
+                    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+                        raise ConfigError(f"search.axes.{axis_name}.step", f"must be a number > 0 (or null), got {step!r}")
+                    if t == "int" and not float(step).is_integer():
+                        raise ConfigError(f"search.axes.{axis_name}.step", f"an int axis needs an integer step, got {step!r}")
+                    if a.get("log"):
+                        raise ConfigError(f"search.axes.{axis_name}.step", "a log axis takes no step (Optuna samples it continuously)")
+                if t == "int" and not (float(low).is_integer() and float(high).is_integer()):
+                    raise ConfigError(f"search.axes.{axis_name}.low", f"an int axis needs integer ends, got {low!r}, {high!r}")
             axes.append(SearchAxis(axis_name, t, a.get("low"), a.get("high"), a.get("step"), bool(a.get("log", False)),
                                    tuple(a.get("choices") or ())))
         if kind == "threshold" and (len(axes) != 1 or axes[0].type != "int"):
             raise ConfigError("search.axes", "a threshold search has exactly one integer axis (e.g. width)")
+        for key in ("target", "confidence"):
+            value = raw.get(key, 0.99)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"search.{key}", f"must be a number, got {value!r}")
+        for key in ("success_statuses", "failure_statuses"):
+            value = raw.get(key, ["x"])
+            if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"search.{key}", f"must be a non-empty list of statuses, got {value!r}")
+        for key in ("sampler_seed", "seed_start"):
+            value = raw.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"search.{key}", f"must be an integer >= 0, got {value!r}")
         spec = SearchSpec(
             name=name, kind=kind, axes=tuple(axes), fixed=dict(raw.get("fixed") or {}),
             target=float(raw.get("target", 0.99)),
@@ -190,7 +212,20 @@ class SearchSpec:
             raise ConfigError("search.confidence", f"must be in (0, 1), got {spec.confidence!r}")
         if spec.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", f"{spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if spec.total_runs < spec.max_stages * spec.seeds_per_stage:
+            raise ConfigError("search.total_runs", f"must allow one whole trial (max_stages x seeds_per_stage = "
+                                                   f"{spec.max_stages * spec.seeds_per_stage}), got {spec.total_runs}")
+        if spec.sampler == "grid":
+            spec.grid_points()  # a float axis without a step has no grid: ConfigError naming it
         return spec
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide a trial's runs and verdict (not the budget, sampler or
+        concurrency): two specs with the same identity may share a study's finished trials."""
+        return {"kind": self.kind, "axes": [a.__dict__ for a in self.axes], "fixed": self.fixed, "target": self.target,
+                "success_statuses": list(self.success_statuses), "failure_statuses": list(self.failure_statuses),
+                "confidence": self.confidence, "seeds_per_stage": self.seeds_per_stage, "max_stages": self.max_stages,
+                "seed_start": self.seed_start}
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         if self.sampler == "tpe":
@@ -289,11 +324,13 @@ def run_search(
     storage_path: Path,
     on_records=None,
     on_trial=None,
+    retry_errors: bool = False,
 ) -> SearchOutcome:
     """Run (or resume) the search ``spec``; the study is stored in the journal ``storage_path``.
 
     ``on_records(request, records)`` is called for every finished request (to store rows),
-    ``on_trial(summary)`` for every finished trial (to log it). Seeds of trial t, stage s
+    ``on_trial(summary)`` for every finished trial (to log it). With ``retry_errors``,
+    trials whose runs all errored in an earlier invocation are not taken as decided. Seeds of trial t, stage s
     are ``seed_start + s * seeds_per_stage + [0, seeds_per_stage)``: the same seeds for
     every trial (common random numbers across the searched values).
     """
@@ -322,8 +359,10 @@ def run_search(
 
     def refresh() -> None:
         """Add trials finished since the last look (by this driver or another one sharing the study)."""
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if t.number not in known and "summary" in t.user_attrs:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+            if t.state == optuna.trial.TrialState.FAIL and retry_errors:
+                continue  # its values may be asked again (the evaluator reruns units with error rows)
+            if t.number not in known and "summary" in t.user_attrs:  # (a FAIL with a summary = every run errored)
                 known.add(t.number)
                 summaries.append(dict(t.user_attrs["summary"], number=t.number))
 
@@ -336,7 +375,7 @@ def run_search(
 
     def budget_left() -> bool:
         committed = sum((spec.max_stages - s.stage) * spec.seeds_per_stage for s in in_flight.values())
-        return runs_spent + committed + spec.seeds_per_stage <= spec.total_runs
+        return runs_spent + committed + spec.max_stages * spec.seeds_per_stage <= spec.total_runs  # a whole new trial
 
     def submit_stage(state: TrialState) -> None:
         lo = spec.seed_start + state.stage * spec.seeds_per_stage
@@ -356,10 +395,11 @@ def run_search(
         """Threshold search: axis values still able to change the answer (between the largest
         value decided infeasible below the smallest feasible one, and that one), not in flight."""
         axis = spec.axes[0]
-        decided = {s["params"][axis.name]: s["decision"].startswith("feasible") for s in summaries if "repeat_of" not in s}
-        feasible = [v for v, ok in decided.items() if ok]
+        decided = {s["params"][axis.name]: s["decision"] for s in summaries if "repeat_of" not in s}
+        feasible = [v for v, d in decided.items() if d.startswith("feasible")]
         top = min(feasible) if feasible else axis.high + 1
-        bottom = max((v for v, ok in decided.items() if not ok and v < top), default=axis.low - 1)
+        bottom = max((v for v, d in decided.items() if d.startswith("infeasible") and v < top), default=axis.low - 1)
+        # (a value whose runs all errored is not open either: asking again would fail again; see _outcome)
         flying = {params[axis.name] for params in flying_params(exclude)}
         return [v for v in axis.grid_values() if bottom < v < top and v not in decided and v not in flying]
 
@@ -378,7 +418,7 @@ def run_search(
             flying = next((p for p in flying_params(exclude=trial.number) if p == params), None)
             outside = bisect and done is None and flying is None and params[spec.axes[0].name] not in open_threshold_values(trial.number)
             if done is not None or flying is not None or outside:
-                if done is not None:  # values already decided: the same answer, no runs
+                if done is not None and done["decision"] != "error":  # values already decided: the same answer, no runs
                     summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
                                "decision": f"repeat of trial {done['number']}"}
                     trial.set_user_attr("summary", summary)
@@ -389,7 +429,8 @@ def run_search(
                         on_trial(summary)
                 else:  # values of a trial in flight (never evaluated twice), or outside the open
                     # bracket of a threshold search (cannot change its answer): dropped, pruned
-                    trial.set_user_attr("skipped", "in flight" if flying is not None else "outside the open bracket")
+                    reason = ("errored" if done is not None else "in flight" if flying is not None else "outside the open bracket")
+                    trial.set_user_attr("skipped", reason)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 if bisect:  # the sampler repeats itself: the next trial bisects the open bracket
                     values = open_threshold_values(trial.number)
@@ -409,7 +450,7 @@ def run_search(
             if hi < spec.target:
                 return "infeasible"
         else:
-            best_hi = min((s["interval"][1] for s in summaries), default=None)
+            best_hi = min((s["interval"][1] for s in summaries if s["decision"] != "error"), default=None)
             if best_hi is not None and lo > best_hi:
                 return "worse"
         if state.stage >= spec.max_stages:
@@ -438,6 +479,8 @@ def run_search(
                            "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
                 state.trial.set_user_attr("summary", summary)
                 study.tell(state.trial, state=optuna.trial.TrialState.FAIL)
+                summaries.append(summary)  # in the outcome and trials table; never asked again (rerun: retry_errors)
+                known.add(state.number)
                 del in_flight[state.number]
                 if on_trial is not None:
                     on_trial(summary)
@@ -471,23 +514,33 @@ def run_search(
 
 
 def _outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> SearchOutcome:
+    errored = sorted({tuple(s["params"].items()) for s in summaries if s["decision"] == "error"})
+    decided = [s for s in summaries if s["decision"] != "error"]
+    if summaries and not decided:
+        return SearchOutcome(spec.name, summaries, runs_spent, None, False,
+                             f"every trial failed ({len(summaries)} trials; their error rows are recorded; "
+                             "rerun with retry_errors=true)")
     if spec.kind == "threshold":
         axis = spec.axes[0].name
-        feasible = sorted((s for s in summaries if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
-        infeasible = [s["params"][axis] for s in summaries if s["decision"].startswith("infeasible")]
+        feasible = sorted((s for s in decided if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
+        infeasible = [s["params"][axis] for s in decided if s["decision"].startswith("infeasible")]
         if not feasible:
             return SearchOutcome(spec.name, summaries, runs_spent, None, False,
                                  f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] reached "
                                  f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs")
         best = feasible[0]
         below = max((v for v in infeasible if v < best["params"][axis]), default=None)
+        undecided = sorted(dict(p)[axis] for p in errored if (below is None or dict(p)[axis] > below)
+                           and dict(p)[axis] < best["params"][axis])
+        note = f"; undecided, every run failed: {axis} = {undecided}" if undecided else ""
         return SearchOutcome(spec.name, summaries, runs_spent,
-                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below}, True,
-                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}), "
+                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below,
+                              "undecided_below": undecided}, True,
+                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}{note}), "
                              f"{runs_spent} runs")
-    if not summaries:
+    if not decided:
         return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
-    best = min(summaries, key=lambda s: (s["fraction"], -s["runs"]))
+    best = min(decided, key=lambda s: (s["fraction"], -s["runs"]))
     values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
     lo, hi = best["interval"]
     return SearchOutcome(spec.name, summaries, runs_spent, best, True,

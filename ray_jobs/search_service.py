@@ -48,7 +48,7 @@ from rich.markup import escape
 from ray_jobs.config import to_yaml
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments import Experiment
-from ray_jobs.plan import Cell, WorkUnit, canonical_json, make_cell, make_unit
+from ray_jobs.plan import Cell, WorkUnit, canonical_json, make_cell, make_unit, stable_hash
 from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report
 from ray_jobs.search import EvalRequest, SearchOutcome, SearchSpec, run_search
@@ -175,25 +175,33 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
                                                      f"(e.g. {name}.lr), one search per group option")
     grid = OmegaConf.to_container(cfg.sweep.grid, resolve=True) or {}
     fixed_axes = {axis: (list(v) if isinstance(v, (list, tuple)) else [v]) for axis, v in grid.items() if axis not in searched}
+    cells = TrialCells(cfg, experiment, searched)
     settings = []
     for point in itertools.product(*fixed_axes.values()):
         values = dict(zip(fixed_axes, point))
+        # every end of every searched range (every choice of a categorical axis), the other
+        # axes at their first value, must make a valid cell
+        first = {a.name: (a.choices[0] if a.type == "categorical" else _axis_value(a, a.low)) for a in spec.axes}
+        for axis in spec.axes:
+            for value in (axis.choices if axis.type == "categorical" else (axis.low, axis.high)):
+                cells.cell_for({**values, **first, axis.name: _axis_value(axis, value)})
+        # The study's name carries a hash of what decides its trials (the search's target,
+        # statuses, confidence, stages, seeds, ranges, and the cell's science config), so a
+        # search run again with other such settings starts a new study in the same journal
+        # instead of reusing verdicts to another question; units are still shared by id.
+        identity = stable_hash({"search": {**spec.identity(), "fixed": values},
+                                "cell": cells.cell_for({**values, **first}).params}, 8)
         suffix = ",".join(f"{k}={v}" for k, v in values.items())
-        settings.append(Setting(values, f"{cfg.sweep.name}[{suffix}]" if suffix else str(cfg.sweep.name)))
-    cells = TrialCells(cfg, experiment, searched)
-    for setting in settings:  # the searched range's corners must make valid cells
-        corners = [{axis.name: (list(axis.choices) if axis.type == "categorical" else [axis.low, axis.high])[i]
-                    for axis in spec.axes} for i in (0, -1)]
-        for corner in corners:
-            cells.cell_for({**setting.values, **{k: (int(v) if _int_axis(spec, k) else v) for k, v in corner.items()}})
+        settings.append(Setting(values, f"{cfg.sweep.name}[{suffix}]#{identity}" if suffix else f"{cfg.sweep.name}#{identity}"))
     return SearchPlan(str(cfg.sweep.name), experiment, spec, settings, cells)
 
 
 _MISSING = object()
 
 
-def _int_axis(spec: SearchSpec, name: str) -> bool:
-    return any(axis.name == name and axis.type == "int" for axis in spec.axes)
+def _axis_value(axis, value):
+    """A range end as the axis' type (int ends of an int axis)."""
+    return int(value) if axis.type == "int" else value
 
 
 # ------------------------------------------------------------------------- evaluator
@@ -205,7 +213,7 @@ class RayUnitEvaluator:
     """
 
     def __init__(self, *, plan: SearchPlan, setting: Setting, store: ResultsStore, resources, version: str,
-                 console: Console):
+                 console: Console, retry_errors: bool = False):
         from ray_jobs.schedule import unit_submitter
 
         self.plan, self.setting, self.store, self.version, self.console = plan, setting, store, version, console
@@ -214,6 +222,7 @@ class RayUnitEvaluator:
         self.waiting: dict[str, list[EvalRequest]] = {}  # unit_id -> requests waiting for it
         self.ready: deque[tuple[EvalRequest, list[dict]]] = deque()
         self.runs_computed = self.runs_read = self.units_failed = 0
+        self.retry_errors = retry_errors
 
     def submit(self, request: EvalRequest) -> None:
         unit = make_unit(self.plan.cells.cell_for(request.params), request.seed_lo, request.seed_hi)
@@ -223,9 +232,10 @@ class RayUnitEvaluator:
         path = self.store.fragment_path(unit.unit_id)
         if path.exists():
             rows = pq.read_table(path).to_pylist()
-            self.runs_read += len(rows)
-            self.ready.append((request, rows))
-            return
+            if not (self.retry_errors and any(row["status"] == "error" for row in rows)):  # else: run it again
+                self.runs_read += len(rows)
+                self.ready.append((request, rows))
+                return
         self.waiting[unit.unit_id] = [request]
         self.pending[self.submit_unit(unit)] = unit
 
@@ -345,7 +355,7 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
             for setting in plan.settings:
                 console.print(f"[bold]study {escape(setting.study)}[/]")
                 evaluator = RayUnitEvaluator(plan=plan, setting=setting, store=store, resources=cfg.resources,
-                                             version=version, console=console)
+                                             version=version, console=console, retry_errors=bool(cfg.retry_errors))
 
                 def on_trial(summary: dict, setting=setting) -> None:
                     console.print("  " + escape(_trial_line(summary)))
@@ -360,7 +370,8 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
                                                            "decision": summary["decision"]}, kind="trial")
 
                 try:
-                    outcome = run_search(plan.spec_for(setting), evaluator, storage_path=journal, on_trial=on_trial)
+                    outcome = run_search(plan.spec_for(setting), evaluator, storage_path=journal, on_trial=on_trial,
+                                         retry_errors=bool(cfg.retry_errors))
                 finally:
                     evaluator.cancel()
                 console.print(f"  -> {escape(outcome.message)} ({evaluator.runs_computed} runs computed now, "

@@ -331,8 +331,9 @@ class SkipNetworks(Experiment):
             "frac_init_psi_full_rank_loose": float((loose["init_psi_rank_loose"] == loose["n_samples"]).mean())
             if loose is not None and len(loose) else math.nan,
         }
-        out["mean_test_accuracy_lo"], out["mean_test_accuracy_hi"] = t_interval(
-            out["mean_test_accuracy"], out["std_test_accuracy"], out["n_test_accuracy"], confidence)
+        lo, hi = t_interval(out["mean_test_accuracy"], out["std_test_accuracy"], out["n_test_accuracy"], confidence)
+        # an accuracy lies in [0, 1]: the t bounds are clipped there (NaN when fewer than 2 runs)
+        out["mean_test_accuracy_lo"], out["mean_test_accuracy_hi"] = (max(0.0, lo), min(1.0, hi)) if not _is_nan(lo) else (lo, hi)
         from ray_jobs.report import wilson_interval
 
         out["frac_init_psi_full_rank_loose_lo"], out["frac_init_psi_full_rank_loose_hi"] = wilson_interval(
@@ -428,8 +429,7 @@ def trainability_table(table, experiment: Experiment, *, confidence: float):
     axes = varying_axes(table, experiment) or ["activation"]
     rows = []
     for row in table.to_dict("records"):
-        lo, hi = t_interval(row["mean_test_accuracy"], row["std_test_accuracy"], row["n_test_accuracy"], confidence)
-        lo, hi = (max(0.0, lo), min(1.0, hi)) if not _is_nan(lo) else (lo, hi)  # an accuracy lies in [0, 1]
+        lo, hi = row["mean_test_accuracy_lo"], row["mean_test_accuracy_hi"]  # (extra_aggregates, clipped to [0, 1])
         rows.append({
             "cell_id": row["cell_id"], **{axis: row[axis] for axis in axes}, "runs": row["runs"], "errors": row["errors"],
             **{f"frac_zero_train_error{s}": row[f"frac_zero_train_error{s}"] for s in ("", "_lo", "_hi")},

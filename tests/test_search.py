@@ -183,3 +183,61 @@ def test_every_sampler_finds_the_threshold(tmp_path, sampler):
     outcome = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "j.log")
     assert outcome.best["threshold"] == TRUE_THRESHOLD
     assert outcome.runs_spent <= (32 - 4 + 1) * spec.seeds_per_stage * spec.max_stages
+
+
+def test_a_value_whose_runs_all_fail_is_reported_undecided_and_not_asked_again(tmp_path):
+    calls: list = []
+
+    def failing_at_11(params, seeds):
+        calls.append(params["width"])
+        if params["width"] == TRUE_THRESHOLD - 1:
+            return [{"seed": s, "status": "error"} for s in seeds]
+        return stub_experiment(params, seeds)
+
+    spec = _spec(name="errors", trials=30)
+    outcome = run_search(spec, InProcessEvaluator(failing_at_11), storage_path=tmp_path / "j.log")
+    assert calls.count(TRUE_THRESHOLD - 1) == 1  # a failed value is not bisected again and again
+    assert outcome.best["threshold"] == TRUE_THRESHOLD and outcome.best["undecided_below"] == [TRUE_THRESHOLD - 1]
+    assert "undecided, every run failed: width = [11]" in outcome.message
+    assert any(t["decision"] == "error" for t in outcome.trials)  # error trials stay in the outcome (trials table)
+    # a later invocation with retry_errors asks for that value again
+    again = run_search(spec, InProcessEvaluator(stub_experiment), storage_path=tmp_path / "j.log", retry_errors=True)
+    assert again.best["largest_infeasible_below"] == TRUE_THRESHOLD - 1 and not again.best["undecided_below"]
+
+
+def test_every_trial_failing_is_a_result(tmp_path):
+    spec = _spec(name="all_fail", trials=3, parallel_trials=1, sampler="random")
+    outcome = run_search(spec, InProcessEvaluator(lambda p, seeds: [{"seed": s, "status": "error"} for s in seeds]),
+                         storage_path=tmp_path / "j.log")
+    assert not outcome.reached and outcome.message.startswith("every trial failed")
+
+
+def test_total_runs_is_never_exceeded(tmp_path):
+    spec = SearchSpec.from_dict(dict(name="budget", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+                                     trials=10, seeds_per_stage=25, max_stages=4, total_runs=125, parallel_trials=2))
+    coin = lambda p, seeds: [{"seed": s, "status": "spurious" if s % 2 else "global"} for s in seeds]  # undecided
+    outcome = run_search(spec, InProcessEvaluator(coin), storage_path=tmp_path / "j.log")
+    assert 0 < outcome.runs_spent <= 125
+
+
+def test_grid_of_a_float_axis_stays_in_range_without_float_noise():
+    spec = SearchSpec.from_dict(dict(name="g", kind="protocol", sampler="grid",
+                                     axes={"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0.35}}))
+    assert [p["step"] for p in spec.grid_points()] == [0.1, 0.45, 0.8]
+
+
+@pytest.mark.parametrize(
+    "axes,over,field",
+    [({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0}}, {}, "search.axes.step.step"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": "a"}}, {}, "search.axes.step.step"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}}, {}, "search.axes.step.step"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"sampler": "grid"}, "search.axes.step.step"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"target": "x"}, "search.target"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"failure_statuses": "spurious"}, "search.failure_statuses"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"total_runs": 50}, "search.total_runs"),
+     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"seed_start": -1}, "search.seed_start")],
+)
+def test_invalid_axis_and_budget_settings_name_the_field(axes, over, field):
+    with pytest.raises(ConfigError) as err:
+        SearchSpec.from_dict(dict(name="bad", kind="protocol", axes=axes, seeds_per_stage=25, max_stages=4, **over))
+    assert err.value.field == field

@@ -193,7 +193,8 @@ def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
     assert before
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "search_smoke" / JOURNAL)))
-    running = [t for t in optuna.load_study(study_name="search_smoke[k=3]", storage=storage).trials
+    study = plan_search(compose(*SLOW, f"results_dir={tmp_path}")).settings[0].study
+    running = [t for t in optuna.load_study(study_name=study, storage=storage).trials
                if t.state == optuna.trial.TrialState.RUNNING]
     assert running  # the killed driver left its trials in flight
 
@@ -203,7 +204,7 @@ def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
     rows = read_rows(tmp_path)
     assert not rows.duplicated(["cell_id", "seed"]).any()
     assert len(rows) == sum(n for _, n in before.values()) + resumed.studies[0].runs_computed
-    trials = optuna.load_study(study_name="search_smoke[k=3]", storage=storage).trials
+    trials = optuna.load_study(study_name=study, storage=storage).trials
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert {tuple(t.params.items()) for t in failed} == {tuple(t.params.items()) for t in running}
@@ -236,3 +237,24 @@ def test_invalid_search_config_exits_2_naming_the_field(tmp_path, capsys, args, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"landscape-sweep: error: {field}:"), err
     assert not results.exists()
+
+
+def test_a_new_question_gets_a_new_study_and_a_new_budget_does_not():
+    base = plan_search(compose(*SMOKE)).settings
+    for change in ("search.target=0.5", "search.confidence=0.5", "search.seeds_per_stage=4", "search.axes.n_minus_k.high=2",
+                   "protocol.max_iterations=10000", "+search.success_statuses=[global,saddle]"):
+        other = plan_search(compose(*SMOKE, change)).settings
+        assert [s.study for s in other] != [s.study for s in base], change
+    for same in ("search.trials=9", "search.total_runs=400", "search.parallel_trials=1", "search.sampler=random",
+                 "resources.chunk_size=3", "tracking=none"):
+        assert [s.study for s in plan_search(compose(*SMOKE, same)).settings] == [s.study for s in base], same
+
+
+def test_every_categorical_choice_is_validated_before_anything_runs(tmp_path, capsys):
+    results = tmp_path / "r"
+    code = sweep_main(["search=search_width_threshold", "~search.axes.width", "search.kind=protocol", "++sweep.grid.width=[8]",
+                       "~sweep.grid.activation", "+search.axes.activation={type:categorical,choices:[relu,nope,tanh]}",
+                       f"results_dir={results}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1 and err[0].startswith("landscape-sweep: error: search.axes.activation:"), err
+    assert "'nope'" in err[0] and not results.exists()

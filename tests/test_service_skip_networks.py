@@ -282,10 +282,12 @@ def test_trainability_layout_from_a_table():
     table = pd.DataFrame([
         {**base, "cell_id": "a", "architecture": "plain", "mode": "sgd", "runs": 10, "frac_zero_train_error": 0.0,
          "frac_zero_train_error_lo": 0.0, "frac_zero_train_error_hi": 0.4, "n_test_accuracy": 10,
-         "mean_test_accuracy": 0.1, "std_test_accuracy": 0.01},
+         "mean_test_accuracy": 0.1, "std_test_accuracy": 0.01, "mean_test_accuracy_lo": t_interval(0.1, 0.01, 10, 0.95)[0],
+         "mean_test_accuracy_hi": t_interval(0.1, 0.01, 10, 0.95)[1]},
         {**base, "cell_id": "b", "architecture": "skip", "mode": "rand", "runs": 10, "frac_zero_train_error": 1.0,
          "frac_zero_train_error_lo": 0.6, "frac_zero_train_error_hi": 1.0, "n_test_accuracy": 1,
-         "mean_test_accuracy": 0.9, "std_test_accuracy": math.nan},
+         "mean_test_accuracy": 0.9, "std_test_accuracy": math.nan, "mean_test_accuracy_lo": math.nan,
+         "mean_test_accuracy_hi": math.nan},
     ])
     markdown = skip_markdown(table, experiment, sweep="t", confidence=0.95)
     assert "Fixed: data = digits, activation = sigmoid, depth = 9, width = 30, n_samples = 200, M_over_n = 1, M = 200." in markdown
