@@ -58,3 +58,17 @@ def run_cli(args: list[str], *, env: dict | None = None, timeout: float = 300, m
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(args: list[str], field_message: str, allowed: str, tmp_path: Path, capsys) -> None:
+    """``landscape-sweep args results_dir=<tmp_path>/results`` exits 2 with one error line
+    holding ``field_message`` (``field: message``) and ``allowed``, and writes nothing."""
+    from ray_jobs.cli import EXIT_USAGE, sweep_main
+
+    code = sweep_main([*args, f"results_dir={tmp_path / 'results'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("landscape-sweep: error: ")
+    assert field_message in err and allowed in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest, t as student_t
 
-from ray_jobs.cli import EXIT_USAGE, sweep_main
 from ray_jobs.config import compose_config
 from ray_jobs.driver import run_sweep
 from ray_jobs.experiments import ACTIVATIONS, get_experiment
@@ -26,6 +25,7 @@ from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.skip_networks_experiment import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown, t_interval
 from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES
 from tests.test_service_width_threshold import plan_for, run_first_cell
+from tests.conftest import assert_usage_error
 
 SMOKE = ["sweep=skip_smoke"]
 #: the smoke sweep: N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, one unit per cell
@@ -134,14 +134,7 @@ INVALID = {
 
 @pytest.mark.parametrize("args,field_message,allowed", INVALID.values(), ids=list(INVALID))
 def test_invalid_skip_config_exits_2_naming_the_field(tmp_path, capsys, args, field_message, allowed):
-    results = tmp_path / "results"
-    code = sweep_main([*args, f"results_dir={results}"])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_USAGE
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("landscape-sweep: error: ")
-    assert field_message in err and allowed in err, err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(args, field_message, allowed, tmp_path, capsys)
 
 
 # -------------------------------------------------------------------------- end to end

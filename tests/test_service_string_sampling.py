@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from ray_jobs.cli import EXIT_USAGE, sweep_main
 from ray_jobs.config import compose_config
 from ray_jobs.driver import run_sweep
 from ray_jobs.experiments import get_experiment
@@ -40,6 +39,7 @@ from ray_jobs.string_sampling_experiment import (
     string_projection,
 )
 from tests.test_service_width_threshold import plan_for, run_first_cell
+from tests.conftest import assert_usage_error
 
 SMOKE = ["sweep=dss_smoke"]
 #: the smoke sweep: L0 = 0.1, 0.05 x width 4, 8; 2 pairs per cell, one pair per unit
@@ -196,14 +196,7 @@ def test_ids_depend_on_the_science_only():
     ],
 )
 def test_invalid_config_exits_2_naming_the_field(args, field_message, allowed, tmp_path, capsys):
-    results = tmp_path / "results"
-    code = sweep_main([*args, f"results_dir={results}"])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_USAGE
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("landscape-sweep: error: ")
-    assert field_message in err and allowed in err, err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(args, field_message, allowed, tmp_path, capsys)
 
 
 def test_string_projection_keeps_distances_in_the_top_directions():

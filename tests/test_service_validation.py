@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ray_jobs.cli import EXIT_USAGE, sweep_main
-from tests.conftest import TINY_SWEEP, run_cli
+from tests.conftest import TINY_SWEEP, run_cli, assert_usage_error
 
 CASES = {
     "missing sweep": ([], "sweep: required", "safran_shamir_table1"),
@@ -36,14 +36,7 @@ CASES = {
 
 @pytest.mark.parametrize("args,field_message,allowed", CASES.values(), ids=list(CASES))
 def test_invalid_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, args, field_message, allowed):
-    results = tmp_path / "results"
-    code = sweep_main([*args, f"results_dir={results}"])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_USAGE
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("landscape-sweep: error: ")
-    assert field_message in err and allowed in err, err
-    assert not results.exists()
+    assert_usage_error(args, field_message, allowed, tmp_path, capsys)
     assert list(tmp_path.iterdir()) == []
 
 

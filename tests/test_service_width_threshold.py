@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from ray_jobs.cli import EXIT_USAGE, sweep_main
 from ray_jobs.config import available_options, compose_config
 from ray_jobs.driver import run_sweep
 from ray_jobs.experiments import ACTIVATIONS, get_experiment
@@ -24,6 +23,7 @@ from ray_jobs.plan import plan_sweep
 from ray_jobs.report import TABLE_CSV, TABLE_MD, THRESHOLD_CSVS, THRESHOLD_PNG
 from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES, row_schema
 from ray_jobs.validate import validate
+from tests.conftest import assert_usage_error
 
 SMOKE = ["sweep=width_threshold_smoke"]
 #: the smoke sweep: n = 6; width / n = 0.5, 1, 2; depth 2; tanh and relu; 4 seeds, chunks of 2
@@ -161,14 +161,7 @@ INVALID = {
 
 @pytest.mark.parametrize("args,field_message,allowed", INVALID.values(), ids=list(INVALID))
 def test_invalid_width_threshold_config_exits_2_naming_the_field(tmp_path, capsys, args, field_message, allowed):
-    results = tmp_path / "results"
-    code = sweep_main([*args, f"results_dir={results}"])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_USAGE
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("landscape-sweep: error: ")
-    assert field_message in err and allowed in err, err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(args, field_message, allowed, tmp_path, capsys)
 
 
 # -------------------------------------------------------------------------- end to end
