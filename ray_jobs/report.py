@@ -184,14 +184,31 @@ def to_markdown(table: pd.DataFrame, experiment: Experiment, *, sweep: str, conf
     return "\n".join(lines) + "\n"
 
 
-def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confidence: float) -> Path | None:
-    """Spurious fraction vs k, one series per n - k (n = k, n = k + 1, ...), with intervals."""
-    if table.empty or not {"k", "n"} <= set(table.columns):
-        return None
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (reports are files, never windows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, *, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (parent directories created), close it, return ``path``."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confidence: float) -> Path | None:
+    """Spurious fraction vs k, one series per n - k (n = k, n = k + 1, ...), with intervals."""
+    if table.empty or not {"k", "n"} <= set(table.columns):
+        return None
+    plt = pyplot()
 
     from matplotlib.ticker import MaxNLocator
 
@@ -216,10 +233,7 @@ def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confi
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------- width-threshold layout
@@ -310,10 +324,7 @@ def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confide
     """Heat maps of the two threshold tables (one row of panels per n_samples)."""
     if table.empty or not {"activation", "depth", "width_over_n", "n_samples"} <= set(table.columns):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     ratios = sorted(table["width_over_n"].unique())
@@ -345,10 +356,7 @@ def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confide
             ax.set_title(f"{short} (% of runs), n = {n}", fontsize=9)
     fig.suptitle(f"{sweep}: runs per cell, dashed line = width / n crossing 1", fontsize=10)
     fig.colorbar(image, ax=axes, shrink=0.8, label="% of runs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @dataclass

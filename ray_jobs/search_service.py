@@ -50,7 +50,7 @@ from ray_jobs.errors import ConfigError
 from ray_jobs.experiments import Experiment
 from ray_jobs.plan import Cell, WorkUnit, canonical_json, make_cell, make_unit, stable_hash
 from ray_jobs.provenance import code_version
-from ray_jobs.report import Report, build_report
+from ray_jobs.report import Report, build_report, pyplot, save_figure
 from ray_jobs.search import EvalRequest, SearchOutcome, SearchSpec, run_search
 from ray_jobs.store import RUN_STATUSES, ResultsStore, error_table, unit_table
 from ray_jobs.tracking import SweepTracker, source_tags
@@ -469,10 +469,7 @@ def search_markdown(plan: SearchPlan, studies: list[StudyResult], *, confidence:
 
 def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, report_dir: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances (matplotlib) per study."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    pyplot()  # Optuna draws with matplotlib: the Agg backend first
     import optuna
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
@@ -481,7 +478,7 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
         study = optuna.load_study(study_name=study_result.setting.study, storage=storage)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         plots = [("history", optuna.visualization.matplotlib.plot_optimization_history)]
-        if len(complete) >= 2 and len(plan.spec.axes) >= 1:
+        if len(complete) >= 2:
             plots.append(("importance", optuna.visualization.matplotlib.plot_param_importances))
         for name, plot in plots:
             try:
@@ -496,10 +493,6 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
                 ax.set_title("", loc=loc)
             ax.set_title(f"{'optimisation history' if name == 'history' else 'parameter importances'}: {study.study_name}",
                          fontsize=9, loc="left")
-            path = report_dir / f"optuna_{name}_{index}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
             fig.tight_layout()
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(save_figure(fig, report_dir / f"optuna_{name}_{index}.png", dpi=110))
     return paths

@@ -522,15 +522,6 @@ def skip_markdown(table, experiment: Experiment, *, sweep: str, confidence: floa
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _bar(length: float) -> float:
     """An error-bar length in %: 0 when unknown, and never negative (a Wilson bound at a
     fraction of 0 or 1 can sit 1e-17 on the wrong side of it)."""
@@ -543,7 +534,9 @@ def plot_rank(table, experiment: Experiment, path: Path, *, sweep: str, confiden
     the default tolerance (sigma_max x max(N, M) x eps), right at sigma_max x rank_rtol."""
     grids = rank_tables(table, experiment, confidence=confidence)
     ratios = sorted(table["M_over_n"].unique())
-    plt = _pyplot()
+    from ray_jobs.report import pyplot, save_figure
+
+    plt = pyplot()
     fig, panels = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
     rtol = ", ".join(f"{r:g}" for r in sorted(table["rank_rtol"].unique())) if "rank_rtol" in table else "rank_rtol"
     for ax, name, title in ((panels[0], "init", "default tolerance sigma_max x max(N, M) x eps"),
@@ -567,10 +560,7 @@ def plot_rank(table, experiment: Experiment, path: Path, *, sweep: str, confiden
     panels[1].legend(fontsize=7, ncol=1, loc="center right")
     fig.suptitle(f"{sweep}: Psi = N x M skip-neuron outputs ({100 * confidence:g}% Wilson intervals)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_trainability(table, experiment: Experiment, path: Path, *, sweep: str, confidence: float) -> Path | None:
@@ -580,7 +570,9 @@ def plot_trainability(table, experiment: Experiment, path: Path, *, sweep: str, 
     axes = [c for c in summary.columns if c in experiment.table_axes]
     labels = ["\n".join(f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes)
               for row in summary.to_dict("records")]
-    plt = _pyplot()
+    from ray_jobs.report import pyplot, save_figure
+
+    plt = pyplot()
     import numpy as np
 
     x = np.arange(len(summary))
@@ -602,7 +594,4 @@ def plot_trainability(table, experiment: Experiment, path: Path, *, sweep: str, 
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{sweep}: {' / '.join(axes)} per bar", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -504,10 +504,9 @@ def plot_length_vs_threshold(table: pd.DataFrame, report_dir: Path, *, sweep: st
     series = _series(table, "threshold")
     if not series:
         return None
-    import matplotlib
+    from ray_jobs.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     names = ("problem", "activation", "depth", "n_train", "width")
@@ -527,10 +526,7 @@ def plot_length_vs_threshold(table: pd.DataFrame, report_dir: Path, *, sweep: st
     left.legend(fontsize=7)
     fig.suptitle(f"{sweep}: normalized geodesic length and beads vs L0", fontsize=10)
     path = report_dir / LENGTH_PNG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str, confidence: float) -> Path | None:
@@ -538,10 +534,9 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
     series = _series(table, "width")
     if not series:
         return None
-    import matplotlib
+    from ray_jobs.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     names = ("problem", "activation", "depth", "n_train", "L0")
@@ -569,10 +564,7 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
     left.legend(fontsize=7)
     fig.suptitle(f"{sweep}: connectivity vs width", fontsize=10)
     path = report_dir / WIDTH_PNG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def kept_strings(store) -> pd.DataFrame | None:
@@ -649,10 +641,9 @@ def string_projection(string, dims: int = 3):
 def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | None:
     """The first row's string on its top-3 principal directions; every segment drawn as its
     interpolation points coloured by the loss there (log scale), beads in black, A and B marked."""
-    import matplotlib
+    from ray_jobs.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     from matplotlib.colors import LogNorm
 
@@ -693,7 +684,4 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
     ax.set_title(f"{sweep}: {row['problem']} pair seed {int(row['seed'])}, L0 = {row['threshold']:g}, width {int(row['width'])}\n"
                  f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
