@@ -248,26 +248,32 @@ def _ratio(value: float) -> str:
     return f"{value:g}"
 
 
+def ratio_table(table: pd.DataFrame, *, keys: list[str], ratio: str, label: str, column: str) -> pd.DataFrame:
+    """A per-cell fraction laid out as a grid: one row per value of ``keys`` (table order),
+    one column ``<label>=<r>`` per value r of the ``ratio`` axis holding ``column``, with
+    its interval in ``<label>=<r>_lo`` / ``_hi`` (from ``<column>_lo`` / ``_hi``); NaN where
+    no cell; where several cells share a position (earlier invocations with other
+    settings), the first."""
+    ratios = sorted(table[ratio].unique())
+    rows = []
+    for key, group in table.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        by_ratio = group.drop_duplicates(ratio).set_index(ratio)
+        for r in ratios:
+            present = r in by_ratio.index
+            for suffix in ("", "_lo", "_hi"):
+                row[f"{label}={_ratio(r)}{suffix}"] = by_ratio.loc[r, f"{column}{suffix}"] if present else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def threshold_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The width-threshold tables: one row per (activation, depth, n_samples) in table order,
     one column ``width/n=<r>`` per width / n (fraction of runs, 0..1), for each table of
     :data:`THRESHOLD_TABLES`; the Wilson bounds are in ``<column>_lo`` / ``<column>_hi``."""
-    ratios = sorted(table["width_over_n"].unique())
-    keys = ["activation", "depth", "n_samples"]
-    out = {}
-    for name, column, _ in THRESHOLD_TABLES:
-        rows = []
-        for key, group in table.groupby(keys, sort=False):
-            row = dict(zip(keys, key))
-            # one cell per width / n (cells of earlier invocations with other settings: the first)
-            by_ratio = group.drop_duplicates("width_over_n").set_index("width_over_n")
-            for ratio in ratios:
-                present = ratio in by_ratio.index
-                for suffix in ("", "_lo", "_hi"):
-                    row[f"width/n={_ratio(ratio)}{suffix}"] = by_ratio.loc[ratio, f"{column}{suffix}"] if present else math.nan
-            rows.append(row)
-        out[name] = pd.DataFrame(rows)
-    return out
+    return {name: ratio_table(table, keys=["activation", "depth", "n_samples"], ratio="width_over_n", label="width/n",
+                              column=column)
+            for name, column, _ in THRESHOLD_TABLES}
 
 
 def _pct_ci(value, lo, hi) -> str:

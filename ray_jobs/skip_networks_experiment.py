@@ -397,27 +397,13 @@ def is_rank_layout(table) -> bool:
 def rank_tables(table, experiment: Experiment, *, confidence: float) -> dict:
     """Per :data:`RANK_TABLES`: one row per setting of the varying axes other than M / N
     (table order), one column ``M/N=<r>`` per M / N (fraction 0..1) with ``_lo`` / ``_hi``
-    Wilson bounds at ``confidence``; the first cell when several share a position."""
-    import pandas as pd
+    Wilson bounds (at the report's ``confidence``, from the aggregation); the first cell
+    when several share a position."""
+    from ray_jobs.report import ratio_table
 
-    table = table.copy()  # (the loose-rank Wilson bounds come from extra_aggregates)
-
-    ratios = sorted(table["M_over_n"].unique())
     keys = varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]
-    out = {}
-    for name, column, _ in RANK_TABLES:
-        rows = []
-        for key, group in table.groupby(keys, sort=False):
-            key = key if isinstance(key, tuple) else (key,)
-            row = dict(zip(keys, key))
-            by_ratio = group.drop_duplicates("M_over_n").set_index("M_over_n")
-            for ratio in ratios:
-                present = ratio in by_ratio.index
-                for suffix in ("", "_lo", "_hi"):
-                    row[f"M/N={ratio:g}{suffix}"] = by_ratio.loc[ratio, f"{column}{suffix}"] if present else math.nan
-            rows.append(row)
-        out[name] = pd.DataFrame(rows)
-    return out
+    return {name: ratio_table(table, keys=keys, ratio="M_over_n", label="M/N", column=column)
+            for name, column, _ in RANK_TABLES}
 
 
 def trainability_table(table, experiment: Experiment, *, confidence: float):
