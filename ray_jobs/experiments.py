@@ -27,6 +27,16 @@ if TYPE_CHECKING:
     from ray_jobs.store import ResultsStore
 
 
+def is_int(value) -> bool:
+    """An integer config value (a YAML bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A finite number config value (a YAML bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class Experiment:
     """What the service needs from one kind of experiment (subclass per experiment)."""
 
@@ -72,7 +82,7 @@ class Experiment:
                 if key not in self.experiment_keys:
                     raise ConfigError(f"experiment.{key}", f"unknown key for {self.name}; allowed: {', '.join(self.experiment_keys)}")
         fail_on_seeds = experiment.get("fail_on_seeds") or []
-        if not isinstance(fail_on_seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in fail_on_seeds):
+        if not isinstance(fail_on_seeds, list) or not all(is_int(s) for s in fail_on_seeds):
             raise ConfigError("experiment.fail_on_seeds", f"must be a list of integer seeds, got {fail_on_seeds!r}")
         return experiment, grid, sorted(fail_on_seeds)
 
@@ -286,9 +296,9 @@ def _kind_of(default) -> tuple[str, Any]:
     if isinstance(default, bool):
         return "true or false", lambda v: isinstance(v, bool)
     if isinstance(default, int):
-        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        return "an integer", is_int
     if isinstance(default, float):
-        return "a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return "a finite number", is_number
     return "a string", lambda v: isinstance(v, str)
 
 
@@ -449,14 +459,11 @@ class WidthThreshold(Experiment):
         check_types("data", data, DataSpec)
 
     def _check_axes(self, axes: dict[str, list]) -> None:
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
         for value in axes.get("width", []):
             if not is_int(value) or value < 1:
                 raise ConfigError("sweep.grid.width", f"must be an integer >= 1, got {value!r}")
         for value in axes.get("width_over_n", []):
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            if not (is_number(value) and value > 0):
                 raise ConfigError("sweep.grid.width_over_n", f"must be a number > 0 (width / n_samples), got {value!r}")
         for value in axes["depth"]:
             if not is_int(value) or value < 2:

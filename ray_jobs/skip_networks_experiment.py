@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import ACTIVATIONS, Experiment, grid_axis_values
+from ray_jobs.experiments import ACTIVATIONS, Experiment, grid_axis_values, is_int, is_number
 
 #: the paper's activations first, then the rest of the project's (display order)
 ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu", *(a for a in ACTIVATIONS if a not in ("sigmoid", "softplus", "tanh", "relu")))
@@ -45,14 +45,6 @@ RANK_PNG = "psi_full_rank_vs_M_over_n.png"
 #: per cell: zero training error and test accuracy with their intervals (both layouts)
 SUMMARY_CSV = "skip_summary.csv"
 TRAINABILITY_PNG = "trainability.png"
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def t_interval(mean: float, std: float, count: int, confidence: float) -> tuple[float, float]:
@@ -180,7 +172,7 @@ class SkipNetworks(Experiment):
                 M, M_source = values["M"], "sweep.grid.M"
             else:
                 M, M_source = experiment.get("M", "n_samples"), "experiment.M"
-                if M != "n_samples" and not (_is_int(M) and M >= 1):
+                if M != "n_samples" and not (is_int(M) and M >= 1):
                     raise ConfigError("experiment.M", f"must be an integer >= 1 or n_samples (M = N, the paper's choice), got {M!r}")
             options = {
                 "width": values["width"],
@@ -203,13 +195,13 @@ class SkipNetworks(Experiment):
     def _check_axes(self, axes: dict[str, list], architectures, modes, data_sets) -> None:
         for axis in ("width", "n_samples", "M"):
             for value in axes.get(axis, []):
-                if not _is_int(value) or value < 1:
+                if not is_int(value) or value < 1:
                     raise ConfigError(f"sweep.grid.{axis}", f"must be an integer >= 1, got {value!r}")
         for value in axes["depth"]:
-            if not _is_int(value) or value < 2:
+            if not is_int(value) or value < 2:
                 raise ConfigError("sweep.grid.depth", f"must be an integer >= 2 (weight layers; 2 = one hidden layer), got {value!r}")
         for value in axes.get("M_over_n", []):
-            if not _is_number(value) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise ConfigError("sweep.grid.M_over_n", f"must be a number > 0 (skip neurons M / samples N), got {value!r}")
         for axis, allowed in (("activation", ACTIVATIONS), ("architecture", architectures), ("mode", modes), ("data", data_sets)):
             for value in axes.get(axis, []):

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import ACTIVATIONS, Experiment, grid_axis_values, check_types
+from ray_jobs.experiments import ACTIVATIONS, Experiment, check_types, grid_axis_values, is_int, is_number
 
 #: the core's problems, losses, initialisations and bead placements (a test keeps them equal);
 #: listed here so that validating needs no torch import
@@ -236,9 +236,6 @@ class StringSampling(Experiment):
 
     def _settings(self, experiment: dict) -> dict[str, Any]:
         """The experiment group's scalar settings that are not grid axes, checked."""
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
         settings = {}
         for key, minimum in (("n_test", 1), ("input_dim", 1), ("teacher_width", 1), ("data_seed", 0), ("probe_points", 2)):
             value = experiment.get(key)
@@ -257,14 +254,11 @@ class StringSampling(Experiment):
         return settings
 
     def _check_axes(self, axes: dict[str, list], where) -> None:
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
         for value in axes["problem"]:
             if value not in PROBLEMS:
                 raise ConfigError(where("problem"), f"unknown problem {value!r}; allowed: {', '.join(PROBLEMS)}")
         for value in axes["threshold"]:
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            if not (is_number(value) and value > 0):
                 raise ConfigError(where("threshold"), f"must be a number > 0 (the loss threshold L0), got {value!r}")
         for axis, minimum, meaning in (("width", 1, "hidden units per layer"), ("depth", 1, "weight layers; 2 = one hidden layer"),
                                        ("n_train", 1, "training points")):
@@ -408,7 +402,7 @@ def _as_field_types(values: dict, cls) -> dict:
     """``values`` with integers given for float fields of ``cls`` as floats (``lr: 1`` and
     ``lr: 1.0`` are the same cell)."""
     floats = {f.name for f in fields(cls) if isinstance(f.default, float)}
-    return {key: float(value) if key in floats and isinstance(value, int) and not isinstance(value, bool) else value
+    return {key: float(value) if key in floats and is_int(value) else value
             for key, value in values.items()}
 
 

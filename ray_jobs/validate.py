@@ -8,32 +8,23 @@ experiment (:meth:`ray_jobs.experiments.Experiment.cells`).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 from ray_jobs.config import PROJECT_ROOT
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import OPTIONAL_GROUPS, Experiment, get_experiment
+from ray_jobs.experiments import OPTIONAL_GROUPS, Experiment, get_experiment, is_int, is_number
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _require_int(field: str, value, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
 
 
 def _require_number(field: str, value, *, minimum: float, strict: bool) -> None:
-    ok = _is_number(value) and (value > minimum if strict else value >= minimum)
+    ok = is_number(value) and (value > minimum if strict else value >= minimum)
     if not ok:
         raise ConfigError(field, f"must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
 
@@ -94,13 +85,13 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
     _require_number("resources.num_cpus", resources.num_cpus, minimum=0, strict=False)
     _require_number("resources.num_gpus", resources.num_gpus, minimum=0, strict=False)
     _require_int("resources.chunk_size", resources.chunk_size, 1)
-    if not _is_int(resources.max_retries) or resources.max_retries < -1:
+    if not is_int(resources.max_retries) or resources.max_retries < -1:
         raise ConfigError("resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}")
     _require_int("resources.torch_threads", resources.torch_threads, 1)
 
     _require_number("report.family_tol", cfg.report.family_tol, minimum=0, strict=False)
     confidence = cfg.report.confidence
-    if not _is_number(confidence) or not 0 < confidence < 1:
+    if not is_number(confidence) or not 0 < confidence < 1:
         raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
 
     cluster = cfg.cluster
