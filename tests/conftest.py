@@ -9,8 +9,10 @@ dashboard and a small object store. In-process drivers use it directly (the driv
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,22 @@ def assert_usage_error(args: list[str], field_message: str, allowed: str, tmp_pa
     assert err.startswith("landscape-sweep: error: ")
     assert field_message in err and allowed in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def sigkill_driver_when(args: list[str], *, env: dict, ready, timeout: float = 240) -> None:
+    """Start ``landscape-sweep args`` in a subprocess, SIGKILL it as soon as ``ready()`` is
+    true (polled every 50 ms), and wait for it; fails if the driver ended before that."""
+    code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
+    driver = subprocess.Popen([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and driver.poll() is None and not ready():
+            time.sleep(0.05)
+        assert driver.poll() is None, f"driver ended before it could be killed: {driver.stderr.read().decode()[-2000:]}"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.stderr.close()

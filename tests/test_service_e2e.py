@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +19,7 @@ from ray_jobs.config import compose_config
 from ray_jobs.driver import run_sweep
 from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.store import CONTRACT_COLUMNS, STATUSES
-from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, run_cli
+from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, run_cli, sigkill_driver_when
 
 RUN_STATUSES = [s for s in STATUSES if s != "error"]
 
@@ -192,20 +188,8 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
 def test_killed_driver_resumes_to_the_same_rows(driver_env, tmp_path):
     interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
     runs_dir = interrupted / "smoke" / "runs"
-    code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", code, *SLOW_SWEEP, f"results_dir={interrupted}"],
-                              cwd=PROJECT_ROOT, env=driver_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None and len(list(runs_dir.glob("*.parquet"))) < 2:
-            time.sleep(0.05)
-        assert driver.poll() is None, f"driver ended before it could be killed: {driver.stderr.read().decode()[-2000:]}"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.stderr.close()
+    sigkill_driver_when([*SLOW_SWEEP, f"results_dir={interrupted}"], env=driver_env,
+                        ready=lambda: len(list(runs_dir.glob("*.parquet"))) >= 2)
     done_at_kill = len(list(runs_dir.glob("*.parquet")))
     assert 1 <= done_at_kill < SLOW_UNITS
 

@@ -11,11 +11,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import optuna
 import pandas as pd
@@ -26,7 +21,7 @@ from ray_jobs.cli import EXIT_OK, EXIT_USAGE, sweep_main
 from ray_jobs.config import available_searches, compose_config, search_to_sweep
 from ray_jobs.search_service import JOURNAL, SEARCH_MD, TRIALS_CSV, plan_search, run_search_sweep
 from ray_jobs.store import ResultsStore
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import sigkill_driver_when
 
 SMOKE = ["search=search_smoke"]
 
@@ -175,20 +170,7 @@ SLOW = [*SMOKE, "sweep.grid.k=[3]", "protocol.early_stop_global=false", "protoco
 
 def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
     runs_dir = tmp_path / "search_smoke" / "runs"
-    code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", code, *SLOW, f"results_dir={tmp_path}"], cwd=PROJECT_ROOT,
-                              env=driver_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None and not list(runs_dir.glob("*.parquet")):
-            time.sleep(0.05)
-        assert driver.poll() is None, f"search ended before it could be killed: {driver.stderr.read().decode()[-2000:]}"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.stderr.close()
+    sigkill_driver_when([*SLOW, f"results_dir={tmp_path}"], env=driver_env, ready=lambda: list(runs_dir.glob("*.parquet")))
     before = {path.name: (path.stat().st_mtime_ns, pq.read_table(path).num_rows) for path in runs_dir.glob("*.parquet")}
     assert before
 
