@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,7 +22,7 @@ from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report, table_from_rows
 from ray_jobs.schedule import ray_cluster, run_units
 from ray_jobs.store import ResultsStore, error_table, unit_table
-from ray_jobs.tracking import SweepTracker, source_tags
+from ray_jobs.tracking import SweepTracker, parent_run, source_tags
 from ray_jobs.validate import resolve_reference, resolve_results_dir, validate
 
 
@@ -87,20 +86,15 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                   f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. Results: {store.sweep_dir}")
 
     tracker = SweepTracker.from_config(cfg, results_dir)
-    if tracker is not None:
-        tracker.start(
-            run_name=f"{plan.sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}",
-            params={"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
-                    "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
-                    "chunk_size": int(cfg.resources.chunk_size), "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
-                    "code_version": version, "results_dir": str(results_dir)},
-            tags={"sweep": plan.sweep, "code_version": version, **source_tags()},
-        )
     cells = _CellTracker(cfg, plan, store, experiment, tracker, reference)
     remaining = Counter(unit.cell.cell_id for unit in todo)
     failed = 0
-    status = "FAILED"
-    try:
+    params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
+              "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
+              "chunk_size": int(cfg.resources.chunk_size), "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
+              "code_version": version, "results_dir": str(results_dir)}
+    tags = {"sweep": plan.sweep, "code_version": version, **source_tags()}
+    with parent_run(tracker, plan.sweep, params=params, tags=tags):
         for cell in plan.cells:
             if remaining[cell.cell_id] == 0:
                 cells.log(cell)
@@ -128,12 +122,5 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                                         "units_failed": failed, "runs": plan.runs, "wall_s": wall_s})
             tracker.log_artifacts(report.paths, artifact_path="report")
             tracker.log_artifacts([store.config_path], artifact_path="config")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if tracker is not None:
-            tracker.finish(status)
     return SweepResult(plan=plan, results_dir=results_dir, units_scheduled=len(todo), units_skipped=len(plan.units) - len(todo),
                        units_failed=failed, report=report, parent_run_id=tracker.parent_run_id if tracker else None, wall_s=wall_s)

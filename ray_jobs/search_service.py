@@ -34,7 +34,6 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report, pyplot, save_figure
 from ray_jobs.search import EvalRequest, SearchOutcome, SearchSpec, run_search
 from ray_jobs.store import RUN_STATUSES, ResultsStore, error_table, unit_table
-from ray_jobs.tracking import SweepTracker, source_tags
+from ray_jobs.tracking import SweepTracker, parent_run, source_tags
 from ray_jobs.validate import resolve_reference, resolve_results_dir, validate
 
 JOURNAL = "optuna_journal.log"
@@ -338,18 +337,13 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
                   f"{len(plan.settings)} setting(s), sampler {spec.sampler}, up to {spec.trials} trials x "
                   f"{spec.max_stages} stages x {spec.seeds_per_stage} seeds each; journal {journal}")
     tracker = SweepTracker.from_config(cfg, results_dir)
-    if tracker is not None:
-        tracker.start(
-            run_name=f"{plan.sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}",
-            params={"sweep": plan.sweep, "experiment": plan.experiment.name, "search": canonical_json(
-                OmegaConf.to_container(cfg.search, resolve=True)), "settings": len(plan.settings),
-                "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
-                "code_version": version, "results_dir": str(results_dir)},
-            tags={"sweep": plan.sweep, "code_version": version, "landscape.search": spec.kind, **source_tags()},
-        )
     studies: list[StudyResult] = []
-    status = "FAILED"
-    try:
+    params = {"sweep": plan.sweep, "experiment": plan.experiment.name, "settings": len(plan.settings),
+              "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
+              "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
+              "code_version": version, "results_dir": str(results_dir)}
+    tags = {"sweep": plan.sweep, "code_version": version, "landscape.search": spec.kind, **source_tags()}
+    with parent_run(tracker, plan.sweep, params=params, tags=tags):
         with ray_cluster(cfg.cluster, console) as where:
             console.print(f"Trials run on {where}.")
             for setting in plan.settings:
@@ -395,13 +389,6 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
             tracker.log_artifacts([*report.paths, store.report_dir / SEARCH_MD, store.report_dir / TRIALS_CSV, *figures],
                                   artifact_path="report")
             tracker.log_artifacts([store.config_path], artifact_path="config")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if tracker is not None:
-            tracker.finish(status)
     return SearchResult(plan, results_dir, studies, report, markdown, tracker.parent_run_id if tracker else None, wall_s)
 
 

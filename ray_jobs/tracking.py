@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ray_jobs.config import PROJECT_ROOT
 
@@ -105,6 +107,26 @@ class SweepTracker:
         """Close the parent run: FINISHED, FAILED or KILLED."""
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status)
+
+
+@contextmanager
+def parent_run(tracker: SweepTracker | None, sweep: str, *, params: dict[str, Any], tags: dict[str, str]) -> Iterator[None]:
+    """The invocation's MLflow parent run around the block (nothing when ``tracker`` is None):
+    named ``<sweep>@<UTC time>``; ended FINISHED, KILLED on an interrupt (re-raised), FAILED
+    on any other exception (re-raised)."""
+    if tracker is None:
+        yield
+        return
+    tracker.start(run_name=f"{sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}", params=params, tags=tags)
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
 
 
 def source_tags() -> dict[str, str]:
