@@ -32,6 +32,19 @@ TINY_SWEEP = [
 TINY_CELLS, TINY_SEEDS, TINY_UNITS = 4, 6, 8
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process runs on one thread, as a Ray task runs them (resources.torch_threads = 1):
+    for tiny problems two threads on a shared 2-core machine are several times slower.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray cluster for the whole session; yields its address."""

@@ -49,16 +49,7 @@ COUNTER = ["sweep=dss_counterexample", "sweep.grid.threshold=[0.1]", "experiment
            "experiment.bead_training.max_iterations=300"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """In-process runs on one thread, as a Ray task runs them (resources.torch_threads = 1):
-    these problems are tiny, and two threads on a shared 2-core machine are several times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
 
 
 # ----------------------------------------------------------------------------- configs

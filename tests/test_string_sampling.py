@@ -18,14 +18,7 @@ from landscape_core.training import TrainSpec
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """In-process runs on one thread, as a Ray task runs them (resources.torch_threads = 1):
-    these problems are tiny, and two threads on a shared 2-core machine are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
 
 
 def _linear_regression():
