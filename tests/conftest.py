@@ -106,3 +106,18 @@ def sigkill_driver_when(args: list[str], *, env: dict, ready, timeout: float = 2
         if driver.poll() is None:
             driver.kill()
         driver.stderr.close()
+
+
+
+def mlflow_client(results_dir: Path):
+    """An MlflowClient on the default tracking store of ``results_dir`` (its mlflow.db)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{results_dir / 'mlflow.db'}")
+
+
+def children_of(client, parent_run_id: str, *, role: str | None = None):
+    """The child runs of ``parent_run_id`` (only those tagged ``landscape.role = role`` when given)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'" + (f" and tags.`landscape.role` = '{role}'" if role else "")
+    return client.search_runs([experiment_id], filter_string=query)

@@ -19,7 +19,8 @@ from ray_jobs.config import compose_config
 from ray_jobs.driver import run_sweep
 from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.store import CONTRACT_COLUMNS, STATUSES
-from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, run_cli, sigkill_driver_when
+from tests.conftest import (PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, children_of, mlflow_client, run_cli,
+                            sigkill_driver_when)
 
 RUN_STATUSES = [s for s in STATUSES if s != "error"]
 
@@ -32,17 +33,6 @@ def sweep(results_dir: Path, *overrides: str):
 def read_rows(results_dir: Path, name: str = "smoke") -> pd.DataFrame:
     """All rows, read as a user would: pandas over the Parquet directory."""
     return pd.read_parquet(results_dir / name / "runs")
-
-
-def mlflow_client(results_dir: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{results_dir / 'mlflow.db'}")
-
-
-def children_of(client, parent_run_id: str):
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from ray_jobs.cli import EXIT_OK, EXIT_USAGE, sweep_main
 from ray_jobs.config import available_searches, compose_config, search_to_sweep
 from ray_jobs.search_service import JOURNAL, SEARCH_MD, TRIALS_CSV, plan_search, run_search_sweep
 from ray_jobs.store import ResultsStore
-from tests.conftest import sigkill_driver_when
+from tests.conftest import children_of, mlflow_client, sigkill_driver_when
 
 SMOKE = ["search=search_smoke"]
 
@@ -132,13 +132,10 @@ def test_report_files_and_markdown(smoke_search):
 
 
 def test_mlflow_child_per_trial_and_optuna_figures_on_the_parent(smoke_search):
-    from mlflow.tracking import MlflowClient
-
     results, result = smoke_search
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("landscape-search_smoke")
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' and tags.`landscape.role` = 'trial'")
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id, role="trial")
+    assert client.get_experiment(client.get_run(result.parent_run_id).info.experiment_id).name == "landscape-search_smoke"
     assert len(children) == sum(len(s.outcome.trials) for s in result.studies)
     some = children[0]
     assert {"fraction", "fraction_lo", "fraction_hi", "runs", "objective"} <= set(some.data.metrics)

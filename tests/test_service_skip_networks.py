@@ -25,7 +25,7 @@ from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.skip_networks_experiment import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown, t_interval
 from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES
 from tests.test_service_width_threshold import plan_for, run_first_cell
-from tests.conftest import assert_usage_error
+from tests.conftest import assert_usage_error, children_of, mlflow_client
 
 SMOKE = ["sweep=skip_smoke"]
 #: the smoke sweep: N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, one unit per cell
@@ -229,12 +229,9 @@ def test_report_tables_against_the_rows(smoke_run):
 
 
 def test_mlflow_child_per_cell_with_the_report_metrics(smoke_run):
-    from mlflow.tracking import MlflowClient
-
     results, result = smoke_run
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment_id = client.get_run(result.parent_run_id).info.experiment_id
-    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id)
     assert len(children) == SMOKE_CELLS
     table = pd.read_csv(results / "skip_smoke" / "report" / TABLE_CSV).set_index("cell_id")
     for child in children:

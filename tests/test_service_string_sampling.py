@@ -39,7 +39,7 @@ from ray_jobs.string_sampling_experiment import (
     string_projection,
 )
 from tests.test_service_width_threshold import plan_for, run_first_cell
-from tests.conftest import assert_usage_error
+from tests.conftest import assert_usage_error, children_of, mlflow_client
 
 SMOKE = ["sweep=dss_smoke"]
 #: the smoke sweep: L0 = 0.1, 0.05 x width 4, 8; 2 pairs per cell, one pair per unit
@@ -309,12 +309,9 @@ def test_kept_strings_are_saved_with_their_weights(smoke_run):
 
 
 def test_mlflow_children_and_report_artifacts(smoke_run):
-    from mlflow.tracking import MlflowClient
-
     results, result = smoke_run
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment_id = client.get_run(result.parent_run_id).info.experiment_id
-    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id)
     assert len(children) == SMOKE_CELLS
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {f"report/{name}" for name in (TABLE_MD, LENGTH_CSV, WIDTH_CSV, PCA_PNG, STRINGS_NPZ, STRINGS_CSV)} <= artifacts

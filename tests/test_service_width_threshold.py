@@ -23,7 +23,7 @@ from ray_jobs.plan import plan_sweep
 from ray_jobs.report import TABLE_CSV, TABLE_MD, THRESHOLD_CSVS, THRESHOLD_PNG
 from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES, row_schema
 from ray_jobs.validate import validate
-from tests.conftest import assert_usage_error
+from tests.conftest import assert_usage_error, children_of, mlflow_client
 
 SMOKE = ["sweep=width_threshold_smoke"]
 #: the smoke sweep: n = 6; width / n = 0.5, 1, 2; depth 2; tanh and relu; 4 seeds, chunks of 2
@@ -228,12 +228,9 @@ def test_report_tables_and_heat_map(smoke_run):
 
 
 def test_mlflow_child_per_cell_with_the_report_metrics(smoke_run):
-    from mlflow.tracking import MlflowClient
-
     results, result = smoke_run
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment_id = client.get_run(result.parent_run_id).info.experiment_id
-    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id)
     assert len(children) == SMOKE_CELLS
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {f"report/{TABLE_MD}", f"report/{THRESHOLD_CSVS['global']}", f"report/{THRESHOLD_PNG}"} <= artifacts
