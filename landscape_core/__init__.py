@@ -7,4 +7,6 @@ return plain records, so everything is usable from a notebook::
     records = run_teacher_student(k=8, n=8, seeds=range(100))
 """
 
-__all__ = ["teacher_student", "seeding"]
+from landscape_core.errors import OptionError
+
+__all__ = ["teacher_student", "seeding", "OptionError"]

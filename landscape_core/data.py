@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from landscape_core.errors import OptionError
 from landscape_core.networks import MLPSpec, forward, init_parameters
 
 DATASETS = ("teacher", "random_labels", "distinct", "digits")
@@ -41,17 +42,17 @@ class DataSpec:
 
     def validate(self) -> None:
         if self.name not in DATASETS:
-            raise ValueError(f"data.name: {self.name!r} is not one of {', '.join(DATASETS)}")
+            raise OptionError("data.name", f"{self.name!r} is not one of {', '.join(DATASETS)}")
         for field in ("n_samples", "input_dim", "output_dim", "teacher_width", "teacher_depth"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{field}: must be an integer >= 1, got {value!r}")
+                raise OptionError(f"data.{field}", f"must be an integer >= 1, got {value!r}")
         if self.noise < 0:
-            raise ValueError(f"data.noise: must be >= 0, got {self.noise!r}")
+            raise OptionError("data.noise", f"must be >= 0, got {self.noise!r}")
         if self.name == "digits" and self.n_samples > 1797:
-            raise ValueError(f"data.n_samples: digits has 1797 samples, got {self.n_samples}")
+            raise OptionError("data.n_samples", f"digits has 1797 samples, got {self.n_samples}")
         if self.classification and self.name == "teacher":
-            raise ValueError("data.classification: the teacher data set is regression only")
+            raise OptionError("data.classification", "the teacher data set is regression only")
 
     def feature_dim(self) -> int:
         return 64 if self.name == "digits" else self.input_dim
@@ -124,19 +125,19 @@ def make_classification_split(
     Labels are int64 in [0, classes).
     """
     if name not in CLASSIFICATION_SETS:
-        raise ValueError(f"data.name: {name!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
+        raise OptionError("data.name", f"{name!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
     for field, value in (("n_train", n_train), ("n_test", n_test), ("input_dim", input_dim), ("classes", classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if field == "n_test" else 1):
-            raise ValueError(f"data.{field}: must be a positive integer, got {value!r}")
+            raise OptionError(f"data.{field}", f"must be a positive integer, got {value!r}")
     f64 = torch.float64
     total = n_train + n_test
     if name == "digits":
         if total > 1797:
-            raise ValueError(f"data.n_train: digits has 1797 samples, n_train + n_test = {total}")
+            raise OptionError("data.n_train", f"digits has 1797 samples, n_train + n_test = {total}")
         X, y = _digits(total, classification=True, generator=generator)
     else:
         if classes < 2:
-            raise ValueError(f"data.classes: must be >= 2, got {classes!r}")
+            raise OptionError("data.classes", f"must be >= 2, got {classes!r}")
         y = torch.randint(0, classes, (total,), generator=generator)
         X = torch.randn(total, input_dim, generator=generator, dtype=f64)
         if name == "mixture":

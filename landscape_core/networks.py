@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from landscape_core.errors import OptionError
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "leaky_relu": lambda z: F.leaky_relu(z, negative_slope=0.01),
@@ -32,11 +34,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The activation called ``name``; ValueError naming the allowed values otherwise."""
+    """The activation called ``name``; OptionError (``activation``) naming the allowed values otherwise."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"activation: {name!r} is not one of {', '.join(ACTIVATIONS)}") from None
+        raise OptionError("activation", f"{name!r} is not one of {', '.join(ACTIVATIONS)}") from None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class MLPSpec:
         for name in ("input_dim", "width", "depth", "output_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+                raise OptionError(name, f"must be an integer >= 1, got {value!r}")
         activation_fn(self.activation)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -87,7 +89,7 @@ def init_parameters(
         elif name.startswith("W"):
             scale = {"lecun": 1.0, "he": 2.0}.get(init)
             if scale is None:
-                raise ValueError(f"init: {init!r} is not one of lecun, he, uniform")
+                raise OptionError("init", f"{init!r} is not one of lecun, he, uniform")
             params[name] = torch.randn(shape, generator=generator, dtype=dtype) * math.sqrt(scale / shape[1])
         else:
             params[name] = torch.zeros(shape, dtype=dtype)
@@ -143,5 +145,5 @@ def unflatten(theta: torch.Tensor, spec: MLPSpec) -> dict[str, torch.Tensor]:
         out[name] = theta[..., offset : offset + size].reshape(*lead, *shape)
         offset += size
     if offset != theta.shape[-1]:
-        raise ValueError(f"theta: expected {offset} parameters, got {theta.shape[-1]}")
+        raise OptionError("theta", f"expected {offset} parameters, got {theta.shape[-1]}")
     return out

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch.func import grad, hessian, jvp, vmap
 
+from landscape_core.errors import OptionError
+
 
 @dataclass
 class RankResult:
@@ -35,7 +37,7 @@ def numerical_ranks(M: torch.Tensor, *, rtols: tuple[float | None, ...]) -> list
     """
     for rtol in rtols:
         if rtol is not None and rtol < 0:
-            raise ValueError(f"rtol: must be >= 0, got {rtol!r}")
+            raise OptionError("rtol", f"must be >= 0, got {rtol!r}")
     sv = torch.linalg.svdvals(M)  # (..., min(rows, cols)), descending
     smax = sv[..., 0]
     results = []

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from landscape_core.data import CLASSIFICATION_SETS, make_classification_split
+from landscape_core.errors import OptionError
 from landscape_core.networks import MLPSpec, flatten, forward, hidden_features, init_parameters, unflatten
 from landscape_core.probes import numerical_ranks
 from landscape_core.seeding import run_generator
@@ -57,10 +58,10 @@ def choose_skip_neurons(
     chosen_layers = hidden if layers is None else [int(layer) for layer in layers]
     for layer in chosen_layers:
         if layer not in hidden:
-            raise ValueError(f"skip.layers: {layer} is not a hidden layer (allowed: {hidden})")
+            raise OptionError("skip.layers", f"{layer} is not a hidden layer (allowed: {hidden})")
     pool = torch.cat([torch.arange((l - 1) * spec.width, l * spec.width) for l in chosen_layers])
     if isinstance(M, bool) or not isinstance(M, int) or not 1 <= M <= pool.numel():
-        raise ValueError(f"skip.M: must be an integer in [1, {pool.numel()}] (hidden neurons available), got {M!r}")
+        raise OptionError("skip.M", f"must be an integer in [1, {pool.numel()}] (hidden neurons available), got {M!r}")
     return pool[torch.randperm(pool.numel(), generator=generator)[:M]].sort().values
 
 
@@ -106,63 +107,63 @@ def check_options(
 ) -> tuple[MLPSpec, int, SGDSpec]:
     """Check the options of :func:`run_skip_networks` without running anything.
 
-    Returns (network spec, resolved M, SGD spec); raises ValueError("<field>: <message>")
+    Returns (network spec, resolved M, SGD spec); raises OptionError(field, message)
     with the field names ``width``, ``depth``, ``activation``, ``n_samples``, ``skip.M``,
     ``skip.layers``, ``architecture``, ``mode``, ``data.<name|n_test|input_dim|classes|separation>``,
     ``sgd.<key>``, ``rand_max_iterations``, ``rank_rtol``.
     """
     if mode not in MODES:
-        raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+        raise OptionError("mode", f"{mode!r} is not one of {', '.join(MODES)}")
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        raise OptionError("architecture", f"{architecture!r} is not one of {', '.join(ARCHITECTURES)}")
     if data not in CLASSIFICATION_SETS:
-        raise ValueError(f"data.name: {data!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
+        raise OptionError("data.name", f"{data!r} is not one of {', '.join(CLASSIFICATION_SETS)}")
     if not _is_int(n_samples) or n_samples < 1:
-        raise ValueError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
+        raise OptionError("n_samples", f"must be an integer >= 1, got {n_samples!r}")
     if not _is_int(n_test) or n_test < 0:
-        raise ValueError(f"data.n_test: must be an integer >= 0, got {n_test!r}")
+        raise OptionError("data.n_test", f"must be an integer >= 0, got {n_test!r}")
     if data == "digits" and n_samples + n_test > DIGITS_SAMPLES:
-        raise ValueError(f"n_samples: digits has {DIGITS_SAMPLES} images, n_samples + n_test = {n_samples} + {n_test}")
+        raise OptionError("n_samples", f"digits has {DIGITS_SAMPLES} images, n_samples + n_test = {n_samples} + {n_test}")
     if data != "digits":
         if not _is_int(input_dim) or input_dim < 1:
-            raise ValueError(f"data.input_dim: must be an integer >= 1, got {input_dim!r}")
+            raise OptionError("data.input_dim", f"must be an integer >= 1, got {input_dim!r}")
         if not _is_int(classes) or classes < 2:
-            raise ValueError(f"data.classes: must be an integer >= 2, got {classes!r}")
+            raise OptionError("data.classes", f"must be an integer >= 2, got {classes!r}")
         if not _is_number(separation) or separation < 0:
-            raise ValueError(f"data.separation: must be a number >= 0, got {separation!r}")
+            raise OptionError("data.separation", f"must be a number >= 0, got {separation!r}")
     d = 64 if data == "digits" else input_dim
     m = 10 if data == "digits" else classes
     spec = MLPSpec(d, width, depth, m, activation, output_bias=True)
     spec.validate()
     if depth < 2:
-        raise ValueError(f"depth: a skip network needs a hidden layer (depth >= 2), got {depth}")
+        raise OptionError("depth", f"a skip network needs a hidden layer (depth >= 2), got {depth}")
     hidden = list(range(1, depth))
     layers = hidden if skip_layers is None else list(skip_layers)
     if not layers or any(not _is_int(layer) or layer not in hidden for layer in layers) or len(set(layers)) < len(layers):
-        raise ValueError(f"skip.layers: must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}")
+        raise OptionError("skip.layers", f"must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}")
     available = width * len(layers)
     M_value = n_samples if M == "n_samples" else M
     if not _is_int(M_value) or not 1 <= M_value <= available:
-        raise ValueError(f"skip.M: must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}")
+        raise OptionError("skip.M", f"must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}")
     sgd = dict(sgd or {})
     allowed = [f.name for f in fields(SGDSpec)]
     for key in sgd:
         if key not in allowed:
-            raise ValueError(f"sgd.{key}: unknown option (allowed: {', '.join(allowed)})")
+            raise OptionError(f"sgd.{key}", f"unknown option (allowed: {', '.join(allowed)})")
     milestones = sgd.get("milestones", ())
     if not isinstance(milestones, (list, tuple)) or not all(_is_int(e) and e >= 0 for e in milestones):
-        raise ValueError(f"sgd.milestones: must be a list of epochs (integers >= 0), got {milestones!r}")
+        raise OptionError("sgd.milestones", f"must be a list of epochs (integers >= 0), got {milestones!r}")
     for key in ("lr", "momentum", "gamma", "weight_decay"):
         if key in sgd and not _is_number(sgd[key]):
-            raise ValueError(f"sgd.{key}: must be a finite number, got {sgd[key]!r}")
+            raise OptionError(f"sgd.{key}", f"must be a finite number, got {sgd[key]!r}")
     if "nesterov" in sgd and not isinstance(sgd["nesterov"], bool):
-        raise ValueError(f"sgd.nesterov: must be true or false, got {sgd['nesterov']!r}")
+        raise OptionError("sgd.nesterov", f"must be true or false, got {sgd['nesterov']!r}")
     sgd_spec = SGDSpec(**{**sgd, "milestones": tuple(milestones)})
     sgd_spec.validate()
     if not _is_int(rand_max_iterations) or rand_max_iterations < 1:
-        raise ValueError(f"rand_max_iterations: must be an integer >= 1, got {rand_max_iterations!r}")
+        raise OptionError("rand_max_iterations", f"must be an integer >= 1, got {rand_max_iterations!r}")
     if not _is_number(rank_rtol) or not 0 < rank_rtol < 1:
-        raise ValueError(f"rank_rtol: must be a number in (0, 1), got {rank_rtol!r}")
+        raise OptionError("rank_rtol", f"must be a number in (0, 1), got {rank_rtol!r}")
     return spec, M_value, sgd_spec
 
 
@@ -220,7 +221,7 @@ def run_skip_networks(
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds: must be a non-empty list of integers")
+        raise OptionError("seeds", "must be a non-empty list of integers")
     spec, M_value, sgd_spec = check_options(
         width=width, depth=depth, activation=activation, n_samples=n_samples, M=M, skip_layers=skip_layers,
         architecture=architecture, mode=mode, data=data, n_test=n_test, input_dim=input_dim, classes=classes,

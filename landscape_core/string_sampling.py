@@ -42,6 +42,7 @@ from typing import Callable
 import torch
 from torch.func import vmap
 
+from landscape_core.errors import OptionError
 from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, unflatten
 from landscape_core.seeding import run_generator
 from landscape_core.training import TrainSpec, train
@@ -64,19 +65,19 @@ class StringSpec:
 
     def validate(self) -> None:
         if not self.threshold > 0:
-            raise ValueError(f"threshold: must be > 0, got {self.threshold!r}")
+            raise OptionError("threshold", f"must be > 0, got {self.threshold!r}")
         if not self.pass_factor >= 1:
-            raise ValueError(f"pass_factor: must be >= 1, got {self.pass_factor!r}")
+            raise OptionError("pass_factor", f"must be >= 1, got {self.pass_factor!r}")
         if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
+            raise OptionError("alpha", f"must be in (0, 1], got {self.alpha!r}")
         if self.bead_init not in BEAD_INITS:
-            raise ValueError(f"bead_init: {self.bead_init!r} is not one of {', '.join(BEAD_INITS)}")
+            raise OptionError("bead_init", f"{self.bead_init!r} is not one of {', '.join(BEAD_INITS)}")
         for name in ("interp_points", "max_rounds", "max_beads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+                raise OptionError(name, f"must be an integer >= 1, got {v!r}")
         if self.spring_weight < 0 or self.plane_weight < 0:
-            raise ValueError("spring_weight, plane_weight: must be >= 0")
+            raise OptionError("spring_weight, plane_weight", "must be >= 0")
 
 
 def interpolation_losses(
@@ -310,7 +311,7 @@ def regression_problem(
         teacher = MLPSpec(input_dim, teacher_width, 2, 1, "relu")
         y = forward(init_parameters(teacher, generator=generator), x, teacher)
     else:
-        raise ValueError(f"problem: {name!r} is not one of {', '.join(PROBLEMS)}")
+        raise OptionError("problem", f"{name!r} is not one of {', '.join(PROBLEMS)}")
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
@@ -360,13 +361,13 @@ def run_string_sampling(
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds: must be a non-empty list of integers")
+        raise OptionError("seeds", "must be a non-empty list of integers")
     if problem not in PROBLEMS:
-        raise ValueError(f"problem: {problem!r} is not one of {', '.join(PROBLEMS)}")
+        raise OptionError("problem", f"{problem!r} is not one of {', '.join(PROBLEMS)}")
     if loss not in LOSSES:
-        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+        raise OptionError("loss", f"{loss!r} is not one of {', '.join(LOSSES)}")
     if isinstance(probe_points, bool) or not isinstance(probe_points, int) or probe_points < 2:
-        raise ValueError(f"probe_points: must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
+        raise OptionError("probe_points", f"must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
     sspec = StringSpec(threshold=threshold, **(string or {}))
     sspec.validate()
     end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}

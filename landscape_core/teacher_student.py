@@ -26,7 +26,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+from landscape_core.errors import OptionError
 from landscape_core.seeding import run_generator
+from landscape_core.statistics import clopper_pearson_interval
 
 TWO_PI = 2.0 * math.pi
 STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
@@ -254,21 +256,21 @@ class TeacherStudentProtocol:
     max_restarts: int = 30  # a run needing more restarts than this is `diverged`
 
     def validate(self, *, k: int, n: int) -> None:
-        """Raise ValueError naming the first invalid field and what is allowed."""
+        """Raise OptionError naming the first invalid field and what is allowed."""
         _check_int("k", k, minimum=1)
         _check_int("n", n, minimum=1)
         if self.d is not None:
             _check_int("d", self.d, minimum=k)
         if self.teacher not in TEACHERS:
-            raise ValueError(f"teacher: {self.teacher!r} is not one of {', '.join(TEACHERS)}")
+            raise OptionError("teacher", f"{self.teacher!r} is not one of {', '.join(TEACHERS)}")
         for name in ("init_scale", "step", "grad_tol", "restart_grad_norm", "bad_loss_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
+                raise OptionError(name, f"must be a positive finite number, got {value!r}")
         if not isinstance(self.eig_margin, (int, float)) or self.eig_margin < 0:
-            raise ValueError(f"eig_margin: must be a number >= 0, got {self.eig_margin!r}")
+            raise OptionError("eig_margin", f"must be a number >= 0, got {self.eig_margin!r}")
         if not isinstance(self.monotone_rtol, (int, float)) or self.monotone_rtol < 0:
-            raise ValueError(f"monotone_rtol: must be a number >= 0, got {self.monotone_rtol!r}")
+            raise OptionError("monotone_rtol", f"must be a number >= 0, got {self.monotone_rtol!r}")
         _check_int("max_iterations", self.max_iterations, minimum=1)
         _check_int("compact_every", self.compact_every, minimum=1)
         _check_int("max_restarts", self.max_restarts, minimum=0)
@@ -279,7 +281,7 @@ class TeacherStudentProtocol:
 
 def _check_int(name: str, value, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+        raise OptionError(name, f"must be an integer >= {minimum}, got {value!r}")
 
 
 def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStudentProtocol):
@@ -522,12 +524,12 @@ def run_teacher_student(
     unknown = set(options) - {f for f in TeacherStudentProtocol.__dataclass_fields__}
     if unknown:
         allowed = ", ".join(sorted(TeacherStudentProtocol.__dataclass_fields__))
-        raise ValueError(f"{sorted(unknown)[0]}: unknown teacher-student option (allowed: {allowed})")
+        raise OptionError(sorted(unknown)[0], f"unknown teacher-student option (allowed: {allowed})")
     protocol = TeacherStudentProtocol(**options)
     protocol.validate(k=k, n=n)
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds: must be a non-empty list of integers")
+        raise OptionError("seeds", "must be a non-empty list of integers")
     dev = _resolve_device(device)
     start = time.perf_counter()
     W0, V = initial_points(k, n, seeds, protocol)
@@ -619,16 +621,16 @@ def group_families(
     ``representative`` (flat weights of the first member).
     """
     if tol < 0:
-        raise ValueError(f"tol: must be >= 0, got {tol!r}")
+        raise OptionError("tol", f"must be >= 0, got {tol!r}")
     chosen = [r for r in records if r["status"] in statuses]
     cells = {(r["k"], r["n"], r.get("d", r["k"])) for r in chosen}
     if len(cells) > 1:
-        raise ValueError(f"records: group_families takes records of one (k, n, d) cell, got {sorted(cells)}")
+        raise OptionError("records", f"group_families takes records of one (k, n, d) cell, got {sorted(cells)}")
     families: list[dict] = []
     reps: list[torch.Tensor] = []
     for r in chosen:
         if r.get("final_weights") is None:
-            raise ValueError("records: final_weights is missing (run with keep_weights=True)")
+            raise OptionError("records", "final_weights is missing (run with keep_weights=True)")
         W = torch.tensor(r["final_weights"], dtype=torch.float64).reshape(r["n"], -1)
         for fam, rep in zip(families, reps):
             if fam["status"] == r["status"] and permutation_distance(rep, W) <= tol:
@@ -661,14 +663,9 @@ def group_families(
 # ----------------------------------------------------------------------------------
 # Command line: one cell, printed (no Ray, no MLflow; the service runs sweeps)
 # ----------------------------------------------------------------------------------
-def _clopper_pearson(successes: int, trials: int, confidence: float) -> tuple[float, float]:
-    """Exact binomial interval (Clopper-Pearson) from the beta quantiles."""
-    from scipy.stats import beta
-
-    a = (1 - confidence) / 2
-    lo = 0.0 if successes == 0 else float(beta.ppf(a, successes, trials - successes + 1))
-    hi = 1.0 if successes == trials else float(beta.ppf(1 - a, successes + 1, trials - successes))
-    return lo, hi
+# Old private name of landscape_core.statistics.clopper_pearson_interval, still imported
+# by tests/test_teacher_student.py.
+_clopper_pearson = clopper_pearson_interval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -691,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     counts = Counter(r["status"] for r in records)
     spurious = counts.get("spurious", 0)
-    lo, hi = _clopper_pearson(spurious, len(records), 0.99)
+    lo, hi = clopper_pearson_interval(spurious, len(records), 0.99)
     print(f"k = {args.k}, n = {args.n}, seeds {args.seed_start}..{args.seed_start + args.seeds - 1}: "
           f"{dict(sorted(counts.items()))} in {wall:.1f} s")
     line = f"spurious: {spurious}/{len(records)} = {100 * spurious / len(records):.1f}%, exact 99% interval [{100 * lo:.1f}%, {100 * hi:.1f}%]"

@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from landscape_core.errors import OptionError
 from landscape_core.teacher_student import (
     TeacherStudentProtocol,
     classify,
@@ -73,7 +74,7 @@ def run_teacher_student_reference(k: int, n: int, seeds: Iterable[int], **option
     p = TeacherStudentProtocol(**options)
     p.validate(k=k, n=n)
     if p.early_stop_global:
-        raise ValueError("early_stop_global: the reference loop runs the full protocol only")
+        raise OptionError("early_stop_global", "the reference loop runs the full protocol only")
     records = []
     for seed in seeds:
         start = time.perf_counter()

@@ -26,6 +26,8 @@ from typing import Callable
 import torch
 from torch.func import grad_and_value, vmap
 
+from landscape_core.errors import OptionError
+
 OPTIMIZERS = ("gd", "momentum", "adam", "lbfgs")
 
 
@@ -46,21 +48,21 @@ class TrainSpec:
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer.name: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+            raise OptionError("optimizer.name", f"{self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         for name in ("lr", "grad_tol", "adam_eps"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"optimizer.{name}: must be a positive number, got {v!r}")
+                raise OptionError(f"optimizer.{name}", f"must be a positive number, got {v!r}")
         for name in ("momentum", "beta1", "beta2"):
             v = getattr(self, name)
             if not 0 <= v < 1:
-                raise ValueError(f"optimizer.{name}: must be in [0, 1), got {v!r}")
+                raise OptionError(f"optimizer.{name}", f"must be in [0, 1), got {v!r}")
         if self.stop_loss < 0:
-            raise ValueError(f"optimizer.stop_loss: must be >= 0, got {self.stop_loss!r}")
+            raise OptionError("optimizer.stop_loss", f"must be >= 0, got {self.stop_loss!r}")
         for name in ("history", "max_iterations", "compact_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"optimizer.{name}: must be an integer >= 1, got {v!r}")
+                raise OptionError(f"optimizer.{name}", f"must be an integer >= 1, got {v!r}")
 
 
 @dataclass
@@ -248,17 +250,17 @@ class SGDSpec:
 
     def validate(self) -> None:
         if not self.lr > 0:
-            raise ValueError(f"sgd.lr: must be > 0, got {self.lr!r}")
+            raise OptionError("sgd.lr", f"must be > 0, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"sgd.momentum: must be in [0, 1), got {self.momentum!r}")
+            raise OptionError("sgd.momentum", f"must be in [0, 1), got {self.momentum!r}")
         for name in ("batch_size", "epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"sgd.{name}: must be an integer >= 1, got {v!r}")
+                raise OptionError(f"sgd.{name}", f"must be an integer >= 1, got {v!r}")
         if not 0 < self.gamma <= 1:
-            raise ValueError(f"sgd.gamma: must be in (0, 1], got {self.gamma!r}")
+            raise OptionError("sgd.gamma", f"must be in (0, 1], got {self.gamma!r}")
         if self.weight_decay < 0:
-            raise ValueError(f"sgd.weight_decay: must be >= 0, got {self.weight_decay!r}")
+            raise OptionError("sgd.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
 
 
 def train_sgd(
@@ -281,7 +283,7 @@ def train_sgd(
     spec.validate()
     S, N = X.shape[0], X.shape[1]
     if len(generators) != S:
-        raise ValueError("generators: one generator per run is required")
+        raise OptionError("generators", "one generator per run is required")
     B = min(spec.batch_size, N)
     steps = N // B
     vgrad = vmap(torch.func.grad(loss))

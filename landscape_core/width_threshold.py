@@ -31,6 +31,7 @@ import torch
 from torch.func import jacrev, vmap
 
 from landscape_core.data import DataSpec, make_dataset
+from landscape_core.errors import OptionError
 from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, last_hidden, unflatten
 from landscape_core.probes import hessian_extremes, numerical_rank, numerical_ranks
 from landscape_core.seeding import run_generator
@@ -51,13 +52,13 @@ class ProbeSpec:
     def validate(self) -> None:
         for name in ("loss_tol", "rank_rtol"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"probes.{name}: must be > 0, got {getattr(self, name)!r}")
+                raise OptionError(f"probes.{name}", f"must be > 0, got {getattr(self, name)!r}")
         if self.eig_margin < 0:
-            raise ValueError(f"probes.eig_margin: must be >= 0, got {self.eig_margin!r}")
+            raise OptionError("probes.eig_margin", f"must be >= 0, got {self.eig_margin!r}")
         for name, minimum in (("exact_hessian_max_params", 0), ("lanczos_steps", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"probes.{name}: must be an integer >= {minimum}, got {value!r}")
+                raise OptionError(f"probes.{name}", f"must be an integer >= {minimum}, got {value!r}")
 
 
 def _loss_fn(spec: MLPSpec, loss: str):
@@ -74,7 +75,7 @@ def _loss_fn(spec: MLPSpec, loss: str):
             return torch.nn.functional.cross_entropy(out, Y)
 
     else:
-        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+        raise OptionError("loss", f"{loss!r} is not one of {', '.join(LOSSES)}")
     return fn
 
 
@@ -153,9 +154,10 @@ def resolve_options(
 ) -> WidthThresholdOptions:
     """Validate the options of :func:`run_width_threshold` and resolve their defaults.
 
-    Raises ``ValueError("<field>: <what is wrong>")``; the field is ``width``, ``depth``,
-    ``activation``, ``loss``, ``init``, ``data.<key>``, ``optimizer.<key>`` or
-    ``probes.<key>`` (``input_dim`` / ``output_dim`` of the model come from the data).
+    Raises ``OptionError(field, message)`` (its text ``"<field>: <what is wrong>"``); the
+    field is ``width``, ``depth``, ``activation``, ``loss``, ``init``, ``data.<key>``,
+    ``optimizer.<key>`` or ``probes.<key>`` (``input_dim`` / ``output_dim`` of the model
+    come from the data).
     ``optimizer.stop_loss = 0`` resolves to ``probes.loss_tol`` (stop once global).
     """
     data_kw = dict(data or {})
@@ -174,15 +176,15 @@ def resolve_options(
     pspec = ProbeSpec(**pspec_kw)
     pspec.validate()
     if loss not in LOSSES:
-        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+        raise OptionError("loss", f"{loss!r} is not one of {', '.join(LOSSES)}")
     if init not in INITS:
-        raise ValueError(f"init: {init!r} is not one of {', '.join(INITS)}")
+        raise OptionError("init", f"{init!r} is not one of {', '.join(INITS)}")
     if not isinstance(output_bias, bool):
-        raise ValueError(f"output_bias: must be true or false, got {output_bias!r}")
+        raise OptionError("output_bias", f"must be true or false, got {output_bias!r}")
     if loss == "square" and dspec.classification:
-        raise ValueError("data.classification: the square loss needs regression targets")
+        raise OptionError("data.classification", "the square loss needs regression targets")
     if loss == "cross_entropy" and not dspec.classification:
-        raise ValueError("data.classification: the cross-entropy loss needs class labels (classification true)")
+        raise OptionError("data.classification", "the cross-entropy loss needs class labels (classification true)")
     tspec.validate()
     if tspec.stop_loss == 0.0:
         tspec = TrainSpec(**{**asdict(tspec), "stop_loss": pspec.loss_tol})  # stop once global
@@ -217,7 +219,7 @@ def run_width_threshold(
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds: must be a non-empty list of integers")
+        raise OptionError("seeds", "must be a non-empty list of integers")
     options = resolve_options(width=width, depth=depth, activation=activation, n_samples=n_samples, data=data,
                               optimizer=optimizer, probes=probes, loss=loss, init=init, output_bias=output_bias)
     spec, dspec, tspec, pspec = options.model, options.data, options.train, options.probes
@@ -324,4 +326,4 @@ def _check_fields(group: str, values: dict, cls) -> None:
         allowed = allowed | {"name"}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ValueError(f"{group}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+        raise OptionError(f"{group}.{unknown[0]}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
