@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, compose_config, search_to_sweep
+from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
 from ray_jobs.errors import ConfigError
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -32,6 +32,13 @@ def _sweep_descriptions(*, searches: bool = False) -> list[str]:
             description = ""
         lines.append(f"  {name:<24} {description}")
     return lines
+
+
+def _experiment_descriptions() -> str:
+    """One line per registered experiment: its name and ``Experiment.help`` (grid axes)."""
+    from ray_jobs.experiments.registry import registered_experiments
+
+    return "\n".join(f"  {name:<17} {experiment.help}" for name, experiment in registered_experiments().items())
 
 
 def sweep_help() -> str:
@@ -57,20 +64,17 @@ sweeps:
 searches:
 {chr(10).join(_sweep_descriptions(searches=True))}
 
+experiments (a sweep file picks one; its grid axes):
+{_experiment_descriptions()}
+
 config groups (choose with group=option):
 {groups}
 
 overrides (Hydra syntax), for example:
-  sweep.grid.k=[6,7]         grid axes (teacher_student: k, n or n_minus_k, step, init_scale;
-                             width_threshold: width or width_over_n, depth, activation, n_samples)
-  sweep.grid.M_over_n=[0.5,1,2]  skip_networks axes: width, depth, activation, n_samples, M or M_over_n,
-                             architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)
-  experiment.sgd.lr=0.01  experiment.M=64   skip_networks settings (conf/experiment/skip_networks.yaml)
-  sweep.grid.threshold=[0.1,0.01]   string_sampling axes: threshold (required), problem, width, depth,
-                             activation, n_train
-  experiment.string.max_rounds=10  experiment.endpoint_training.lr=0.001  experiment.keep_string=true
+  sweep.grid.k=[6,7]         a grid axis of the sweep's experiment (the axes are listed above)
+  experiment.sgd.lr=0.01  experiment.string.max_rounds=10   an experiment's settings (conf/experiment/<name>.yaml)
   search.trials=20  search.target=0.99  search.sampler=grid   a search's settings (search=<name>)
-  optimizer=adam data=digits  width_threshold: optimizer and data set (groups above)
+  optimizer=adam data=digits  an experiment's own config groups (above)
   optimizer.max_iterations=5000  data.input_dim=4  experiment.probes.ntk_rank=true
   sweep.seeds=100            runs per cell (seeds seed_start .. seed_start + seeds - 1)
   results_dir=PATH           results root (default ./results)
@@ -87,15 +91,11 @@ configuration (nothing written), 130 interrupted (run the same command to resume
 def report_help() -> str:
     return """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.family_tol=1e-4]
 
-Rebuild the report of a sweep from its Parquet rows: per cell the runs, the fraction of
-each status with its Wilson interval, the mean objective and smallest Hessian eigenvalue
-of spurious runs, the number of families (teacher_student), the fraction with a full-rank
-last hidden layer and the width-threshold tables (width_threshold), the fraction with a
-full-rank Psi against M / N or zero training error and test accuracy with intervals
-(skip_networks), the connected fraction and normalized length against L0 and width
-(string_sampling), and the published
-values when the sweep names a reference. Writes <results_dir>/<sweep>/report/table.md,
-table.csv and the figure, and prints the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
+Rebuild the report of a sweep from its Parquet rows: per cell the runs and the fraction of
+each status with its Wilson interval, then what the sweep's experiment reports (its own
+tables and figures), and the published values when the sweep names a reference. Writes
+<results_dir>/<sweep>/report/table.md, table.csv and the experiment's files, and prints
+the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
 
 sweeps:
 """ + "\n".join(_sweep_descriptions()) + "\n"
@@ -116,13 +116,15 @@ def sweep_main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(sweep_help())
         return EXIT_OK
-    from ray_jobs.driver import run_sweep
-    from ray_jobs.search_service import is_search, run_search_sweep
+    from ray_jobs.search import is_search
+    from ray_jobs.search.driver import run_search_sweep
+    from ray_jobs.sweep import run_sweep
+    from ray_jobs.validate import compose
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
         argv, _ = search_to_sweep(argv)
-        cfg = compose_config(argv)
+        cfg = compose(argv)
         if is_search(cfg):  # validates before anything is written, like run_sweep
             result = run_search_sweep(cfg)
         else:
@@ -176,7 +178,7 @@ def report_main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(report_help())
         return EXIT_OK
-    from ray_jobs.experiments import get_experiment
+    from ray_jobs.experiments.registry import get_experiment
     from ray_jobs.report import build_report
     from ray_jobs.store import ResultsStore
     from ray_jobs.validate import resolve_reference

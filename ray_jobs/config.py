@@ -21,9 +21,29 @@ from ray_jobs.errors import ConfigError
 PROJECT_ROOT = Path(os.environ.get("LANDSCAPE_PROJECT_ROOT") or Path(__file__).resolve().parents[1])
 CONF_DIR = PROJECT_ROOT / "conf"
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
-#: Hydra groups of conf/ besides `sweep`, in the order of conf/config.yaml's defaults
-#: (protocol: teacher_student only; optimizer and data: width_threshold only)
-GROUPS = ("experiment", "protocol", "optimizer", "data", "resources", "tracking", "cluster")
+#: groups every run reads; every other group of conf/ belongs to the experiments that
+#: declare it (``Experiment.groups``: protocol, optimizer, data...)
+SERVICE_GROUPS = ("experiment", "resources", "tracking", "cluster")
+
+
+def experiment_groups() -> tuple[str, ...]:
+    """The config groups of conf/ that only some experiments read (a folder each, sorted)."""
+    return tuple(sorted(path.name for path in CONF_DIR.iterdir()
+                        if path.is_dir() and path.name != "sweep" and path.name not in SERVICE_GROUPS))
+
+
+#: Hydra groups of conf/ besides `sweep`: the experiment, the experiments' own groups, then
+#: the service's resources, tracking and cluster
+GROUPS = (SERVICE_GROUPS[0], *experiment_groups(), *SERVICE_GROUPS[1:])
+
+
+class UnknownGridAxis(ConfigError):
+    """An override of ``sweep.grid.<axis>`` that the sweep's grid lacks; ``overrides`` are
+    the other overrides (to compose the config and name the experiment's axes)."""
+
+    def __init__(self, axis: str, overrides: list[str]):
+        super().__init__(f"sweep.grid.{axis}", f"unknown axis {axis!r}")
+        self.axis, self.overrides = axis, overrides
 
 
 def available_sweeps() -> list[str]:
@@ -118,12 +138,8 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
     match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
     key = match.group(1) if match else "overrides"
     if key.startswith("sweep.grid."):
-        axis = key[len("sweep.grid.") :]
-        from ray_jobs.experiments import get_experiment
-
         remaining = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key)]
-        experiment = get_experiment(compose_config(remaining).experiment.name)
-        return ConfigError(key, f"unknown axis {axis!r} for {experiment.name}; allowed: {', '.join(experiment.axes)}")
+        return UnknownGridAxis(key[len("sweep.grid."):], remaining)
     reason = "no such key in the config (add a new key with +key=value)" if "not in struct" in text else str(exc).strip().splitlines()[0]
     return ConfigError(key, reason)
 

@@ -1,11 +1,16 @@
-"""Ray: start or connect to a cluster, submit one task per work unit, wait with ray.wait.
+"""Execution on Ray: the cluster, and the one submit / ray.wait / retry / cancel loop.
 
 :func:`ray_cluster` starts a local cluster (no ``cluster.address`` and no ``RAY_ADDRESS``)
 and shuts it down at the end, or connects to an existing one and only disconnects; inside
 a process that already called ``ray.init`` (tests, notebooks) it uses that session as is.
-:func:`run_units` submits the units and yields each outcome as its task finishes, showing
-a live progress bar; the caller (the driver) records it. A task that still fails after
-Ray's retries yields an outcome with an error message instead of records.
+
+:class:`Execution` is the loop every driver uses: ``submit(unit)`` starts one Ray task per
+work unit (resources and retries from the ``resources`` group: Ray retries dead workers,
+and raised exceptions when ``retry_exceptions``), ``wait()`` returns the outcomes of the
+tasks finished by then, ``cancel()`` cancels what is still pending. A task that still fails
+after Ray's retries gives an outcome with an error message instead of records. The grid
+driver submits every unit at once (:func:`run_units`, with a progress bar); a search
+submits units as its trials ask for them.
 """
 
 from __future__ import annotations
@@ -122,45 +127,75 @@ def unit_submitter(experiment_name: str, resources):
     return submit
 
 
+class Execution:
+    """Work units in flight on Ray, one task each; the caller records the outcomes."""
+
+    def __init__(self, experiment_name: str, resources):
+        self._submit = unit_submitter(experiment_name, resources)
+        self.pending: dict = {}  # ObjectRef -> WorkUnit
+        self.started = time.monotonic()
+
+    def submit(self, unit: WorkUnit) -> None:
+        """Start the unit's task."""
+        self.pending[self._submit(unit)] = unit
+
+    def wait(self, timeout: float = WAIT_TIMEOUT_S) -> list[UnitOutcome]:
+        """Outcomes of the tasks finished within ``timeout`` (none when nothing finished).
+
+        Waits with ``ray.wait`` for one ready task, then takes every task ready at that
+        moment (prompt on each completion, batched under load); never one ``ray.get`` over
+        all pending tasks."""
+        import ray
+        from ray.exceptions import RayError
+
+        if not self.pending:
+            return []
+        ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        outcomes = []
+        for ref in ready:
+            unit = self.pending.pop(ref)
+            try:
+                outcomes.append(UnitOutcome(unit, ray.get(ref), None, time.monotonic() - self.started))
+            except RayError as exc:
+                outcomes.append(UnitOutcome(unit, None, describe_failure(exc), time.monotonic() - self.started))
+        return outcomes
+
+    def cancel(self) -> None:
+        """Cancel every task still pending (force: their workers are killed)."""
+        import ray
+
+        for ref in self.pending:
+            ray.cancel(ref, force=True)
+        self.pending.clear()
+
+
 def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, console: Console, *,
               description: str = "sweep") -> Iterator[UnitOutcome]:
-    """Submit one Ray task per unit; yield each outcome as its task finishes.
-
-    Waits with ``ray.wait`` (one ready ref, then every ref ready at that moment), never
-    one ``ray.get`` over all refs. Tasks still pending when the caller stops iterating
-    (Ctrl-C, an exception) are cancelled.
-    """
-    import ray
-    from ray.exceptions import RayError
-
-    submit = unit_submitter(experiment_name, resources)
-    started = time.monotonic()
-    pending = {submit(unit): unit for unit in units}
+    """Submit one Ray task per unit; yield each outcome as its task finishes, with a live
+    progress bar (without a terminal, a plain progress line every :data:`LOG_EVERY_S`).
+    Tasks still pending when the caller stops iterating (Ctrl-C, an exception) are cancelled."""
+    execution = Execution(experiment_name, resources)
+    for unit in units:
+        execution.submit(unit)
     total_runs = sum(len(unit.seeds) for unit in units)
     runs_done = failed = 0
-    last_log = started
+    last_log = execution.started
     try:
         with progress_bar(console) as progress:
             bar = progress.add_task(description, total=len(units), runs=0, total_runs=total_runs, failed=0)
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_TIMEOUT_S)
-                if ready:
-                    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-                for ref in ready:
-                    unit = pending.pop(ref)
-                    try:
-                        outcome = UnitOutcome(unit, ray.get(ref), None, time.monotonic() - started)
-                    except RayError as exc:
-                        outcome = UnitOutcome(unit, None, describe_failure(exc), time.monotonic() - started)
-                        failed += 1
-                    runs_done += len(unit.seeds)
+            while execution.pending:
+                for outcome in execution.wait():
+                    failed += outcome.error is not None
+                    runs_done += len(outcome.unit.seeds)
                     yield outcome
                     progress.update(bar, advance=1, runs=runs_done, failed=failed)
                 progress.refresh()
                 if not console.is_terminal and time.monotonic() - last_log >= LOG_EVERY_S:
                     last_log = time.monotonic()
-                    console.print(f"{description}: {len(units) - len(pending)}/{len(units)} units, {runs_done}/{total_runs} runs, "
-                                  f"{failed} failed units, {last_log - started:.0f} s elapsed")
+                    console.print(f"{description}: {len(units) - len(execution.pending)}/{len(units)} units, "
+                                  f"{runs_done}/{total_runs} runs, {failed} failed units, "
+                                  f"{last_log - execution.started:.0f} s elapsed")
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        execution.cancel()

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_jobs.experiments import Experiment
 from ray_jobs.plan import WorkUnit
 
-#: run outcomes of the experiments, plus `error` for a unit whose task failed
-RUN_STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
-STATUSES = (*RUN_STATUSES, "error")
+if TYPE_CHECKING:
+    from ray_jobs.experiments.base import Experiment
+
+#: the status of every row of a unit whose task failed (the experiments' statuses are theirs)
+ERROR_STATUS = "error"
 
 #: columns every row has, whatever the experiment
 CONTRACT_COLUMNS: dict[str, pa.DataType] = {
@@ -50,10 +51,22 @@ FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"
 
 
+def arrow_type(name: str) -> pa.DataType:
+    """The Arrow type of a column type name: ``int64``, ``float64``, ``string``, ``bool``,
+    ``list<T>`` for a type name T (``list<float64>``, ``list<list<float64>>``)."""
+    if name.startswith("list<") and name.endswith(">"):
+        return pa.list_(arrow_type(name[len("list<"):-1]))
+    scalar = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+    try:
+        return scalar[name]
+    except KeyError:
+        raise ValueError(f"unknown column type {name!r}; allowed: {', '.join(scalar)} or list<...> of them") from None
+
+
 def row_schema(experiment: Experiment) -> pa.Schema:
-    """Contract columns, then the experiment's own columns."""
+    """Contract columns, then the experiment's own columns (declared as type names)."""
     columns = dict(CONTRACT_COLUMNS)
-    columns.update({name: kind for name, kind in experiment.columns.items() if name not in columns})
+    columns.update({name: arrow_type(kind) for name, kind in experiment.columns.items() if name not in columns})
     return pa.schema(list(columns.items()))
 
 
@@ -95,7 +108,7 @@ def error_table(unit: WorkUnit, message: str, *, experiment: Experiment, sweep: 
             "cell_id": unit.cell.cell_id,
             "unit_id": unit.unit_id,
             "seed": seed,
-            "status": "error",
+            "status": ERROR_STATUS,
             "code_version": code_version,
             "config_json": unit.cell.config_json,
             "error_message": message,
@@ -138,7 +151,7 @@ class ResultsStore:
         failed = set()
         for path in self.fragment_paths():
             statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-            if "error" in statuses:
+            if ERROR_STATUS in statuses:
                 failed.add(path.name[: -len(FRAGMENT_SUFFIX)])
         return failed
 

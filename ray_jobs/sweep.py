@@ -1,8 +1,8 @@
-"""The sweep driver: validate -> plan -> skip done units -> schedule -> record -> report.
+"""The grid driver: validate -> plan -> skip done units -> execute -> record -> report.
 
-The driver is the single writer of the results: Parquet fragments (one per finished
-unit), MLflow runs (a parent per invocation, a child per cell as soon as the cell's last
-unit is recorded) and the report. Ray is started only when there is something to run.
+Built on :class:`ray_jobs.session.Session` (store, config, MLflow parent, recording, report)
+and :mod:`ray_jobs.execution` (the Ray loop). MLflow gets a child run per cell as soon as
+the cell's last unit is recorded. Ray is started only when there is something to run.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ray_jobs.config import to_yaml
-from ray_jobs.experiments import Experiment
+from ray_jobs.execution import ray_cluster, run_units
 from ray_jobs.plan import Cell, SweepPlan, canonical_json, plan_sweep
-from ray_jobs.provenance import code_version
-from ray_jobs.report import Report, build_report, table_from_rows
-from ray_jobs.schedule import ray_cluster, run_units
-from ray_jobs.store import ResultsStore, error_table, unit_table
-from ray_jobs.tracking import SweepTracker, parent_run, source_tags
-from ray_jobs.validate import resolve_reference, resolve_results_dir, validate
+from ray_jobs.report import Report
+from ray_jobs.report.aggregate import table_from_rows
+from ray_jobs.session import Session
+from ray_jobs.validate import validate
 
 
 @dataclass
@@ -43,22 +40,21 @@ class SweepResult:
 class _CellTracker:
     """Logs a cell's MLflow child run once all of the cell's units of the plan are recorded."""
 
-    def __init__(self, cfg, plan: SweepPlan, store: ResultsStore, experiment: Experiment,
-                 tracker: SweepTracker | None, reference: Path | None):
-        self.cfg, self.plan, self.store, self.experiment = cfg, plan, store, experiment
-        self.tracker, self.reference = tracker, reference
+    def __init__(self, session: Session, plan: SweepPlan):
+        self.session, self.plan = session, plan
 
     def log(self, cell: Cell) -> None:
-        if self.tracker is None:
+        session = self.session
+        if session.tracker is None:
             return
-        rows = self.store.read(unit.unit_id for unit in self.plan.units_of(cell.cell_id))
-        table = table_from_rows(rows, self.experiment, confidence=float(self.cfg.report.confidence),
-                                family_tol=float(self.cfg.report.family_tol), reference=self.reference)
+        rows = session.store.read(unit.unit_id for unit in self.plan.units_of(cell.cell_id))
+        table = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
+                                family_tol=float(session.cfg.report.family_tol), reference=session.reference)
         metrics = {key: value for key, value in table.iloc[0].to_dict().items()
                    if key not in cell.params and key not in ("cell_id", "experiment")}
         params = {"sweep": self.plan.sweep, "cell_id": cell.cell_id, **cell.params}
-        axes = [f"{axis}={cell.params[axis]}" for axis in self.experiment.table_axes if axis in cell.params]
-        self.tracker.log_cell(" ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep})
+        axes = [f"{axis}={cell.params[axis]}" for axis in session.experiment.table_axes if axis in cell.params]
+        session.tracker.log_cell(" ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep})
 
 
 def run_sweep(cfg, console: Console | None = None) -> SweepResult:
@@ -71,30 +67,22 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
     started = time.monotonic()
     experiment, cell_params = validate(cfg)
     plan = plan_sweep(cfg, experiment.name, cell_params)
-    results_dir = resolve_results_dir(cfg)
-    reference = resolve_reference(cfg)
-    store = ResultsStore(results_dir, plan.sweep)
-    store.prepare()
-    store.save_text(store.config_path, to_yaml(cfg))
+    session = Session(cfg, experiment, plan.sweep, console)
+    store = session.store
 
     done = store.completed_unit_ids()
     if cfg.retry_errors:
         done -= store.unit_ids_with_errors()
     todo = [unit for unit in plan.units if unit.unit_id not in done]
-    version = code_version()
     console.print(f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
                   f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. Results: {store.sweep_dir}")
 
-    tracker = SweepTracker.from_config(cfg, results_dir)
-    cells = _CellTracker(cfg, plan, store, experiment, tracker, reference)
+    cells = _CellTracker(session, plan)
     remaining = Counter(unit.cell.cell_id for unit in todo)
-    failed = 0
     params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
               "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
-              "chunk_size": int(cfg.resources.chunk_size), "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
-              "code_version": version, "results_dir": str(results_dir)}
-    tags = {"sweep": plan.sweep, "code_version": version, **source_tags()}
-    with parent_run(tracker, plan.sweep, params=params, tags=tags):
+              "chunk_size": int(cfg.resources.chunk_size), "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+    with session.parent_run(params):
         for cell in plan.cells:
             if remaining[cell.cell_id] == 0:
                 cells.log(cell)
@@ -102,25 +90,15 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
             with ray_cluster(cfg.cluster, console) as where:
                 console.print(f"Scheduling {len(todo)} units on {where}.")
                 for outcome in run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep):
-                    unit = outcome.unit
-                    if outcome.error is None:
-                        table = unit_table(unit, outcome.records, experiment=experiment, sweep=plan.sweep, code_version=version)
-                    else:
-                        failed += 1
-                        console.print(f"[red]unit {unit.unit_id} (cell {unit.cell.cell_id}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
-                                      f"failed:[/] {outcome.error}")
-                        table = error_table(unit, outcome.error, experiment=experiment, sweep=plan.sweep, code_version=version)
-                    store.write_fragment(unit.unit_id, table)
-                    remaining[unit.cell.cell_id] -= 1
-                    if remaining[unit.cell.cell_id] == 0:
-                        cells.log(unit.cell)
-        report = build_report(store, experiment, sweep=plan.sweep, confidence=float(cfg.report.confidence),
-                              family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+                    session.record(outcome)
+                    remaining[outcome.unit.cell.cell_id] -= 1
+                    if remaining[outcome.unit.cell.cell_id] == 0:
+                        cells.log(outcome.unit.cell)
+        report = session.build_report()
         wall_s = time.monotonic() - started
-        if tracker is not None:
-            tracker.log_parent_metrics({"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
-                                        "units_failed": failed, "runs": plan.runs, "wall_s": wall_s})
-            tracker.log_artifacts(report.paths, artifact_path="report")
-            tracker.log_artifacts([store.config_path], artifact_path="config")
-    return SweepResult(plan=plan, results_dir=results_dir, units_scheduled=len(todo), units_skipped=len(plan.units) - len(todo),
-                       units_failed=failed, report=report, parent_run_id=tracker.parent_run_id if tracker else None, wall_s=wall_s)
+        session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
+                                "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
+                       report_paths=report.paths)
+    return SweepResult(plan=plan, results_dir=session.results_dir, units_scheduled=len(todo),
+                       units_skipped=len(plan.units) - len(todo), units_failed=session.units_failed, report=report,
+                       parent_run_id=session.parent_run_id, wall_s=wall_s)

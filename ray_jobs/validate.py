@@ -3,7 +3,7 @@
 Every check raises :class:`~ray_jobs.errors.ConfigError` with the dotted field at fault
 and what is allowed; the CLI prints it on one line and exits with code 2. The checks of
 the science (k, n, step, tolerances, teacher...) are the core's own, run per cell by the
-experiment (:meth:`ray_jobs.experiments.Experiment.cells`).
+experiment (:meth:`ray_jobs.experiments.base.Experiment.cells`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ray_jobs.config import PROJECT_ROOT
+from omegaconf import DictConfig
+
+from ray_jobs.config import PROJECT_ROOT, UnknownGridAxis, available_options, compose_config, experiment_groups
 from ray_jobs.errors import ConfigError
-from ray_jobs.experiments import OPTIONAL_GROUPS, Experiment, get_experiment, is_int, is_number
+from ray_jobs.experiments.base import Experiment, is_int, is_number
+from ray_jobs.experiments.registry import get_experiment
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -53,11 +56,20 @@ def check_results_dir(path: Path) -> None:
             return
 
 
-def check_groups(cfg, experiment: Experiment) -> None:
-    """The experiment gets exactly the optional config groups it reads (protocol, optimizer, data)."""
-    from ray_jobs.config import available_options
+def compose(overrides: list[str]) -> DictConfig:
+    """:func:`ray_jobs.config.compose_config`, with an unknown grid axis named against the
+    experiment's axes (``sweep.grid.width: unknown axis 'width' for teacher_student; allowed: ...``)."""
+    try:
+        return compose_config(overrides)
+    except UnknownGridAxis as error:
+        experiment = get_experiment(compose_config(error.overrides).experiment.name)
+        raise ConfigError(error.field, f"{error.message} for {experiment.name}; allowed: {', '.join(experiment.axes)}") from None
 
-    for group in OPTIONAL_GROUPS:
+
+def check_groups(cfg, experiment: Experiment) -> None:
+    """The experiment gets exactly the experiments' config groups it reads (protocol,
+    optimizer, data...: ``Experiment.groups``), no other."""
+    for group in experiment_groups():
         present = cfg.get(group) is not None
         if group in experiment.groups and not present:
             raise ConfigError(group, f"required by {experiment.name}: choose {group}=<option>; "

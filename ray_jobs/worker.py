@@ -1,12 +1,17 @@
 """The body of one Ray task: run one work unit's seeds as one batch, return its records.
 
-Plain Python (no Ray import): :mod:`ray_jobs.schedule` wraps :func:`run_unit` in a Ray
+It imports the registry and, through it, only the experiment of the unit (no pandas, no
+pyarrow, no other experiment).
+
+Plain Python (no Ray import): :mod:`ray_jobs.execution` wraps :func:`run_unit` in a Ray
 remote function with the resources the config asks for.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ray_jobs.experiments.registry import get_experiment
 
 
 class InjectedFault(RuntimeError):
@@ -30,8 +35,6 @@ def run_unit(experiment_name: str, params: dict[str, Any], seeds: list[int], *, 
     whatever the experiment raises; the driver turns a raise into ``error`` rows.
     """
     import torch
-
-    from ray_jobs.experiments import get_experiment
 
     injected = sorted(set(seeds) & set(params.get("fail_on_seeds") or ()))
     if injected:

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.search import InProcessEvaluator, SearchSpec, run_search, wilson_interval
+from ray_jobs.search.engine import InProcessEvaluator, run_search, wilson_interval
+from ray_jobs.search.spec import SearchSpec
 
 TRUE_THRESHOLD = 12
 

@@ -16,13 +16,14 @@ import pytest
 from scipy.stats import binomtest
 
 from ray_jobs.config import compose_config
-from ray_jobs.driver import run_sweep
+from ray_jobs.sweep import run_sweep
 from ray_jobs.report import TABLE_CSV, TABLE_MD
-from ray_jobs.store import CONTRACT_COLUMNS, STATUSES
+from ray_jobs.experiments.base import RUN_STATUSES as EXPERIMENT_STATUSES
+from ray_jobs.store import CONTRACT_COLUMNS
 from tests.conftest import (PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, children_of, mlflow_client, run_cli,
                             sigkill_driver_when)
 
-RUN_STATUSES = [s for s in STATUSES if s != "error"]
+RUN_STATUSES = list(EXPERIMENT_STATUSES)
 
 
 def sweep(results_dir: Path, *overrides: str):

@@ -8,7 +8,7 @@ import pytest
 
 from ray_jobs.config import compose_config
 from ray_jobs.plan import plan_sweep, seed_chunks
-from ray_jobs.report import wilson_interval
+from landscape_core.statistics import wilson_interval
 from ray_jobs.validate import validate
 
 

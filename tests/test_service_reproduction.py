@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ray_jobs.config import compose_config
-from ray_jobs.driver import run_sweep
+from ray_jobs.sweep import run_sweep
 from ray_jobs.report import TABLE_CSV
 
 

@@ -19,7 +19,9 @@ import pytest
 
 from ray_jobs.cli import EXIT_OK, EXIT_USAGE, sweep_main
 from ray_jobs.config import available_searches, compose_config, search_to_sweep
-from ray_jobs.search_service import JOURNAL, SEARCH_MD, TRIALS_CSV, plan_search, run_search_sweep
+from ray_jobs.search.driver import JOURNAL, run_search_sweep
+from ray_jobs.search.plan import plan_search
+from ray_jobs.search.report import SEARCH_MD, TRIALS_CSV
 from ray_jobs.store import ResultsStore
 from tests.conftest import children_of, mlflow_client, sigkill_driver_when
 

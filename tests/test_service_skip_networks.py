@@ -19,11 +19,13 @@ import pytest
 from scipy.stats import binomtest, t as student_t
 
 from ray_jobs.config import compose_config
-from ray_jobs.driver import run_sweep
-from ray_jobs.experiments import ACTIVATIONS, get_experiment
+from ray_jobs.sweep import run_sweep
+from ray_jobs.experiments.base import ACTIVATIONS, RUN_STATUSES
+from ray_jobs.experiments.registry import get_experiment
 from ray_jobs.report import TABLE_CSV, TABLE_MD
-from ray_jobs.skip_networks_experiment import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown, t_interval
-from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES
+from landscape_core.statistics import t_interval
+from ray_jobs.experiments.skip_networks.layout import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown
+from ray_jobs.store import CONTRACT_COLUMNS
 from tests.test_service_width_threshold import plan_for, run_first_cell
 from tests.conftest import assert_usage_error, children_of, mlflow_client
 

@@ -20,18 +20,16 @@ import pytest
 from scipy.stats import binomtest
 
 from ray_jobs.config import compose_config
-from ray_jobs.driver import run_sweep
-from ray_jobs.experiments import get_experiment
+from ray_jobs.sweep import run_sweep
+from ray_jobs.experiments.base import RUN_STATUSES
+from ray_jobs.experiments.registry import get_experiment
 from ray_jobs.report import TABLE_CSV, TABLE_MD
-from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES
-from ray_jobs.string_sampling_experiment import (
-    BEAD_INITS,
-    INITS,
+from ray_jobs.store import CONTRACT_COLUMNS
+from ray_jobs.experiments.string_sampling.experiment import BEAD_INITS, INITS, LOSSES, PROBLEMS
+from ray_jobs.experiments.string_sampling.layout import (
     LENGTH_CSV,
     LENGTH_PNG,
-    LOSSES,
     PCA_PNG,
-    PROBLEMS,
     STRINGS_CSV,
     STRINGS_NPZ,
     WIDTH_CSV,

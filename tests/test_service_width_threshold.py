@@ -17,11 +17,13 @@ import pytest
 from scipy.stats import binomtest
 
 from ray_jobs.config import available_options, compose_config
-from ray_jobs.driver import run_sweep
-from ray_jobs.experiments import ACTIVATIONS, get_experiment
+from ray_jobs.sweep import run_sweep
+from ray_jobs.experiments.base import ACTIVATIONS, RUN_STATUSES
+from ray_jobs.experiments.registry import get_experiment
 from ray_jobs.plan import plan_sweep
-from ray_jobs.report import TABLE_CSV, TABLE_MD, THRESHOLD_CSVS, THRESHOLD_PNG
-from ray_jobs.store import CONTRACT_COLUMNS, RUN_STATUSES, row_schema
+from ray_jobs.experiments.width_threshold.layout import THRESHOLD_CSVS, THRESHOLD_PNG
+from ray_jobs.report import TABLE_CSV, TABLE_MD
+from ray_jobs.store import CONTRACT_COLUMNS, row_schema
 from ray_jobs.validate import validate
 from tests.conftest import assert_usage_error, children_of, mlflow_client
 

@@ -1,0 +1,1 @@
+"""The teacher_student experiment: ``experiment.py`` (adapter to landscape_core), ``layout.py`` (its report)."""

@@ -1,0 +1,182 @@
+"""Safran & Shamir's teacher-student experiment: the adapter to ``landscape_core.teacher_student``.
+
+Grid axes, columns, cell validation (by the core's own checks) and the batched run of a
+seed chunk; the report layout is in :mod:`.layout`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ray_jobs.errors import ConfigError
+from ray_jobs.experiments.base import Experiment
+from ray_jobs.experiments.grid import Alternative, GridAxes, grid_points
+
+
+class TeacherStudent(Experiment):
+    """Safran & Shamir's teacher-student two-layer ReLU network (protocols.md section 1).
+
+    Grid axes: ``k`` (teacher neurons, required), either ``n`` (student neurons, crossed
+    with k) or ``n_minus_k`` (n = k + offset; default [0]), and optionally ``step`` and
+    ``init_scale`` (override the protocol's value per cell). The cell's parameters are the
+    experiment group (teacher, d, activation, keep_weights, fail_on_seeds) plus every key
+    of the protocol group, passed to ``run_teacher_student`` as they are.
+    """
+
+    name = "teacher_student"
+    help = "k (required), n or n_minus_k (n = k + offset), step, init_scale; group protocol"
+    tiny_budget = ("protocol.max_iterations=300",)
+    axes = ("k", "n", "n_minus_k", "step", "init_scale")
+    grid_axes = GridAxes(axes, required={"k": "[6,7]"}, alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),))
+    table_axes = ("k", "n", "step", "init_scale")
+    optional_table_axes = ("step", "init_scale")  # grid axes of a protocol comparison or search
+    groups = ("protocol",)
+    activations = ("relu",)
+    #: experiment-group keys that are not options of the core function
+    service_keys = ("name", "activation", "keep_weights", "fail_on_seeds")
+    columns = {
+        "k": "int64",
+        "n": "int64",
+        "d": "int64",
+        "teacher": "string",
+        "activation": "string",
+        "min_eig": "float64",
+        "max_eig": "float64",
+        "hessian_degenerate": "bool",
+        "restarts": "int64",
+        "final_step": "float64",
+        "stopped_early": "bool",
+        "init_scale": "float64",
+        "step": "float64",
+        "grad_tol": "float64",
+        "restart_grad_norm": "float64",
+        "max_iterations": "int64",
+        "bad_loss_threshold": "float64",
+        "eig_margin": "float64",
+        "early_stop_global": "bool",
+        "monotone_rtol": "float64",
+        "max_restarts": "int64",
+        "final_weights": "list<float64>",
+    }
+    reference_columns = {
+        "pct_runs_spurious": ("ref_frac_spurious", 0.01),
+        "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
+        "mean_objective": ("ref_mean_objective_spurious", 1.0),
+    }
+
+    def cells(self, cfg) -> list[dict[str, Any]]:
+        from omegaconf import OmegaConf
+
+        experiment, grid, fail_on_seeds = self.read_config(cfg)
+        protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
+        activation = experiment.get("activation", "relu")
+        if activation not in self.activations:
+            raise ConfigError(
+                "experiment.activation",
+                f"unknown activation {activation!r} for {self.name}; allowed: {', '.join(self.activations)}",
+            )
+        axes = self.grid_axes.check(grid, self.name)
+        width_axis = "n" if "n" in axes else "n_minus_k"
+        if width_axis == "n_minus_k":
+            axes.setdefault("n_minus_k", [0])
+        for offset in axes.get("n_minus_k", []):
+            if isinstance(offset, bool) or not isinstance(offset, int):
+                raise ConfigError("sweep.grid.n_minus_k", f"must be integers (n = k + offset), got {offset!r}")
+
+        cells = []
+        for values in grid_points(axes):
+            k = values["k"]
+            n = values["n"] if width_axis == "n" else k + values["n_minus_k"] if isinstance(k, int) else None
+            options = {key: value for key, value in experiment.items() if key not in self.service_keys}
+            options.update(protocol)
+            options.update({axis: values[axis] for axis in ("step", "init_scale") if axis in values})
+            self._check_with_core(k, n, options, width_axis)
+            params = {
+                "experiment": self.name,
+                "k": k,
+                "n": n,
+                **options,
+                "d": options.get("d") if options.get("d") is not None else k,
+                "activation": activation,
+                "keep_weights": bool(experiment.get("keep_weights", True)),
+                "fail_on_seeds": sorted(fail_on_seeds),
+            }
+            cells.append(params)
+        return cells
+
+    def _check_with_core(self, k, n, options: dict, width_axis: str) -> None:
+        """Validate one cell with the core's own checks, naming the config path at fault."""
+        from landscape_core.teacher_student import TeacherStudentProtocol
+
+        try:
+            unknown = set(options) - set(TeacherStudentProtocol.__dataclass_fields__)
+            if unknown:
+                allowed = ", ".join(sorted(TeacherStudentProtocol.__dataclass_fields__))
+                raise ValueError(f"{sorted(unknown)[0]}: unknown teacher-student option (allowed: {allowed})")
+            TeacherStudentProtocol(**options).validate(k=k, n=n)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            if field == "k":
+                path = "sweep.grid.k"
+            elif field == "n":
+                path = f"sweep.grid.{width_axis}"
+                if width_axis == "n_minus_k":
+                    message = f"n = k + n_minus_k {message} (k = {k})"
+            elif field in ("d", "teacher"):
+                path = f"experiment.{field}"
+            else:
+                path = f"protocol.{field}"
+            raise ConfigError(path, message or str(exc)) from None
+
+    def core_options(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The keyword options of ``run_teacher_student`` held in a cell's ``params``."""
+        from landscape_core.teacher_student import TeacherStudentProtocol
+
+        return {key: params[key] for key in TeacherStudentProtocol.__dataclass_fields__ if key in params}
+
+    def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
+        from landscape_core.teacher_student import run_teacher_student
+
+        return run_teacher_student(
+            params["k"],
+            params["n"],
+            list(seeds),
+            device=device,
+            keep_weights=params["keep_weights"],
+            **self.core_options(params),
+        )
+
+    def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
+        """``n_families``: distinct spurious minima of the cell up to student-neuron
+        permutation within ``family_tol`` (None when no run ran or the weights were not kept)."""
+        records = ran[ran["status"] == "spurious"].to_dict("records")
+        return {"n_families": count_families(records, family_tol) if len(ran) else None}
+
+    def report_markdown(self, table, *, sweep, confidence) -> str:
+        from ray_jobs.experiments.teacher_student.layout import teacher_student_markdown
+
+        return teacher_student_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
+        from ray_jobs.experiments.teacher_student.layout import FIGURE_PNG, plot_spurious_fraction
+
+        png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence) if figure else None
+        return [png] if png is not None else []
+
+
+def count_families(records: Sequence[dict], tol: float) -> int | None:
+    """Number of families among the spurious ``records`` of one cell (core's ``group_families``);
+    None when their weights were not kept (``experiment.keep_weights=false``)."""
+    from landscape_core.teacher_student import group_families
+
+    records = [dict(record) for record in records]  # the weights as float lists (Parquet gives arrays)
+    for record in records:
+        weights = record.get("final_weights")
+        record["final_weights"] = None if weights is None else [float(w) for w in weights]
+    if any(record["final_weights"] is None for record in records):
+        return None
+    return len(group_families(records, tol=tol, statuses=("spurious",)))
+
+
+EXPERIMENT = TeacherStudent

@@ -1,0 +1,1 @@
+"""The width_threshold experiment: ``experiment.py`` (adapter to landscape_core), ``layout.py`` (its report)."""

@@ -1,0 +1,55 @@
+"""The report of a sweep: aggregate its Parquet rows per cell, write the tables and figures.
+
+- :mod:`ray_jobs.report.aggregate`  one table row per cell (statuses with Wilson intervals,
+  the experiment's own aggregates, published reference values)
+- :mod:`ray_jobs.report.tables`     formatting: percentages with intervals, ratio grids,
+  the default status table
+- :mod:`ray_jobs.report.figures`    matplotlib on the Agg backend
+
+Generic: an experiment's layout (its folder's ``layout.py``) builds on these; nothing here
+imports an experiment. Interval statistics come from :mod:`landscape_core.statistics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ray_jobs.report.aggregate import table_from_rows
+from ray_jobs.store import ResultsStore
+
+if TYPE_CHECKING:
+    from ray_jobs.experiments.base import Experiment
+
+TABLE_MD = "table.md"
+TABLE_CSV = "table.csv"
+
+
+@dataclass
+class Report:
+    """A built report: the table, its markdown, and the files written."""
+
+    table: pd.DataFrame
+    markdown: str
+    paths: list[Path]
+
+
+def build_report(store: ResultsStore, experiment: Experiment, *, sweep: str, confidence: float, family_tol: float,
+                 reference: Path | None, figure: bool = True) -> Report:
+    """Read every fragment of the sweep, aggregate, and write table.md / table.csv and the
+    experiment's own files (:meth:`Experiment.report_files`: figures, extra tables)."""
+    table = table_from_rows(store.read(), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
+    if table.empty:
+        markdown = f"# {sweep}\n\nNo rows yet.\n"
+    else:
+        markdown = experiment.report_markdown(table, sweep=sweep, confidence=confidence)
+    md_path, csv_path = store.report_dir / TABLE_MD, store.report_dir / TABLE_CSV
+    store.save_text(md_path, markdown)
+    store.save_text(csv_path, table.to_csv(index=False))
+    paths = [md_path, csv_path]
+    if not table.empty:
+        paths += experiment.report_files(table, store, sweep=sweep, confidence=confidence, figure=figure)
+    return Report(table=table, markdown=markdown, paths=paths)

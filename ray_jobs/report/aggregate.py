@@ -1,0 +1,125 @@
+"""Aggregate the Parquet rows of a sweep into one table row per cell.
+
+Per cell: ``runs`` (rows that ran; ``errors`` counted apart), for every status of the
+experiment (``Experiment.statuses``) its count ``n_<status>``, fraction ``frac_<status>``
+and Wilson interval ``frac_<status>_lo`` / ``frac_<status>_hi`` at ``report.confidence``;
+the same four columns for each boolean column the experiment names in
+``fraction_columns``; ``mean_objective_spurious`` and ``mean_min_eig_spurious`` (means over
+spurious runs), ``iterations_mean`` and ``wall_s`` (compute seconds), then the experiment's
+own aggregates (``Experiment.extra_aggregates``: teacher_student's ``n_families``,
+width_threshold's ``iterations_max``...). With a reference table: ``ref_*`` columns beside
+ours and ``ref_inside_ci`` (the published spurious fraction lies inside our interval).
+These names are also the MLflow metric keys of the per-cell child runs.
+
+Generic: nothing here knows an experiment; what differs is declared on the experiment.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+
+from landscape_core.statistics import wilson_interval
+
+if TYPE_CHECKING:
+    from ray_jobs.experiments.base import Experiment
+
+
+def deduplicate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell_id, seed): a successful row wins over an `error` row of the same run."""
+    if rows.empty:
+        return rows
+    order = rows.assign(_is_error=rows["status"].eq("error")).sort_values(["_is_error"], kind="stable")
+    return order.drop_duplicates(["cell_id", "seed"], keep="first").drop(columns="_is_error")
+
+
+def _mean(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def aggregate_cell(rows: pd.DataFrame, experiment: Experiment, *, confidence: float, family_tol: float) -> dict:
+    """The table row of one cell from its (deduplicated) run rows."""
+    first = rows.iloc[0]
+    errors = int(rows["status"].eq("error").sum())
+    ran = rows[rows["status"] != "error"]
+    runs = len(ran)
+    out: dict = {"cell_id": first["cell_id"], "experiment": first["experiment"]}
+    out.update({axis: first[axis] for axis in experiment.table_axes if axis in rows})
+    out.update(runs=runs, errors=errors)
+    for status in experiment.statuses:
+        count = int(ran["status"].eq(status).sum())
+        lo, hi = wilson_interval(count, runs, confidence)
+        out.update({f"n_{status}": count, f"frac_{status}": count / runs if runs else math.nan,
+                    f"frac_{status}_lo": lo, f"frac_{status}_hi": hi})
+    for column in experiment.fraction_columns:
+        known = ran[column].dropna() if column in ran else pd.Series([], dtype=bool)
+        trials = len(known)
+        count = int(known.astype(bool).sum()) if trials else 0
+        lo, hi = wilson_interval(count, trials, confidence)
+        out.update({f"n_{column}": count, f"frac_{column}": count / trials if trials else math.nan,
+                    f"frac_{column}_lo": lo, f"frac_{column}_hi": hi})
+    spurious = ran[ran["status"] == "spurious"]
+    out["mean_objective_spurious"] = _mean(spurious["final_loss"])
+    out["mean_min_eig_spurious"] = _mean(spurious["min_eig"]) if "min_eig" in spurious else math.nan
+    out["iterations_mean"] = _mean(ran["iterations"])
+    out["wall_s"] = float(ran["wall_s"].sum())
+    out.update(experiment.extra_aggregates(ran, confidence=confidence, family_tol=family_tol))
+    return out
+
+
+def sort_table(table: pd.DataFrame, experiment: Experiment) -> pd.DataFrame:
+    """Rows in the order of the experiment's table axes (categorical axes in ``axis_order``)."""
+    keys, helpers = [], []
+    for axis in experiment.table_axes:
+        if axis not in table:
+            continue
+        if axis in experiment.axis_order:
+            rank = {value: index for index, value in enumerate(experiment.axis_order[axis])}
+            helper = f"_order_{axis}"
+            table = table.assign(**{helper: table[axis].map(lambda v: rank.get(v, len(rank)))})
+            keys.append(helper)
+            helpers.append(helper)
+        keys.append(axis)
+    return table.sort_values([*keys, "cell_id"], kind="stable").drop(columns=helpers).reset_index(drop=True)
+
+
+def aggregate(rows: pd.DataFrame, experiment: Experiment, *, confidence: float, family_tol: float) -> pd.DataFrame:
+    """One table row per cell, sorted by the experiment's table axes."""
+    rows = deduplicate(rows)
+    if rows.empty:
+        return pd.DataFrame()
+    cells = [aggregate_cell(group, experiment, confidence=confidence, family_tol=family_tol)
+             for _, group in rows.groupby("cell_id", sort=False)]
+    return sort_table(pd.DataFrame(cells), experiment)
+
+
+def attach_reference(table: pd.DataFrame, reference_csv: Path, experiment: Experiment) -> pd.DataFrame:
+    """Add the published values (``ref_*``) and ``ref_inside_ci`` beside ours."""
+    reference = pd.read_csv(reference_csv)
+    keys = [axis for axis in experiment.table_axes if axis in reference.columns]
+    renamed = {}
+    for column, (ours, scale) in experiment.reference_columns.items():
+        if column in reference.columns:
+            renamed[ours] = reference[column] * scale
+    reference = pd.concat([reference[keys], pd.DataFrame(renamed)], axis=1)
+    merged = table.merge(reference, on=keys, how="left")
+    if "ref_frac_spurious" in merged:
+        known = merged["ref_frac_spurious"].notna()
+        inside = (merged["frac_spurious_lo"] <= merged["ref_frac_spurious"]) & (merged["ref_frac_spurious"] <= merged["frac_spurious_hi"])
+        merged["ref_inside_ci"] = inside.where(known, None).astype("object")
+    return merged
+
+
+def table_from_rows(rows: pa.Table | pd.DataFrame, experiment: Experiment, *, confidence: float, family_tol: float,
+                    reference: Path | None) -> pd.DataFrame:
+    """Aggregate rows (Arrow or pandas) and attach the reference when given."""
+    frame = rows.to_pandas() if isinstance(rows, pa.Table) else rows
+    table = aggregate(frame, experiment, confidence=confidence, family_tol=family_tol)
+    if reference is not None and not table.empty:
+        table = attach_reference(table, reference, experiment)
+    return table

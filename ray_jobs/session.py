@@ -1,0 +1,92 @@
+"""What every run of the service shares: the results store, the saved config, the MLflow
+parent run, recording finished units, and building the report.
+
+A driver (:mod:`ray_jobs.sweep`, :mod:`ray_jobs.search.driver`) validates the config first
+(nothing is written before), then opens a :class:`Session`, which prepares
+``<results_dir>/<sweep>/`` (removing staging files of a killed driver) and saves the
+resolved ``config.yaml``. The driver is the single writer of the results: each finished
+unit becomes one Parquet fragment (:meth:`Session.record`: the unit's rows, or one
+``error`` row per seed of a failed task), and at the end :meth:`Session.report` aggregates
+every fragment of the sweep and attaches the report to the MLflow parent run.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+from rich.console import Console
+from rich.markup import escape
+
+from ray_jobs.config import to_yaml
+from ray_jobs.execution import UnitOutcome
+from ray_jobs.experiments.base import Experiment
+from ray_jobs.provenance import code_version
+from ray_jobs.report import Report, build_report
+from ray_jobs.store import ResultsStore, error_table, unit_table
+from ray_jobs.tracking import SweepTracker, parent_run, source_tags
+from ray_jobs.validate import resolve_reference, resolve_results_dir
+
+
+class Session:
+    """One invocation's results: the store of sweep ``sweep`` under ``cfg.results_dir``, the
+    MLflow tracker (None when ``tracking.enabled`` is false), the code version of its rows."""
+
+    def __init__(self, cfg, experiment: Experiment, sweep: str, console: Console):
+        self.cfg, self.experiment, self.sweep, self.console = cfg, experiment, sweep, console
+        self.results_dir = resolve_results_dir(cfg)
+        self.reference = resolve_reference(cfg)
+        self.store = ResultsStore(self.results_dir, sweep)
+        self.store.prepare()
+        self.store.save_text(self.store.config_path, to_yaml(cfg))
+        self.version = code_version()
+        self.tracker = SweepTracker.from_config(cfg, self.results_dir)
+        self.units_failed = 0
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tracker.parent_run_id if self.tracker is not None else None
+
+    @contextmanager
+    def parent_run(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> Iterator[None]:
+        """The invocation's MLflow parent run around the block (FINISHED, KILLED on an
+        interrupt, FAILED on an error); ``params`` plus the code version and results location."""
+        params = {**params, "code_version": self.version, "results_dir": str(self.results_dir)}
+        tags = {"sweep": self.sweep, "code_version": self.version, **(tags or {}), **source_tags()}
+        with parent_run(self.tracker, self.sweep, params=params, tags=tags):
+            yield
+
+    def record(self, outcome: UnitOutcome, *, columns: dict[str, tuple[pa.DataType, Any]] | None = None,
+               context: str = "") -> pa.Table:
+        """Write the unit's fragment: its rows, or ``error`` rows when its task failed (the
+        failure is printed, naming the unit and ``context``); ``columns`` (name -> (type,
+        value)) are added to every row. Returns the rows written."""
+        unit = outcome.unit
+        if outcome.error is None:
+            table = unit_table(unit, outcome.records, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
+        else:
+            self.units_failed += 1
+            where = context or f"cell {unit.cell.cell_id}"
+            self.console.print(f"[red]unit {unit.unit_id} ({escape(where)}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
+                               f"failed:[/] {escape(outcome.error)}")
+            table = error_table(unit, outcome.error, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
+        for name, (kind, value) in (columns or {}).items():
+            table = table.append_column(pa.field(name, kind), pa.array([value] * table.num_rows, kind))
+        self.store.write_fragment(unit.unit_id, table)
+        return table
+
+    def build_report(self) -> Report:
+        """The report over every fragment of the sweep (report.* settings of the config)."""
+        report = self.cfg.report
+        return build_report(self.store, self.experiment, sweep=self.sweep, confidence=float(report.confidence),
+                            family_tol=float(report.family_tol), reference=self.reference, figure=bool(report.figure))
+
+    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path]) -> None:
+        """Log the invocation's metrics, its report files and the config on the parent run."""
+        if self.tracker is None:
+            return
+        self.tracker.log_parent_metrics(metrics)
+        self.tracker.log_artifacts(report_paths, artifact_path="report")
+        self.tracker.log_artifacts([self.store.config_path], artifact_path="config")
