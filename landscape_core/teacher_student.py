@@ -663,10 +663,6 @@ def group_families(
 # ----------------------------------------------------------------------------------
 # Command line: one cell, printed (no Ray, no MLflow; the service runs sweeps)
 # ----------------------------------------------------------------------------------
-# Old private name of landscape_core.statistics.clopper_pearson_interval, still imported
-# by tests/test_teacher_student.py.
-_clopper_pearson = clopper_pearson_interval
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m landscape_core.teacher_student --k 8 --n 8 --seeds 300``: run one cell with

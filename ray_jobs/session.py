@@ -14,20 +14,22 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
 from rich.console import Console
 from rich.markup import escape
 
 from ray_jobs.config import to_yaml
-from ray_jobs.execution import UnitOutcome
 from ray_jobs.experiments.base import Experiment
 from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report
 from ray_jobs.store import ResultsStore, error_table, unit_table
 from ray_jobs.tracking import SweepTracker, parent_run, source_tags
 from ray_jobs.validate import resolve_reference, resolve_results_dir
+
+if TYPE_CHECKING:
+    from ray_jobs.execution import UnitOutcome
 
 
 class Session:
@@ -58,7 +60,7 @@ class Session:
         with parent_run(self.tracker, self.sweep, params=params, tags=tags):
             yield
 
-    def record(self, outcome: UnitOutcome, *, columns: dict[str, tuple[pa.DataType, Any]] | None = None,
+    def record(self, outcome: "UnitOutcome", *, columns: dict[str, tuple[pa.DataType, Any]] | None = None,
                context: str = "") -> pa.Table:
         """Write the unit's fragment: its rows, or ``error`` rows when its task failed (the
         failure is printed, naming the unit and ``context``); ``columns`` (name -> (type,

@@ -150,7 +150,6 @@ def test_teacher_student_command_line_uses_the_shared_interval():
 
     assert not hasattr(ts, "beta")
     assert ts.clopper_pearson_interval is clopper_pearson_interval
-    assert ts._clopper_pearson is clopper_pearson_interval  # old name, kept for existing tests
 
 
 # ----------------------------------------------------------------------------------

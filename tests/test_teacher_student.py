@@ -23,7 +23,8 @@ from landscape_core.teacher_student import (
     run_teacher_student,
     scaled_gradient,
 )
-from landscape_core.teacher_student import _clopper_pearson, main
+from landscape_core.statistics import clopper_pearson_interval as _clopper_pearson
+from landscape_core.teacher_student import main
 from landscape_core.teacher_student_reference import run_teacher_student_reference
 
 F64 = torch.float64

@@ -1,3 +1,44 @@
+"""Adaptive searches with Optuna: find a width threshold, or the best protocol, with far
+fewer runs than a grid.
+
+This module is the search engine; it does not know how runs are executed. It asks an
+:class:`Evaluator` for batches of runs (one :class:`EvalRequest` = one cell x one stage of
+seeds) and is told their records as they finish, so several trials are in flight at once
+(ask, submit, tell as they finish). The sweep service's Ray evaluator runs each request
+as a work unit with a Parquet fragment; tests use an in-process one.
+
+Two kinds of search:
+
+- ``threshold``: one ordered integer axis (``width``, ``n``, ...): the smallest value at
+  which the fraction of runs with a success status (``global``) is at least ``target``.
+  A trial's value is the axis value when the trial is feasible, and
+  ``axis high + 1 + (target - fraction)`` when it is not, so the minimum is the smallest
+  feasible value.
+- ``protocol``: any axes (step, init_scale, ...) at a fixed cell; minimise the fraction of
+  runs with a failure status (``spurious``).
+
+Seeds are added to a trial in stages of ``seeds_per_stage``; after each stage the Wilson
+interval (``confidence``) of the trial's fraction decides it early: for a threshold, when
+the interval is entirely above or below the target; for a protocol search, when its lower
+bound is above the best finished trial's upper bound (clearly worse). A trial that uses
+all ``max_stages`` is decided by its point estimate. When the sampler proposes values a
+finished trial already decided, the trial is told that trial's value at once (no runs; its
+decision reads "repeat of trial N"); values of a trial in flight are dropped (PRUNED).
+A threshold search assumes the success fraction does not decrease along the axis (wider
+or larger students do not do worse), so only the open bracket can change its answer: the
+values strictly between the largest infeasible value below the smallest feasible one and
+that one. A proposal outside it is dropped (PRUNED) like a repeat, the middle of the
+bracket is enqueued for the next trial, and the search stops as soon as the bracket is
+empty: the threshold is then known to the axis step. Such skipped proposals cost no runs
+and do not count against ``trials``. Rows with status ``error`` (a failed task) are not
+runs; a stage with nothing but errors fails its trial (Optuna state FAIL).
+
+Persistence: the study lives in Optuna's journal file (``JournalFileBackend``); a killed
+driver leaves RUNNING trials, which the next driver marks FAIL and re-enqueues with the
+same parameters (their finished stages are not recomputed by an evaluator that keeps
+results, such as the sweep service's Parquet store), so no trial is evaluated twice.
+"""
+
 
 from __future__ import annotations
 
@@ -21,3 +62,353 @@ def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float
     return (0.0, 1.0) if runs == 0 else _wilson(successes, runs, confidence)
 
 
+#: drivers (run_search calls) running in this process
+_LIVE_DRIVERS: set[str] = set()
+
+
+def _driver_is_gone(attrs: dict, stale_after_s: float) -> bool:
+    """Whether the driver that started a RUNNING trial is dead: same host and its process
+    (or, in this process, its run_search call) is gone, or, on another host, no stage
+    finished for ``stale_after_s`` seconds. Trials without a driver mark are taken over."""
+    driver, heartbeat = attrs.get("driver"), attrs.get("heartbeat")
+    if not driver or heartbeat is None:
+        return True
+    host, pid, _ = driver.split(":", 2)
+    if host != socket.gethostname():
+        return time.time() - float(heartbeat) > stale_after_s
+    if int(pid) == os.getpid():
+        return driver not in _LIVE_DRIVERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Runs to do: seeds ``seed_lo .. seed_hi - 1`` of the cell ``params`` (one stage of a trial)."""
+
+    trial: int
+    stage: int
+    params: dict[str, Any]
+    seed_lo: int
+    seed_hi: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed_lo, self.seed_hi))
+
+
+class Evaluator(Protocol):
+    """Runs requests; ``results`` yields each submitted request with its records as it finishes."""
+
+    def submit(self, request: EvalRequest) -> None: ...
+
+    def next_result(self) -> tuple[EvalRequest, list[dict]]: ...
+
+
+@dataclass
+class TrialState:
+    trial: optuna.trial.Trial
+    number: int
+    params: dict[str, Any]
+    stage: int = 0
+    runs: int = 0
+    hits: int = 0  # successes (threshold) or failures (protocol)
+    statuses: dict = field(default_factory=dict)  # runs per status
+    records: list = field(default_factory=list)
+
+
+@dataclass
+class SearchOutcome:
+    study_name: str
+    trials: list[dict]  # one dict per finished trial: params, runs, fraction, interval, decision
+    runs_spent: int
+    best: dict | None  # threshold: smallest feasible axis value (+ its trial); protocol: best trial
+    reached: bool  # threshold: a feasible value was found; protocol: always True when a trial finished
+    message: str
+
+
+def run_search(
+    spec: SearchSpec,
+    evaluator: Evaluator,
+    *,
+    storage_path: Path,
+    on_records=None,
+    on_trial=None,
+    retry_errors: bool = False,
+) -> SearchOutcome:
+    """Run (or resume) the search ``spec``; the study is stored in the journal ``storage_path``.
+
+    ``on_records(request, records)`` is called for every finished request (to store rows),
+    ``on_trial(summary)`` for every finished trial (to log it). With ``retry_errors``,
+    trials whose runs all errored in an earlier invocation are not taken as decided. Seeds of trial t, stage s
+    are ``seed_start + s * seeds_per_stage + [0, seeds_per_stage)``: the same seeds for
+    every trial (common random numbers across the searched values).
+    """
+    search = _SearchRun(spec, evaluator, Path(storage_path), on_records, on_trial, retry_errors)
+    _LIVE_DRIVERS.add(search.driver)
+    try:
+        return search.run()
+    finally:
+        _LIVE_DRIVERS.discard(search.driver)
+
+
+class _SearchRun:
+    """One run_search call: the study, the trials in flight and the counters, one method per step."""
+
+    def __init__(self, spec: SearchSpec, evaluator: Evaluator, storage_path: Path, on_records, on_trial, retry_errors: bool):
+        self.spec, self.evaluator, self.on_records, self.on_trial, self.retry_errors = spec, evaluator, on_records, on_trial, retry_errors
+        self.driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.summaries: list[dict] = []  # one per finished trial (summary dicts, as in the outcome)
+        self.known: set[int] = set()  # numbers of the trials in summaries
+        self.in_flight: dict[int, TrialState] = {}  # this driver's trials with a stage submitted
+        self.open_study(storage_path)
+        self.distributions = {a.name: a.distribution() for a in spec.axes}
+        self.refresh()
+        self.runs_spent = sum(s.get("runs", 0) for s in self.summaries)
+        self.grid_size = len(spec.grid_points()) if spec.sampler == "grid" else None
+        self.started, self.asked = sum(1 for s in self.summaries if "repeat_of" not in s), 0
+        self.statuses = spec.success_statuses if spec.kind == "threshold" else spec.failure_statuses
+        self.bisect = spec.kind == "threshold" and spec.sampler != "grid"
+
+    def open_study(self, storage_path: Path) -> None:
+        """Create or load the study, take over dead drivers' trials, enqueue baseline and grid points."""
+        spec = self.spec
+        storage_path.parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage_path)))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = self.study = optuna.create_study(storage=storage, study_name=spec.name, sampler=spec.make_sampler(),
+                                                 direction="minimize", load_if_exists=True)
+        # Trials a dead driver left RUNNING: fail them and ask for the same parameters again.
+        # Trials of a driver still alive (another process sharing the study) are left alone.
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if _driver_is_gone(t.user_attrs, spec.stale_after_s):
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                study.enqueue_trial(dict(t.params), skip_if_exists=False)
+        for point in spec.enqueue:
+            study.enqueue_trial(point, skip_if_exists=True)
+        if spec.sampler == "grid":
+            for point in spec.grid_points():
+                study.enqueue_trial(point, skip_if_exists=True)
+
+    def refresh(self) -> None:
+        """Add trials finished since the last look (by this driver or another one sharing the study)."""
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+            if t.state == optuna.trial.TrialState.FAIL and self.retry_errors:
+                continue  # its values may be asked again (the evaluator reruns units with error rows)
+            if t.number not in self.known and "summary" in t.user_attrs:  # (a FAIL with a summary = every run errored)
+                self.known.add(t.number)
+                self.summaries.append(dict(t.user_attrs["summary"], number=t.number))
+
+    def budget_left(self) -> bool:
+        """Whether the runs left, after those committed to the trials in flight, pay for a whole new trial."""
+        spec = self.spec
+        committed = sum((spec.max_stages - s.stage) * spec.seeds_per_stage for s in self.in_flight.values())
+        return self.runs_spent + committed + spec.max_stages * spec.seeds_per_stage <= spec.total_runs  # a whole new trial
+
+    def submit_stage(self, state: TrialState) -> None:
+        """Submit the next stage of seeds of ``state``."""
+        lo, n = self.spec.seed_start + state.stage * self.spec.seeds_per_stage, self.spec.seeds_per_stage
+        self.evaluator.submit(EvalRequest(state.number, state.stage, {**self.spec.fixed, **state.params}, lo, lo + n))
+
+    def flying_params(self, exclude: int | None = None) -> list[dict]:
+        """Parameters of the trials in flight: this driver's and those another live driver runs."""
+        ours = [state.params for state in self.in_flight.values()]
+        others = [dict(t.params) for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                  if t.number not in self.in_flight and t.number != exclude]
+        return ours + others
+
+    def open_threshold_values(self, exclude: int | None = None) -> list:
+        """Threshold search: axis values still able to change the answer (the open bracket), not in flight."""
+        axis = self.spec.axes[0]
+        decided = {s["params"][axis.name]: s["decision"] for s in self.summaries if "repeat_of" not in s}
+        feasible = [v for v, d in decided.items() if d.startswith("feasible")]
+        top = min(feasible) if feasible else axis.high + 1
+        bottom = max((v for v, d in decided.items() if d.startswith("infeasible") and v < top), default=axis.low - 1)
+        # (a value whose runs all errored is not open either: asking again would fail again; see _outcome)
+        flying = {params[axis.name] for params in self.flying_params(exclude)}
+        return [v for v in axis.grid_values() if bottom < v < top and v not in decided and v not in flying]
+
+    def start_trials(self) -> None:
+        """Ask for trials and submit their first stage while slots, trials, budget and open values remain."""
+        spec = self.spec
+        while (len(self.in_flight) < spec.parallel_trials and self.started < spec.trials and self.budget_left()
+               and (self.grid_size is None or self.started < self.grid_size) and not (self.bisect and not self.open_threshold_values())):
+            self.refresh()
+            trial = self.study.ask(self.distributions)
+            trial.set_user_attr("driver", self.driver)
+            trial.set_user_attr("heartbeat", time.time())
+            self.started += 1
+            self.asked += 1
+            params = dict(trial.params)
+            done = next((s for s in self.summaries if s["params"] == params and "repeat_of" not in s), None)
+            flying = next((p for p in self.flying_params(exclude=trial.number) if p == params), None)
+            outside = (self.bisect and done is None and flying is None
+                       and params[spec.axes[0].name] not in self.open_threshold_values(trial.number))
+            if done is not None or flying is not None or outside:
+                self.skip_proposal(trial, done, flying)
+                continue
+            self.in_flight[trial.number] = state = TrialState(trial, trial.number, params)
+            self.submit_stage(state)
+
+    def skip_proposal(self, trial: optuna.trial.Trial, done: dict | None, flying: dict | None) -> None:
+        """Close, without runs, a proposal that repeats a decided value, is in flight or is outside the bracket."""
+        if done is not None and done["decision"] != "error":  # values already decided: the same answer, no runs
+            summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
+                       "decision": f"repeat of trial {done['number']}"}
+            trial.set_user_attr("summary", summary)
+            self.study.tell(trial, done["value"])
+            self.summaries.append(summary)
+            self.known.add(trial.number)
+            if self.on_trial is not None:
+                self.on_trial(summary)
+        else:  # values of a trial in flight (never evaluated twice), or outside the open
+            # bracket of a threshold search (cannot change its answer): dropped, pruned
+            reason = ("errored" if done is not None else "in flight" if flying is not None else "outside the open bracket")
+            trial.set_user_attr("skipped", reason)
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        if self.bisect:  # the sampler repeats itself: the next trial bisects the open bracket
+            values = self.open_threshold_values(trial.number)
+            if values and self.asked < 4 * self.spec.trials:  # (a guard; a repeat is always followed by a new value)
+                self.study.enqueue_trial({self.spec.axes[0].name: values[len(values) // 2]})
+                self.started -= 1  # a repeat costs no runs and does not count against search.trials
+
+    def decide(self, state: TrialState) -> str | None:
+        """The decision on ``state`` after its latest stage, or None to run another stage."""
+        spec = self.spec
+        lo, hi = wilson_interval(state.hits, state.runs, spec.confidence)
+        if spec.kind == "threshold":
+            if lo >= spec.target:
+                return "feasible"
+            if hi < spec.target:
+                return "infeasible"
+        else:
+            best_hi = min((s["interval"][1] for s in self.summaries if s["decision"] != "error"), default=None)
+            if best_hi is not None and lo > best_hi:
+                return "worse"
+        if state.stage >= spec.max_stages:
+            if spec.kind == "threshold":
+                return "feasible (point estimate)" if state.hits / state.runs >= spec.target else "infeasible (point estimate)"
+            return "all stages"
+        return None
+
+    def record_stage(self, request: EvalRequest, records: list[dict]) -> None:
+        """Pass a finished stage to on_records, count its runs; submit the next stage, or fail or tell the trial."""
+        spec = self.spec
+        if self.on_records is not None:
+            self.on_records(request, records)
+        state = self.in_flight[request.trial]
+        ran = [r for r in records if r.get("status") != "error"]  # a failed task's rows are not runs
+        state.runs += len(ran)
+        state.hits += sum(1 for r in ran if r.get("status") in self.statuses)
+        for r in ran:
+            state.statuses[r.get("status")] = state.statuses.get(r.get("status"), 0) + 1
+        state.stage += 1
+        state.trial.set_user_attr("heartbeat", time.time())
+        self.runs_spent += len(ran)
+        if not ran:  # the whole stage failed: the trial fails (its error rows are stored), others go on
+            summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
+                       "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
+            # in the outcome and trials table; never asked again (rerun: retry_errors)
+            self.finish_trial(state, summary, optuna.trial.TrialState.FAIL)
+            return
+        decision = self.decide(state)
+        if decision is None:
+            self.submit_stage(state)
+            return
+        fraction = state.hits / state.runs
+        interval = wilson_interval(state.hits, state.runs, spec.confidence)
+        if spec.kind == "threshold":
+            axis = spec.axes[0]
+            value = float(state.params[axis.name]) if decision.startswith("feasible") else float(axis.high) + 1 + (spec.target - fraction)
+        else:
+            value = fraction
+        summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
+                   "fraction": fraction, "interval": list(interval), "decision": decision, "value": value,
+                   "statuses": dict(sorted(state.statuses.items()))}
+        self.finish_trial(state, summary, value)
+
+    def finish_trial(self, state: TrialState, summary: dict, result: float | optuna.trial.TrialState) -> None:
+        """Store ``summary`` with the trial, tell it ``result`` (a value or a state), start the next trials."""
+        state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
+        failed = isinstance(result, optuna.trial.TrialState)
+        self.study.tell(state.trial, None if failed else result, state=result if failed else None)
+        self.summaries.append(summary)
+        self.known.add(state.number)
+        del self.in_flight[state.number]
+        if self.on_trial is not None:
+            self.on_trial(summary)
+        self.start_trials()
+
+    def run(self) -> SearchOutcome:
+        """Start trials, record stages as they finish until none is in flight; the outcome."""
+        self.start_trials()
+        while self.in_flight:
+            self.record_stage(*self.evaluator.next_result())
+        return _outcome(self.spec, self.summaries, self.runs_spent)
+
+
+def _outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> SearchOutcome:
+    errored = sorted({tuple(s["params"].items()) for s in summaries if s["decision"] == "error"})
+    decided = [s for s in summaries if s["decision"] != "error"]
+    if summaries and not decided:
+        return SearchOutcome(spec.name, summaries, runs_spent, None, False,
+                             f"every trial failed ({len(summaries)} trials; their error rows are recorded; "
+                             "rerun with retry_errors=true)")
+    if spec.kind == "threshold":
+        axis = spec.axes[0].name
+        feasible = sorted((s for s in decided if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
+        infeasible = [s["params"][axis] for s in decided if s["decision"].startswith("infeasible")]
+        if not feasible:
+            return SearchOutcome(spec.name, summaries, runs_spent, None, False,
+                                 f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] reached "
+                                 f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs")
+        best = feasible[0]
+        below = max((v for v in infeasible if v < best["params"][axis]), default=None)
+        undecided = sorted(dict(p)[axis] for p in errored if (below is None or dict(p)[axis] > below)
+                           and dict(p)[axis] < best["params"][axis])
+        note = f"; undecided, every run failed: {axis} = {undecided}" if undecided else ""
+        return SearchOutcome(spec.name, summaries, runs_spent,
+                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below,
+                              "undecided_below": undecided}, True,
+                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}{note}), "
+                             f"{runs_spent} runs")
+    if not decided:
+        return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
+    best = min(decided, key=lambda s: (s["fraction"], -s["runs"]))
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    lo, hi = best["interval"]
+    return SearchOutcome(spec.name, summaries, runs_spent, best, True,
+                         f"best {values}: fraction {best['fraction']:.3f} [{lo:.3f}, {hi:.3f}], {runs_spent} runs")
+
+
+class InProcessEvaluator:
+    """Runs each request synchronously with ``run(params, seeds) -> records`` (tests, notebooks).
+
+    Requests finish in submission order. ``cache`` (optional dict) keeps records by
+    (params, seeds) so a resumed search does not evaluate a finished request again.
+    """
+
+    def __init__(self, run, cache: dict | None = None):
+        self.run = run
+        self.queue: list[EvalRequest] = []
+        self.cache = cache
+        self.evaluated = 0
+
+    def submit(self, request: EvalRequest) -> None:
+        self.queue.append(request)
+
+    def next_result(self) -> tuple[EvalRequest, list[dict]]:
+        request = self.queue.pop(0)
+        key = (tuple(sorted(request.params.items())), request.seed_lo, request.seed_hi)
+        if self.cache is not None and key in self.cache:
+            return request, self.cache[key]
+        records = self.run(request.params, request.seeds)
+        self.evaluated += 1
+        if self.cache is not None:
+            self.cache[key] = records
+        return request, records

@@ -28,6 +28,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import ACTIVATIONS, Experiment, is_int, is_number
 from ray_jobs.experiments.grid import Alternative, GridAxes, Ratio, grid_points
@@ -187,8 +188,8 @@ class SkipNetworks(Experiment):
         resolved = {**defaults, **options}
         try:
             spec, M, sgd_spec = check_options(**resolved)
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
+        except OptionError as exc:
+            field, message = exc.field, exc.message
             head, _, rest = field.partition(".")
             if field in ("width", "depth", "activation", "n_samples"):
                 path = f"sweep.grid.{field}"

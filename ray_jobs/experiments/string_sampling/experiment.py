@@ -22,6 +22,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import ACTIVATIONS, Experiment, check_types, is_int, is_number
 from ray_jobs.experiments.grid import GridAxes, grid_points
@@ -71,7 +72,9 @@ class StringSampling(Experiment):
 
     name = "string_sampling"
     help = "threshold (required), problem (quadratic|relu_teacher|counterexample), width, depth, activation, n_train"
-    tiny_budget = ("experiment.endpoint_training.max_iterations=40", "experiment.bead_training.max_iterations=40", "experiment.string.max_rounds=1", "experiment.n_test=50", "experiment.probe_points=5")
+    tiny_budget = ("experiment.endpoint_training.max_iterations=40", "++experiment.bead_training.max_iterations=40",
+                   "experiment.string.max_rounds=1", "experiment.n_train=300", "experiment.n_test=50",
+                   "experiment.probe_points=5")
     axes = ("problem", "threshold", "width", "depth", "activation", "n_train")
     # threshold may also come from experiment.threshold, so no grid axis is required
     grid_axes = GridAxes(axes, least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])")
@@ -257,15 +260,15 @@ class StringSampling(Experiment):
 
         try:
             StringSpec(threshold=params["threshold"], **string).validate()
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
+        except OptionError as exc:
+            field, message = exc.field, exc.message
             path = where("threshold") if field == "threshold" else f"experiment.string.{field}"
             raise ConfigError(path, message or str(exc)) from None
         for key, values in (("endpoint_training", endpoint), ("bead_training", bead)):
             try:
                 TrainSpec(**values, stop_loss=string["alpha"] * params["threshold"]).validate()
-            except ValueError as exc:
-                field, _, message = str(exc).partition(": ")
+            except OptionError as exc:
+                field, message = exc.field, exc.message
                 name = field.partition(".")[2]
                 raise ConfigError(f"experiment.{key}.{'optimizer' if name == 'name' else name}", message) from None
 

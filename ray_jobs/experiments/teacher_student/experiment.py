@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import Experiment
 from ray_jobs.experiments.grid import Alternative, GridAxes, grid_points
@@ -113,10 +114,10 @@ class TeacherStudent(Experiment):
             unknown = set(options) - set(TeacherStudentProtocol.__dataclass_fields__)
             if unknown:
                 allowed = ", ".join(sorted(TeacherStudentProtocol.__dataclass_fields__))
-                raise ValueError(f"{sorted(unknown)[0]}: unknown teacher-student option (allowed: {allowed})")
+                raise OptionError(sorted(unknown)[0], f"unknown teacher-student option (allowed: {allowed})")
             TeacherStudentProtocol(**options).validate(k=k, n=n)
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
+        except OptionError as exc:
+            field, message = exc.field, exc.message
             if field == "k":
                 path = "sweep.grid.k"
             elif field == "n":

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import ACTIVATIONS, Experiment, check_types, is_int, is_number
 from ray_jobs.experiments.grid import Alternative, GridAxes, Ratio, grid_points
@@ -172,8 +173,8 @@ class WidthThreshold(Experiment):
                 probes=probes, loss=experiment.get("loss", "square"), init=experiment.get("init", "lecun"),
                 output_bias=experiment.get("output_bias", False),
             )
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
+        except OptionError as exc:
+            field, message = exc.field, exc.message
             head, _, rest = field.partition(".")
             if head == "data":
                 path = "sweep.grid.n_samples" if rest == "n_samples" else field

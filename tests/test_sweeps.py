@@ -1,0 +1,51 @@
+"""Every shipped sweep file, whatever its experiment: it composes, validates, plans, and its
+first cell runs two seeds with the experiment's tiny budget (``Experiment.tiny_budget``)
+in this process (no Ray); the records are those of the declared statuses and columns, carry
+the cell's parameters, and make a valid Parquet fragment. Searches are sweep files too
+(``tests/test_service_search.py`` runs their corner cells). A new experiment's sweeps are
+covered without editing this file."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ray_jobs.config import available_searches, available_sweeps, compose_config
+from ray_jobs.experiments.registry import registered_experiments
+from ray_jobs.plan import plan_sweep
+from ray_jobs.store import row_schema, unit_table
+from ray_jobs.validate import validate
+
+SWEEPS = [name for name in available_sweeps() if name not in available_searches()]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_every_experiment_has_a_sweep_and_a_tiny_budget():
+    used = {compose_config([f"sweep={name}"]).experiment.name for name in SWEEPS}
+    assert used == set(registered_experiments())
+    assert all(experiment.tiny_budget for experiment in registered_experiments().values())
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
+    experiment = registered_experiments()[compose_config([f"sweep={sweep}"]).experiment.name]
+    cfg = compose_config([f"sweep={sweep}", *experiment.tiny_budget])
+    experiment, cells = validate(cfg)
+    plan = plan_sweep(cfg, experiment.name, cells)
+    assert plan.cells and plan.units and plan.runs == len(plan.cells) * int(cfg.sweep.seeds)
+    start = int(cfg.sweep.get("seed_start", 0))
+    unit = next(unit for unit in plan.units if unit.cell == plan.cells[0])
+    seeds = [start, start + 1][: len(unit.seeds)]
+    records = experiment.run(unit.cell.params, seeds, "cpu")
+    assert [r["seed"] for r in records] == seeds
+    schema = row_schema(experiment)
+    for record in records:
+        assert record["status"] in experiment.statuses
+        assert set(record) <= set(schema.names), sorted(set(record) - set(schema.names))
+        for key, value in unit.cell.params.items():  # the cell's parameters are what the run records
+            if key in record and key in experiment.columns and not (isinstance(value, float) and math.isnan(value)):
+                assert record[key] == value, key
+    table = unit_table(unit, records, experiment=experiment, sweep=plan.sweep, code_version="test")
+    assert table.num_rows == len(seeds) and table.schema.names[: len(schema.names)] == schema.names
