@@ -120,7 +120,15 @@ def compose_config(overrides: list[str]) -> DictConfig:
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     overrides = list(overrides)
-    _check_group_choices(_parse_overrides(overrides))
+    parsed = _parse_overrides(overrides)
+    _check_group_choices(parsed)
+    added = [(o.key_or_group, text) for o, text in zip(parsed, overrides)
+             if (o.is_add() or o.is_force_add()) and _is_service_key(o.key_or_group)]
+    if added:  # a key added to the service's sections must exist there already (a typo otherwise)
+        base = compose_config([text for text in overrides if text not in {text for _, text in added}])
+        for key, _ in added:
+            if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+                raise ConfigError(key, unknown_key_message(key, base, service=True))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="landscape_sweep"):
             cfg = compose(config_name="config", overrides=overrides)
@@ -128,8 +136,40 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise ConfigError("sweep", str(exc).strip().splitlines()[0]) from None
     except ConfigCompositionException as exc:
         raise _composition_error(exc, overrides) from None
+    if any(o.key_or_group == "sweep.grid" and o.value() in ({}, []) for o in parsed):
+        raise ConfigError("sweep.grid", "empty grid; give the axes to sweep (sweep.grid={} would keep the sweep's grid)")
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+_MISSING = object()
+
+#: sections of the config whose keys are the service's (an experiment's groups check their own)
+SERVICE_SECTIONS = ("sweep", "resources", "tracking", "cluster", "report")
+
+
+def _is_service_key(key: str) -> bool:
+    """A key of the service's sections or a top-level value (not a grid axis, not a group)."""
+    head = key.split(".")[0]
+    if "." not in key:
+        return key not in (*GROUPS, "sweep")
+    return head in SERVICE_SECTIONS and not key.startswith("sweep.grid.")
+
+
+def unknown_key_message(key: str, cfg, *, service: bool) -> str:
+    """``no such key ...`` naming the closest existing key and the keys allowed beside it;
+    outside the service's sections (an experiment's group), how to add a key."""
+    import difflib
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+    hints = [f"did you mean {parent + '.' if parent else ''}{close[0]}?"] if close else []
+    if not service:
+        hints.append("a new key is added with +key=value")
+    allowed = f"; allowed: {', '.join(siblings)}" if siblings and service else ""
+    return f"no such key in the config{' (' + '; '.join(hints) + ')' if hints else ''}{allowed}"
 
 
 def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
@@ -140,8 +180,14 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
     if key.startswith("sweep.grid."):
         remaining = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key)]
         return UnknownGridAxis(key[len("sweep.grid."):], remaining)
-    reason = "no such key in the config (add a new key with +key=value)" if "not in struct" in text else str(exc).strip().splitlines()[0]
-    return ConfigError(key, reason)
+    if "not in struct" not in text:
+        return ConfigError(key, str(exc).strip().splitlines()[0])
+    parent = key.rpartition(".")[0]
+    try:  # the keys beside it, from the config without this override
+        base = compose_config([o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key])
+    except ConfigError:
+        return ConfigError(key, "no such key in the config (add a new key with +key=value)")
+    return ConfigError(key, unknown_key_message(key, base, service=_is_service_key(key) or parent == "sweep"))
 
 
 def to_yaml(cfg: DictConfig) -> str:

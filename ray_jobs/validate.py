@@ -33,8 +33,12 @@ def _require_number(field: str, value, *, minimum: float, strict: bool) -> None:
 
 
 def resolve_results_dir(cfg) -> Path:
-    """``results_dir`` as an absolute path (relative paths are taken from the cwd)."""
-    return Path(str(cfg.results_dir)).expanduser().resolve()
+    """``results_dir`` as an absolute path (relative paths are taken from the cwd); an empty
+    or missing value is refused (it would write into the working directory)."""
+    value = cfg.get("results_dir")
+    if value is None or not str(value).strip():
+        raise ConfigError("results_dir", f"empty; give a directory path (default: results), got {value!r}")
+    return Path(str(value)).expanduser().resolve()
 
 
 def resolve_reference(cfg) -> Path | None:

@@ -31,6 +31,17 @@ CASES = {
     "unknown group option": ([*TINY_SWEEP, "resources=tpu"], "resources: unknown resources option 'tpu'", "allowed: cpu, gpu"),
     "chunk_size = 0": ([*TINY_SWEEP, "resources.chunk_size=0"], "resources.chunk_size: must be an integer >= 1", "got 0"),
     "unparsable override": ([*TINY_SWEEP, "sweep.grid.k=[2,"], "overrides: cannot parse", "key=value"),
+    # typos are refused whatever the prefix, naming the closest key (issue 11)
+    "sweep key typo": ([*TINY_SWEEP, "sweep.seed=10"], "sweep.seed: no such key", "did you mean sweep.seeds?"),
+    "sweep key typo added": ([*TINY_SWEEP, "+sweep.seed=10"], "sweep.seed: no such key", "did you mean sweep.seeds?"),
+    "cluster key typo added": ([*TINY_SWEEP, "+cluster.adress=127.0.0.1:6379"], "cluster.adress: no such key",
+                               "did you mean cluster.address?"),
+    "resources key typo added": ([*TINY_SWEEP, "+resources.chunk=5"], "resources.chunk: no such key", "did you mean resources.chunk_size?"),
+    "tracking key typo added": ([*TINY_SWEEP, "+tracking.url=http://127.0.0.1:5000"], "tracking.url: no such key",
+                                "did you mean tracking.uri?"),
+    "report key typo added": ([*TINY_SWEEP, "+report.confidance=0.9"], "report.confidance: no such key", "did you mean report.confidence?"),
+    "top-level typo added": ([*TINY_SWEEP, "+retry_error=true"], "retry_error: no such key", "did you mean retry_errors?"),
+    "grid set to empty": ([*TINY_SWEEP, "sweep.grid={}"], "sweep.grid: empty grid", "give the axes"),
 }
 
 
@@ -73,3 +84,22 @@ def test_help_lists_the_sweeps(capsys):
 
     assert report_main(["--help"]) == 0
     assert "usage: landscape-report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("typo", ["sweep.seed=10", "+sweep.seed=10", "+cluster.adress=127.0.0.1:6379"])
+def test_a_typo_in_the_service_sections_is_not_told_to_add_the_key(tmp_path, capsys, typo):
+    """The error for a mistyped key of the service's own sections names the key meant, and
+    does not suggest adding it with `+` (that is how a typo used to pass)."""
+    assert sweep_main([*TINY_SWEEP, typo, f"results_dir={tmp_path / 'results'}"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "did you mean" in err and "+key=value" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_results_dir_is_refused(tmp_path, capsys, monkeypatch):
+    """``results_dir=`` would write into the working directory: refused before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    assert sweep_main([*TINY_SWEEP, "results_dir="]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results_dir: empty; give a directory path" in err
+    assert list(tmp_path.iterdir()) == []

@@ -8,18 +8,7 @@ and a step schedule; ``mode=rand``: hidden weights random and fixed, the output 
 fitted, a convex problem), then record the training outcome, the test accuracy and the
 numerical rank of Psi (N x M, the skip neurons' outputs on the N training points).
 
-Report layouts (chosen by what the grid varies):
-
-- ``M_over_n`` takes several values (sweep ``skip_rank``): tables with one row per setting
-  of the other varying axes (activation x depth) and one column per M / N: % of runs
-  whose Psi has full rank N at initialisation (Lemma 3.2: almost surely when M >= N for
-  analytic strictly increasing activations), the same at the looser tolerance, % full
-  rank at the end (left out when every cell is ``rand``: it equals init), % reaching zero
-  training error; a figure of the first two against M / N;
-- otherwise (sweep ``skip_trainability``): one row per cell (architecture x mode x
-  activation...): % reaching zero training error with its Wilson interval, the mean test
-  accuracy with a Student-t interval over seeds, mean training loss and error; a figure.
-Both also give the full per-cell table.
+The report (M / N rank tables or the trainability table, figures) is in :mod:`.layout`.
 """
 
 from __future__ import annotations
