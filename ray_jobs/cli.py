@@ -1,7 +1,8 @@
 """Console entry points: ``landscape-sweep`` and ``landscape-report`` (thin: parse, call, exit).
 
 Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows);
-2 invalid configuration or arguments (nothing written); 130 interrupted (what was
+2 invalid configuration or arguments (nothing written); 3 the driver crashed (an
+unexpected error, traceback printed; what was recorded stays); 130 interrupted (what was
 recorded stays, the same command resumes).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,7 +18,7 @@ from omegaconf import OmegaConf
 from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
 from ray_jobs.errors import ConfigError
 
-EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _sweep_descriptions(*, searches: bool = False) -> list[str]:
@@ -84,7 +86,8 @@ overrides (Hydra syntax), for example:
   retry_errors=true          run again the units recorded as `error`
 
 exit codes: 0 done, 1 some units failed (recorded as error rows), 2 invalid
-configuration (nothing written), 130 interrupted (run the same command to resume).
+configuration (nothing written), 3 crashed (traceback printed; recorded units are kept),
+130 interrupted (run the same command to resume).
 """
 
 
@@ -104,6 +107,15 @@ sweeps:
 def _fail(program: str, error: ConfigError) -> int:
     print(f"{program}: error: {error}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _crashed(program: str, exc: BaseException) -> int:
+    """An unexpected error: the traceback, then one line saying what crashed; exit 3."""
+    traceback.print_exc()
+    message = " ".join(str(exc).split())
+    print(f"{program}: crashed: {type(exc).__name__}: {message} (recorded units are kept; exit {EXIT_CRASHED})",
+          file=sys.stderr)
+    return EXIT_CRASHED
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -135,6 +147,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
         print("landscape-sweep: interrupted; recorded units are kept, run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an environment failure: its own exit code, never 1 (= failed units)
+        return _crashed("landscape-sweep", exc)
     if is_search(cfg):
         print(result.markdown)
         print(f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
@@ -181,17 +195,21 @@ def report_main(argv: list[str] | None = None) -> int:
     from ray_jobs.experiments.registry import get_experiment
     from ray_jobs.report import build_report
     from ray_jobs.store import ResultsStore
-    from ray_jobs.validate import resolve_reference
+    from ray_jobs.validate import check_report, resolve_reference
 
     try:
         cfg = _report_config(argv)
+        check_report(cfg.report)
         experiment = get_experiment(cfg.experiment.name)
         reference = resolve_reference(cfg)
     except ConfigError as error:
         return _fail("landscape-report", error)
     store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
-    report = build_report(store, experiment, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
-                          family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+    try:
+        report = build_report(store, experiment, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
+                              family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+    except Exception as exc:
+        return _crashed("landscape-report", exc)
     print(report.markdown)
     print(f"Report: {store.report_dir}", file=sys.stderr)
     return EXIT_OK

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ray_jobs.errors import ConfigError
@@ -136,6 +137,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise ConfigError("sweep", str(exc).strip().splitlines()[0]) from None
     except ConfigCompositionException as exc:
         raise _composition_error(exc, overrides) from None
+    except yaml.YAMLError as exc:  # a config or sweep file that is not YAML
+        raise ConfigError(_file_field(exc), f"not valid YAML: {_yaml_problem(exc)}") from None
     if any(o.key_or_group == "sweep.grid" and o.value() in ({}, []) for o in parsed):
         raise ConfigError("sweep.grid", "empty grid; give the axes to sweep (sweep.grid={} would keep the sweep's grid)")
     OmegaConf.set_readonly(cfg, True)
@@ -170,6 +173,22 @@ def unknown_key_message(key: str, cfg, *, service: bool) -> str:
         hints.append("a new key is added with +key=value")
     allowed = f"; allowed: {', '.join(siblings)}" if siblings and service else ""
     return f"no such key in the config{' (' + '; '.join(hints) + ')' if hints else ''}{allowed}"
+
+
+def _file_field(exc: "yaml.YAMLError") -> str:
+    """``sweep`` for a file of sweeps/, ``<group>`` for one of conf/<group>/, else ``config``."""
+    mark = getattr(exc, "problem_mark", None)
+    path = Path(mark.name) if mark is not None else None
+    if path is None or path.parent.name in ("", "conf"):
+        return "config"
+    return "sweep" if path.parent.resolve() == SWEEPS_DIR.resolve() else path.parent.name
+
+
+def _yaml_problem(exc: "yaml.YAMLError") -> str:
+    """``<file>, line L, column C: <problem>`` on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:

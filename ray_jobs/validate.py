@@ -70,6 +70,16 @@ def compose(overrides: list[str]) -> DictConfig:
         raise ConfigError(error.field, f"{error.message} for {experiment.name}; allowed: {', '.join(experiment.axes)}") from None
 
 
+def check_report(report) -> None:
+    """The report settings (``report.*``): a level in (0, 1), a family distance >= 0, figure true / false."""
+    _require_number("report.family_tol", report.get("family_tol"), minimum=0, strict=False)
+    confidence = report.get("confidence")
+    if not is_number(confidence) or not 0 < confidence < 1:
+        raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
+    if not isinstance(report.get("figure"), bool):
+        raise ConfigError("report.figure", f"must be true or false, got {report.get('figure')!r}")
+
+
 def check_groups(cfg, experiment: Experiment) -> None:
     """The experiment gets exactly the experiments' config groups it reads (protocol,
     optimizer, data...: ``Experiment.groups``), no other."""
@@ -105,10 +115,7 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
         raise ConfigError("resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}")
     _require_int("resources.torch_threads", resources.torch_threads, 1)
 
-    _require_number("report.family_tol", cfg.report.family_tol, minimum=0, strict=False)
-    confidence = cfg.report.confidence
-    if not is_number(confidence) or not 0 < confidence < 1:
-        raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
+    check_report(cfg.report)
 
     cluster = cfg.cluster
     for key in ("num_cpus", "num_gpus"):

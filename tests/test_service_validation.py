@@ -103,3 +103,53 @@ def test_an_empty_results_dir_is_refused(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "results_dir: empty; give a directory path" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_file_that_is_not_yaml_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    """A syntax error in a sweep file: exit 2, one line with the file, line and problem (no ParserError traceback)."""
+    import shutil
+
+    import ray_jobs.config as config
+    from tests.conftest import PROJECT_ROOT
+
+    for part in ("conf", "sweeps"):
+        shutil.copytree(PROJECT_ROOT / part, tmp_path / "project" / part, symlinks=True)
+    (tmp_path / "project" / "sweeps" / "broken.yaml").write_text("sweep:\n  name: broken\n  grid: [k: 1\n")
+    monkeypatch.setattr(config, "CONF_DIR", tmp_path / "project" / "conf")
+    monkeypatch.setattr(config, "SWEEPS_DIR", tmp_path / "project" / "sweeps")
+    assert sweep_main(["sweep=broken", f"results_dir={tmp_path / 'results'}"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("landscape-sweep: error: sweep: not valid YAML: ") and "broken.yaml, line 4" in err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("setting,message", [("report.confidence=2", "report.confidence: must be a number in (0, 1)"),
+                                             ("report.family_tol=-1", "report.family_tol: must be a number >= 0"),
+                                             ("report.figure=maybe", "report.figure: must be true or false")])
+def test_landscape_report_refuses_bad_report_settings_in_one_line(tmp_path, capsys, setting, message):
+    from ray_jobs.cli import report_main
+    from ray_jobs.config import compose_config, to_yaml
+
+    sweep_dir = tmp_path / "results" / "smoke"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "config.yaml").write_text(to_yaml(compose_config(["sweep=smoke"])))
+    assert report_main([f"results_dir={tmp_path / 'results'}", "sweep_name=smoke", setting]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["config.yaml"]  # no report written
+
+
+def test_a_crash_has_its_own_exit_code(tmp_path, capsys, monkeypatch):
+    """An unexpected error in the driver is exit 3 (not 1, which means 'done, some units failed'),
+    with the traceback and one closing line naming it."""
+    import ray_jobs.sweep
+    from ray_jobs.cli import EXIT_CRASHED
+
+    def crash(cfg):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ray_jobs.sweep, "run_sweep", crash)
+    assert sweep_main([*TINY_SWEEP, f"results_dir={tmp_path / 'results'}"]) == EXIT_CRASHED == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("landscape-sweep: crashed: RuntimeError: disk on fire")
