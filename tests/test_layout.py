@@ -220,8 +220,7 @@ class Toy(Experiment):
     name = "toy"
     help = "a (required)"
     tiny_budget = ("experiment.steps=3",)
-    axes = ("a",)
-    grid_axes = GridAxes(axes, required={"a": "[1,2]"})
+    grid_axes = GridAxes(("a",), required={"a": "[1,2]"})
     statuses = ("global", "not_converged")
     table_axes = ("a",)
     columns = {"a": "float64", "steps": "int64", "x": "float64"}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ray_jobs.errors import ConfigError
+from ray_jobs.experiments.grid import GridAxes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +59,8 @@ class Experiment:
     name: str = ""
     #: one line for ``landscape-sweep --help``: the grid axes and what they mean
     help: str = ""
-    #: keys allowed under ``sweep.grid``
-    axes: tuple[str, ...] = ()
+    #: the grid axes and their rules (required, either-or, ratio axes): :class:`GridAxes`
+    grid_axes: GridAxes = GridAxes(())
     #: the run outcomes this experiment records in ``status`` (the report counts each);
     #: ``error`` (a failed task) is the service's, not listed here
     statuses: tuple[str, ...] = RUN_STATUSES
@@ -87,6 +88,11 @@ class Experiment:
     #: overrides that make a run of any sweep of this experiment cheap (a handful of
     #: iterations); the parametrized test of every shipped sweep runs a cell with them
     tiny_budget: tuple[str, ...] = ()
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The keys allowed under ``sweep.grid`` (those of :attr:`grid_axes`)."""
+        return self.grid_axes.names
 
     def cells(self, cfg) -> list[dict[str, Any]]:
         """One fully resolved parameter dict per grid cell; raises :class:`ConfigError`."""

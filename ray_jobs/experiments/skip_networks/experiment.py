@@ -44,8 +44,8 @@ class SkipNetworks(Experiment):
     name = "skip_networks"
     help = "width, depth, activation, n_samples (required), M or M_over_n, architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)"
     tiny_budget = ("experiment.sgd.epochs=2", "experiment.rand_max_iterations=5", "experiment.data.n_test=20")
-    axes = ("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data")
-    grid_axes = GridAxes(axes, required={"width": "[16]", "depth": "[3,5]", "activation": "[sigmoid,relu]", "n_samples": "[32]"},
+    grid_axes = GridAxes(("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data"),
+                         required={"width": "[16]", "depth": "[3,5]", "activation": "[sigmoid,relu]", "n_samples": "[32]"},
                          alternatives=(Alternative("M", "M_over_n", "M = M_over_n x n_samples"),))
     table_axes = ("data", "activation", "depth", "width", "n_samples", "architecture", "mode", "M_over_n", "M")
     groups = ()

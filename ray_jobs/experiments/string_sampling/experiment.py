@@ -75,9 +75,9 @@ class StringSampling(Experiment):
     tiny_budget = ("experiment.endpoint_training.max_iterations=40", "++experiment.bead_training.max_iterations=40",
                    "experiment.string.max_rounds=1", "experiment.n_train=300", "experiment.n_test=50",
                    "experiment.probe_points=5")
-    axes = ("problem", "threshold", "width", "depth", "activation", "n_train")
     # threshold may also come from experiment.threshold, so no grid axis is required
-    grid_axes = GridAxes(axes, least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])")
+    grid_axes = GridAxes(("problem", "threshold", "width", "depth", "activation", "n_train"),
+                         least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])")
     table_axes = ("problem", "activation", "depth", "n_train", "width", "threshold")
     groups = ()
     fraction_columns = ("dss_connected",)

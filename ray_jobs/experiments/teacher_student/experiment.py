@@ -28,8 +28,8 @@ class TeacherStudent(Experiment):
     name = "teacher_student"
     help = "k (required), n or n_minus_k (n = k + offset), step, init_scale; group protocol"
     tiny_budget = ("protocol.max_iterations=300",)
-    axes = ("k", "n", "n_minus_k", "step", "init_scale")
-    grid_axes = GridAxes(axes, required={"k": "[6,7]"}, alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),))
+    grid_axes = GridAxes(("k", "n", "n_minus_k", "step", "init_scale"), required={"k": "[6,7]"},
+                         alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),))
     table_axes = ("k", "n", "step", "init_scale")
     optional_table_axes = ("step", "init_scale")  # grid axes of a protocol comparison or search
     groups = ("protocol",)

@@ -35,8 +35,8 @@ class WidthThreshold(Experiment):
     name = "width_threshold"
     help = "width or width_over_n, depth, activation, n_samples (all required); groups optimizer, data"
     tiny_budget = ("optimizer.max_iterations=20",)
-    axes = ("width", "width_over_n", "depth", "activation", "n_samples")
-    grid_axes = GridAxes(axes, required={"depth": "[2,3]", "activation": "[relu,tanh]", "n_samples": "[16]"},
+    grid_axes = GridAxes(("width", "width_over_n", "depth", "activation", "n_samples"),
+                         required={"depth": "[2,3]", "activation": "[relu,tanh]", "n_samples": "[16]"},
                          alternatives=(Alternative("width", "width_over_n", "width = width_over_n x n_samples", "[0.5,1,2]"),))
     table_axes = ("activation", "depth", "n_samples", "width_over_n", "width")
     groups = ("optimizer", "data")
