@@ -106,38 +106,28 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-def unit_submitter(experiment_name: str, resources):
-    """``submit(unit) -> ObjectRef``: one Ray task running :func:`run_unit` on the unit, with
-    the per-task resources and retries of ``resources`` (the config group)."""
-    import ray
-
-    num_gpus = float(resources.num_gpus)
-    task = ray.remote(
-        num_cpus=float(resources.num_cpus),
-        num_gpus=num_gpus,
-        max_retries=int(resources.max_retries),
-        retry_exceptions=bool(resources.retry_exceptions),
-    )(run_unit)
-
-    def submit(unit: WorkUnit):
-        return task.options(name=f"unit-{unit.unit_id}").remote(
-            experiment_name, unit.cell.params, unit.seeds, use_gpu=num_gpus > 0, torch_threads=int(resources.torch_threads)
-        )
-
-    return submit
-
-
 class Execution:
     """Work units in flight on Ray, one task each; the caller records the outcomes."""
 
     def __init__(self, experiment_name: str, resources):
-        self._submit = unit_submitter(experiment_name, resources)
+        """Tasks run :func:`~ray_jobs.worker.run_unit` with the per-task resources and retries
+        of ``resources`` (the config group)."""
+        import ray
+
+        self.experiment_name = experiment_name
+        self.num_gpus = float(resources.num_gpus)
+        self.torch_threads = int(resources.torch_threads)
+        self.task = ray.remote(num_cpus=float(resources.num_cpus), num_gpus=self.num_gpus,
+                               max_retries=int(resources.max_retries),
+                               retry_exceptions=bool(resources.retry_exceptions))(run_unit)
         self.pending: dict = {}  # ObjectRef -> WorkUnit
         self.started = time.monotonic()
 
     def submit(self, unit: WorkUnit) -> None:
-        """Start the unit's task."""
-        self.pending[self._submit(unit)] = unit
+        """Start the unit's task (one Ray task, named after the unit)."""
+        ref = self.task.options(name=f"unit-{unit.unit_id}").remote(
+            self.experiment_name, unit.cell.params, unit.seeds, use_gpu=self.num_gpus > 0, torch_threads=self.torch_threads)
+        self.pending[ref] = unit
 
     def wait(self, timeout: float = WAIT_TIMEOUT_S) -> list[UnitOutcome]:
         """Outcomes of the tasks finished within ``timeout`` (none when nothing finished).
