@@ -123,13 +123,12 @@ def compose_config(overrides: list[str]) -> DictConfig:
     overrides = list(overrides)
     parsed = _parse_overrides(overrides)
     _check_group_choices(parsed)
-    added = [(o.key_or_group, text) for o, text in zip(parsed, overrides)
-             if (o.is_add() or o.is_force_add()) and _is_service_key(o.key_or_group)]
+    added = [o.key_or_group for o in parsed if (o.is_add() or o.is_force_add()) and _is_service_key(o.key_or_group)]
     if added:  # a key added to the service's sections must exist there already (a typo otherwise)
-        base = compose_config([text for text in overrides if text not in {text for _, text in added}])
-        for key, _ in added:
+        base = compose_config([text for text in overrides if _override_key(text) not in added])
+        for key in added:
             if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
-                raise ConfigError(key, unknown_key_message(key, base, service=True))
+                raise ConfigError(key, unknown_key_message(key, base))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="landscape_sweep"):
             cfg = compose(config_name="config", overrides=overrides)
@@ -159,10 +158,17 @@ def _is_service_key(key: str) -> bool:
     return head in SERVICE_SECTIONS and not key.startswith("sweep.grid.")
 
 
-def unknown_key_message(key: str, cfg, *, service: bool) -> str:
-    """``no such key ...`` naming the closest existing key and the keys allowed beside it;
-    outside the service's sections (an experiment's group), how to add a key."""
+def _override_key(text: str) -> str:
+    """The key of an override's text (``+sweep.seed=10`` -> ``sweep.seed``)."""
+    return text.split("=", 1)[0].lstrip("+~")
+
+
+def unknown_key_message(key: str, cfg) -> str:
+    """``no such key ...`` naming the closest key of ``cfg`` and, in the service's sections,
+    the keys allowed beside it; in an experiment's group, how to add a key."""
     import difflib
+
+    service = _is_service_key(key)
 
     parent, _, name = key.rpartition(".")
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
@@ -197,16 +203,15 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
     match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
     key = match.group(1) if match else "overrides"
     if key.startswith("sweep.grid."):
-        remaining = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key)]
+        remaining = [o for o in overrides if not _override_key(o).startswith(key)]
         return UnknownGridAxis(key[len("sweep.grid."):], remaining)
     if "not in struct" not in text:
         return ConfigError(key, str(exc).strip().splitlines()[0])
-    parent = key.rpartition(".")[0]
     try:  # the keys beside it, from the config without this override
-        base = compose_config([o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key])
+        base = compose_config([o for o in overrides if _override_key(o) != key])
     except ConfigError:
         return ConfigError(key, "no such key in the config (add a new key with +key=value)")
-    return ConfigError(key, unknown_key_message(key, base, service=_is_service_key(key) or parent == "sweep"))
+    return ConfigError(key, unknown_key_message(key, base))
 
 
 def to_yaml(cfg: DictConfig) -> str:
