@@ -271,12 +271,24 @@ class TeacherStudentProtocol:
             raise OptionError("eig_margin", f"must be a number >= 0, got {self.eig_margin!r}")
         if not isinstance(self.monotone_rtol, (int, float)) or self.monotone_rtol < 0:
             raise OptionError("monotone_rtol", f"must be a number >= 0, got {self.monotone_rtol!r}")
+        entries = (n * self.input_dim(k)) ** 2
+        if 8 * entries > MAX_HESSIAN_BYTES:
+            largest = math.isqrt(MAX_HESSIAN_BYTES // 8)
+            raise OptionError("n" if n > k else "k", f"k={k}, n={n}: one run's Hessian has (n*d)^2 = {entries:.3g} float64 "
+                                                     f"entries ({8 * entries / 1024**3:.3g} GiB); at most "
+                                                     f"{MAX_HESSIAN_BYTES // 1024**3} GiB per run, so n*d <= {largest} "
+                                                     f"(k = n <= {math.isqrt(largest)})")
         _check_int("max_iterations", self.max_iterations, minimum=1)
         _check_int("compact_every", self.compact_every, minimum=1)
         _check_int("max_restarts", self.max_restarts, minimum=0)
 
     def input_dim(self, k: int) -> int:
         return k if self.d is None else int(self.d)
+
+
+#: the largest Hessian of one run (float64, (n*d)^2 entries) a cell may ask for: the
+#: classification computes it per run, a chunk of runs at a time
+MAX_HESSIAN_BYTES = 4 * 1024**3
 
 
 def _check_int(name: str, value, *, minimum: int) -> None:

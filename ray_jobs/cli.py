@@ -1,9 +1,11 @@
 """Console entry points: ``landscape-sweep`` and ``landscape-report`` (thin: parse, call, exit).
 
-Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows);
-2 invalid configuration or arguments (nothing written); 3 the driver crashed (an
-unexpected error, traceback printed; what was recorded stays); 130 interrupted (what was
-recorded stays, the same command resumes).
+Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows), or
+``fail_fast`` stopped the sweep; 2 the invocation could not start (invalid configuration
+or arguments, unwritable or locked results directory, unreachable service or cluster,
+infeasible resources; nothing written); 3 the driver stopped on a storage fault (one
+line) or crashed (an unexpected error, traceback printed); what was recorded stays;
+130 interrupted (what was recorded stays, the same command resumes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
-from ray_jobs.errors import ConfigError
+from ray_jobs.errors import ConfigError, storage_fault
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -85,9 +87,11 @@ overrides (Hydra syntax), for example:
   cluster.address=HOST:6379  tracking.uri=http://127.0.0.1:5000  tracking=none
   retry_errors=true          run again the units recorded as `error`
 
-exit codes: 0 done, 1 some units failed (recorded as error rows), 2 invalid
-configuration (nothing written), 3 crashed (traceback printed; recorded units are kept),
-130 interrupted (run the same command to resume).
+exit codes: 0 done, 1 some units failed (recorded as error rows) or fail_fast stopped
+the sweep, 2 the invocation could not start (invalid configuration, results directory
+unwritable or in use by another driver, tracking server or cluster unreachable, resources
+no node offers; nothing written), 3 stopped by a storage fault (one line) or crashed
+(traceback printed); recorded units are kept, 130 interrupted (run the same command to resume).
 """
 
 
@@ -148,7 +152,12 @@ def sweep_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment failure: its own exit code, never 1 (= failed units)
-        return _crashed("landscape-sweep", exc)
+        fault = storage_fault(exc)
+        if fault is None:
+            return _crashed("landscape-sweep", exc)
+        print(f"landscape-sweep: stopped: {fault}; the units recorded before are kept and valid, fix the storage "
+              f"and run the same command again to resume (exit {EXIT_CRASHED})", file=sys.stderr)  # the environment, not a bug: one line
+        return EXIT_CRASHED
     if is_search(cfg):
         print(result.markdown)
         print(f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
@@ -156,10 +165,12 @@ def sweep_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
     print(result.report.markdown)
-    print(f"{result.plan.sweep}: {result.units_scheduled} units run, {result.units_skipped} already recorded, "
+    print(f"{result.plan.sweep}: {result.units_scheduled} units scheduled, {result.units_skipped} already recorded, "
           f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
           file=sys.stderr)
-    return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
+    if result.stopped:
+        print(f"landscape-sweep: stopped early: {result.stopped}", file=sys.stderr)
+    return EXIT_UNITS_FAILED if result.units_failed or result.stopped else EXIT_OK
 
 
 def _report_config(argv: list[str]):

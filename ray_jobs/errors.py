@@ -1,4 +1,14 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The exceptions the CLI turns into one-line messages instead of tracebacks.
+
+:class:`ConfigError` (exit 2): the invocation cannot start: an invalid configuration, a
+results directory that cannot be written or is in use by another driver, an unreachable
+tracking server or cluster, resources no node of the cluster offers. Raised before
+anything is scheduled or written.
+
+:class:`StorageError` (exit 3): writing the results failed while the sweep ran (disk full,
+file system turned read-only...). What was recorded before stays valid; the same command
+resumes once the fault is fixed.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +24,46 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class StorageError(RuntimeError):
+    """Writing ``path`` failed during a sweep; ``reason`` is the operating system's message."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class FailFast(RuntimeError):
+    """The sweep stopped scheduling because too many of its first units failed (``fail_fast``)."""
+
+
+#: operating-system errors that mean "the storage refuses writes", not "the program is wrong"
+STORAGE_ERRNOS = {28: "No space left on device", 30: "Read-only file system", 122: "Disk quota exceeded"}
+#: what sqlite (through MLflow / sqlalchemy) says for the same faults
+STORAGE_MESSAGES = ("database or disk is full", "attempt to write a readonly database", "disk I/O error")
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """A one-line description when ``exc`` or an exception in its chain (``__cause__`` /
+    ``__context__``: a fault while handling the first one) is a storage fault: a
+    :class:`StorageError`, an OSError with ENOSPC / EROFS / EDQUOT, or sqlite's full-disk /
+    read-only messages as MLflow re-raises them; None otherwise. The earliest file-system
+    fault of the chain is named (the fragment path rather than the MLflow store)."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for exc in reversed(chain):
+        if isinstance(exc, StorageError):
+            return str(exc)
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            where = f" {exc.filename}" if exc.filename else ""
+            return f"cannot write{where}: {exc.strerror or STORAGE_ERRNOS[exc.errno]}"
+    for exc in chain:
+        for message in STORAGE_MESSAGES:
+            if message in str(exc):
+                return f"the MLflow store refused a write ({message})"
+    return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -27,47 +28,132 @@ from typing import Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ray_jobs.errors import ConfigError
 from ray_jobs.plan import WorkUnit
+from ray_jobs.reaper import start_reaper
 from ray_jobs.worker import run_unit
 
 #: seconds ray.wait blocks before the progress bar refreshes when nothing finished
 WAIT_TIMEOUT_S = 1.0
 #: without a terminal (logs, `ray job submit`), a plain progress line this often instead of the bar
 LOG_EVERY_S = 30.0
+#: seconds to reach a cluster address before the invocation is refused
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, field: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ConfigError unless something accepts a TCP connection at ``address``
+    (``HOST:PORT`` or ``ray://HOST:PORT``; ``auto`` and other forms are left to Ray)."""
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        if address != "auto" and not address.startswith(("ray://", "local")):
+            raise ConfigError(field, f"{address!r} is not an address; give HOST:PORT (e.g. 10.0.0.1:6379), "
+                                     f"ray://HOST:10001 or auto")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise ConfigError(field, f"cannot reach the Ray cluster at {address} ({reason}); start it with "
+                                 f"`ray start --head` (docs/cluster.md) or fix the address") from None
+
+
+def check_feasible(resources, where: str) -> None:
+    """Raise ConfigError when no alive node offers what one task asks for (``resources.num_cpus``
+    / ``num_gpus``): such tasks would wait forever. Looks at the nodes alive now."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, field, hint in (("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
+                             ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster")):
+        asked = float(resources.get(field) or 0)
+        largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if asked > largest:
+            raise ConfigError(f"resources.{field}", f"each task asks for {asked:g} {key}s, but the largest node of the {where} "
+                                                    f"offers {largest:g}; {hint}")
 
 
 @contextmanager
-def ray_cluster(cluster, console: Console) -> Iterator[str]:
-    """Ray for the duration of the block; yields a description of the cluster used."""
+def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
+    """Ray for the duration of the block; yields a description of the cluster used.
+
+    Fails fast with ConfigError (nothing scheduled): an address nothing listens at, a
+    connection Ray refuses (e.g. token authentication), per-task ``resources`` that no node
+    offers. A SIGTERM while Ray starts is an interrupt (KeyboardInterrupt), like one later.
+    """
     import ray
 
     if ray.is_initialized():
+        if resources is not None:
+            check_feasible(resources, "Ray session already open in this process")
         yield "the Ray session already open in this process"
         return
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
+    field = "cluster.address" if cluster.get("address") else "RAY_ADDRESS"
     common = {"log_to_driver": bool(cluster.get("log_to_driver", False))}
     if cluster.get("ship_code"):
         packages = Path(__file__).resolve().parents[1]
         common["runtime_env"] = {"py_modules": [str(packages / "ray_jobs"), str(packages / "landscape_core")]}
     sigterm_handler = signal.getsignal(signal.SIGTERM)
-    if address:
-        ray.init(address=address, **common)
-        description = f"Ray cluster at {address}"
-    else:
-        ray.init(
-            num_cpus=cluster.get("num_cpus"),
-            num_gpus=cluster.get("num_gpus"),
-            object_store_memory=cluster.get("object_store_memory"),
-            include_dashboard=bool(cluster.get("include_dashboard", False)),
-            **common,
-        )
-        description = f"local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs), stopped at the end"
-    if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, sigterm_handler)  # ray.init installs its own, which just dies
     try:
+        if address:
+            check_reachable(address, field)
+            try:
+                ray.init(address=address, **common)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(field, f"cannot connect to the Ray cluster at {address}: "
+                                         f"{' '.join(str(exc).split())[:300]} (docs/cluster.md)") from None
+            description = f"Ray cluster at {address}"
+            where = "cluster"
+        else:
+            start_reaper()  # the local cluster dies with this driver, even on kill -9 during ray.init
+            ray.init(
+                num_cpus=cluster.get("num_cpus"),
+                num_gpus=cluster.get("num_gpus"),
+                object_store_memory=cluster.get("object_store_memory"),
+                include_dashboard=bool(cluster.get("include_dashboard", False)),
+                **local_binding(cluster),
+                **common,
+            )
+            description = f"local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs), stopped at the end"
+            where = "local cluster"
+    except SystemExit as exc:  # ray.init's own SIGTERM handler exits while it starts
+        ray.shutdown()
+        if exc.code == signal.SIGTERM:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        _restore(sigterm_handler)
+    try:
+        if resources is not None:
+            check_feasible(resources, where)
         yield description
     finally:
         ray.shutdown()
+        _restore(sigterm_handler)  # ray.shutdown resets it as well
+
+
+def _restore(sigterm_handler) -> None:
+    """Put back the driver's SIGTERM handler (ray.init and ray.shutdown install Ray's)."""
+    if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_handler)
+
+
+def local_binding(cluster) -> dict:
+    """ray.init arguments binding a local cluster to the loopback interface (cluster.bind)."""
+    return {}
+
+
+def unit_task(experiment_name: str, params: dict, seeds: list[int], *, use_gpu: bool, torch_threads: int) -> list[dict]:
+    """The body of a unit's Ray task: :func:`~ray_jobs.worker.run_unit`, each record marked
+    with where it ran (``hostname``, Ray ``node_id``, the task's ``gpu_ids``)."""
+    import ray
+
+    records = run_unit(experiment_name, params, seeds, use_gpu=use_gpu, torch_threads=torch_threads)
+    where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+             "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
+    return [{**record, **where} for record in records]
 
 
 @dataclass
@@ -119,7 +205,7 @@ class Execution:
         self.torch_threads = int(resources.torch_threads)
         self.task = ray.remote(num_cpus=float(resources.num_cpus), num_gpus=self.num_gpus,
                                max_retries=int(resources.max_retries),
-                               retry_exceptions=bool(resources.retry_exceptions))(run_unit)
+                               retry_exceptions=bool(resources.retry_exceptions))(unit_task)
         self.pending: dict = {}  # ObjectRef -> WorkUnit
         self.started = time.monotonic()
 

@@ -2,7 +2,9 @@
 parent run, recording finished units, and building the report.
 
 A driver (:mod:`ray_jobs.sweep`, :mod:`ray_jobs.search.driver`) validates the config first
-(nothing is written before), then opens a :class:`Session`, which prepares
+(nothing is written before), then opens a :class:`Session` (a context manager), which
+takes the sweep's driver lock (a second driver on the same sweep is refused; the lock is
+released on exit, or by the kernel when the driver dies), prepares
 ``<results_dir>/<sweep>/`` (removing staging files of a killed driver) and saves the
 resolved ``config.yaml``. The driver is the single writer of the results: each finished
 unit becomes one Parquet fragment (:meth:`Session.record`: the unit's rows, or one
@@ -42,10 +44,24 @@ class Session:
         self.reference = resolve_reference(cfg)
         self.store = ResultsStore(self.results_dir, sweep)
         self.store.prepare()
-        self.store.save_text(self.store.config_path, to_yaml(cfg))
-        self.version = code_version()
-        self.tracker = SweepTracker.from_config(cfg, self.results_dir)
+        try:
+            self.store.save_text(self.store.config_path, to_yaml(cfg))
+            self.version = code_version()
+            self.tracker = SweepTracker.from_config(cfg, self.results_dir)
+        except BaseException:
+            self.store.close()
+            raise
         self.units_failed = 0
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the sweep's driver lock."""
+        self.store.close()
 
     @property
     def parent_run_id(self) -> str | None:
@@ -85,10 +101,13 @@ class Session:
         return build_report(self.store, self.experiment, sweep=self.sweep, confidence=float(report.confidence),
                             family_tol=float(report.family_tol), reference=self.reference, figure=bool(report.figure))
 
-    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path]) -> None:
-        """Log the invocation's metrics, its report files and the config on the parent run."""
+    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None) -> None:
+        """Log the invocation's metrics, its report files and the config on the parent run;
+        ``stopped`` (why the sweep stopped early) ends the parent FAILED with that reason as a tag."""
         if self.tracker is None:
             return
+        if stopped:
+            self.tracker.fail(stopped)
         self.tracker.log_parent_metrics(metrics)
         self.tracker.log_artifacts(report_paths, artifact_path="report")
         self.tracker.log_artifacts([self.store.config_path], artifact_path="config")

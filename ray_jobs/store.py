@@ -6,21 +6,34 @@ Layout (the results contract of design.md)::
     <results_dir>/<sweep>/report/                   table.md, table.csv, figures
     <results_dir>/<sweep>/config.yaml               the resolved sweep config
 
-The driver is the only writer. A fragment is written to a hidden staging name
-(``runs/.<unit_id>.parquet.tmp``, ignored by pyarrow, pandas and duckdb globs) and renamed
-with :func:`os.replace`, so a reader sees a whole fragment or none. A fragment's existence
-is what "this unit is done" means for resume.
+The driver is the only writer: it holds :class:`DriverLock` on ``<sweep>/.driver.lock``
+(an advisory ``flock``, released by the kernel when the driver dies, so a killed driver's
+lock is taken over by the next one). A second driver on the same sweep is refused with a
+line naming the holder (host, pid, since when). A fragment is written to a hidden staging
+name (``runs/.<unit_id>.<pid>.parquet.tmp``, ignored by pyarrow, pandas and duckdb globs),
+fsynced and renamed with :func:`os.replace`, so a reader sees a whole fragment or none;
+staging files of a killed driver are removed by the next one (under the lock). A
+fragment's existence is what "this unit is done" means for resume. A failed write
+(disk full, read-only file system) raises :class:`~ray_jobs.errors.StorageError` naming
+the path, after removing its staging file.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ray_jobs.errors import ConfigError, StorageError
 from ray_jobs.plan import WorkUnit
 
 if TYPE_CHECKING:
@@ -42,6 +55,9 @@ CONTRACT_COLUMNS: dict[str, pa.DataType] = {
     "iterations": pa.int64(),
     "wall_s": pa.float64(),
     "device": pa.string(),
+    "hostname": pa.string(),
+    "node_id": pa.string(),
+    "gpu_ids": pa.string(),
     "code_version": pa.string(),
     "config_json": pa.string(),
     "error_message": pa.string(),
@@ -49,6 +65,64 @@ CONTRACT_COLUMNS: dict[str, pa.DataType] = {
 
 FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"
+LOCK_NAME = ".driver.lock"
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path`` if possible (a staging file after a failed write; the file system
+    may refuse that too, and a leftover staging file is ignored and cleaned later)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+class DriverLock:
+    """The exclusive right to write one sweep's results: ``flock`` on ``path``, whose content
+    names the holder (host, pid, start time, command) for the refusal message.
+
+    ``flock`` locks belong to the open file and vanish with the process that holds them, so
+    a lock left by a killed driver (kill -9, node lost) never blocks the next one. On NFS,
+    Linux maps ``flock`` to NFS byte-range locks (NFSv4, or v3 with lockd)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, *, field: str = "results_dir") -> None:
+        """Take the lock, or raise ConfigError naming the driver that holds it.
+
+        The lock is held on a read-only descriptor (an open file written to would keep the
+        file system from being remounted read-only); the holder's details are written beside."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            try:
+                info = json.loads(self.path.read_text())
+                who = f"pid {info['pid']} on host {info['host']} since {info['since']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                who = "another process"
+            raise ConfigError(field, f"the sweep {self.path.parent.name!r} under {self.path.parent.parent} is being run by "
+                                     f"another driver ({who}); wait for it to finish, or give another results_dir") from None
+        holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)[:500]}
+        try:
+            with open(self.path, "w") as handle:
+                handle.write(json.dumps(holder))
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def arrow_type(name: str) -> pa.DataType:
@@ -127,12 +201,23 @@ class ResultsStore:
         self.runs_dir = self.sweep_dir / "runs"
         self.report_dir = self.sweep_dir / "report"
         self.config_path = self.sweep_dir / "config.yaml"
+        self.lock = DriverLock(self.sweep_dir / LOCK_NAME)
 
     def prepare(self) -> None:
-        """Create the directories; remove staging files left by a killed driver."""
+        """Take the driver lock (ConfigError when another driver holds it), create the
+        directories, remove staging files left by a killed driver."""
+        try:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("results_dir", f"cannot create {self.sweep_dir}: {exc.strerror or exc}") from None
+        self.lock.acquire()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.runs_dir.glob(f".*{STAGING_SUFFIX}"):
-            stale.unlink()
+            stale.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the driver lock."""
+        self.lock.release()
 
     def fragment_path(self, unit_id: str) -> Path:
         return self.runs_dir / f"{unit_id}{FRAGMENT_SUFFIX}"
@@ -158,12 +243,16 @@ class ResultsStore:
     def write_fragment(self, unit_id: str, table: pa.Table) -> Path:
         """Write ``table`` as the unit's fragment: staging name, fsync, atomic rename."""
         final = self.fragment_path(unit_id)
-        staging = self.runs_dir / f".{unit_id}{STAGING_SUFFIX}"
-        with open(staging, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, final)
+        staging = self.runs_dir / f".{unit_id}.{os.getpid()}{STAGING_SUFFIX}"
+        try:
+            with open(staging, "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, final)
+        except OSError as exc:
+            _discard(staging)
+            raise StorageError(final, exc.strerror or str(exc)) from exc
         return final
 
     def read(self, unit_ids: Iterable[str] | None = None) -> pa.Table:
@@ -179,8 +268,12 @@ class ResultsStore:
 
     def save_text(self, path: Path, text: str) -> None:
         """Write a small text file atomically (config.yaml, report files)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(text)
-        os.replace(staging, path)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_text(text)
+            os.replace(staging, path)
+        except OSError as exc:
+            _discard(staging)
+            raise StorageError(path, exc.strerror or str(exc)) from exc
 

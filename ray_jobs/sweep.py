@@ -1,14 +1,18 @@
-"""The grid driver: validate -> plan -> skip done units -> execute -> record -> report.
+"""The grid driver: validate -> plan -> preflight -> skip done units -> execute -> record -> report.
 
-Built on :class:`ray_jobs.session.Session` (store, config, MLflow parent, recording, report)
-and :mod:`ray_jobs.execution` (the Ray loop). MLflow gets a child run per cell as soon as
-the cell's last unit is recorded. Ray is started only when there is something to run.
+Built on :class:`ray_jobs.session.Session` (driver lock, store, config, MLflow parent,
+recording, report) and :mod:`ray_jobs.execution` (the Ray loop). MLflow gets a child run
+per cell as soon as the cell's last unit is recorded. Ray is started only when there is
+something to run, and before anything is written, so an unreachable cluster or resources
+no node offers are refused with nothing written. With ``fail_fast.enabled``, the sweep
+stops scheduling when too many of its first units failed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from ray_jobs.plan import Cell, SweepPlan, canonical_json, plan_sweep
 from ray_jobs.report import Report
 from ray_jobs.report.aggregate import table_from_rows
 from ray_jobs.session import Session
-from ray_jobs.validate import validate
+from ray_jobs.store import ResultsStore
+from ray_jobs.validate import preflight, resolve_results_dir, validate
 
 
 @dataclass
@@ -35,6 +40,7 @@ class SweepResult:
     report: Report
     parent_run_id: str | None
     wall_s: float
+    stopped: str | None = None  # why the sweep stopped scheduling early (fail_fast), None when it ran everything
 
 
 class _CellTracker:
@@ -45,7 +51,7 @@ class _CellTracker:
 
     def log(self, cell: Cell) -> None:
         session = self.session
-        if session.tracker is None:
+        if session.tracker is None or cell.cell_id in session.tracker.logged_cells:
             return
         rows = session.store.read(unit.unit_id for unit in self.plan.units_of(cell.cell_id))
         table = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
@@ -57,48 +63,84 @@ class _CellTracker:
         session.tracker.log_cell(" ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep})
 
 
+def units_to_run(store: ResultsStore, plan: SweepPlan, *, retry_errors: bool) -> list:
+    """The units of ``plan`` without a fragment (and, with ``retry_errors``, those with error rows)."""
+    done = store.completed_unit_ids()
+    if retry_errors:
+        done -= store.unit_ids_with_errors()
+    return [unit for unit in plan.units if unit.unit_id not in done]
+
+
+def fail_fast_reason(fail_fast, finished: int, failed: int) -> str | None:
+    """Why to stop scheduling, once the first ``fail_fast.first_units`` units finished, if
+    more than ``max_failed_fraction`` of them failed; else None."""
+    if not fail_fast.enabled or finished != int(fail_fast.first_units):
+        return None
+    if failed > float(fail_fast.max_failed_fraction) * finished:
+        return (f"fail_fast: {failed} of the first {finished} units failed (more than "
+                f"{float(fail_fast.max_failed_fraction):.0%}); pending units cancelled")
+    return None
+
+
 def run_sweep(cfg, console: Console | None = None) -> SweepResult:
     """Run the sweep ``cfg`` (composed by :func:`ray_jobs.config.compose_config`).
 
-    Raises ConfigError (nothing written) when the config is invalid, KeyboardInterrupt
-    when interrupted (what was recorded stays; the same command resumes).
+    Raises ConfigError (nothing written) when the config is invalid, the results directory
+    unwritable or in use by another driver, the tracking server or cluster unreachable, or
+    the resources infeasible; StorageError when writing results fails mid-sweep;
+    KeyboardInterrupt when interrupted (what was recorded stays; the same command resumes).
     """
     console = console or Console(stderr=True)
     started = time.monotonic()
     experiment, cell_params = validate(cfg)
     plan = plan_sweep(cfg, experiment.name, cell_params)
-    session = Session(cfg, experiment, plan.sweep, console)
-    store = session.store
+    preflight(cfg)
+    retry_errors = bool(cfg.retry_errors)
+    with ExitStack() as stack:
+        cluster: list[str] = []
 
-    done = store.completed_unit_ids()
-    if cfg.retry_errors:
-        done -= store.unit_ids_with_errors()
-    todo = [unit for unit in plan.units if unit.unit_id not in done]
-    console.print(f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
-                  f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. Results: {store.sweep_dir}")
+        def start_ray() -> str:
+            if not cluster:
+                cluster.append(stack.enter_context(ray_cluster(cfg.cluster, console, resources=cfg.resources)))
+            return cluster[0]
 
-    cells = _CellTracker(session, plan)
-    remaining = Counter(unit.cell.cell_id for unit in todo)
-    params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
-              "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
-              "chunk_size": int(cfg.resources.chunk_size), "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
-    with session.parent_run(params):
-        for cell in plan.cells:
-            if remaining[cell.cell_id] == 0:
-                cells.log(cell)
-        if todo:
-            with ray_cluster(cfg.cluster, console) as where:
-                console.print(f"Scheduling {len(todo)} units on {where}.")
+        if units_to_run(ResultsStore(resolve_results_dir(cfg), plan.sweep), plan, retry_errors=retry_errors):
+            start_ray()  # before anything is written: a cluster or resources that cannot serve fail here
+        session = stack.enter_context(Session(cfg, experiment, plan.sweep, console))
+        store = session.store
+        todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, now under the driver lock
+        console.print(f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
+                      f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. Results: {store.sweep_dir}")
+
+        cells = _CellTracker(session, plan)
+        remaining = Counter(unit.cell.cell_id for unit in todo)
+        params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
+                  "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
+                  "chunk_size": int(cfg.resources.chunk_size),
+                  "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+        stopped = None
+        with session.parent_run(params):
+            for cell in plan.cells:
+                if remaining[cell.cell_id] == 0:
+                    cells.log(cell)
+            if todo:
+                console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
+                finished = 0
                 for outcome in run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep):
                     session.record(outcome)
+                    finished += 1
                     remaining[outcome.unit.cell.cell_id] -= 1
                     if remaining[outcome.unit.cell.cell_id] == 0:
                         cells.log(outcome.unit.cell)
-        report = session.build_report()
-        wall_s = time.monotonic() - started
-        session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
-                                "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
-                       report_paths=report.paths)
+                    stopped = fail_fast_reason(cfg.fail_fast, finished, session.units_failed)
+                    if stopped:
+                        console.print(f"[red]{stopped}[/]")
+                        break
+            report = session.build_report()
+            wall_s = time.monotonic() - started
+            session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
+                                    "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
+                           report_paths=report.paths, stopped=stopped)
     return SweepResult(plan=plan, results_dir=session.results_dir, units_scheduled=len(todo),
                        units_skipped=len(plan.units) - len(todo), units_failed=session.units_failed, report=report,
-                       parent_run_id=session.parent_run_id, wall_s=wall_s)
+                       parent_run_id=session.parent_run_id, wall_s=wall_s, stopped=stopped)

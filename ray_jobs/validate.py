@@ -8,7 +8,10 @@ experiment (:meth:`ray_jobs.experiments.base.Experiment.cells`).
 
 from __future__ import annotations
 
+import math
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -19,6 +22,8 @@ from ray_jobs.experiments.base import Experiment, is_int, is_number
 from ray_jobs.experiments.registry import get_experiment
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: work units one sweep may have: the driver keeps its plan (cells x seed chunks) in memory
+MAX_UNITS = 1_000_000
 
 
 def _require_int(field: str, value, minimum: int) -> None:
@@ -60,6 +65,42 @@ def check_results_dir(path: Path) -> None:
             return
 
 
+def check_writable(path: Path) -> None:
+    """Prove that ``path`` (or, while it does not exist, its nearest existing parent) takes a
+    new directory, by creating and removing one: permissions, a read-only or full file
+    system, /proc. Leaves nothing behind."""
+    existing = next(candidate for candidate in (path, *path.parents) if candidate.exists())
+    try:
+        probe = tempfile.mkdtemp(prefix=".landscape-write-check-", dir=existing)
+        Path(probe, "probe").write_bytes(b"0" * 4096)
+    except OSError as exc:
+        raise ConfigError("results_dir", f"cannot write under {existing}: {exc.strerror or exc}; "
+                                         f"give a writable directory") from None
+    shutil.rmtree(probe, ignore_errors=True)
+
+
+def preflight(cfg) -> None:
+    """What must hold before a driver writes anything, beyond the config's own validity:
+    the results directory is writable and the tracking server (if any) answers."""
+    path = resolve_results_dir(cfg)
+    check_results_dir(path)
+    check_writable(path)
+    uri = cfg.tracking.get("uri") if cfg.tracking.get("enabled") else None
+    if uri and str(uri).startswith(("http://", "https://")):
+        from ray_jobs.tracking import check_server
+
+        check_server(str(uri))
+
+
+def check_unit_count(cells: int, seeds: int, chunk_size: int) -> None:
+    """A plan the driver can hold: at most :data:`MAX_UNITS` work units."""
+    units = cells * math.ceil(seeds / chunk_size)
+    if units > MAX_UNITS:
+        raise ConfigError("sweep.seeds", f"{cells} cells x {seeds} seeds at resources.chunk_size={chunk_size} make {units} "
+                                         f"work units; at most {MAX_UNITS} per sweep: raise resources.chunk_size "
+                                         f"(>= {math.ceil(cells * seeds / MAX_UNITS)}) or lower sweep.seeds")
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """:func:`ray_jobs.config.compose_config`, with an unknown grid axis named against the
     experiment's axes (``sweep.grid.width: unknown axis 'width' for teacher_student; allowed: ...``)."""
@@ -78,6 +119,16 @@ def check_report(report) -> None:
         raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
     if not isinstance(report.get("figure"), bool):
         raise ConfigError("report.figure", f"must be true or false, got {report.get('figure')!r}")
+
+
+def check_fail_fast(fail_fast) -> None:
+    """``fail_fast.enabled`` true / false, ``first_units`` >= 1, ``max_failed_fraction`` in [0, 1)."""
+    if not isinstance(fail_fast.get("enabled"), bool):
+        raise ConfigError("fail_fast.enabled", f"must be true or false, got {fail_fast.get('enabled')!r}")
+    _require_int("fail_fast.first_units", fail_fast.get("first_units"), 1)
+    fraction = fail_fast.get("max_failed_fraction")
+    if not is_number(fraction) or not 0 <= fraction < 1:
+        raise ConfigError("fail_fast.max_failed_fraction", f"must be a number in [0, 1), e.g. 0.5, got {fraction!r}")
 
 
 def check_groups(cfg, experiment: Experiment) -> None:
@@ -114,8 +165,10 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
     if not is_int(resources.max_retries) or resources.max_retries < -1:
         raise ConfigError("resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}")
     _require_int("resources.torch_threads", resources.torch_threads, 1)
+    check_unit_count(len(cells), int(sweep.seeds), int(resources.chunk_size))
 
     check_report(cfg.report)
+    check_fail_fast(cfg.fail_fast)
 
     cluster = cfg.cluster
     for key in ("num_cpus", "num_gpus"):

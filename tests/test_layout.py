@@ -28,7 +28,7 @@ PACKAGE = PROJECT_ROOT / "ray_jobs"
 #: rank of each part of ray_jobs: a module may import only parts of a lower rank, or
 #: modules of its own package (acyclically)
 LAYERS = {
-    "errors": 0, "plan": 0,
+    "errors": 0, "plan": 0, "reaper": 0,
     "config": 1, "store": 1,
     "provenance": 2, "tracking": 2, "report": 2,
     "experiments": 3,

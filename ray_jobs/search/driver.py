@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from ray_jobs.search.engine import EvalRequest, SearchOutcome, run_search
 from ray_jobs.search.plan import SearchPlan, Setting, plan_search
 from ray_jobs.search.report import SEARCH_MD, TRIALS_CSV, fmt, search_markdown, study_figures, trials_table
 from ray_jobs.session import Session
+from ray_jobs.validate import preflight
 
 JOURNAL = "optuna_journal.log"
 #: columns a search adds to the rows it computes
@@ -192,27 +194,29 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
     console = console or Console(stderr=True)
     started = time.monotonic()
     plan = plan_search(cfg)
-    session = Session(cfg, plan.experiment, plan.sweep, console)
-    journal = session.store.sweep_dir / JOURNAL
-    spec = plan.spec
-    console.print(f"[bold]{plan.sweep}[/]: {spec.kind} search over {', '.join(a.name for a in spec.axes)} for "
-                  f"{len(plan.settings)} setting(s), sampler {spec.sampler}, up to {spec.trials} trials x "
-                  f"{spec.max_stages} stages x {spec.seeds_per_stage} seeds each; journal {journal}")
-    params = {"sweep": plan.sweep, "experiment": plan.experiment.name, "settings": len(plan.settings),
-              "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
-              "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
-    with session.parent_run(params, tags={"landscape.search": spec.kind}):
-        with ray_cluster(cfg.cluster, console) as where:
+    preflight(cfg)
+    with ExitStack() as stack:
+        where = stack.enter_context(ray_cluster(cfg.cluster, console, resources=cfg.resources))  # before anything is written
+        session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console))
+        journal = session.store.sweep_dir / JOURNAL
+        spec = plan.spec
+        console.print(f"[bold]{plan.sweep}[/]: {spec.kind} search over {', '.join(a.name for a in spec.axes)} for "
+                      f"{len(plan.settings)} setting(s), sampler {spec.sampler}, up to {spec.trials} trials x "
+                      f"{spec.max_stages} stages x {spec.seeds_per_stage} seeds each; journal {journal}")
+        params = {"sweep": plan.sweep, "experiment": plan.experiment.name, "settings": len(plan.settings),
+                  "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
+                  "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+        with session.parent_run(params, tags={"landscape.search": spec.kind}):
             console.print(f"Trials run on {where}.")
             execution = Execution(plan.experiment.name, cfg.resources)
             studies = [run_study(plan, setting, session, execution, journal, retry_errors=bool(cfg.retry_errors))
                        for setting in plan.settings]
-        report, markdown, paths = write_search_report(plan, studies, session, journal)
-        wall_s = time.monotonic() - started
-        session.finish(metrics={"trials": sum(len(s.outcome.trials) for s in studies),
-                                "runs_spent": sum(s.outcome.runs_spent for s in studies),
-                                "runs_computed": sum(s.runs_computed for s in studies),
-                                "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
-                                "wall_s": wall_s},
-                       report_paths=paths)
+            report, markdown, paths = write_search_report(plan, studies, session, journal)
+            wall_s = time.monotonic() - started
+            session.finish(metrics={"trials": sum(len(s.outcome.trials) for s in studies),
+                                    "runs_spent": sum(s.outcome.runs_spent for s in studies),
+                                    "runs_computed": sum(s.runs_computed for s in studies),
+                                    "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
+                                    "wall_s": wall_s},
+                           report_paths=paths)
     return SearchResult(plan, session.results_dir, studies, report, markdown, session.parent_run_id, wall_s)
