@@ -39,6 +39,8 @@ WAIT_TIMEOUT_S = 1.0
 LOG_EVERY_S = 30.0
 #: seconds to reach a cluster address before the invocation is refused
 CONNECT_TIMEOUT_S = 5.0
+#: ``cluster.bind`` of a local cluster listening on the loopback interface only
+LOOPBACK = "127.0.0.1"
 
 
 def check_reachable(address: str, field: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -101,21 +103,24 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
             check_reachable(address, field)
             try:
                 ray.init(address=address, **common)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError...
+                hint = ("; a cluster started by `ray start` (Ray >= 2.60) uses token authentication: export "
+                        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, from "
+                        "`ray get-auth-token` on the head) for the driver" if os.environ.get("RAY_AUTH_MODE") != "token" else "")
                 raise ConfigError(field, f"cannot connect to the Ray cluster at {address}: "
-                                         f"{' '.join(str(exc).split())[:300]} (docs/cluster.md)") from None
+                                         f"{' '.join(str(exc).split())[:300]}{hint} (docs/cluster.md)") from None
             description = f"Ray cluster at {address}"
             where = "cluster"
         else:
             start_reaper()  # the local cluster dies with this driver, even on kill -9 during ray.init
-            ray.init(
-                num_cpus=cluster.get("num_cpus"),
-                num_gpus=cluster.get("num_gpus"),
-                object_store_memory=cluster.get("object_store_memory"),
-                include_dashboard=bool(cluster.get("include_dashboard", False)),
-                **local_binding(cluster),
-                **common,
-            )
+            with loopback_only(cluster.get("bind") == LOOPBACK):
+                ray.init(
+                    num_cpus=cluster.get("num_cpus"),
+                    num_gpus=cluster.get("num_gpus"),
+                    object_store_memory=cluster.get("object_store_memory"),
+                    include_dashboard=bool(cluster.get("include_dashboard", False)),
+                    **common,
+                )
             description = f"local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs), stopped at the end"
             where = "local cluster"
     except SystemExit as exc:  # ray.init's own SIGTERM handler exits while it starts
@@ -140,9 +145,37 @@ def _restore(sigterm_handler) -> None:
         signal.signal(signal.SIGTERM, sigterm_handler)
 
 
-def local_binding(cluster) -> dict:
-    """ray.init arguments binding a local cluster to the loopback interface (cluster.bind)."""
-    return {}
+#: Ray's switch between a single-machine and a multi-machine Ray; off, every server of the
+#: cluster listens on the node address 127.0.0.1 (Ray 2.60, ray/_private/services.py)
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_only(enabled: bool) -> Iterator[None]:
+    """A local cluster started in the block listens on 127.0.0.1 only (``cluster.bind=127.0.0.1``).
+
+    Ray binds its servers (GCS, raylet, object manager, workers, dashboard and runtime-env
+    agents, metrics) to the node's IP, or to every interface, unless the node IP is a
+    loopback address; and it replaces a requested 127.0.0.1 with the machine's address
+    unless multi-machine Ray is switched off. So the switch is turned off for the cluster's
+    start (the environment variable, which its processes inherit, and the constant this
+    process read at import) and restored afterwards."""
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    previous_env, previous_constant = os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous_constant
+        if previous_env is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = previous_env
 
 
 def unit_task(experiment_name: str, params: dict, seeds: list[int], *, use_gpu: bool, torch_threads: int) -> list[dict]:

@@ -28,12 +28,14 @@ GRACE_S = 1.0
 
 
 def start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), None when gone."""
+    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22);
+    None when it is gone or a zombie (exited, waiting to be reaped by its parent)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _parents() -> dict[int, int]:

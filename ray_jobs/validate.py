@@ -175,6 +175,8 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
         value = cluster.get(key)
         if value is not None:
             _require_number(f"cluster.{key}", value, minimum=0, strict=False)
+    if cluster.get("bind") not in (None, "127.0.0.1"):
+        raise ConfigError("cluster.bind", f"must be 127.0.0.1 (loopback only) or null (Ray's default), got {cluster.get('bind')!r}")
     if cluster.get("object_store_memory") is not None:
         _require_int("cluster.object_store_memory", cluster.object_store_memory, 75 * 1024**2)
 

@@ -9,9 +9,14 @@ remote function with the resources the config asks for.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray_jobs.experiments.registry import get_experiment
+
+
+#: environment variable naming a file each injected fault appends a line to (tests count attempts)
+FAULT_LOG_ENV = "LANDSCAPE_FAULT_LOG"
 
 
 class InjectedFault(RuntimeError):
@@ -38,6 +43,9 @@ def run_unit(experiment_name: str, params: dict[str, Any], seeds: list[int], *, 
 
     injected = sorted(set(seeds) & set(params.get("fail_on_seeds") or ()))
     if injected:
+        if os.environ.get(FAULT_LOG_ENV):
+            with open(os.environ[FAULT_LOG_ENV], "a") as log:
+                log.write(f"{seeds[0]}-{seeds[-1]} {os.getpid()}\n")
         raise InjectedFault(f"fault injected for seeds {injected} (experiment.fail_on_seeds)")
     torch.set_num_threads(torch_threads)
     records = get_experiment(experiment_name).run(params, seeds, select_device(use_gpu))

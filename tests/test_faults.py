@@ -365,3 +365,48 @@ def test_a_results_dir_turning_read_only_mid_sweep_stops_with_one_line_and_the_r
         assert_each_run_once(results)
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def _titles(pids) -> list[str]:
+    titles = []
+    for pid in pids:
+        try:
+            titles.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace"))
+        except OSError:
+            pass
+    return titles
+
+
+@pytest.mark.parametrize("moment", ["while Ray starts", "while units run"])
+def test_sigterm_at_any_moment_is_exit_130_with_the_parent_killed_and_nothing_left(tmp_path, moment):
+    from ray_jobs.reaper import descendants, start_time
+
+    results = tmp_path / "results"
+    runs = results / "smoke" / "runs"
+    driver = _driver([*SLOW_UNITS_SWEEP, f"results_dir={results}", "cluster.num_cpus=2",
+                      f"cluster.object_store_memory={200 * 1024**2}"], _local_env())
+    tree: dict[int, int] = {}
+
+    def ready() -> bool:
+        for pid in descendants(driver.pid):
+            tree.setdefault(pid, start_time(pid))
+        if moment == "while Ray starts":
+            return any("gcs_server" in title for title in _titles(tree))
+        return len(list(runs.glob("*.parquet"))) >= 1
+
+    _when(ready)
+    os.kill(driver.pid, signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == EXIT_INTERRUPTED, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("landscape-sweep: interrupted; recorded units are kept")
+    time.sleep(3)
+    left = [pid for pid, started in tree.items() if started is not None and start_time(pid) == started]
+    assert not left, _titles(left)
+    if moment == "while Ray starts":
+        assert not results.exists()  # Ray starts before anything is written
+    else:
+        client = mlflow_client(results)
+        parents = client.search_runs([client.get_experiment_by_name("landscape-smoke").experiment_id],
+                                     filter_string="tags.`landscape.role` = 'sweep'")
+        assert [run.info.status for run in parents] == ["KILLED"]
+        assert len(pd.read_parquet(runs)) >= 1
