@@ -12,6 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 RESULTS ?= results
 SWEEP ?= smoke
+UI_PORT ?= 5000
 # Run each command in the Makefile as one shell, failing on the first error.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -39,8 +40,8 @@ test-all: setup  ## every test, slow ones included
 report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet rows
 	$(BIN)/landscape-report results_dir=$(RESULTS) sweep_name=$(SWEEP)
 
-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over results/mlflow.db
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000
+ui: setup  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over results/mlflow.db (loopback only; see docs/cluster.md to expose it)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 bench: setup  ## batched teacher-student core vs the per-run loop; writes docs/benchmarks.md (~6 min)
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md

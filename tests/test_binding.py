@@ -104,3 +104,41 @@ def test_a_local_cluster_listens_on_loopback_only(tmp_path):
 def test_with_rays_default_binding_the_check_sees_other_addresses(tmp_path):
     found = _listeners_while_running(tmp_path, "cluster.bind=null")
     assert [address for _, address in found if address not in LOOPBACK]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_ui_listens_on_loopback_only(tmp_path):
+    """`make ui` (the MLflow UI over a results directory) serves on 127.0.0.1 only."""
+    import urllib.request
+
+    from ray_jobs.tracking import ensure_sqlite_store
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    ensure_sqlite_store(tmp_path)
+    port = _free_port()
+    ui = subprocess.Popen(["make", "-s", "ui", f"RESULTS={tmp_path}", f"UI_PORT={port}"], cwd=PROJECT_ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "the MLflow UI did not start"
+                time.sleep(0.5)
+        found = listeners_of({ui.pid} | descendants(ui.pid))
+        assert any(address == "127.0.0.1" for _, address in found)
+        assert not [address for _, address in found if address not in LOOPBACK], found
+    finally:
+        os.killpg(ui.pid, 9)
+        ui.wait()
