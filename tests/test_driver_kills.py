@@ -1,10 +1,13 @@
 """kill -9 of the driver at random moments: nothing lost, nothing duplicated, nothing left.
 
 A property test: the CLI runs a sweep of many small units on its own local Ray cluster and
-is SIGKILLed at a moment drawn uniformly from one slice of an uninterrupted run's duration
-(imports, Ray start, MLflow store creation, scheduling, recording, report; the i-th kill
-from the i-th of equal slices, so the kills cover the whole run), then started again, as
-many times as the test asks; a last run completes the sweep. Then:
+is SIGKILLed at a random moment, then started again, as many times as the test asks; a
+last run completes the sweep. Kills alternate between two kinds of moment: a time drawn
+uniformly from the start-up of an uninterrupted run (imports, Ray start, the MLflow
+store, the lock, the first units: up to its first fragment), and a point in the
+recording: once a random number of further fragments (1 to half of those left) exist,
+after a random delay of up to 0.5 s (between fragments, inside a write, during the report
+once all are written). Then:
 
 - every row of the uninterrupted run is there exactly once, every value identical
   (timings and placement aside);
@@ -52,28 +55,48 @@ def _driver(results: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _fragments(results: Path) -> int:
+    return len(list((results / "smoke" / "runs").glob("*.parquet")))
+
+
 def _complete(results: Path) -> float:
+    """Run the sweep to the end; the seconds until its first fragment."""
     started = time.monotonic()
     driver = _driver(results)
+    first = None
+    while driver.poll() is None:
+        if first is None and _fragments(results):
+            first = time.monotonic() - started
+        time.sleep(0.05)
     _, err = driver.communicate(timeout=600)
     assert driver.returncode == 0, err[-3000:]
-    return time.monotonic() - started
+    return first if first is not None else time.monotonic() - started
 
 
 def _alive(processes: dict[int, int]) -> list[int]:
     return [pid for pid, started in processes.items() if start_time(pid) == started]
 
 
-def _kill_at(results: Path, delay: float) -> dict:
-    """Start the driver, SIGKILL it after ``delay`` s (or let it finish first), and return
-    what was seen: fragments at the kill, processes of its cluster left 15 s later."""
+def _kill_at(results: Path, *, delay: float | None = None, fragments: int | None = None, extra: float = 0.0) -> dict:
+    """Start the driver, SIGKILL it after ``delay`` s, or ``extra`` s after ``fragments``
+    fragments exist (or let it finish first), and return what was seen: fragments at the
+    kill, processes of its cluster still alive after it (waiting up to 15 s)."""
     driver = _driver(results)
-    deadline = time.monotonic() + delay
+    started = time.monotonic()
+    reached = None
     tree: dict[int, int] = {}
-    while time.monotonic() < deadline and driver.poll() is None:
+    while driver.poll() is None:
+        now = time.monotonic()
+        if delay is not None and now - started >= delay:
+            break
+        if fragments is not None:
+            if reached is None and _fragments(results) >= fragments:
+                reached = now
+            if reached is not None and now - reached >= extra:
+                break
         for pid in descendants(driver.pid):  # what the driver started (its local cluster), recorded as it grows
             tree.setdefault(pid, start_time(pid))
-        time.sleep(0.05)
+        time.sleep(0.02)
     finished = driver.poll() is not None
     if not finished:
         driver.kill()
@@ -85,8 +108,8 @@ def _kill_at(results: Path, delay: float) -> dict:
         time.sleep(0.25)
         waited += 0.25
         left = _alive(tree)
-    return {"finished": finished, "left": left, "processes": len(tree), "cleanup_s": waited,
-            "fragments": len(list((results / "smoke" / "runs").glob("*.parquet")))}
+    return {"at_s": round(time.monotonic() - started, 2), "finished": finished, "left": left, "processes": len(tree),
+            "cleanup_s": waited, "fragments": _fragments(results)}
 
 
 def _kills() -> int:
@@ -96,10 +119,15 @@ def _kills() -> int:
 def _property(tmp_path: Path, kills: int) -> list[dict]:
     rng = random.Random(int(os.environ.get("LANDSCAPE_KILL_SEED", "20261202")))
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    duration = _complete(reference)
+    startup = _complete(reference)
     seen = []
-    for index in range(kills):  # stratified: kill i at a moment drawn from the i-th of `kills` equal slices
-        seen.append(_kill_at(interrupted, rng.uniform(max(0.2, index * duration / kills), (index + 1) * duration / kills)))
+    for index in range(kills):
+        if index % 2 == 0:  # during start-up
+            seen.append(_kill_at(interrupted, delay=rng.uniform(0.2, startup)))
+        else:  # during the recording
+            done = _fragments(interrupted)
+            target = min(UNITS, done + rng.randint(1, max(1, (UNITS - done) // 2)))
+            seen.append(_kill_at(interrupted, fragments=target, extra=rng.uniform(0, 0.5)))
         assert not seen[-1]["left"], f"processes of the killed driver's cluster still alive: {seen[-1]}"
     _complete(interrupted)
 

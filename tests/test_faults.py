@@ -410,3 +410,61 @@ def test_sigterm_at_any_moment_is_exit_130_with_the_parent_killed_and_nothing_le
                                      filter_string="tags.`landscape.role` = 'sweep'")
         assert [run.info.status for run in parents] == ["KILLED"]
         assert len(pd.read_parquet(runs)) >= 1
+
+
+# --- small pieces ------------------------------------------------------------------------
+
+def test_storage_fault_names_the_first_file_system_fault_of_a_chain():
+    import errno
+
+    from ray_jobs.errors import StorageError, storage_fault
+
+    def chained(first: BaseException, then: BaseException) -> BaseException:
+        try:
+            try:
+                raise first
+            except BaseException:
+                raise then
+        except BaseException as exc:
+            return exc
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/x/runs/a.parquet")
+    assert storage_fault(full) == "cannot write /x/runs/a.parquet: No space left on device"
+    assert storage_fault(StorageError("/x/runs/a.parquet", "Read-only file system")) == \
+        "cannot write /x/runs/a.parquet: Read-only file system"
+    mlflow_after = chained(StorageError("/x/runs/a.parquet", "No space left on device"),
+                           RuntimeError("(sqlite3.OperationalError) database or disk is full"))
+    assert storage_fault(mlflow_after) == "cannot write /x/runs/a.parquet: No space left on device"
+    assert storage_fault(RuntimeError("(sqlite3.OperationalError) database or disk is full")) == \
+        "the MLflow store refused a write (database or disk is full)"
+    assert storage_fault(OSError(errno.ENOENT, "No such file or directory")) is None
+    assert storage_fault(ValueError("a bug")) is None
+
+
+def test_cluster_addresses_are_probed_before_ray_is_asked(tmp_path):
+    import socket
+
+    from ray_jobs.errors import ConfigError
+    from ray_jobs.execution import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}", "cluster.address")
+        check_reachable(f"ray://127.0.0.1:{port}", "cluster.address")
+    for address, text in [(f"127.0.0.1:{port}", "Connection refused"), ("HOST", "is not an address")]:
+        with pytest.raises(ConfigError, match=text):
+            check_reachable(address, "cluster.address")
+    check_reachable("auto", "cluster.address")  # left to Ray (it fails at once when no cluster runs)
+
+
+def test_unit_count_bound_names_the_chunk_size_that_fits():
+    from ray_jobs.errors import ConfigError
+    from ray_jobs.validate import MAX_UNITS, check_unit_count
+
+    check_unit_count(1000, 1000, 1)  # exactly MAX_UNITS
+    with pytest.raises(ConfigError, match=r"sweep.seeds: 2 cells x 1000000 seeds at resources.chunk_size=1 make 2000000 "
+                                          r"work units; at most 1000000 per sweep: raise resources.chunk_size \(>= 2\)"):
+        check_unit_count(2, 1_000_000, 1)
+    assert MAX_UNITS == 1_000_000
