@@ -42,6 +42,9 @@ MAX_PARAM_LENGTH = 6000
 SERVER_TIMEOUT_S = 5.0
 #: tags on a parent continued by a later invocation
 RESUMED_TAG = "landscape.resumed"
+#: MLflow's HTTP client settings unless the user set them (its defaults retry a dead server
+#: for minutes per call: 7 retries with exponential backoff, 120 s timeouts)
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -160,6 +163,8 @@ class SweepTracker:
         name = cfg.tracking.experiment_name or f"landscape-{cfg.sweep.name}"
         if uri.startswith(("http://", "https://")):
             check_server(uri)
+            for variable, value in HTTP_DEFAULTS.items():  # a server lost mid-sweep: an error in minutes, not tens
+                os.environ.setdefault(variable, value)
         elif uri.startswith("sqlite:") and not cfg.tracking.uri:
             ensure_sqlite_store(results_dir)
         artifacts = (Path(results_dir).resolve() / "mlartifacts" / name).as_uri() if uri.startswith("sqlite:") else None

@@ -1,0 +1,89 @@
+"""A sweep tracked on a real MLflow server (``mlflow server`` on 127.0.0.1, started here).
+
+The parent run and one child per cell land on the server with their metrics, the report
+files as artifacts (through the server's artifact proxy); the Parquet rows land under
+``results_dir`` as always, and nothing MLflow-related is written there (no mlflow.db).
+An unreachable server is refused in seconds (tests/test_faults.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from ray_jobs.config import compose_config
+from ray_jobs.sweep import run_sweep
+from tests.conftest import TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a sqlite store and proxied artifacts; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    server = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                               "--artifacts-destination", str(root / "artifacts")],
+                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        yield uri, root
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()
+
+
+def test_a_sweep_tracked_on_a_server_logs_parent_children_metrics_and_artifacts(ray_session, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri, root = mlflow_server
+    results = tmp_path / "results"
+    result = run_sweep(compose_config([*TINY_SWEEP, f"results_dir={results}", f"tracking.uri={uri}"]))
+    assert result.units_failed == 0
+    assert len(pd.read_parquet(results / "smoke" / "runs")) == TINY_CELLS * TINY_SEEDS
+    assert not (results / "mlflow.db").exists() and not (results / "mlartifacts").exists()
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["results_dir"] == str(results.resolve())
+    assert parent.data.metrics["units_scheduled"] == 8 and parent.data.metrics["units_failed"] == 0
+    children = children_of(client, result.parent_run_id, role="cell")
+    assert len(children) == TINY_CELLS
+    assert all(child.data.metrics["runs"] == TINY_SEEDS for child in children)
+    assert sorted((int(c.data.params["k"]), int(c.data.params["n"])) for c in children) == [(2, 2), (2, 3), (3, 3), (3, 4)]
+    artifacts = {item.path for item in client.list_artifacts(result.parent_run_id, "report")}
+    assert "report/table.md" in artifacts and "report/table.csv" in artifacts
+    local = client.download_artifacts(result.parent_run_id, "report/table.md", str(tmp_path))
+    assert open(local).read() == (results / "smoke" / "report" / "table.md").read_text()
+    assert (root / "artifacts").is_dir()
+
+    # a rerun: nothing to schedule, a new parent (one per invocation), the same children values
+    again = run_sweep(compose_config([*TINY_SWEEP, f"results_dir={results}", f"tracking.uri={uri}"]))
+    assert again.units_scheduled == 0 and again.parent_run_id != result.parent_run_id
+    assert len(children_of(client, again.parent_run_id, role="cell")) == TINY_CELLS
