@@ -42,6 +42,8 @@ MAX_PARAM_LENGTH = 6000
 SERVER_TIMEOUT_S = 5.0
 #: tags on a parent continued by a later invocation
 RESUMED_TAG = "landscape.resumed"
+#: the experiment tag MLflow 3's UI reads to choose its view, and the value of its model-training view
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 #: MLflow's HTTP client settings unless the user set them (its defaults retry a dead server
 #: for minutes per call: 7 retries with exponential backoff, 120 s timeouts)
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -150,6 +152,8 @@ class SweepTracker:
                 self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
+        if self.client.get_experiment(self.experiment_id).tags.get(KIND_TAG) is None:
+            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, MODEL_TRAINING)  # the UI's runs table, not its GenAI view
         self.parent_run_id: str | None = None
         self.logged_cells: set[str] = set()  # cell ids with a child under the parent (a continued parent has some)
         self.failed_reason: str | None = None

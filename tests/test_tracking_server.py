@@ -71,6 +71,9 @@ def test_a_sweep_tracked_on_a_server_logs_parent_children_metrics_and_artifacts(
     client = MlflowClient(tracking_uri=uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "landscape-smoke"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens its runs table
     assert parent.data.params["results_dir"] == str(results.resolve())
     assert parent.data.metrics["units_scheduled"] == 8 and parent.data.metrics["units_failed"] == 0
     children = children_of(client, result.parent_run_id, role="cell")
