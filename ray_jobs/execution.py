@@ -39,6 +39,9 @@ WAIT_TIMEOUT_S = 1.0
 LOG_EVERY_S = 30.0
 #: seconds to reach a cluster address before the invocation is refused
 CONNECT_TIMEOUT_S = 5.0
+#: Ray's connection attempts (one a second) to a cluster whose port answers: a cluster that
+#: refuses the driver (token authentication) is reported after these instead of Ray's 20
+CONNECT_ATTEMPTS = {"RAY_gcs_server_port_wait_time_s": "5"}
 #: ``cluster.bind`` of a local cluster listening on the loopback interface only
 LOOPBACK = "127.0.0.1"
 
@@ -102,11 +105,16 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
         if address:
             check_reachable(address, field)
             try:
-                ray.init(address=address, **common)
+                with _environment(CONNECT_ATTEMPTS):
+                    ray.init(address=address, **common)
             except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError...
-                hint = ("; a cluster started by `ray start` (Ray >= 2.60) uses token authentication: export "
-                        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, from "
-                        "`ray get-auth-token` on the head) for the driver" if os.environ.get("RAY_AUTH_MODE") != "token" else "")
+                if os.environ.get("RAY_AUTH_MODE") != "token":
+                    hint = ("; a cluster started by `ray start` (Ray >= 2.60) uses token authentication: export "
+                            "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, from "
+                            "`ray get-auth-token` on the head) for the driver")
+                else:
+                    hint = ("; with RAY_AUTH_MODE=token, check that the driver's token (RAY_AUTH_TOKEN, "
+                            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is the head's (`ray get-auth-token` on the head)")
                 raise ConfigError(field, f"cannot connect to the Ray cluster at {address}: "
                                          f"{' '.join(str(exc).split())[:300]}{hint} (docs/cluster.md)") from None
             description = f"Ray cluster at {address}"
@@ -137,6 +145,18 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
     finally:
         ray.shutdown()
         _restore(sigterm_handler)  # ray.shutdown resets it as well
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block (where the user has not set them), then removed."""
+    added = {key: value for key, value in values.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _restore(sigterm_handler) -> None:
