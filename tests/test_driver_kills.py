@@ -40,7 +40,7 @@ from tests.conftest import PROJECT_ROOT, TINY_SWEEP, children_of, mlflow_client
 SWEEP = [*TINY_SWEEP, "resources.chunk_size=1", "cluster.num_cpus=2", f"cluster.object_store_memory={200 * 1024**2}"]
 UNITS, ROWS = 24, 24
 #: columns that legitimately differ between two runs of the same unit
-VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids"]
+VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids", "code_version"]  # code_version: the tree may change between runs
 
 
 def _env() -> dict:

@@ -27,7 +27,7 @@ from tests.conftest import PROJECT_ROOT, TINY_SWEEP
 #: 2 cells x 4 seeds in one-seed units that do not stop early (a few seconds each)
 SLOW = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0,1]", "sweep.seeds=4", "resources.chunk_size=1",
         "protocol.early_stop_global=false", "protocol.max_iterations=30000"]
-VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids", "final_weights"]
+VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids", "code_version", "final_weights"]  # code_version: the tree may change between runs
 
 
 def unit_workers() -> dict[int, str]:

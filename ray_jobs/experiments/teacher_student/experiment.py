@@ -149,10 +149,21 @@ class TeacherStudent(Experiment):
         )
 
     def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
-        """``n_families``: distinct spurious minima of the cell up to student-neuron
-        permutation within ``family_tol`` (None when no run ran or the weights were not kept)."""
+        """Families of the cell's spurious minima under the full symmetry group (student
+        neurons x coordinates, within ``family_tol``), each certified once
+        (:mod:`.families`): ``n_families``, ``n_families_certified``, ``n_certified_spurious``,
+        ``frac_certified_spurious`` with its Wilson interval, ``min_certified_lambda_lo``,
+        ``max_certified_radius``; and ``n_families_student_perm``, the count under student
+        permutations only (what this report gave before). None when no run ran or the
+        weights were not kept."""
+        from ray_jobs.experiments.teacher_student.families import certified_families, family_aggregates
+
         records = ran[ran["status"] == "spurious"].to_dict("records")
-        return {"n_families": count_families(records, family_tol) if len(ran) else None}
+        if not len(ran) or any(record.get("final_weights") is None for record in records):
+            return {"n_families": None, "n_families_student_perm": None}
+        out = family_aggregates(certified_families(records, tol=family_tol), len(ran), confidence=confidence)
+        out["n_families_student_perm"] = count_families(records, family_tol)
+        return out
 
     def report_markdown(self, table, *, sweep, confidence) -> str:
         from ray_jobs.experiments.teacher_student.layout import teacher_student_markdown
@@ -160,15 +171,19 @@ class TeacherStudent(Experiment):
         return teacher_student_markdown(table, self, sweep=sweep, confidence=confidence)
 
     def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        from ray_jobs.experiments.teacher_student.layout import FIGURE_PNG, plot_spurious_fraction
+        """The figure, and ``families.csv``: one line per family of every cell (objective,
+        smallest eigenvalue, multiplicity, largest member distance, certificate)."""
+        from ray_jobs.experiments.teacher_student.layout import FIGURE_PNG, plot_spurious_fraction, write_families
 
         png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence) if figure else None
-        return [png] if png is not None else []
+        families = write_families(table, store)
+        return [path for path in (families, png) if path is not None]
 
 
 def count_families(records: Sequence[dict], tol: float) -> int | None:
-    """Number of families among the spurious ``records`` of one cell (core's ``group_families``);
-    None when their weights were not kept (``experiment.keep_weights=false``)."""
+    """Number of families among the spurious ``records`` of one cell under student-neuron
+    permutations only (core's ``group_families``); None when their weights were not kept
+    (``experiment.keep_weights=false``)."""
     from landscape_core.teacher_student import group_families
 
     records = [dict(record) for record in records]  # the weights as float lists (Parquet gives arrays)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ray_jobs.experiments.base import Experiment
 
 FIGURE_PNG = "spurious_fraction_vs_k.png"
+FAMILIES_CSV = "families.csv"
 
 
 def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
@@ -26,28 +27,46 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
     has_ref = "ref_frac_spurious" in table
     axes = [axis for axis in experiment.table_axes if axis in table
             and (axis not in experiment.optional_table_axes or table[axis].nunique() > 1)]
-    header = [*axes, "runs", f"spurious % [{level} CI]"]
+    header = [*axes, "runs", f"spurious % [{level} CI]", f"certified spurious % [{level} CI]"]
     if has_ref:
         header += ["published %", "inside CI"]
     header += ["mean objective (spurious)"] + (["published"] if has_ref else [])
     header += ["mean min eig (spurious)"] + (["published"] if has_ref else [])
-    header += ["families", "global %", "saddle %", "not conv. %", "diverged %", "errors"]
+    header += ["families", "families (student perm.)", "global %", "saddle %", "not conv. %", "diverged %", "errors"]
     lines = [f"# {sweep}", "", f"Runs per cell, fraction per status with its Wilson {level} interval.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.to_dict("records"):
         cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
         cells += [str(row["runs"]), f"{pct(row['frac_spurious'])} [{pct(row['frac_spurious_lo'])}, {pct(row['frac_spurious_hi'])}]"]
+        certified = row.get("frac_certified_spurious")
+        cells += ["" if certified is None or math.isnan(certified) else
+                  f"{pct(certified)} [{pct(row['frac_certified_spurious_lo'])}, {pct(row['frac_certified_spurious_hi'])}]"]
         if has_ref:
             inside = row.get("ref_inside_ci")
             cells += [pct(row["ref_frac_spurious"]), "" if inside is None else ("yes" if inside else "NO")]
         cells += [num(row["mean_objective_spurious"])] + ([num(row.get("ref_mean_objective_spurious"))] if has_ref else [])
         cells += [num(row["mean_min_eig_spurious"])] + ([num(row.get("ref_mean_min_eig_spurious"))] if has_ref else [])
-        families = row.get("n_families")
-        cells += ["" if families is None or (isinstance(families, float) and math.isnan(families)) else str(int(families))]
+        for name in ("n_families", "n_families_student_perm"):
+            families = row.get(name)
+            cells += ["" if families is None or (isinstance(families, float) and math.isnan(families)) else str(int(families))]
         cells += [pct(row[f"frac_{s}"]) for s in ("global", "saddle", "not_converged", "diverged")]
         cells += [str(row["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_families(table: pd.DataFrame, store) -> Path | None:
+    """``report/families.csv``: every family of every cell of ``table`` (the cell's k, n, then
+    :data:`~.families.FAMILY_COLUMNS`), as the report's aggregation found and certified them."""
+    from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS, families_of
+
+    lines = [{"k": row["k"], "n": row["n"], **{name: family.get(name) for name in FAMILY_COLUMNS}}
+             for row in table.to_dict("records") for family in families_of(row["cell_id"])]
+    frame = pd.DataFrame(lines, columns=["k", "n", *FAMILY_COLUMNS])
+    frame["seeds"] = frame["seeds"].map(lambda seeds: " ".join(map(str, seeds)) if isinstance(seeds, list) else seeds)
+    path = store.report_dir / FAMILIES_CSV
+    store.save_text(path, frame.to_csv(index=False))
+    return path
 
 
 def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confidence: float) -> Path | None:

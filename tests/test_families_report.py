@@ -1,0 +1,80 @@
+"""The teacher-student report counts families as the authors do and certifies them.
+
+Rows of one cell are built from the authors' own k = n = 8 spurious minimum
+(``safran_shamir_2018_minima.npz``: one family at k = n = 8) under random student AND
+coordinate permutations: one family under the full symmetry group (several under student
+permutations alone, the old count), certified, every run a certified spurious minimum;
+the report table, its markdown and ``report/families.csv`` carry it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ray_jobs.experiments.registry import get_experiment
+from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS
+from ray_jobs.report import build_report
+from ray_jobs.store import ResultsStore
+
+MINIMA = Path("/work/shared/reference/safran_shamir_2018_minima.npz")
+if not MINIMA.exists():
+    MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
+
+
+def _rows(*, members: int = 6, runs: int = 50, seed: int = 0) -> pd.DataFrame:
+    """``runs`` rows of the cell k = n = 8: ``members`` spurious copies of the authors'
+    minimum under random (P, Q), the rest global."""
+    W = np.load(MINIMA)["W_k8_n8"][0]  # (8, 8)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(runs):
+        spurious = index < members
+        P, Q = np.eye(8)[rng.permutation(8)], np.eye(8)[rng.permutation(8)]
+        point = P @ W @ Q if spurious else np.eye(8)
+        rows.append({"sweep": "s", "experiment": "teacher_student", "cell_id": "cell-8-8", "unit_id": f"u{index // 10}",
+                     "seed": index, "status": "spurious" if spurious else "global", "k": 8, "n": 8, "d": 8,
+                     "teacher": "identity", "final_loss": 0.021508 if spurious else 0.0, "grad_norm": 1e-10,
+                     "iterations": 1000, "wall_s": 0.1, "min_eig": 0.0213 if spurious else 0.0908,
+                     "bad_loss_threshold": 1e-3, "final_weights": point.ravel().tolist(), "error_message": None})
+    return pd.DataFrame(rows)
+
+
+def test_permuted_copies_of_the_authors_minimum_are_one_certified_family():
+    experiment = get_experiment("teacher_student")
+    out = experiment.extra_aggregates(_rows(), confidence=0.99, family_tol=1e-4)
+    assert out["n_families"] == 1
+    assert out["n_families_student_perm"] > 1  # coordinate permutations split them under neuron permutations alone
+    assert out["n_families_certified"] == 1 and out["n_certified_spurious"] == 6
+    assert out["frac_certified_spurious"] == pytest.approx(6 / 50)
+    assert out["frac_certified_spurious_lo"] < 6 / 50 < out["frac_certified_spurious_hi"]
+    assert 0 < out["min_certified_lambda_lo"] <= 0.0214  # the authors' point: smallest eigenvalue 0.02135
+    assert 0 < out["max_certified_radius"] < 1e-4
+
+
+def test_no_spurious_run_means_no_family_and_no_certificate():
+    experiment = get_experiment("teacher_student")
+    out = experiment.extra_aggregates(_rows(members=0), confidence=0.99, family_tol=1e-4)
+    assert out["n_families"] == 0 and out["n_certified_spurious"] == 0 and out["frac_certified_spurious"] == 0.0
+
+
+def test_the_report_shows_certified_spurious_and_writes_families_csv(tmp_path):
+    import pyarrow as pa
+
+    experiment = get_experiment("teacher_student")
+    store = ResultsStore(tmp_path, "s")
+    store.prepare()
+    rows = _rows()
+    store.write_fragment("all", pa.Table.from_pandas(rows, preserve_index=False))
+    store.close()
+    report = build_report(store, experiment, sweep="s", confidence=0.99, family_tol=1e-4, reference=None, figure=False)
+    assert "certified spurious % [99% CI]" in report.markdown and "families (student perm.)" in report.markdown
+    line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
+    assert "| 12.0 [4.5, 28.4] | 12.0 [4.5, 28.4] |" in line  # spurious and certified spurious
+    families = pd.read_csv(store.report_dir / "families.csv")
+    assert list(families.columns) == ["k", "n", *FAMILY_COLUMNS]
+    assert len(families) == 1 and families.loc[0, "multiplicity"] == 6 and bool(families.loc[0, "certified"])
+    assert store.report_dir / "families.csv" in report.paths
