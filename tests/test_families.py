@@ -19,7 +19,7 @@ from landscape_core.errors import OptionError
 from landscape_core.families import aligned, group_points, group_records, symmetric_distance
 from landscape_core.teacher_student import permutation_distance, population_loss
 
-MINIMA = Path("/work/shared/reference/safran_shamir_2018_minima.npz")
+MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
 needs_minima = pytest.mark.skipif(not MINIMA.exists(), reason="reference minima file not available")
 
 #: representatives of the .npz that are ONE point under coordinate permutations (found by

@@ -20,9 +20,7 @@ from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS
 from ray_jobs.report import build_report
 from ray_jobs.store import ResultsStore
 
-MINIMA = Path("/work/shared/reference/safran_shamir_2018_minima.npz")
-if not MINIMA.exists():
-    MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
+MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
 
 
 def _rows(*, members: int = 6, runs: int = 50, seed: int = 0) -> pd.DataFrame:
