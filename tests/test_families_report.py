@@ -76,3 +76,19 @@ def test_the_report_shows_certified_spurious_and_writes_families_csv(tmp_path):
     assert list(families.columns) == ["k", "n", *FAMILY_COLUMNS]
     assert len(families) == 1 and families.loc[0, "multiplicity"] == 6 and bool(families.loc[0, "certified"])
     assert store.report_dir / "families.csv" in report.paths
+
+
+def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_path):
+    import pyarrow as pa
+
+    experiment = get_experiment("teacher_student")
+    store = ResultsStore(tmp_path, "s")
+    store.prepare()
+    store.write_fragment("all", pa.Table.from_pandas(_rows(), preserve_index=False))
+    store.close()
+    reference = MINIMA.parent / "safran_shamir_2018_table1.csv"
+    report = build_report(store, experiment, sweep="s", confidence=0.99, family_tol=1e-4, reference=reference, figure=False)
+    assert report.table.loc[0, "ref_n_families"] == 1  # the authors' .npz: one family at k = n = 8 (126 runs)
+    assert "families | families (student perm.) | authors' families |" in report.markdown
+    line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
+    assert "| 12.6 | yes |" in line and "| 1 | " in line

@@ -64,6 +64,7 @@ class TeacherStudent(Experiment):
         "pct_runs_spurious": ("ref_frac_spurious", 0.01),
         "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
         "mean_objective": ("ref_mean_objective_spurious", 1.0),
+        "families": ("ref_n_families", 1.0),  # the authors' family representatives (their .npz)
     }
 
     def cells(self, cfg) -> list[dict[str, Any]]:

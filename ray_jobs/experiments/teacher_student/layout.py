@@ -32,7 +32,9 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
         header += ["published %", "inside CI"]
     header += ["mean objective (spurious)"] + (["published"] if has_ref else [])
     header += ["mean min eig (spurious)"] + (["published"] if has_ref else [])
-    header += ["families", "families (student perm.)", "global %", "saddle %", "not conv. %", "diverged %", "errors"]
+    has_ref_families = "ref_n_families" in table
+    header += ["families", "families (student perm.)"] + (["authors' families"] if has_ref_families else [])
+    header += ["global %", "saddle %", "not conv. %", "diverged %", "errors"]
     lines = [f"# {sweep}", "", f"Runs per cell, fraction per status with its Wilson {level} interval.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.to_dict("records"):
@@ -46,7 +48,7 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
             cells += [pct(row["ref_frac_spurious"]), "" if inside is None else ("yes" if inside else "NO")]
         cells += [num(row["mean_objective_spurious"])] + ([num(row.get("ref_mean_objective_spurious"))] if has_ref else [])
         cells += [num(row["mean_min_eig_spurious"])] + ([num(row.get("ref_mean_min_eig_spurious"))] if has_ref else [])
-        for name in ("n_families", "n_families_student_perm"):
+        for name in ("n_families", "n_families_student_perm", *(["ref_n_families"] if has_ref_families else [])):
             families = row.get(name)
             cells += ["" if families is None or (isinstance(families, float) and math.isnan(families)) else str(int(families))]
         cells += [pct(row[f"frac_{s}"]) for s in ("global", "saddle", "not_converged", "diverged")]
