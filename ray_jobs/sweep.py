@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,16 +126,17 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
             if todo:
                 console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
                 finished = 0
-                for outcome in run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep):
-                    session.record(outcome)
-                    finished += 1
-                    remaining[outcome.unit.cell.cell_id] -= 1
-                    if remaining[outcome.unit.cell.cell_id] == 0:
-                        cells.log(outcome.unit.cell)
-                    stopped = fail_fast_reason(cfg.fail_fast, finished, session.units_failed)
-                    if stopped:
-                        console.print(f"[red]{stopped}[/]")
-                        break
+                with closing(run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep)) as outcomes:
+                    for outcome in outcomes:  # leaving the block closes the loop: pending tasks cancelled
+                        session.record(outcome)
+                        finished += 1
+                        remaining[outcome.unit.cell.cell_id] -= 1
+                        if remaining[outcome.unit.cell.cell_id] == 0:
+                            cells.log(outcome.unit.cell)
+                        stopped = fail_fast_reason(cfg.fail_fast, finished, session.units_failed)
+                        if stopped:
+                            console.print(f"[red]{stopped}[/]")
+                            break
             report = session.build_report()
             wall_s = time.monotonic() - started
             session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
