@@ -101,13 +101,19 @@ class Session:
         return build_report(self.store, self.experiment, sweep=self.sweep, confidence=float(report.confidence),
                             family_tol=float(report.family_tol), reference=self.reference, figure=bool(report.figure))
 
-    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None) -> None:
-        """Log the invocation's metrics, its report files and the config on the parent run;
-        ``stopped`` (why the sweep stopped early) ends the parent FAILED with that reason as a tag."""
+    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None,
+               table=None) -> None:
+        """Log the invocation's metrics, its report files and the config on the parent run,
+        and, given the report ``table``, the table as an MLflow table and the experiment's
+        headline series as metric histories; ``stopped`` (why the sweep stopped early) ends
+        the parent FAILED with that reason as a tag."""
         if self.tracker is None:
             return
         if stopped:
             self.tracker.fail(stopped)
         self.tracker.log_parent_metrics(metrics)
+        if table is not None and not table.empty:
+            self.tracker.log_history(self.experiment.headline_series(table))
+            self.tracker.log_table(table, "report/table.json")
         self.tracker.log_artifacts(report_paths, artifact_path="report")
         self.tracker.log_artifacts([self.store.config_path], artifact_path="config")

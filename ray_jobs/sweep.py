@@ -141,7 +141,7 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
             wall_s = time.monotonic() - started
             session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
                                     "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
-                           report_paths=report.paths, stopped=stopped)
+                           report_paths=report.paths, stopped=stopped, table=report.table)
     return SweepResult(plan=plan, results_dir=session.results_dir, units_scheduled=len(todo),
                        units_skipped=len(plan.units) - len(todo), units_failed=session.units_failed, report=report,
                        parent_run_id=session.parent_run_id, wall_s=wall_s, stopped=stopped)

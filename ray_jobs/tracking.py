@@ -234,6 +234,25 @@ class SweepTracker:
     def log_parent_metrics(self, metrics: dict[str, Any]) -> None:
         self._log(self.parent_run_id, metrics=metrics)
 
+    def log_history(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        """Each series as a metric history of the parent (step = the axis value), so that the
+        UI charts e.g. the spurious fraction against k by itself."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, number, now, int(step)) for name, points in series.items() for step, value in points
+                   if (number := _metric_value(value)) is not None]
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.parent_run_id, metrics=metrics[start:start + 1000])
+
+    def log_table(self, table, artifact_file: str) -> None:
+        """The report table as an MLflow table artifact of the parent (the UI's table view);
+        once per parent (MLflow appends to an existing table artifact)."""
+        folder = str(Path(artifact_file).parent)
+        if any(item.path == artifact_file for item in self.client.list_artifacts(self.parent_run_id, folder)):
+            return
+        self.client.log_table(self.parent_run_id, data=table, artifact_file=artifact_file)
+
     def log_artifacts(self, paths: Iterable[Path], artifact_path: str) -> None:
         for path in paths:
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)

@@ -85,6 +85,18 @@ def test_a_sweep_tracked_on_a_server_logs_parent_children_metrics_and_artifacts(
     local = client.download_artifacts(result.parent_run_id, "report/table.md", str(tmp_path))
     assert open(local).read() == (results / "smoke" / "report" / "table.md").read_text()
     assert (root / "artifacts").is_dir()
+    # the parent charts the headline against k by itself: one history per n - k, step = k
+    for name in ("frac_spurious_vs_k/n_minus_k:0", "frac_spurious_vs_k/n_minus_k:1", "frac_certified_spurious_vs_k/n_minus_k:0"):
+        history = client.get_metric_history(result.parent_run_id, name)
+        assert [point.step for point in sorted(history, key=lambda p: p.step)] == [2, 3]
+        assert all(point.value == 0.0 for point in history)  # k = 2, 3: no spurious run
+    import json
+
+    assert {"path": "report/table.json", "type": "table"} in json.loads(
+        client.get_run(result.parent_run_id).data.tags["mlflow.loggedArtifacts"])  # what the UI's table view reads
+    logged = json.loads(open(client.download_artifacts(result.parent_run_id, "report/table.json", str(tmp_path))).read())
+    table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    assert len(table) == TINY_CELLS and {"k", "n", "frac_spurious", "frac_spurious_lo"} <= set(table.columns)
 
     # a rerun: nothing to schedule, a new parent (one per invocation), the same children values
     again = run_sweep(compose_config([*TINY_SWEEP, f"results_dir={results}", f"tracking.uri={uri}"]))

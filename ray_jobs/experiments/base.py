@@ -133,6 +133,12 @@ class Experiment:
 
         return status_markdown(table, self, sweep=sweep, confidence=confidence)
 
+    def headline_series(self, table: "pd.DataFrame") -> dict[str, list[tuple[int, float]]]:
+        """The headline report column against an integer grid axis, for the MLflow parent's
+        charts: metric name -> [(axis value, value), ...] (logged as the metric's history,
+        the axis value as the step). Default: none."""
+        return {}
+
     def report_files(self, table: "pd.DataFrame", store: "ResultsStore", *, sweep: str, confidence: float,
                      figure: bool) -> list[Path]:
         """Write the report's extra files (CSVs; figures when ``figure``) under

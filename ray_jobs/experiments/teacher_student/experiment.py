@@ -166,6 +166,28 @@ class TeacherStudent(Experiment):
         out["n_families_student_perm"] = count_families(records, family_tol)
         return out
 
+    def headline_series(self, table) -> dict[str, list[tuple[int, float]]]:
+        """``frac_spurious_vs_k`` (and ``frac_certified_spurious_vs_k``): one series per
+        n - k and per value of the other swept axes (``.../n_minus_k:1``,
+        ``.../n_minus_k:0/step:0.05``: MLflow metric names allow ``/`` and ``:``), the
+        fraction at each k; a single series has no suffix."""
+        import math
+
+        groups: dict[tuple, list[dict]] = {}
+        others = [axis for axis in self.optional_table_axes if axis in table and table[axis].nunique() > 1]
+        for row in table.to_dict("records"):
+            groups.setdefault((int(row["n"]) - int(row["k"]), *(row[axis] for axis in others)), []).append(row)
+        series = {}
+        for key, rows in groups.items():
+            suffix = "" if len(groups) == 1 else "/" + "/".join(
+                [f"n_minus_k:{key[0]}", *(f"{axis}:{value:g}" for axis, value in zip(others, key[1:]))])
+            for column in ("frac_spurious", "frac_certified_spurious"):
+                points = [(int(row["k"]), float(row[column])) for row in sorted(rows, key=lambda r: r["k"])
+                          if row.get(column) is not None and not math.isnan(row[column])]
+                if points:
+                    series[f"{column}_vs_k{suffix}"] = points
+        return series
+
     def report_markdown(self, table, *, sweep, confidence) -> str:
         from ray_jobs.experiments.teacher_student.layout import teacher_student_markdown
 
