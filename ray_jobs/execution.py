@@ -7,7 +7,7 @@ a process that already called ``ray.init`` (tests, notebooks) it uses that sessi
 :class:`Execution` is the loop every driver uses: ``submit(unit)`` starts one Ray task per
 work unit (resources and retries from the ``resources`` group: Ray retries dead workers,
 and raised exceptions when ``retry_exceptions``), ``wait()`` returns the outcomes of the
-tasks finished by then, ``cancel()`` cancels what is still pending. A task that still fails
+tasks finished by then, ``close()`` stops what is still pending. A task that still fails
 after Ray's retries gives an outcome with an error message instead of records. The grid
 driver submits every unit at once (:func:`run_units`, with a progress bar); a search
 submits units as its trials ask for them.
@@ -42,6 +42,8 @@ CONNECT_TIMEOUT_S = 5.0
 #: Ray's connection attempts (one a second) to a cluster whose port answers: a cluster that
 #: refuses the driver (token authentication) is reported after these instead of Ray's 20
 CONNECT_ATTEMPTS = {"RAY_gcs_server_port_wait_time_s": "5"}
+#: whether the Ray session of this process is one :func:`ray_cluster` opened (and will close)
+_SESSION_OWNED = False
 #: ``cluster.bind`` of a local cluster listening on the loopback interface only
 LOOPBACK = "127.0.0.1"
 
@@ -138,11 +140,14 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
         raise
     finally:
         _restore(sigterm_handler)
+    global _SESSION_OWNED
+    _SESSION_OWNED = True
     try:
         if resources is not None:
             check_feasible(resources, where)
         yield description
     finally:
+        _SESSION_OWNED = False
         ray.shutdown()
         _restore(sigterm_handler)  # ray.shutdown resets it as well
 
@@ -299,12 +304,28 @@ class Execution:
             ray.cancel(ref, force=True)
         self.pending.clear()
 
+    def close(self) -> None:
+        """Stop waiting on the tasks still pending; none of them will be recorded.
+
+        In a Ray session that :func:`ray_cluster` opened, the tasks are only dropped: the
+        session ends right after (``ray.shutdown``), and with it the job, whose workers Ray
+        kills. ``ray.cancel`` is avoided there on purpose: in Ray 2.60 a cancellation that
+        meets the reply of a task finishing at that moment aborts the driver ("Check failed:
+        it != submissible_tasks_.end() Tried to complete task that was not pending",
+        ray-project/ray#54846), seen on a SIGTERM while units ran. In a session the caller
+        opened (it outlives this sweep), the tasks are cancelled."""
+        if _SESSION_OWNED:
+            self.pending.clear()
+        else:
+            self.cancel()
+
 
 def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, console: Console, *,
               description: str = "sweep") -> Iterator[UnitOutcome]:
     """Submit one Ray task per unit; yield each outcome as its task finishes, with a live
     progress bar (without a terminal, a plain progress line every :data:`LOG_EVERY_S`).
-    Tasks still pending when the caller stops iterating (Ctrl-C, an exception) are cancelled."""
+    Tasks still pending when the caller stops iterating (Ctrl-C, an exception, fail_fast)
+    are never recorded (:meth:`Execution.close`)."""
     execution = Execution(experiment_name, resources)
     for unit in units:
         execution.submit(unit)
@@ -327,4 +348,4 @@ def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, consol
                                   f"{runs_done}/{total_runs} runs, {failed} failed units, "
                                   f"{last_log - execution.started:.0f} s elapsed")
     finally:
-        execution.cancel()
+        execution.close()

@@ -169,8 +169,10 @@ def run_study(plan: SearchPlan, setting: Setting, session: Session, execution: E
     try:
         outcome = run_search(plan.spec_for(setting), evaluator, storage_path=journal, on_trial=on_trial,
                              retry_errors=retry_errors)
-    finally:
-        execution.cancel()
+    except BaseException:  # interrupted or failed: the session ends with this study (Execution.close)
+        execution.close()
+        raise
+    execution.cancel()  # the study is done; units still in flight would take the next study's workers
     console.print(f"  -> {escape(outcome.message)} ({evaluator.runs_computed} runs computed now, "
                   f"{evaluator.runs_read} read from earlier fragments)")
     return StudyResult(setting, outcome, evaluator.runs_computed, evaluator.runs_read, evaluator.units_failed)
