@@ -147,7 +147,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 _MISSING = object()
 
 #: sections of the config whose keys are the service's (an experiment's groups check their own)
-SERVICE_SECTIONS = ("sweep", "resources", "tracking", "cluster", "report", "fail_fast")
+SERVICE_SECTIONS = ("sweep", "resources", "tracking", "cluster", "report", "fail_fast", "compaction")
 
 
 def _is_service_key(key: str) -> bool:

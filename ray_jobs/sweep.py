@@ -5,7 +5,8 @@ recording, report) and :mod:`ray_jobs.execution` (the Ray loop). MLflow gets a c
 per cell as soon as the cell's last unit is recorded. Ray is started only when there is
 something to run, and before anything is written, so an unreachable cluster or resources
 no node offers are refused with nothing written. With ``fail_fast.enabled``, the sweep
-stops scheduling when too many of its first units failed.
+stops scheduling when too many of its first units failed. After the units, before the
+report, the fragments are compacted (``compaction``: :mod:`ray_jobs.compaction`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from ray_jobs.compaction import compact
 from ray_jobs.execution import ray_cluster, run_units
 from ray_jobs.plan import Cell, SweepPlan, canonical_json, plan_sweep
-from ray_jobs.report import Report
+from ray_jobs.report import Report, report_rows
 from ray_jobs.report.aggregate import table_from_rows
 from ray_jobs.session import Session
 from ray_jobs.store import ResultsStore
@@ -48,12 +50,15 @@ class _CellTracker:
 
     def __init__(self, session: Session, plan: SweepPlan):
         self.session, self.plan = session, plan
+        self.units: dict[str, list[str]] = {}  # cell id -> its unit ids (one pass over the plan)
+        for unit in plan.units:
+            self.units.setdefault(unit.cell.cell_id, []).append(unit.unit_id)
 
     def log(self, cell: Cell) -> None:
         session = self.session
         if session.tracker is None or cell.cell_id in session.tracker.logged_cells:
             return
-        rows = session.store.read(unit.unit_id for unit in self.plan.units_of(cell.cell_id))
+        rows = report_rows(session.store, session.experiment, self.units[cell.cell_id])
         table = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
                                 family_tol=float(session.cfg.report.family_tol), reference=session.reference)
         metrics = {key: value for key, value in table.iloc[0].to_dict().items()
@@ -80,6 +85,16 @@ def fail_fast_reason(fail_fast, finished: int, failed: int) -> str | None:
         return (f"fail_fast: {failed} of the first {finished} units failed (more than "
                 f"{float(fail_fast.max_failed_fraction):.0%}); pending units cancelled")
     return None
+
+
+def compact_after_sweep(store: ResultsStore, plan: SweepPlan, compaction, console: Console) -> None:
+    """Compact the sweep's fragments (:mod:`ray_jobs.compaction`) when ``compaction.after_sweep``
+    and at least ``compaction.min_fragments`` of them are loose."""
+    if not compaction.after_sweep or len(store.fragment_paths()) < int(compaction.min_fragments):
+        return
+    result = compact(store, unit_cells={unit.unit_id: unit.cell.cell_id for unit in plan.units},
+                     max_rows=int(compaction.max_rows), row_group_rows=int(compaction.row_group_rows))
+    console.print(result.line())
 
 
 def run_sweep(cfg, console: Console | None = None) -> SweepResult:
@@ -137,6 +152,7 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                         if stopped:
                             console.print(f"[red]{stopped}[/]")
                             break
+            compact_after_sweep(session.store, plan, cfg.compaction, console)
             report = session.build_report()
             wall_s = time.monotonic() - started
             session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),

@@ -131,6 +131,20 @@ def check_fail_fast(fail_fast) -> None:
         raise ConfigError("fail_fast.max_failed_fraction", f"must be a number in [0, 1), e.g. 0.5, got {fraction!r}")
 
 
+def check_compaction(compaction) -> None:
+    """``compaction.after_sweep`` true / false; ``min_fragments`` >= 1; ``row_group_rows`` in [1, ``max_rows``]."""
+    if compaction is None:
+        raise ConfigError("compaction", "missing section; keys: after_sweep, min_fragments, max_rows, row_group_rows")
+    if not isinstance(compaction.get("after_sweep"), bool):
+        raise ConfigError("compaction.after_sweep", f"must be true or false, got {compaction.get('after_sweep')!r}")
+    _require_int("compaction.min_fragments", compaction.get("min_fragments"), 1)
+    _require_int("compaction.max_rows", compaction.get("max_rows"), 1)
+    _require_int("compaction.row_group_rows", compaction.get("row_group_rows"), 1)
+    if compaction.row_group_rows > compaction.max_rows:
+        raise ConfigError("compaction.row_group_rows", f"must be at most compaction.max_rows ({compaction.max_rows}), "
+                                                       f"got {compaction.row_group_rows}")
+
+
 def check_groups(cfg, experiment: Experiment) -> None:
     """The experiment gets exactly the experiments' config groups it reads (protocol,
     optimizer, data...: ``Experiment.groups``), no other."""
@@ -169,6 +183,7 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
 
     check_report(cfg.report)
     check_fail_fast(cfg.fail_fast)
+    check_compaction(cfg.get("compaction"))
 
     cluster = cfg.cluster
     for key in ("num_cpus", "num_gpus"):

@@ -83,6 +83,12 @@ class Experiment:
     #: table axes the default markdown shows only when they vary between the table's cells
     optional_table_axes: tuple[str, ...] = ()
 
+    #: per-run vector columns (weights, strings) the report reads only for the rows of the
+    #: given statuses (an empty tuple: never; the layout may read them itself): column
+    #: projection, so that a report over 10^6 rows does not decode 10^6 weight vectors to
+    #: count statuses. Columns not listed are read for every row.
+    report_projection: dict[str, tuple[str, ...]] = {}
+
     #: keys allowed in the experiment group (None: the experiment checks them itself)
     experiment_keys: tuple[str, ...] | None = None
     #: overrides that make a run of any sweep of this experiment cheap (a handful of

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 
@@ -37,11 +37,27 @@ class Report:
     paths: list[Path]
 
 
+def report_rows(store: ResultsStore, experiment: Experiment, unit_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The rows the report aggregates (of ``unit_ids``, all when None): every column but
+    the experiment's projected vector columns (:attr:`Experiment.report_projection`), which
+    are read only for the rows of their statuses (null elsewhere)."""
+    unit_ids = None if unit_ids is None else list(unit_ids)
+    names = store.schema(unit_ids).names
+    projection = {name: statuses for name, statuses in experiment.report_projection.items() if name in names}
+    rows = store.read(unit_ids, columns=[name for name in names if name not in projection]).to_pandas()
+    for name, statuses in projection.items():
+        if statuses and not rows.empty:
+            vectors = store.read(unit_ids, columns=["unit_id", "seed", name], statuses=list(statuses)).to_pandas()
+            rows = rows.merge(vectors, on=["unit_id", "seed"], how="left") if not vectors.empty else rows.assign(**{name: None})
+    return rows
+
+
 def build_report(store: ResultsStore, experiment: Experiment, *, sweep: str, confidence: float, family_tol: float,
                  reference: Path | None, figure: bool = True) -> Report:
-    """Read every fragment of the sweep, aggregate, and write table.md / table.csv and the
+    """Read the sweep's rows (:func:`report_rows`: no vector column the report does not
+    need), aggregate, and write table.md / table.csv and the
     experiment's own files (:meth:`Experiment.report_files`: figures, extra tables)."""
-    table = table_from_rows(store.read(), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
+    table = table_from_rows(report_rows(store, experiment), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
     if table.empty:
         markdown = f"# {sweep}\n\nNo rows yet.\n"
     else:

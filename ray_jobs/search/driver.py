@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
@@ -75,9 +74,8 @@ class RayUnitEvaluator:
         if unit.unit_id in self.waiting:
             self.waiting[unit.unit_id].append(request)
             return
-        path = self.session.store.fragment_path(unit.unit_id)
-        if path.exists():
-            rows = pq.read_table(path).to_pylist()
+        rows = self.session.store.read([unit.unit_id]).to_pylist()  # its fragment, or its rows in a compacted part
+        if rows:
             if not (self.retry_errors and any(row["status"] == "error" for row in rows)):  # else: run it again
                 self.runs_read += len(rows)
                 self.ready.append((request, rows))

@@ -292,6 +292,9 @@ class StringSampling(Experiment):
         return run_string_sampling(seeds=list(seeds), device=device, **self.core_options(params))
 
     # ------------------------------------------------------------------------- report
+    #: the kept strings are read by the layout itself (kept_strings), never by the aggregation
+    report_projection = {"dss_string": (), "dss_string_losses": ()}
+
     def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
         from ray_jobs.experiments.string_sampling.layout import dss_aggregates
 

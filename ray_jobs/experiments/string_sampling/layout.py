@@ -263,12 +263,15 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
 def kept_strings(store) -> pd.DataFrame | None:
     """Rows (deduplicated) that carry a kept string, best first for the PCA figure: connected
     before not, most beads, lowest threshold, lowest seed; None when there are none."""
-    rows = store.read()
-    if rows.num_rows == 0 or "dss_string" not in rows.column_names:
-        return None
     wanted = ["cell_id", "seed", "status", "problem", "threshold", "string_pass_factor", "width", "depth", "activation", "dss_connected",
               "dss_beads", "dss_normalized_length", "dss_string", "dss_string_losses", "dss_bead_losses"]
-    frame = deduplicate(rows.select([c for c in wanted if c in rows.column_names]).to_pandas())
+    names = store.schema().names
+    if "dss_string" not in names:
+        return None
+    rows = store.read(columns=[c for c in wanted if c in names])
+    if rows.num_rows == 0:
+        return None
+    frame = deduplicate(rows.to_pandas())
     frame = frame[frame["dss_string"].notna()]
     if frame.empty:
         return None

@@ -1,0 +1,291 @@
+"""The results store: a Parquet dataset of one row per run, one fragment per work unit.
+
+Layout (the results contract of design.md)::
+
+    <results_dir>/<sweep>/runs/<unit_id>.parquet                  one fragment per finished unit
+    <results_dir>/<sweep>/runs/compacted/<cell_id>/part-*.parquet  fragments merged by compaction
+    <results_dir>/<sweep>/runs/_manifest.json                      the units each compacted part holds
+    <results_dir>/<sweep>/report/                                  table.md, table.csv, figures
+    <results_dir>/<sweep>/config.yaml                              the resolved sweep config
+
+The driver is the only writer: it holds :class:`DriverLock` on ``<sweep>/.driver.lock``
+(an advisory ``flock``, released by the kernel when the driver dies, so a killed driver's
+lock is taken over by the next one). A second driver on the same sweep is refused with a
+line naming the holder (host, pid, since when). A fragment is written to a hidden staging
+name (``runs/.<unit_id>.<pid>.parquet.tmp``, ignored by pyarrow, pandas and duckdb globs),
+fsynced and renamed with :func:`os.replace`, so a reader sees a whole fragment or none;
+staging files of a killed driver are removed by the next one (under the lock). A unit is
+done when it has a fragment or the manifest lists it: that is what resume reads. A failed
+write (disk full, read-only file system) raises :class:`~ray_jobs.errors.StorageError`
+naming the path, after removing its staging file.
+
+Compaction (:mod:`ray_jobs.compaction`) merges fragments into a few large files per cell;
+the manifest, replaced atomically, is its commit point: a part file the manifest does not
+list is ignored (and removed), a fragment whose unit the manifest lists is a copy (and
+removed), so a crash at any moment loses and duplicates nothing (:meth:`ResultsStore.recover`).
+Units with ``error`` rows are never compacted: their fragment stays loose, so that a
+``retry_errors`` rerun replaces it. :meth:`ResultsStore.files` is the exact file list of
+the dataset at any moment; a directory read (``pd.read_parquet(runs)``, a DuckDB or polars
+glob over ``runs/**/*.parquet``) equals it except while a compaction runs (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ray_jobs.errors import ConfigError, StorageError
+from ray_jobs.store.lock import DriverLock
+from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, error_table, row_schema, unit_table
+
+__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "error_table",
+           "row_schema", "unit_table"]
+
+FRAGMENT_SUFFIX = ".parquet"
+STAGING_SUFFIX = ".parquet.tmp"
+LOCK_NAME = ".driver.lock"
+#: under runs/: the compacted parts, one folder per cell (no ``=`` in the names: no hive column)
+COMPACTED_DIR = "compacted"
+#: under runs/; the ``_`` prefix keeps pyarrow's and pandas' directory reads from taking it for data
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_VERSION = 1
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path`` if possible (a staging file after a failed write; the file system
+    may refuse that too, and a leftover staging file is ignored and cleaned later)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+class Manifest:
+    """The compacted parts of a sweep: ``parts`` maps a part's path (relative to runs/) to
+    ``{"cell_id", "rows", "units": [unit ids]}``. Immutable once loaded; written whole."""
+
+    def __init__(self, parts: dict[str, dict] | None = None):
+        self.parts: dict[str, dict] = dict(parts or {})
+        self.unit_part: dict[str, str] = {unit: part for part, info in self.parts.items() for unit in info["units"]}
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as exc:
+            raise StorageError(path, f"unreadable manifest ({exc}); it is the commit record of the compacted parts") from None
+        if data.get("version") != MANIFEST_VERSION:
+            raise StorageError(path, f"manifest version {data.get('version')!r}, this code reads {MANIFEST_VERSION}")
+        return cls(data["parts"])
+
+    def to_json(self) -> str:
+        return json.dumps({"version": MANIFEST_VERSION, "parts": self.parts}, separators=(",", ":"), sort_keys=True)
+
+    def parts_of(self, cell_id: str) -> list[str]:
+        return sorted(part for part, info in self.parts.items() if info["cell_id"] == cell_id)
+
+
+class ResultsStore:
+    """The Parquet results of one sweep under ``results_dir``."""
+
+    def __init__(self, results_dir: Path, sweep: str):
+        self.results_dir = Path(results_dir)
+        self.sweep_dir = self.results_dir / sweep
+        self.runs_dir = self.sweep_dir / "runs"
+        self.compacted_dir = self.runs_dir / COMPACTED_DIR
+        self.manifest_path = self.runs_dir / MANIFEST_NAME
+        self.report_dir = self.sweep_dir / "report"
+        self.config_path = self.sweep_dir / "config.yaml"
+        self.lock = DriverLock(self.sweep_dir / LOCK_NAME)
+        self._manifest: tuple[tuple[int, int], Manifest] | None = None
+
+    def prepare(self) -> None:
+        """Take the driver lock (ConfigError when another driver holds it), create the
+        directories, finish what a killed driver or compaction left (:meth:`recover`)."""
+        try:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("results_dir", f"cannot create {self.sweep_dir}: {exc.strerror or exc}") from None
+        self.lock.acquire()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.recover()
+
+    def recover(self) -> None:
+        """Under the lock: remove staging files, part files the manifest does not list (a
+        compaction killed before its commit) and fragments whose unit the manifest lists
+        (killed after it). Both are copies of rows recorded elsewhere."""
+        for stale in self.runs_dir.glob(f".*{STAGING_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        if not self.compacted_dir.is_dir():
+            return
+        manifest = self.manifest()
+        for path in self.compacted_dir.rglob("*"):
+            relative = path.relative_to(self.runs_dir).as_posix()
+            if path.is_file() and relative not in manifest.parts:
+                path.unlink(missing_ok=True)
+        for path in self.fragment_paths():
+            if path.name[: -len(FRAGMENT_SUFFIX)] in manifest.unit_part:
+                path.unlink(missing_ok=True)
+        for folder in sorted(self.compacted_dir.iterdir()):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def close(self) -> None:
+        """Release the driver lock."""
+        self.lock.release()
+
+    # --- the manifest ---------------------------------------------------------------------
+
+    def manifest(self) -> Manifest:
+        """The manifest as on disk now (re-read when the file changed)."""
+        try:
+            stat = self.manifest_path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            key = None
+        if self._manifest is None or self._manifest[0] != key:
+            self._manifest = (key, Manifest() if key is None else Manifest.load(self.manifest_path))
+        return self._manifest[1]
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest atomically (staging file, fsync, rename, fsync of runs/):
+        the commit point of a compaction."""
+        staging = self.runs_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+        try:
+            with open(staging, "w") as handle:
+                handle.write(manifest.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, self.manifest_path)
+            _fsync_dir(self.runs_dir)
+        except OSError as exc:
+            _discard(staging)
+            raise StorageError(self.manifest_path, exc.strerror or str(exc)) from exc
+        self._manifest = None
+
+    # --- fragments and files --------------------------------------------------------------
+
+    def fragment_path(self, unit_id: str) -> Path:
+        return self.runs_dir / f"{unit_id}{FRAGMENT_SUFFIX}"
+
+    def fragment_paths(self) -> list[Path]:
+        """The loose fragments (not yet compacted)."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(self.runs_dir.glob(f"[!._]*{FRAGMENT_SUFFIX}"))
+
+    def _loose(self, manifest: Manifest) -> list[Path]:
+        return [path for path in self.fragment_paths() if path.name[: -len(FRAGMENT_SUFFIX)] not in manifest.unit_part]
+
+    def files(self) -> list[Path]:
+        """Every Parquet file of the dataset, each row in exactly one: the manifest's parts
+        and the fragments of units it does not list. Exact at any moment, also while a
+        compaction runs (the listing is retried if the manifest changed meanwhile)."""
+        for _ in range(10):
+            manifest = self.manifest()
+            loose = self._loose(manifest)
+            if self.manifest() is manifest:
+                return [self.runs_dir / part for part in sorted(manifest.parts)] + loose
+        raise StorageError(self.manifest_path, "the manifest kept changing while listing the dataset")
+
+    def completed_unit_ids(self) -> set[str]:
+        """Ids of the units recorded (done, successfully or as `error` rows): those with a
+        fragment and those the manifest lists."""
+        ids = {path.name[: -len(FRAGMENT_SUFFIX)] for path in self.fragment_paths()}
+        ids.update(self.manifest().unit_part)
+        return ids
+
+    def unit_ids_with_errors(self) -> set[str]:
+        """Ids of the units with `error` rows (never compacted: only loose fragments hold them)."""
+        failed = set()
+        for path in self.fragment_paths():
+            statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+            if ERROR_STATUS in statuses:
+                failed.add(path.name[: -len(FRAGMENT_SUFFIX)])
+        return failed
+
+    def write_fragment(self, unit_id: str, table: pa.Table) -> Path:
+        """Write ``table`` as the unit's fragment: staging name, fsync, atomic rename."""
+        final = self.fragment_path(unit_id)
+        staging = self.runs_dir / f".{unit_id}.{os.getpid()}{STAGING_SUFFIX}"
+        try:
+            with open(staging, "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, final)
+        except OSError as exc:
+            _discard(staging)
+            raise StorageError(final, exc.strerror or str(exc)) from exc
+        return final
+
+    def read(self, unit_ids: Iterable[str] | None = None, *, columns: Sequence[str] | None = None,
+             statuses: Sequence[str] | None = None) -> pa.Table:
+        """Rows of the given units (all units when None; units not recorded are skipped),
+        only ``columns`` (those a file lacks come back null; all when None), only the rows
+        whose status is in ``statuses`` (all when None). Files of different schemas (an
+        older code version) are unified, missing columns null."""
+        manifest = self.manifest()
+        wanted = None if unit_ids is None else set(unit_ids)
+        paths = self._paths(manifest, wanted)
+        tables = []
+        for path in paths:
+            handle = pq.ParquetFile(path)
+            present = handle.schema_arrow.names
+            filters = []
+            if wanted is not None and path.parent != self.runs_dir:  # a part holds other units too
+                filters.append(("unit_id", "in", sorted(wanted & set(manifest.parts[path.relative_to(self.runs_dir).as_posix()]["units"]))))
+            if statuses is not None:
+                filters.append(("status", "in", list(statuses)))
+            selected = None if columns is None else [name for name in columns if name in present]
+            tables.append(pq.read_table(path, columns=selected, filters=filters or None))
+        if not tables:
+            return pa.table({})
+        table = pa.concat_tables(tables, promote_options="default")
+        if columns is not None:
+            for name in columns:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(table.num_rows))
+            table = table.select(list(columns))
+        return table
+
+    def _paths(self, manifest: Manifest, wanted: set[str] | None) -> list[Path]:
+        """The files holding the units ``wanted`` (all files when None)."""
+        if wanted is None:
+            return self.files()
+        parts = sorted({manifest.unit_part[unit] for unit in wanted if unit in manifest.unit_part})
+        loose = [path for path in map(self.fragment_path, sorted(wanted - manifest.unit_part.keys())) if path.exists()]
+        return [self.runs_dir / part for part in parts] + loose
+
+    def schema(self, unit_ids: Iterable[str] | None = None) -> pa.Schema:
+        """The unified schema of the files holding ``unit_ids`` (all when None; footers only)."""
+        wanted = None if unit_ids is None else set(unit_ids)
+        schemas = [pq.read_schema(path) for path in self._paths(self.manifest(), wanted)]
+        return pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([])
+
+    def save_text(self, path: Path, text: str) -> None:
+        """Write a small text file atomically (config.yaml, report files)."""
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_text(text)
+            os.replace(staging, path)
+        except OSError as exc:
+            _discard(staging)
+            raise StorageError(path, exc.strerror or str(exc)) from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory, so that a rename in it survives a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

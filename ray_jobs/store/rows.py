@@ -1,0 +1,104 @@
+"""The rows of a sweep's Parquet dataset: the contract columns every row has, the Arrow
+schema of an experiment's rows, and the tables of a unit that ran or failed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+
+from ray_jobs.plan import WorkUnit
+
+if TYPE_CHECKING:
+    from ray_jobs.experiments.base import Experiment
+
+#: the status of every row of a unit whose task failed (the experiments' statuses are theirs)
+ERROR_STATUS = "error"
+
+#: columns every row has, whatever the experiment
+CONTRACT_COLUMNS: dict[str, pa.DataType] = {
+    "sweep": pa.string(),
+    "experiment": pa.string(),
+    "cell_id": pa.string(),
+    "unit_id": pa.string(),
+    "seed": pa.int64(),
+    "status": pa.string(),
+    "final_loss": pa.float64(),
+    "grad_norm": pa.float64(),
+    "iterations": pa.int64(),
+    "wall_s": pa.float64(),
+    "device": pa.string(),
+    "hostname": pa.string(),
+    "node_id": pa.string(),
+    "gpu_ids": pa.string(),
+    "code_version": pa.string(),
+    "config_json": pa.string(),
+    "error_message": pa.string(),
+}
+
+
+def arrow_type(name: str) -> pa.DataType:
+    """The Arrow type of a column type name: ``int64``, ``float64``, ``string``, ``bool``,
+    ``list<T>`` for a type name T (``list<float64>``, ``list<list<float64>>``)."""
+    if name.startswith("list<") and name.endswith(">"):
+        return pa.list_(arrow_type(name[len("list<"):-1]))
+    scalar = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+    try:
+        return scalar[name]
+    except KeyError:
+        raise ValueError(f"unknown column type {name!r}; allowed: {', '.join(scalar)} or list<...> of them") from None
+
+
+def row_schema(experiment: Experiment) -> pa.Schema:
+    """Contract columns, then the experiment's own columns (declared as type names)."""
+    columns = dict(CONTRACT_COLUMNS)
+    columns.update({name: arrow_type(kind) for name, kind in experiment.columns.items() if name not in columns})
+    return pa.schema(list(columns.items()))
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows -> table with ``schema``; keys the schema lacks are appended as inferred columns."""
+    extra = sorted({key for row in rows for key in row} - set(schema.names))
+    for key in extra:
+        schema = schema.append(pa.field(key, pa.array([row.get(key) for row in rows]).type))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def unit_table(unit: WorkUnit, records: Sequence[dict], *, experiment: Experiment, sweep: str, code_version: str) -> pa.Table:
+    """The rows of a unit that ran: each record plus the contract columns."""
+    rows = []
+    for record in records:
+        row = dict(record)
+        row.update(
+            sweep=sweep,
+            experiment=experiment.name,
+            cell_id=unit.cell.cell_id,
+            unit_id=unit.unit_id,
+            code_version=code_version,
+            config_json=unit.cell.config_json,
+            error_message=None,
+        )
+        rows.append(row)
+    return _table(rows, row_schema(experiment))
+
+
+def error_table(unit: WorkUnit, message: str, *, experiment: Experiment, sweep: str, code_version: str) -> pa.Table:
+    """One ``error`` row per seed of a unit whose task failed, with the cell's parameters."""
+    schema = row_schema(experiment)
+    cell_values = {key: value for key, value in unit.cell.params.items() if key in schema.names}
+    rows = [
+        {
+            **cell_values,
+            "sweep": sweep,
+            "experiment": experiment.name,
+            "cell_id": unit.cell.cell_id,
+            "unit_id": unit.unit_id,
+            "seed": seed,
+            "status": ERROR_STATUS,
+            "code_version": code_version,
+            "config_json": unit.cell.config_json,
+            "error_message": message,
+        }
+        for seed in unit.seeds
+    ]
+    return _table(rows, schema)
