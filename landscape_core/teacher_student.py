@@ -12,9 +12,14 @@ analytic ones (autograd is used only by the tests, as a reference: it is undefin
 two rows are parallel, e.g. at the global minimum W = V, where the analytic forms are
 continuous).
 
+The protocol (:class:`TeacherStudentProtocol`) is Safran & Shamir's (2018) by default;
+Safran, Yehudai & Shamir's (2021) is a set of its options: the step as a multiple of 1/k
+(``step_times_k``), the initial variance 1/k (``init_variance``), the Frobenius norm of
+dF/dW as the stopping norm (``stopping_norm``) and no restart rule.
+
 Public entry points: :func:`population_loss`, :func:`population_gradient`,
-:func:`population_hessian`, :func:`gradient_descent`, :func:`run_teacher_student`,
-:func:`group_families`, :func:`permutation_distance`.
+:func:`population_hessian`, :func:`gradient_norm`, :func:`gradient_descent`,
+:func:`run_teacher_student`, :func:`group_families`, :func:`permutation_distance`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ from landscape_core.statistics import clopper_pearson_interval
 TWO_PI = 2.0 * math.pi
 STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
 TEACHERS = ("identity", "orthonormal")
+#: the published gradient-descent step of Safran & Shamir (2018), used when neither ``step``
+#: nor ``step_times_k`` is given
+DEFAULT_STEP = 0.1
+#: initial variance of each coordinate of w_i (times ``init_scale^2``): ``1/d`` (Safran &
+#: Shamir 2018, "Xavier") or ``1/k`` (Safran, Yehudai & Shamir 2021); equal when d = k
+INIT_VARIANCES = ("1/d", "1/k")
+#: the gradient norm the stopping rule (and the restart rule) thresholds: ``max_neuron`` =
+#: max_i ||2 pi dF/dw_i|| (2018), ``frobenius`` = ||dF/dW||_F, the unscaled gradient (2021)
+STOPPING_NORMS = ("max_neuron", "frobenius")
 
 # Below this sine the angle between two rows is treated as 0 or pi in the Hessian's
 # rank-one correction terms; those terms are O(sin), so the error this makes is < 1e-12.
@@ -142,8 +156,24 @@ def population_gradient(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
 
 
 def neuron_gradient_norm(scaled_grad: torch.Tensor) -> torch.Tensor:
-    """max_i || 2 pi dF/dw_i ||, the published stopping quantity. (R, n, d) -> (R,)."""
+    """max_i || 2 pi dF/dw_i ||, the 2018 stopping quantity. (R, n, d) -> (R,)."""
     return torch.linalg.vector_norm(scaled_grad, dim=-1).amax(dim=-1)
+
+
+def frobenius_gradient_norm(scaled_grad: torch.Tensor) -> torch.Tensor:
+    """|| dF/dW ||_F from G = 2 pi dF/dW, the 2021 stopping quantity (Safran, Yehudai &
+    Shamir: the Frobenius norm of the unscaled gradient). (R, n, d) -> (R,)."""
+    return torch.linalg.vector_norm(scaled_grad, dim=(-2, -1)) / TWO_PI
+
+
+def gradient_norm(scaled_grad: torch.Tensor, kind: str = "max_neuron") -> torch.Tensor:
+    """The stopping quantity ``kind`` (one of :data:`STOPPING_NORMS`) of G = 2 pi dF/dW.
+    (R, n, d) -> (R,)."""
+    if kind == "max_neuron":
+        return neuron_gradient_norm(scaled_grad)
+    if kind == "frobenius":
+        return frobenius_gradient_norm(scaled_grad)
+    raise OptionError("stopping_norm", f"{kind!r} is not one of {', '.join(STOPPING_NORMS)}")
 
 
 def _hessian_blocks(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -234,19 +264,27 @@ def hessian_extreme_eigenvalues(W: torch.Tensor, V: torch.Tensor, *, chunk_size:
 # ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TeacherStudentProtocol:
-    """Every value of the published protocol, as configuration (protocols.md section 1).
+    """Every value of the protocol, as configuration (protocols.md section 1 and "The 2021
+    protocol").
 
-    Defaults are Safran & Shamir's: V = I (d = k), w_i ~ N(0, I_d / d), step 0.1, stop at
-    max_i ||2 pi dF/dw_i|| <= 1e-9, restart with half the step from the initial point
-    when that norm exceeds 1e4, "bad" when F >= 1e-3.
+    Defaults are Safran & Shamir's (2018): V = I (d = k), w_i ~ N(0, I_d / d), step 0.1, stop
+    at max_i ||2 pi dF/dw_i|| <= 1e-9, restart with half the step from the initial point
+    when that norm exceeds 1e4, "bad" when F >= 1e-3. Safran, Yehudai & Shamir (2021) is
+    ``step_times_k=5`` (step 5 / k), ``init_variance="1/k"``, ``stopping_norm="frobenius"``,
+    ``grad_tol=1e-12``, ``restart_grad_norm=None`` (no restart rule).
+
+    Values that depend on the grid are given as explicit forms, never as code: the step as
+    ``step`` (a number) or ``step_times_k`` (step = step_times_k / k), not both; the initial
+    variance as ``init_variance`` "1/d" or "1/k". :meth:`effective_step` and
+    :meth:`init_variance_value` give the numbers a cell of a given k uses.
     """
 
     d: int | None = None  # input dimension; None means d = k (the published choice)
     teacher: str = "identity"  # "identity" (rows e_1..e_k) or "orthonormal" (random rows, per seed)
-    init_scale: float = 1.0  # w_i ~ N(0, init_scale^2 I_d / d)
-    step: float = 0.1  # gradient-descent step on F
-    grad_tol: float = 1e-9  # stop when max_i ||2 pi dF/dw_i|| <= grad_tol
-    restart_grad_norm: float = 1e4  # restart from init with step/2 when the norm exceeds this
+    init_scale: float = 1.0  # w_i ~ N(0, init_scale^2 I_d / d) (init_variance "1/d"; "/ k" with "1/k")
+    step: float | None = None  # gradient-descent step on F; None: step_times_k / k, or DEFAULT_STEP (0.1)
+    grad_tol: float = 1e-9  # stop when the stopping norm (see stopping_norm) <= grad_tol
+    restart_grad_norm: float | None = 1e4  # restart from init with step/2 when the norm exceeds this; None: never
     max_iterations: int = 200_000  # cap; a run reaching it is `not_converged`
     bad_loss_threshold: float = 1e-3  # a converged point with F >= this is bad
     eig_margin: float = 1e-6  # spurious needs min eigenvalue > margin; saddle otherwise
@@ -254,6 +292,9 @@ class TeacherStudentProtocol:
     monotone_rtol: float = 1e-12  # F_{t+1} <= F_t (1 + rtol) counts as "did not increase"
     compact_every: int = 64  # iterations between removals of finished runs from the batch
     max_restarts: int = 30  # a run needing more restarts than this is `diverged`
+    step_times_k: float | None = None  # step = step_times_k / k (2021: 5); excludes `step`
+    init_variance: str = "1/d"  # variance of each coordinate of w_i (x init_scale^2): "1/d" or "1/k"
+    stopping_norm: str = "max_neuron"  # "max_neuron": max_i ||2 pi dF/dw_i|| (2018); "frobenius": ||dF/dW||_F (2021)
 
     def validate(self, *, k: int, n: int) -> None:
         """Raise OptionError naming the first invalid field and what is allowed."""
@@ -263,10 +304,22 @@ class TeacherStudentProtocol:
             _check_int("d", self.d, minimum=k)
         if self.teacher not in TEACHERS:
             raise OptionError("teacher", f"{self.teacher!r} is not one of {', '.join(TEACHERS)}")
-        for name in ("init_scale", "step", "grad_tol", "restart_grad_norm", "bad_loss_threshold"):
+        if self.step is not None and self.step_times_k is not None:
+            raise OptionError("step_times_k", f"the step is given twice (step = {self.step!r}, step_times_k = "
+                                              f"{self.step_times_k!r}); give either step (a number) or step_times_k "
+                                              "(step = step_times_k / k), and set the other to null")
+        names = ["init_scale", "grad_tol", "bad_loss_threshold"]
+        names += [name for name in ("step", "step_times_k", "restart_grad_norm") if getattr(self, name) is not None]
+        for name in names:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise OptionError(name, f"must be a positive finite number, got {value!r}")
+        if self.init_variance not in INIT_VARIANCES:
+            raise OptionError("init_variance", f"{self.init_variance!r} is not one of {', '.join(INIT_VARIANCES)} "
+                                               "(variance of each coordinate of w_i, times init_scale^2)")
+        if self.stopping_norm not in STOPPING_NORMS:
+            raise OptionError("stopping_norm", f"{self.stopping_norm!r} is not one of {', '.join(STOPPING_NORMS)} "
+                                               "(max_neuron: max_i ||2 pi dF/dw_i||, 2018; frobenius: ||dF/dW||_F, 2021)")
         if not isinstance(self.eig_margin, (int, float)) or self.eig_margin < 0:
             raise OptionError("eig_margin", f"must be a number >= 0, got {self.eig_margin!r}")
         if not isinstance(self.monotone_rtol, (int, float)) or self.monotone_rtol < 0:
@@ -284,6 +337,23 @@ class TeacherStudentProtocol:
 
     def input_dim(self, k: int) -> int:
         return k if self.d is None else int(self.d)
+
+    def effective_step(self, k: int) -> float:
+        """The step a cell with k teacher neurons uses: ``step_times_k / k`` when given, else
+        ``step``, else :data:`DEFAULT_STEP`."""
+        if self.step_times_k is not None:
+            return float(self.step_times_k) / k
+        return DEFAULT_STEP if self.step is None else float(self.step)
+
+    def init_std(self, k: int) -> float:
+        """Standard deviation of each coordinate of an initial w_i: init_scale / sqrt(d) ("1/d")
+        or init_scale / sqrt(k) ("1/k"); the same float when d = k."""
+        return self.init_scale / math.sqrt(self.input_dim(k) if self.init_variance == "1/d" else k)
+
+    def init_variance_value(self, k: int) -> float:
+        """The effective initial variance of each coordinate of w_i: init_scale^2 / d ("1/d")
+        or init_scale^2 / k ("1/k")."""
+        return self.init_scale**2 / (self.input_dim(k) if self.init_variance == "1/d" else k)
 
 
 #: the largest Hessian of one run (float64, (n*d)^2 entries) a cell may ask for: the
@@ -304,6 +374,7 @@ def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStuden
     gives the same W0 for every step size / tolerance (common random numbers).
     """
     d = protocol.input_dim(k)
+    std = protocol.init_std(k)  # init_scale / sqrt(d) ("1/d") or / sqrt(k) ("1/k")
     Ws, Vs = [], []
     for seed in seeds:
         gen = run_generator("teacher_student", k, n, d, protocol.teacher, int(seed))
@@ -312,7 +383,7 @@ def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStuden
         else:
             q, r = torch.linalg.qr(torch.randn(d, k, generator=gen, dtype=torch.float64))
             V = (q * torch.sign(torch.diagonal(r))).T.contiguous()  # (k, d) orthonormal rows, Haar
-        W = torch.randn(n, d, generator=gen, dtype=torch.float64) * (protocol.init_scale / math.sqrt(d))
+        W = torch.randn(n, d, generator=gen, dtype=torch.float64) * std
         Ws.append(W)
         Vs.append(V)
     return torch.stack(Ws), torch.stack(Vs)
@@ -323,7 +394,7 @@ class DescentResult:
     """Per-run outcome of :func:`gradient_descent` (all tensors (R,) or (R, n, d))."""
 
     weights: torch.Tensor  # final W (R, n, d)
-    grad_norm: torch.Tensor  # max_i ||2 pi dF/dw_i|| at the final W (R,)
+    grad_norm: torch.Tensor  # the stopping norm (protocol.stopping_norm) at the final W (R,)
     iterations: torch.Tensor  # gradient steps taken, restarts included (R,) int64
     restarts: torch.Tensor  # restarts from the initial point (R,) int64
     final_step: torch.Tensor  # step in force at the end (R,)
@@ -338,14 +409,15 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     """Plain gradient descent on F for all runs at once, published protocol.
 
     Each run follows exactly the one-run loop of the authors (and of
-    ``teacher_student_reference.descend_one``): evaluate G = 2 pi dF/dW and
-    g = max_i ||G_i||; then, in this order,
+    ``teacher_student_reference.descend_one``): evaluate G = 2 pi dF/dW and the stopping
+    norm g (``protocol.stopping_norm``: max_i ||G_i|| in 2018, ||G||_F / (2 pi) = ||dF/dW||_F
+    in 2021); then, in this order,
       non-finite g, or more than ``max_restarts`` restarts -> diverged;
       g <= grad_tol -> converged;
       [with ``early_stop_global``] F never increased and F < bad_loss_threshold -> global;
       ``max_iterations`` steps taken -> not converged;
-      g > restart_grad_norm -> W = W0, step /= 2 (counts as one iteration);
-      otherwise W <- W - step * G / (2 pi).
+      g > restart_grad_norm (never when it is None) -> W = W0, step /= 2 (counts as one iteration);
+      otherwise W <- W - step * G / (2 pi), step = ``protocol.effective_step(k)``.
 
     Early-global rule: gradient descent with step < 2 / lambda_max decreases F at every
     step, so a run whose F is below the bad threshold can no longer end bad. F is then
@@ -365,13 +437,18 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     p = protocol
     sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, n + k)
     sign_pi = sign * math.pi
-    tol, restart_norm = float(p.grad_tol), float(p.restart_grad_norm)
+    tol = float(p.grad_tol)
+    restart_norm = math.inf if p.restart_grad_norm is None else float(p.restart_grad_norm)
+    step = p.effective_step(k)
+    frobenius = p.stopping_norm == "frobenius"
+    if p.stopping_norm not in STOPPING_NORMS:
+        raise OptionError("stopping_norm", f"{p.stopping_norm!r} is not one of {', '.join(STOPPING_NORMS)}")
 
     out_W = W0.clone()
     out_g = torch.full((R,), float("nan"), dtype=dtype, device=device)
     out_it = torch.zeros(R, dtype=torch.int64, device=device)
     out_restarts = torch.zeros(R, dtype=torch.int64, device=device)
-    out_step = torch.full((R,), float(p.step), dtype=dtype, device=device)
+    out_step = torch.full((R,), step, dtype=dtype, device=device)
     out_conv = torch.zeros(R, dtype=torch.bool, device=device)
     out_div = torch.zeros(R, dtype=torch.bool, device=device)
     out_early = torch.zeros(R, dtype=torch.bool, device=device)
@@ -381,7 +458,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     idx = torch.arange(R, device=device)
     W, W_init, V_act = W0.clone(), W0, V
     nv = torch.linalg.vector_norm(V, dim=-1)  # (R, k)
-    lr = torch.full((R,), float(p.step) / TWO_PI, dtype=dtype, device=device)  # step on G
+    lr = torch.full((R,), step / TWO_PI, dtype=dtype, device=device)  # step on G
     moved = torch.zeros(R, dtype=torch.int64, device=device)
     base = torch.zeros(R, dtype=torch.int64, device=device)
     restarts = torch.zeros(R, dtype=torch.int64, device=device)
@@ -394,7 +471,10 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
         """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
         G = _fused_scaled_gradient(W, V_act, nv, sign, sign_pi)  # (A, n, d)
-        g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # (A,)
+        if frobenius:
+            g = torch.linalg.vector_norm(G, dim=(-2, -1)) / TWO_PI  # ||dF/dW||_F (A,)
+        else:
+            g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # max_i ||2 pi dF/dw_i|| (A,)
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None
         if p.early_stop_global:
@@ -523,14 +603,17 @@ def run_teacher_student(
     """Run the teacher-student protocol for every seed of one (k, n) cell as one batch.
 
     ``options`` are the fields of :class:`TeacherStudentProtocol` (d, teacher, init_scale,
-    step, grad_tol, restart_grad_norm, max_iterations, bad_loss_threshold, eig_margin,
-    early_stop_global, monotone_rtol, compact_every, max_restarts). Everything is float64.
+    step, step_times_k, init_variance, grad_tol, stopping_norm, restart_grad_norm,
+    max_iterations, bad_loss_threshold, eig_margin, early_stop_global, monotone_rtol,
+    compact_every, max_restarts). Everything is float64.
 
     Returns one record per seed, in order: the results-contract columns (``seed``,
-    ``status``, ``final_loss``, ``grad_norm``, ``iterations``, ``wall_s``, ``device``),
-    the probes (``min_eig``, ``max_eig``, ``hessian_degenerate``, ``restarts``,
-    ``final_step``, ``stopped_early``), every protocol value used, and ``final_weights``
-    (the final W flattened row-major, n * d floats) when ``keep_weights``.
+    ``status``, ``final_loss``, ``grad_norm`` (in the protocol's stopping norm),
+    ``iterations``, ``wall_s``, ``device``), the probes (``min_eig``, ``max_eig``,
+    ``hessian_degenerate``, ``restarts``, ``final_step``, ``stopped_early``), every protocol
+    value used (``step`` is the effective step, e.g. 5 / k for ``step_times_k=5``; also
+    ``init_variance_value``, the effective initial variance of each coordinate), and
+    ``final_weights`` (the final W flattened row-major, n * d floats) when ``keep_weights``.
     ``wall_s`` is the batch's wall time divided by the number of runs.
     """
     unknown = set(options) - {f for f in TeacherStudentProtocol.__dataclass_fields__}
@@ -571,6 +654,8 @@ def run_teacher_student(
     d = protocol.input_dim(k)
     values = asdict(protocol)
     values["d"] = d
+    values["step"] = protocol.effective_step(k)  # the number used, whichever form gave it
+    values["init_variance_value"] = protocol.init_variance_value(k)
     records = []
     for i, seed in enumerate(seeds):
         lo_i = float(lo_c[i])

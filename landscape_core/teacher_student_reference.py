@@ -42,21 +42,32 @@ def _scaled_gradient_np(W: np.ndarray, V: np.ndarray) -> np.ndarray:
     return math.pi * W + (radial / nw)[:, None] * W + (sign * (math.pi - theta)) @ U
 
 
+def _stopping_norm_np(G: np.ndarray, kind: str) -> float:
+    """The stopping quantity of G = 2 pi dF/dW for one run: max_i ||G_i|| (``max_neuron``,
+    2018) or ||G||_F / (2 pi) = ||dF/dW||_F (``frobenius``, 2021)."""
+    if kind == "frobenius":
+        return float(np.sqrt((G * G).sum())) / (2.0 * math.pi)
+    return float(np.sqrt((G * G).sum(1)).max())
+
+
 def descend_one(W0: np.ndarray, V: np.ndarray, p: TeacherStudentProtocol) -> dict:
-    """Gradient descent for one run with the published protocol (see gradient_descent)."""
+    """Gradient descent for one run with the protocol ``p`` (see gradient_descent): step
+    ``p.effective_step(k)``, stopping norm ``p.stopping_norm``, restarts unless
+    ``p.restart_grad_norm`` is None."""
     W = W0.copy()
-    step = p.step
+    step = p.effective_step(V.shape[0])
+    restart_norm = math.inf if p.restart_grad_norm is None else p.restart_grad_norm
     it = restarts = 0
     while True:
         G = _scaled_gradient_np(W, V)
-        g = float(np.sqrt((G * G).sum(1)).max())
+        g = _stopping_norm_np(G, p.stopping_norm)
         if not math.isfinite(g) or restarts > p.max_restarts:
             return dict(W=W, g=g, it=it, restarts=restarts, step=step, converged=False, diverged=True)
         if g <= p.grad_tol:
             return dict(W=W, g=g, it=it, restarts=restarts, step=step, converged=True, diverged=False)
         if it >= p.max_iterations:
             return dict(W=W, g=g, it=it, restarts=restarts, step=step, converged=False, diverged=False)
-        if g > p.restart_grad_norm:
+        if g > restart_norm:
             W = W0.copy()
             step *= 0.5
             restarts += 1

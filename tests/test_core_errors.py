@@ -32,8 +32,8 @@ CASES = {
         lambda: teacher_student.run_teacher_student(3, 3, [0], zeta=1, alpha=2),
         "alpha",
         "unknown teacher-student option (allowed: bad_loss_threshold, compact_every, d, early_stop_global, "
-        "eig_margin, grad_tol, init_scale, max_iterations, max_restarts, monotone_rtol, restart_grad_norm, "
-        "step, teacher)",
+        "eig_margin, grad_tol, init_scale, init_variance, max_iterations, max_restarts, monotone_rtol, "
+        "restart_grad_norm, step, step_times_k, stopping_norm, teacher)",
     ),
     "teacher_student.seeds": (
         lambda: teacher_student.run_teacher_student(3, 3, []),

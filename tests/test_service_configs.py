@@ -19,7 +19,18 @@ TEACHER_STUDENT_SWEEPS = [name for name in available_sweeps() if name not in ava
 
 
 def test_every_teacher_student_sweep_is_listed():
-    assert {"smoke", "safran_shamir_table1", "safran_shamir_table2", "teacher_student_threshold_grid"} <= set(TEACHER_STUDENT_SWEEPS)
+    assert {"smoke", "safran_shamir_table1", "safran_shamir_table2", "teacher_student_threshold_grid",
+            "sys2021_global_rates"} <= set(TEACHER_STUDENT_SWEEPS)
+
+
+#: the published step and tolerance of each protocol file (protocols.md section 1 and "The
+#: 2021 protocol"): 2018 step 0.1, max_i ||2 pi dF/dw_i|| <= 1e-9; 2021 step 5 / k,
+#: ||dF/dW||_F <= 1e-12, no restart rule
+PUBLISHED = {
+    "safran_shamir_2018": {"step": 0.1, "grad_tol": 1e-9, "restart_grad_norm": 1e4},
+    "safran_yehudai_shamir_2021": {"step": None, "step_times_k": 5, "grad_tol": 1e-12, "stopping_norm": "frobenius",
+                                   "init_variance": "1/k", "restart_grad_norm": None},
+}
 
 
 @pytest.mark.parametrize("sweep", TEACHER_STUDENT_SWEEPS)
@@ -30,7 +41,10 @@ def test_teacher_student_sweeps_keep_the_published_step_and_tolerance(sweep):
     _, cells = validate(cfg)
     first_k = compose_config([f"sweep={sweep}"]).sweep.grid.k[0]
     params = cells[0]
-    assert params["k"] == first_k and params["step"] == 0.1 and params["grad_tol"] == 1e-9
+    protocol = next(entry["override /protocol"] for entry in OmegaConf.load(SWEEPS_DIR / f"{sweep}.yaml").defaults
+                    if "override /protocol" in entry)
+    assert params["k"] == first_k
+    assert {key: params.get(key) for key in PUBLISHED[protocol]} == PUBLISHED[protocol]
     assert params["max_iterations"] == 300
     assert params["early_stop_global"] == compose_config([f"sweep={sweep}"]).protocol.early_stop_global
 

@@ -22,7 +22,12 @@ class TeacherStudent(Experiment):
     with k) or ``n_minus_k`` (n = k + offset; default [0]), and optionally ``step`` and
     ``init_scale`` (override the protocol's value per cell). The cell's parameters are the
     experiment group (teacher, d, activation, keep_weights, fail_on_seeds) plus every key
-    of the protocol group, passed to ``run_teacher_student`` as they are.
+    of the protocol group, passed to ``run_teacher_student`` as they are: a key enters a
+    cell only when the protocol file (or an override) sets it, so the 2021 keys
+    (``step_times_k``, ``init_variance``, ``stopping_norm``) leave the cells, and the ids, of
+    every 2018 sweep as they were. Values that depend on the grid are explicit forms, never
+    code: ``step_times_k`` (step = step_times_k / k, instead of ``step``), ``init_variance``
+    ("1/d" or "1/k"); each row records the effective ``step`` and ``init_variance_value``.
     """
 
     name = "teacher_student"
@@ -49,9 +54,13 @@ class TeacherStudent(Experiment):
         "final_step": "float64",
         "stopped_early": "bool",
         "init_scale": "float64",
-        "step": "float64",
+        "step": "float64",  # the effective step (5 / k with step_times_k = 5)
+        "step_times_k": "float64",  # null unless the step was given as step_times_k / k
+        "init_variance": "string",  # "1/d" (2018) or "1/k" (2021), times init_scale^2
+        "init_variance_value": "float64",  # the effective initial variance of each coordinate
+        "stopping_norm": "string",  # "max_neuron" (2018) or "frobenius" (2021); grad_norm is in it
         "grad_tol": "float64",
-        "restart_grad_norm": "float64",
+        "restart_grad_norm": "float64",  # null: no restart rule (2021)
         "max_iterations": "int64",
         "bad_loss_threshold": "float64",
         "eig_margin": "float64",
@@ -93,7 +102,12 @@ class TeacherStudent(Experiment):
             options = {key: value for key, value in experiment.items() if key not in self.service_keys}
             options.update(protocol)
             options.update({axis: values[axis] for axis in ("step", "init_scale") if axis in values})
-            self._check_with_core(k, n, options, width_axis)
+            if options.get("step") is None and options.get("step_times_k") is None:
+                raise ConfigError("protocol.step", "no step: give protocol.step (a number) or protocol.step_times_k "
+                                                   "(step = step_times_k / k)")
+            if "step" in options and options["step"] is None:
+                del options["step"]  # step given as step_times_k: `step: null` says only that
+            self._check_with_core(k, n, options, width_axis, grid_step="step" in values)
             params = {
                 "experiment": self.name,
                 "k": k,
@@ -107,7 +121,7 @@ class TeacherStudent(Experiment):
             cells.append(params)
         return cells
 
-    def _check_with_core(self, k, n, options: dict, width_axis: str) -> None:
+    def _check_with_core(self, k, n, options: dict, width_axis: str, grid_step: bool = False) -> None:
         """Validate one cell with the core's own checks, naming the config path at fault."""
         from landscape_core.teacher_student import TeacherStudentProtocol
 
@@ -127,6 +141,8 @@ class TeacherStudent(Experiment):
                     message = f"n = k + n_minus_k {message} (k = {k})"
             elif field in ("d", "teacher"):
                 path = f"experiment.{field}"
+            elif field == "step_times_k" and grid_step:
+                path = "sweep.grid.step"  # the grid's step meets the protocol's step_times_k
             else:
                 path = f"protocol.{field}"
             raise ConfigError(path, message or str(exc)) from None
@@ -174,7 +190,10 @@ class TeacherStudent(Experiment):
         import math
 
         groups: dict[tuple, list[dict]] = {}
-        others = [axis for axis in self.optional_table_axes if axis in table and table[axis].nunique() > 1]
+        # an axis splits the series only where it varies at one (k, n): a step of 5 / k
+        # varies with k but is one value per cell, so it is one series (sys2021_global_rates)
+        others = [axis for axis in self.optional_table_axes if axis in table
+                  and table.groupby(["k", "n"])[axis].nunique().max() > 1]
         for row in table.to_dict("records"):
             groups.setdefault((int(row["n"]) - int(row["k"]), *(row[axis] for axis in others)), []).append(row)
         series = {}
