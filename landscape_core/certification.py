@@ -86,7 +86,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from mpmath import iv
@@ -100,6 +100,7 @@ __all__ = [
     "PairEnclosures",
     "certify_family",
     "certify_minimum",
+    "certify_points",
     "hessian_enclosure",
     "lambda_min_lower_bound",
     "l3_bound",
@@ -897,3 +898,47 @@ def certify_family(
     again = certify_minimum(polished, teacher, family_distance=spread(polished),
                             bad_loss_threshold=bad_loss_threshold, precision_bits=precision_bits)
     return dataclasses.replace(again, newton_steps=int(newton_steps), grad_norm_input=cert.grad_norm_input)
+
+
+def certify_points(
+    points: Sequence[Any],
+    V: Any | None = None,
+    *,
+    tol: float = 1e-4,
+    objectives: Sequence[float] | None = None,
+    min_eigs: Sequence[float] | None = None,
+    bad_loss_threshold: float = 1e-3,
+    newton_steps: int = 3,
+) -> list[dict[str, Any]]:
+    """Per-point certificates of a batch of bad points (one cell's spurious runs of one
+    work unit), one certificate per family: the points are grouped under the full symmetry
+    group (``families.group_points`` with Frobenius ``tol``), each family certified once
+    (:func:`certify_family`: the representative's ball widened to cover every member), and
+    each point gets its family's outcome.
+
+    Returns, per input point in order: ``certified`` (the family's certificate holds and
+    F(x*) >= ``bad_loss_threshold`` provably: a proven spurious strict local minimum within
+    ``certified_radius`` of the point's family representative, covering the point),
+    ``certified_lambda_lo`` (rigorous lower bound on the Hessian's smallest eigenvalue over
+    the family's ball), ``certified_radius`` (the ball radius r + delta, nan when the
+    certificate fails before it), ``certified_reason`` (why not, or ``certified``),
+    ``family_size`` (members in this batch). ``objectives`` / ``min_eigs`` spare recomputing
+    F and the smallest eigenvalue for the grouping.
+    """
+    from landscape_core.families import group_points
+
+    pts = [_as_array(x, "points") for x in points]  # (m,) of (n, d)
+    if not pts:
+        return []
+    groups = group_points(pts, teacher=V, tol=tol, objectives=objectives, min_eigs=min_eigs)
+    out: list[dict[str, Any] | None] = [None] * len(pts)
+    for group in groups:
+        order = [group.representative] + [m for m in group.members if m != group.representative]
+        cert = certify_family(np.stack([pts[m] for m in order]), V, newton_steps=newton_steps,
+                              bad_loss_threshold=bad_loss_threshold)
+        reason = cert.reason if not cert.certified else ("certified" if cert.spurious else "objective_below_threshold")
+        for member in group.members:
+            out[member] = {"certified": bool(cert.spurious), "certified_lambda_lo": float(cert.lambda_lo),
+                           "certified_radius": float(cert.cover_radius), "certified_reason": reason,
+                           "family_size": int(group.multiplicity)}
+    return out  # type: ignore[return-value]

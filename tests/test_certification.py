@@ -341,3 +341,34 @@ def test_certify_family_polishes_and_measures_coverage_from_the_polished_point()
     assert alone.certified and alone.newton_steps == 3 and alone.spurious
     easy = certify_family(data[[0]])  # certified as it is
     assert easy.certified and easy.newton_steps == 0
+
+
+@needs_minima
+def test_certify_points_gives_each_point_its_familys_certificate():
+    """The authors' two k = n = 9 families, three permuted copies of each (1e-9 noise),
+    interleaved: one certificate per family, every member carrying it, equal to certifying
+    the family directly (batched = plain loop)."""
+    from landscape_core.certification import certify_points
+
+    reps = np.load(MINIMA)["W_k9_n9"]  # (2, 9, 9)
+    rng = np.random.default_rng(3)
+    points, family_of = [], []
+    for _ in range(3):
+        for family, W in enumerate(reps):
+            noise = rng.normal(size=W.shape)
+            points.append((W + 1e-9 * noise / np.linalg.norm(noise))[rng.permutation(9)][:, rng.permutation(9)])
+            family_of.append(family)
+    out = certify_points(points)
+    assert len(out) == 6
+    for family in (0, 1):
+        members = [i for i, f in enumerate(family_of) if f == family]
+        got = {(out[i]["certified_lambda_lo"], out[i]["certified_radius"]) for i in members}
+        assert len(got) == 1  # one certificate per family
+        direct = certify_family(np.stack([points[i] for i in members]))
+        for i in members:
+            assert out[i]["certified"] and direct.spurious and out[i]["certified_reason"] == "certified"
+            assert out[i]["family_size"] == 3
+            assert out[i]["certified_lambda_lo"] == pytest.approx(direct.lambda_lo, rel=1e-6)
+            assert 0 < out[i]["certified_lambda_lo"] and 0 < out[i]["certified_radius"] < 1e-3
+    assert out[0]["certified_lambda_lo"] != out[1]["certified_lambda_lo"]
+    assert certify_points([]) == []
