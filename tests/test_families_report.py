@@ -92,3 +92,26 @@ def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_p
     assert "families | families (student perm.) | authors' families |" in report.markdown
     line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
     assert "| 12.6 | yes |" in line and "| 1 | " in line
+
+
+def test_the_worker_records_each_spurious_runs_certificate_and_null_for_the_rest():
+    """teacher_student's ``with_certificates`` over one unit's records (the authors' k = n = 8
+    minimum under random permutations, and global runs): every spurious run certified with
+    its family's bound, equal to certifying the family directly; global runs null; an
+    orthonormal teacher gets no certificate (not the authors' setting)."""
+    from landscape_core.certification import certify_family
+    from ray_jobs.experiments.teacher_student.experiment import with_certificates
+
+    records = _rows(members=4, runs=7).to_dict("records")
+    params = {"k": 8, "n": 8, "d": 8, "teacher": "identity", "bad_loss_threshold": 1e-3}
+    out = with_certificates(records, params)
+    assert [record["certified"] for record in out] == [True] * 4 + [None] * 3
+    direct = certify_family(np.stack([np.asarray(r["final_weights"]).reshape(8, 8) for r in records[:4]]))
+    for record in out[:4]:
+        assert record["certified_reason"] == "certified"
+        assert record["certified_lambda_lo"] == pytest.approx(direct.lambda_lo, rel=1e-9)
+        assert 0 < record["certified_radius"] == pytest.approx(direct.cover_radius, rel=1e-9)
+    assert all(record["certified_lambda_lo"] is None for record in out[4:])
+    assert "certified" not in records[0]  # inputs untouched
+    other = with_certificates(records, {**params, "teacher": "orthonormal"})
+    assert all(record["certified"] is None for record in other)

@@ -68,7 +68,14 @@ class TeacherStudent(Experiment):
         "monotone_rtol": "float64",
         "max_restarts": "int64",
         "final_weights": "list<float64>",
+        # per-run certificates of spurious runs (null otherwise; with_certificates)
+        "certified": "bool",
+        "certified_lambda_lo": "float64",
+        "certified_radius": "float64",
+        "certified_reason": "string",
     }
+    #: the report reads the weight vectors of spurious runs only (families), not of all runs
+    report_projection = {"final_weights": ("spurious",)}
     reference_columns = {
         "pct_runs_spurious": ("ref_frac_spurious", 0.01),
         "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
@@ -156,7 +163,7 @@ class TeacherStudent(Experiment):
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
         from landscape_core.teacher_student import run_teacher_student
 
-        return run_teacher_student(
+        records = run_teacher_student(
             params["k"],
             params["n"],
             list(seeds),
@@ -164,6 +171,7 @@ class TeacherStudent(Experiment):
             keep_weights=params["keep_weights"],
             **self.core_options(params),
         )
+        return with_certificates(records, params)
 
     def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
         """Families of the cell's spurious minima under the full symmetry group (student
@@ -235,6 +243,41 @@ def count_families(records: Sequence[dict], tol: float) -> int | None:
     if any(record["final_weights"] is None for record in records):
         return None
     return len(group_families(records, tol=tol, statuses=("spurious",)))
+
+
+#: Frobenius distance within which two spurious points of one unit are one family for the
+#: per-run certificates (the report's default ``report.family_tol``; a certificate's ball
+#: covers every member whatever their spread, so this only decides how many are issued)
+CERTIFICATE_FAMILY_TOL = 1e-4
+_NO_CERTIFICATE = {"certified": None, "certified_lambda_lo": None, "certified_radius": None, "certified_reason": None}
+
+
+def with_certificates(records: list[dict], params: dict[str, Any]) -> list[dict]:
+    """``records`` with the per-run certificate columns: for each spurious run with kept
+    weights and the identity teacher (the authors' setting, d = k), its family's
+    certificate (:func:`landscape_core.certification.certify_points`: the unit's spurious
+    points grouped under the full symmetry group, one rigorous certificate per family):
+    ``certified`` (a proven strict local minimum with F >= bad_loss_threshold covers the
+    run's point), ``certified_lambda_lo``, ``certified_radius``, ``certified_reason``; null
+    for every other run. Records are not modified (new dicts)."""
+    out = [{**record, **_NO_CERTIFICATE} for record in records]
+    spurious = [i for i, record in enumerate(records)
+                if record["status"] == "spurious" and record.get("final_weights") is not None]
+    if not spurious or params.get("teacher", "identity") != "identity" or params["d"] != params["k"]:
+        return out
+    import numpy as np
+
+    from landscape_core.certification import certify_points
+
+    n, d = int(params["n"]), int(params["d"])
+    points = [np.asarray(records[i]["final_weights"], dtype=np.float64).reshape(n, d) for i in spurious]  # (n, d) each
+    certificates = certify_points(points, tol=CERTIFICATE_FAMILY_TOL,
+                                  objectives=[records[i]["final_loss"] for i in spurious],
+                                  min_eigs=[records[i]["min_eig"] for i in spurious],
+                                  bad_loss_threshold=float(params.get("bad_loss_threshold", 1e-3)))
+    for i, certificate in zip(spurious, certificates):
+        out[i].update({key: certificate[key] for key in _NO_CERTIFICATE})
+    return out
 
 
 EXPERIMENT = TeacherStudent
