@@ -76,6 +76,10 @@ def test_the_report_shows_certified_spurious_and_writes_families_csv(tmp_path):
     assert list(families.columns) == ["k", "n", *FAMILY_COLUMNS]
     assert len(families) == 1 and families.loc[0, "multiplicity"] == 6 and bool(families.loc[0, "certified"])
     assert store.report_dir / "families.csv" in report.paths
+    runs = pd.read_csv(store.report_dir / "run_certificates.csv")  # each spurious run with its family's certificate
+    assert runs["seed"].tolist() == list(range(6)) and runs["certified"].all() and (runs["family"] == 0).all()
+    assert (runs["certified_reason"] == "certified").all()
+    assert runs["certified_lambda_lo"].nunique() == 1 and 0.02 < runs.loc[0, "certified_lambda_lo"] < 0.0214
 
 
 def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_path):
@@ -95,7 +99,7 @@ def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_p
 
 
 def test_the_worker_records_each_spurious_runs_certificate_and_null_for_the_rest():
-    """teacher_student's ``with_certificates`` over one unit's records (the authors' k = n = 8
+    """With ``experiment.certify_runs``, teacher_student's ``with_certificates`` over one unit's records (the authors' k = n = 8
     minimum under random permutations, and global runs): every spurious run certified with
     its family's bound, equal to certifying the family directly; global runs null; an
     orthonormal teacher gets no certificate (not the authors' setting)."""
@@ -103,7 +107,7 @@ def test_the_worker_records_each_spurious_runs_certificate_and_null_for_the_rest
     from ray_jobs.experiments.teacher_student.experiment import with_certificates
 
     records = _rows(members=4, runs=7).to_dict("records")
-    params = {"k": 8, "n": 8, "d": 8, "teacher": "identity", "bad_loss_threshold": 1e-3}
+    params = {"k": 8, "n": 8, "d": 8, "teacher": "identity", "bad_loss_threshold": 1e-3, "certify_runs": True}
     out = with_certificates(records, params)
     assert [record["certified"] for record in out] == [True] * 4 + [None] * 3
     direct = certify_family(np.stack([np.asarray(r["final_weights"]).reshape(8, 8) for r in records[:4]]))

@@ -40,7 +40,7 @@ class TeacherStudent(Experiment):
     groups = ("protocol",)
     activations = ("relu",)
     #: experiment-group keys that are not options of the core function
-    service_keys = ("name", "activation", "keep_weights", "fail_on_seeds")
+    service_keys = ("name", "activation", "keep_weights", "fail_on_seeds", "certify_runs")
     columns = {
         "k": "int64",
         "n": "int64",
@@ -68,7 +68,7 @@ class TeacherStudent(Experiment):
         "monotone_rtol": "float64",
         "max_restarts": "int64",
         "final_weights": "list<float64>",
-        # per-run certificates of spurious runs (null otherwise; with_certificates)
+        # per-run certificates of spurious runs with experiment.certify_runs (null otherwise; with_certificates)
         "certified": "bool",
         "certified_lambda_lo": "float64",
         "certified_radius": "float64",
@@ -94,6 +94,11 @@ class TeacherStudent(Experiment):
                 "experiment.activation",
                 f"unknown activation {activation!r} for {self.name}; allowed: {', '.join(self.activations)}",
             )
+        certify_runs = experiment.get("certify_runs", False)
+        if not isinstance(certify_runs, bool):
+            raise ConfigError("experiment.certify_runs", f"must be true or false, got {certify_runs!r}")
+        if certify_runs and not experiment.get("keep_weights", True):
+            raise ConfigError("experiment.certify_runs", "needs the final weights: keep experiment.keep_weights=true")
         axes = self.grid_axes.check(grid, self.name)
         width_axis = "n" if "n" in axes else "n_minus_k"
         if width_axis == "n_minus_k":
@@ -125,6 +130,8 @@ class TeacherStudent(Experiment):
                 "keep_weights": bool(experiment.get("keep_weights", True)),
                 "fail_on_seeds": sorted(fail_on_seeds),
             }
+            if certify_runs:  # only when on: the cell ids of sweeps without it stay as they were
+                params["certify_runs"] = True
             cells.append(params)
         return cells
 
@@ -171,7 +178,7 @@ class TeacherStudent(Experiment):
             keep_weights=params["keep_weights"],
             **self.core_options(params),
         )
-        return with_certificates(records, params)
+        return with_certificates(records, params) if params.get("certify_runs") else records
 
     def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
         """Families of the cell's spurious minima under the full symmetry group (student
@@ -221,13 +228,16 @@ class TeacherStudent(Experiment):
         return teacher_student_markdown(table, self, sweep=sweep, confidence=confidence)
 
     def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        """The figure, and ``families.csv``: one line per family of every cell (objective,
-        smallest eigenvalue, multiplicity, largest member distance, certificate)."""
-        from ray_jobs.experiments.teacher_student.layout import FIGURE_PNG, plot_spurious_fraction, write_families
+        """The figure, ``families.csv``: one line per family of every cell (objective,
+        smallest eigenvalue, multiplicity, largest member distance, certificate), and
+        ``run_certificates.csv``: each spurious run with its family's certificate."""
+        from ray_jobs.experiments.teacher_student.layout import (FIGURE_PNG, plot_spurious_fraction, write_families,
+                                                                 write_run_certificates)
 
         png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence) if figure else None
         families = write_families(table, store)
-        return [path for path in (families, png) if path is not None]
+        runs = write_run_certificates(table, store)
+        return [path for path in (families, runs, png) if path is not None]
 
 
 def count_families(records: Sequence[dict], tol: float) -> int | None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 FIGURE_PNG = "spurious_fraction_vs_k.png"
 FAMILIES_CSV = "families.csv"
+RUN_CERTIFICATES_CSV = "run_certificates.csv"
 
 
 def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
@@ -67,6 +68,24 @@ def write_families(table: pd.DataFrame, store) -> Path | None:
     frame = pd.DataFrame(lines, columns=["k", "n", *FAMILY_COLUMNS])
     frame["seeds"] = frame["seeds"].map(lambda seeds: " ".join(map(str, seeds)) if isinstance(seeds, list) else seeds)
     path = store.report_dir / FAMILIES_CSV
+    store.save_text(path, frame.to_csv(index=False))
+    return path
+
+
+def write_run_certificates(table: pd.DataFrame, store) -> Path | None:
+    """``report/run_certificates.csv``: one row per spurious run of every cell of ``table``
+    (cell_id, k, n, seed, family) with its family's certificate, issued once per family by
+    the report (``certified``, ``certified_lambda_lo``, ``certified_radius``,
+    ``certified_reason``): the per-run record of what the cell's table counts."""
+    from ray_jobs.experiments.teacher_student.families import families_of
+
+    lines = [{"cell_id": row["cell_id"], "k": row["k"], "n": row["n"], "seed": seed, "family": family["family"],
+              "certified": family["certified"], "certified_lambda_lo": family["certified_lambda_lo"],
+              "certified_radius": family["certified_radius"], "certified_reason": family["reason"]}
+             for row in table.to_dict("records") for family in families_of(row["cell_id"]) for seed in family["seeds"]]
+    columns = ["cell_id", "k", "n", "seed", "family", "certified", "certified_lambda_lo", "certified_radius", "certified_reason"]
+    frame = pd.DataFrame(lines, columns=columns).sort_values(["k", "n", "seed"], kind="stable")
+    path = store.report_dir / RUN_CERTIFICATES_CSV
     store.save_text(path, frame.to_csv(index=False))
     return path
 
