@@ -1,4 +1,5 @@
-"""Console entry points: ``landscape-sweep`` and ``landscape-report`` (thin: parse, call, exit).
+"""Console entry points: ``landscape-sweep``, ``landscape-report`` and ``landscape-compact``
+(thin: parse, call, exit).
 
 Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows), or
 ``fail_fast`` stopped the sweep; 2 the invocation could not start (invalid configuration
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ray_jobs.config import GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
+from ray_jobs.config import CONF_DIR, GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
 from ray_jobs.errors import ConfigError, storage_fault
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -104,6 +105,15 @@ tables and figures), and the published values when the sweep names a reference. 
 <results_dir>/<sweep>/report/table.md, table.csv and the experiment's files, and prints
 the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
 
+The rebuilt report is also logged to the MLflow store of that config (tracking.*; nothing
+with tracking=none): one run <sweep>-report@<UTC time> per rebuild in the sweep's
+experiment, tagged landscape.role=report and landscape.sweep_run=<the sweep's latest
+parent run>, with the report settings and code version as params, the cells and runs as
+metrics (and the experiment's headline series as histories), the table as an MLflow table
+(report/table.json), the report files (figures also as images) and the config as
+artifacts. Rebuilds with other settings then compare like runs. A tracking server that
+does not answer is refused with one line before anything is rebuilt (exit 2).
+
 sweeps:
 """ + "\n".join(_sweep_descriptions()) + "\n"
 
@@ -173,17 +183,20 @@ def sweep_main(argv: list[str] | None = None) -> int:
     return EXIT_UNITS_FAILED if result.units_failed or result.stopped else EXIT_OK
 
 
-def _report_config(argv: list[str]):
-    """The saved config of the sweep named in ``argv``, with report.* overrides applied."""
+def _report_config(argv: list[str], *, section: str = "report"):
+    """The saved config of the sweep named in ``argv``, with ``section``.* overrides applied
+    (``report`` for landscape-report, ``compaction`` for landscape-compact)."""
     from ray_jobs.validate import resolve_results_dir
 
     try:
         args = OmegaConf.from_dotlist(argv)
     except Exception as exc:  # omegaconf's grammar errors
         raise ConfigError("arguments", f"cannot parse {argv!r} ({exc}); use key=value") from None
-    unknown = set(args) - {"results_dir", "sweep_name", "report"}
+    unknown = set(args) - {"results_dir", "sweep_name", section}
     if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown argument; allowed: results_dir, sweep_name, report.confidence, report.family_tol, report.figure")
+        keys = {"report": "report.confidence, report.family_tol, report.figure",
+                "compaction": "compaction.max_rows, compaction.row_group_rows"}[section]
+        raise ConfigError(sorted(unknown)[0], f"unknown argument; allowed: results_dir, sweep_name, {keys}")
     results_dir = resolve_results_dir(OmegaConf.create({"results_dir": args.get("results_dir", "results")}))
     present = sorted(path.parent.name for path in results_dir.glob("*/config.yaml"))
     name = args.get("sweep_name")
@@ -193,7 +206,7 @@ def _report_config(argv: list[str]):
         given = "required" if name is None else f"no results for {name!r} under {results_dir}"
         raise ConfigError("sweep_name", f"{given}; sweeps with results there: {', '.join(present) or 'none'}")
     cfg = OmegaConf.load(results_dir / name / "config.yaml")
-    cfg = OmegaConf.merge(cfg, {"results_dir": str(results_dir)}, {"report": args.get("report") or {}})
+    cfg = OmegaConf.merge(cfg, {"results_dir": str(results_dir)}, {section: args.get(section) or {}})
     return cfg
 
 
@@ -206,6 +219,8 @@ def report_main(argv: list[str] | None = None) -> int:
     from ray_jobs.experiments.registry import get_experiment
     from ray_jobs.report import build_report
     from ray_jobs.store import ResultsStore
+    from ray_jobs.provenance import code_version
+    from ray_jobs.tracking import SweepTracker, log_report
     from ray_jobs.validate import check_report, resolve_reference
 
     try:
@@ -213,16 +228,76 @@ def report_main(argv: list[str] | None = None) -> int:
         check_report(cfg.report)
         experiment = get_experiment(cfg.experiment.name)
         reference = resolve_reference(cfg)
+        tracked = cfg.get("tracking") is not None and cfg.tracking.get("enabled", False)
+        tracker = SweepTracker.from_config(cfg, Path(cfg.results_dir)) if tracked else None  # a dead server: refused here
     except ConfigError as error:
         return _fail("landscape-report", error)
     store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
     try:
         report = build_report(store, experiment, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
                               family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+        logged = ""
+        if tracker is not None:
+            settings = {key: cfg.report[key] for key in ("confidence", "family_tol", "figure")}
+            run_id = log_report(tracker, sweep=cfg.sweep.name, results_dir=Path(cfg.results_dir),
+                                params={**settings, "code_version": code_version()}, table=report.table,
+                                series=experiment.headline_series(report.table) if not report.table.empty else {},
+                                paths=report.paths, config_path=store.config_path)
+            logged = f"; MLflow run {run_id} in {tracker.tracking_uri}"
     except Exception as exc:
         return _crashed("landscape-report", exc)
     print(report.markdown)
-    print(f"Report: {store.report_dir}", file=sys.stderr)
+    print(f"Report: {store.report_dir}{logged}", file=sys.stderr)
+    return EXIT_OK
+
+
+def compact_help() -> str:
+    return """usage: landscape-compact [results_dir=PATH] sweep_name=<name> [compaction.max_rows=1000000] [compaction.row_group_rows=100000]
+
+Merge the loose Parquet fragments of a sweep (one per work unit) into files of up to
+max_rows rows per cell, <results_dir>/<sweep>/runs/compacted/<cell_id>/part-*.parquet,
+with a manifest of the units each file holds (runs/_manifest.json). Units with error rows
+stay loose (a retry_errors rerun replaces them). Takes the sweep's driver lock: refused
+while a driver runs the sweep. Safe to kill at any moment: the next driver or compaction
+finishes or undoes what it left, nothing is lost or counted twice. A sweep compacts by
+itself after running when it leaves compaction.min_fragments (default 1000) fragments.
+"""
+
+
+def compact_main(argv: list[str] | None = None) -> int:
+    """``landscape-compact results_dir=PATH sweep_name=<name>``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(compact_help())
+        return EXIT_OK
+    from ray_jobs.compaction import compact
+    from ray_jobs.store import ResultsStore
+    from ray_jobs.validate import check_compaction
+
+    try:
+        cfg = _report_config(argv, section="compaction")
+        defaults = OmegaConf.load(CONF_DIR / "config.yaml").compaction  # for a sweep saved before compaction existed
+        compaction = OmegaConf.merge(defaults, cfg.get("compaction") or {})
+        check_compaction(compaction)
+        store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
+        store.prepare()  # the driver lock (refused while a driver runs), then recovery
+    except ConfigError as error:
+        return _fail("landscape-compact", error)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = compact(store, max_rows=int(compaction.max_rows), row_group_rows=int(compaction.row_group_rows))
+    except KeyboardInterrupt:
+        print("landscape-compact: interrupted; nothing lost (the next run finishes the job)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        fault = storage_fault(exc)
+        if fault is not None:
+            print(f"landscape-compact: stopped: {fault}", file=sys.stderr)
+            return EXIT_CRASHED
+        return _crashed("landscape-compact", exc)
+    finally:
+        store.close()
+    print(result.line(), file=sys.stderr)
     return EXIT_OK
 
 

@@ -17,11 +17,17 @@ unreachable one is a one-line error before anything is written. A parent left ``
 by a killed driver of the same sweep and results directory is marked ``KILLED`` by the
 next invocation, which continues it (same parameters) instead of opening another parent:
 cells already logged there are not logged twice.
+
+UI: an invocation that ends normally saves the experiment's view ``Cells of the latest run``
+(its children flat, the swept axes and the metrics with an interval as columns; :func:`view_path`),
+linked from the experiment's description. Over :data:`UI_MAX_RUNS` children: one warning
+pointing at the Parquet dataset. ``landscape-report`` logs a run of its own (:func:`log_report`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import math
 import os
@@ -36,6 +42,8 @@ from typing import Any, Iterable, Iterator
 from ray_jobs.config import PROJECT_ROOT
 from ray_jobs.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 PARENT_TAG = "landscape.role"
 MAX_PARAM_LENGTH = 6000
 #: seconds a tracking server has to answer /health before the invocation is refused
@@ -47,6 +55,19 @@ KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 #: MLflow's HTTP client settings unless the user set them (its defaults retry a dead server
 #: for minutes per call: 7 retries with exponential backoff, 120 s timeouts)
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: child runs the MLflow UI lists comfortably; a sweep with more cells logs a warning
+UI_MAX_RUNS = 1000
+#: the experiment tag of a saved view of MLflow's runs page (its "Views" menu), and the id
+#: of the view of the latest invocation's cells (``?viewStateShareKey=<id>`` opens it)
+VIEW_TAG, CELLS_VIEW = "mlflow.sharedViewState.", "landscape-cells"
+#: the experiment description (shown above the runs table) and how the service's own begins
+NOTE_TAG, NOTE_START = "mlflow.note.content", "Landscape sweep:"
+
+
+def view_path(experiment_id: str) -> str:
+    """The UI address (after ``http://host:port/``) of the cells view, in the model-training
+    workflow (MLflow 3.17's UI opens the GenAI one unless asked or switched in its sidebar)."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={CELLS_VIEW}&workflowType=machine_learning"
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -157,6 +178,9 @@ class SweepTracker:
         self.parent_run_id: str | None = None
         self.logged_cells: set[str] = set()  # cell ids with a child under the parent (a continued parent has some)
         self.failed_reason: str | None = None
+        self.children = 0  # child runs under the parent (a continued parent's included)
+        self.where = ("", "")  # (sweep, results_dir) of the invocation, for the warning
+        self.warned_many = False
 
     @classmethod
     def from_config(cls, cfg, results_dir: Path) -> "SweepTracker | None":
@@ -198,6 +222,8 @@ class SweepTracker:
         from mlflow.entities import RunStatus
 
         sweep, results_dir = tags.get("sweep", ""), str(params.get("results_dir", ""))
+        self.where = (sweep, results_dir)
+        self.warn_many_runs(int(params.get("cells", 0)))
         parents = self._parents(sweep, results_dir)
         for run in parents:
             if run.info.status == "RUNNING":
@@ -212,6 +238,7 @@ class SweepTracker:
             children = self.client.search_runs([self.experiment_id], max_results=50000,
                                                filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
             self.logged_cells = {run.data.tags["cell_id"] for run in children if "cell_id" in run.data.tags}
+            self.children = len(children)
             return self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={PARENT_TAG: "sweep", **tags})
         self.parent_run_id = run.info.run_id
@@ -229,7 +256,25 @@ class SweepTracker:
         self.client.set_terminated(run.info.run_id, "FINISHED")
         if "cell_id" in tags:
             self.logged_cells.add(tags["cell_id"])
+        self.children += 1
+        self.warn_many_runs(self.children)
         return run.info.run_id
+
+    def warn_many_runs(self, runs: int) -> None:
+        """Once per invocation, when ``runs`` child runs (cells, trials) exceed what the UI
+        lists comfortably: one warning line pointing at the Parquet dataset instead."""
+        if self.warned_many or runs <= UI_MAX_RUNS:
+            return
+        self.warned_many = True
+        logger.warning(f"MLflow: {runs:,} child runs (cells, trials) under one parent; the MLflow UI lists more than "
+                       f"{UI_MAX_RUNS:,} runs poorly (slow paging, search and charts): compare cells in the report "
+                       f"table and the Parquet dataset {self.runs_dir} (pandas.read_parquet or duckdb; docs/architecture.md)")
+
+    @property
+    def runs_dir(self) -> Path:
+        """The invocation's Parquet dataset, ``<results_dir>/<sweep>/runs``."""
+        sweep, results_dir = self.where
+        return Path(results_dir or ".") / (sweep or "<sweep>") / "runs"
 
     def log_parent_metrics(self, metrics: dict[str, Any]) -> None:
         self._log(self.parent_run_id, metrics=metrics)
@@ -254,8 +299,51 @@ class SweepTracker:
         self.client.log_table(self.parent_run_id, data=table, artifact_file=artifact_file)
 
     def log_artifacts(self, paths: Iterable[Path], artifact_path: str) -> None:
+        """The files as artifacts of the parent under ``artifact_path``; PNG figures also as
+        MLflow images (key = file name without suffix, step 0, once per run: the run's charts show them)."""
+        paths = [Path(path) for path in paths]
         for path in paths:
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)
+        figures = [path for path in paths if path.suffix.lower() == ".png"]
+        if figures:
+            from PIL import Image
+
+            logged = {Path(item.path).name.split("+step+")[0] for item in self.client.list_artifacts(self.parent_run_id, "images")}
+            for path in (path for path in figures if path.stem not in logged):
+                with Image.open(path) as image:
+                    self.client.log_image(self.parent_run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
+
+    def publish_view(self) -> None:
+        """Save the experiment's view ``Cells of the latest run`` (:data:`CELLS_VIEW`) of the
+        parent's children: flat (ordered by the first swept axis; by date, MLflow nests them
+        under their collapsed parent), as columns in this order the params that differ between
+        them, ``runs`` and each metric with an interval (``m``, ``m_lo``, ``m_hi``) not zero in
+        every child; and the experiment's description (unless a user wrote one) links it."""
+        children = self.client.search_runs([self.experiment_id], max_results=UI_MAX_RUNS,
+                                           filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+        if not children:
+            return
+        first = children[0].data
+        axes = [key for key in first.params if key != "cell_id"
+                and len({child.data.params.get(key) for child in children}) > 1] or sorted(first.params)[:1]
+        metrics = ["runs"] if "runs" in first.metrics else []
+        for key in first.metrics:
+            if {f"{key}_lo", f"{key}_hi"} <= set(first.metrics) and any(c.data.metrics.get(key, 0) for c in children):
+                metrics += [key, f"{key}_lo", f"{key}_hi"]
+        columns = [f"params.`{key}`" for key in axes] + [f"metrics.`{key}`" for key in metrics]  # axes first
+        state = {"searchFilter": f"tags.mlflow.parentRunId = '{self.parent_run_id}'", "orderByAsc": True,
+                 "orderByKey": f"params.`{axes[0]}`" if axes else "attributes.run_name",
+                 "selectedColumns": columns, "columnOrder": columns}
+        now = int(time.time() * 1000)
+        view = {"name": "Cells of the latest run", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + CELLS_VIEW, json.dumps(view))
+        note = self.client.get_experiment(self.experiment_id).tags.get(NOTE_TAG, NOTE_START)
+        if note.startswith(NOTE_START):
+            self.client.set_experiment_tag(self.experiment_id, NOTE_TAG, (
+                f"{NOTE_START} one parent run per invocation, a child per cell; `landscape-report` rebuilds are runs of "
+                f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
+                f"the swept axes and the metrics with an interval. Per-run rows: the Parquet dataset "
+                f"`{self.runs_dir}` (pandas, duckdb)."))
 
     def fail(self, reason: str) -> None:
         """Mark the parent to end FAILED (instead of FINISHED), ``reason`` as the tag ``landscape.stopped``."""
@@ -263,8 +351,11 @@ class SweepTracker:
         self.client.set_tag(self.parent_run_id, "landscape.stopped", reason[:MAX_PARAM_LENGTH])
 
     def finish(self, status: str) -> None:
-        """Close the parent run: FINISHED (FAILED after :meth:`fail`), FAILED or KILLED."""
+        """Close the parent run: FINISHED (FAILED after :meth:`fail`), FAILED or KILLED;
+        when the invocation ended normally, first point the experiment's cells view at its children."""
         if self.parent_run_id is not None:
+            if status == "FINISHED" and self.children:
+                self.publish_view()
             if status == "FINISHED" and self.failed_reason:
                 status = "FAILED"
             self.client.set_terminated(self.parent_run_id, status)
@@ -288,6 +379,38 @@ def parent_run(tracker: SweepTracker | None, sweep: str, *, params: dict[str, An
         raise
     finally:
         tracker.finish(status)
+
+
+def log_report(tracker: SweepTracker, *, sweep: str, results_dir: Path, params: dict[str, Any], table,
+               series: dict[str, list[tuple[int, float]]], paths: list[Path], config_path: Path) -> str:
+    """``landscape-report``'s run ``<sweep>-report@<UTC time>``, role ``report``, in the sweep's
+    experiment beside its parents (one per rebuild: rebuilds compare like runs): ``params``
+    (report settings, code version), tag ``landscape.sweep_run`` = the sweep's latest parent,
+    metrics ``cells`` and ``runs``, ``series`` as histories, the ``table`` as an MLflow table,
+    the report files (figures also as images) and the config as artifacts. Ends FINISHED,
+    KILLED on an interrupt, FAILED on an error (both re-raised); returns the run's id."""
+    parents = tracker._parents(sweep, str(results_dir))
+    tags = {PARENT_TAG: "report", "sweep": sweep, "code_version": str(params.get("code_version", "")), **source_tags(),
+            **({"landscape.sweep_run": parents[0].info.run_id} if parents else {})}
+    run = tracker.client.create_run(tracker.experiment_id, run_name=f"{sweep}-report@{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}",
+                                    tags=tags)
+    tracker.parent_run_id = run.info.run_id  # the log_* methods write to the invocation's run
+    status = "FAILED"
+    try:
+        tracker._log(run.info.run_id, params={"sweep": sweep, "results_dir": str(results_dir), **params})
+        if table is not None and not table.empty:
+            tracker.log_parent_metrics({"cells": len(table), "runs": int(table["runs"].sum()) if "runs" in table else None})
+            tracker.log_history(series)
+            tracker.log_table(table, "report/table.json")
+        tracker.log_artifacts(paths, artifact_path="report")
+        tracker.log_artifacts([config_path], artifact_path="config")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
 
 
 def source_tags() -> dict[str, str]:
