@@ -8,7 +8,12 @@ Same cell (default k = n = 10, published protocol), same seeds, one command, one
   tensor program, one process, one thread;
 - ``batched x W workers`` / ``per-run loop x W workers``: the seeds split into W chunks
   run by W worker processes (one thread each), which is how the sweep service uses a
-  machine's cores (one Ray task per chunk).
+  machine's cores (one Ray task per chunk);
+- ``batched + proven outcomes`` (1 and W workers): the batched run with
+  ``early_stop_global=True, stop_when_proven=True``: global runs end once F < 1e-3 (monotone),
+  spurious runs once a certified ball proves where gradient descent ends
+  (:class:`landscape_core.teacher_student.SpuriousProver`). Its statuses must equal the
+  per-run loop's (full protocol) seed by seed; iteration counts differ by design.
 
 Every variant runs in fresh spawned processes, so its peak resident memory (ru_maxrss of
 the worker, which includes the interpreter and torch, ~0.3 GB) is its own. Statuses are
@@ -48,13 +53,17 @@ def _worker(args):
         from landscape_core.teacher_student import run_teacher_student
 
         recs = run_teacher_student(k, n, seeds, keep_weights=False)
+    elif impl == "proven":
+        from landscape_core.teacher_student import run_teacher_student
+
+        recs = run_teacher_student(k, n, seeds, keep_weights=False, early_stop_global=True, stop_when_proven=True)
     else:
         from landscape_core.teacher_student_reference import run_teacher_student_reference
 
         recs = run_teacher_student_reference(k, n, seeds)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
-    return [(r["seed"], r["status"], r["iterations"]) for r in recs], wall, peak
+    return [(r["seed"], r["status"], r["iterations"], r.get("proven_iteration")) for r in recs], wall, peak
 
 
 def run_variant(impl: str, k: int, n: int, seeds: list[int], workers: int) -> dict:
@@ -72,13 +81,16 @@ def run_variant(impl: str, k: int, n: int, seeds: list[int], workers: int) -> di
         "wall_s": wall,
         "runs_per_s": len(seeds) / wall,
         "peak_rss_mb": max(res[2] for res in results),
-        "statuses": {seed: status for seed, status, _ in rows},
-        "iterations": {seed: it for seed, _, it in rows},
+        "statuses": {seed: status for seed, status, _, _ in rows},
+        "iterations": {seed: it for seed, _, it, _ in rows},
+        "proven": sum(proven is not None for _, _, _, proven in rows),
     }
 
 
 def _noop(_):
     import torch  # noqa: F401  (import cost is not part of the measurement)
+    import landscape_core.certification  # noqa: F401  (nor that of the prover's modules)
+    import landscape_core.families  # noqa: F401
 
     return None
 
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--no-proven", action="store_true", help="skip the 'batched + proven outcomes' variants")
     parser.add_argument("--write", type=Path, default=None, help="markdown file to update (between markers)")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
@@ -127,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         variants.append(run_variant("per_run", args.k, args.n, seeds, args.workers))
         variants.append(run_variant("batched", args.k, args.n, seeds, args.workers))
+    if not args.no_proven:
+        variants.append(run_variant("proven", args.k, args.n, seeds, 1))
+        if args.workers > 1:
+            variants.append(run_variant("proven", args.k, args.n, seeds, args.workers))
     ref = variants[0]
-    identical = all(v["statuses"] == ref["statuses"] for v in variants)
-    same_iterations = all(v["iterations"] == ref["iterations"] for v in variants)
+    full = [v for v in variants if v["impl"] != "proven"]
+    proven = [v for v in variants if v["impl"] == "proven"]
+    identical = all(v["statuses"] == ref["statuses"] for v in full)
+    same_iterations = all(v["iterations"] == ref["iterations"] for v in full)
     counts = Counter(ref["statuses"].values())
     total_iterations = sum(ref["iterations"].values())
 
@@ -142,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
     ]
     for v in variants:
-        name = "per-run loop (numpy)" if v["impl"] == "per_run" else "batched (torch)"
+        name = {"per_run": "per-run loop (numpy)", "batched": "batched (torch)",
+                "proven": "batched + proven outcomes (torch)"}[v["impl"]]
         lines.append(
             f"| {name} | {v['workers']} | {v['wall_s']:.2f} | {v['runs_per_s']:.1f} | "
             f"{ref['wall_s'] / v['wall_s']:.1f}x | {v['peak_rss_mb']:.0f} |"
@@ -152,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         f"Identical classifications for every seed: **{'yes' if identical else 'NO'}**; "
         f"identical iteration counts: **{'yes' if same_iterations else 'NO'}**.",
     ]
+    for v in proven:
+        differ = sum(v["statuses"][s] != ref["statuses"][s] for s in seeds)
+        lines.append(
+            f"Batched + proven outcomes ({v['workers']} worker{'s' if v['workers'] > 1 else ''}): classifications "
+            f"identical to the per-run loop (full protocol): **{'yes' if differ == 0 else 'NO'} ({differ} differ)**; "
+            f"{v['proven']} runs ended as proven spurious, {sum(v['iterations'].values()):,} gradient steps in all "
+            f"(max {max(v['iterations'].values()):,}); speed-up vs per-run loop (1 process): "
+            f"**{ref['wall_s'] / v['wall_s']:.1f}x**."
+        )
+        identical = identical and differ == 0
     body = "\n".join(lines)
     print(body)
 

@@ -134,6 +134,34 @@ def _fused_scaled_gradient(
     return torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
 
 
+def _fused_gradient_and_loss(
+    W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor, sign: torch.Tensor, sign_pi: torch.Tensor,
+    loss_weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """G = 2 pi dF/dW (the same operations as :func:`_fused_scaled_gradient`, so the same
+    bits) and the W-dependent part of F from the same angles:
+
+        1/2 sum_{i != j} f(w_i, w_j) + sum_i ||w_i||^2 / 4 - sum_{i, l} f(w_i, v_l),
+        2 pi f(w_i, u_j) = ||w_i|| ||u_j|| (sin t_ij + (pi - t_ij) cos t_ij),
+
+    ``loss_weight`` (n, n + k) = 1/2 for students j != i, 0 for j = i, -1 for teachers. Used by
+    the descent with ``stop_when_proven`` (the early-global rule's F at no extra arccos);
+    equal to :func:`_student_terms` up to rounding. -> ((R, n, d), (R,))."""
+    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
+    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
+    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
+    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
+    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    theta = torch.arccos(cos)
+    sin = torch.sqrt(1.0 - cos * cos)
+    radial = torch.bmm(sign * sin, nu)  # (R, n, 1)
+    G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
+    pair = torch.addcmul(sin, math.pi - theta, cos)  # sin t + (pi - t) cos t, (R, n, n + k)
+    per_row = torch.bmm(loss_weight * pair, nu).squeeze(-1)  # (R, n): sum_j w_ij ||u_j|| (...)
+    loss = (nw * per_row).sum(-1) / TWO_PI + (nw * nw).sum(-1) / 4.0  # (R,)
+    return G, loss
+
+
 def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
     """2 pi * dF/dW, analytic (protocols.md section 1):
 
@@ -295,6 +323,7 @@ class TeacherStudentProtocol:
     step_times_k: float | None = None  # step = step_times_k / k (2021: 5); excludes `step`
     init_variance: str = "1/d"  # variance of each coordinate of w_i (x init_scale^2): "1/d" or "1/k"
     stopping_norm: str = "max_neuron"  # "max_neuron": max_i ||2 pi dF/dw_i|| (2018); "frobenius": ||dF/dW||_F (2021)
+    stop_when_proven: bool = False  # end a run as `spurious` once its outcome is proven (see gradient_descent)
 
     def validate(self, *, k: int, n: int) -> None:
         """Raise OptionError naming the first invalid field and what is allowed."""
@@ -322,6 +351,8 @@ class TeacherStudentProtocol:
                                                "(max_neuron: max_i ||2 pi dF/dw_i||, 2018; frobenius: ||dF/dW||_F, 2021)")
         if not isinstance(self.eig_margin, (int, float)) or self.eig_margin < 0:
             raise OptionError("eig_margin", f"must be a number >= 0, got {self.eig_margin!r}")
+        if not isinstance(self.stop_when_proven, bool):
+            raise OptionError("stop_when_proven", f"must be true or false, got {self.stop_when_proven!r}")
         if not isinstance(self.monotone_rtol, (int, float)) or self.monotone_rtol < 0:
             raise OptionError("monotone_rtol", f"must be a number >= 0, got {self.monotone_rtol!r}")
         entries = (n * self.input_dim(k)) ** 2
@@ -389,6 +420,248 @@ def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStuden
     return torch.stack(Ws), torch.stack(Vs)
 
 
+# ----------------------------------------------------------------------------------
+# Proven outcomes (the ``stop_when_proven`` option)
+# ----------------------------------------------------------------------------------
+#: a run is checked only when ||dF/dW||_F is at most this (far from a minimum nothing can be proven)
+_PROOF_GRAD_PREFILTER = 1e-3
+#: at most this many iterations between two checks of one candidate run
+_PROOF_RECHECK_MAX = 4096
+#: iterations before a run whose check failed is checked again
+_PROOF_RETRY = 1024
+#: modelled bound on the per-step deviation of the float64 iteration from the exact gradient
+#: map near a minimum (absolute, Frobenius); the analytic gradient agrees with autograd to
+#: 1e-13 and, at Newton-polished minima, evaluates to ~1e-15 (see gradient_descent)
+_PROOF_FLOAT_STEP_ERROR = 1e-14
+#: float64 Newton steps that finish a proven run's final point
+_PROOF_NEWTON_STEPS = 3
+
+
+@dataclass(frozen=True)
+class ProvenBall:
+    """A certified ball B(center, ball) around a strict local minimum x* (all bounds rigorous,
+    see :class:`SpuriousProver`): ||x* - center|| <= radius, mu I <= Hessian(F) <= L I on the
+    whole ball, F(x*) >= objective_lo; ``lam`` <= lambda_min(H(center)), ``big`` >=
+    lambda_max(H(center)), ``l3`` the third-derivative bound on the ball (so on B(center, t),
+    t <= ball, lam - l3 t <= H <= big + l3 t); ``objective`` is F(center) in float64 (only
+    used to choose which balls to try), ``teacher`` the V it holds for."""
+
+    center: "np.ndarray"  # (n, d)
+    teacher: "np.ndarray"  # (k, d)
+    radius: float
+    ball: float
+    mu: float
+    L: float
+    objective_lo: float
+    objective: float
+    lam: float
+    big: float
+    l3: float
+
+
+class SpuriousProver:
+    """Decides, with a proof, that gradient descent from a point y ends at a spurious strict
+    local minimum, and that the full protocol would classify the run ``spurious``.
+
+    **The certified ball.** At a point c (a run's current iterate), :func:`certification.
+    certify_minimum` (steps 1-3 of protocols.md "Certified spurious minima", interval
+    arithmetic) gives lambda_c <= lambda_min(H(c)), a strict local minimum x* with
+    ||x* - c|| <= r and F(x*) >= objective_lo. From the interval Hessian enclosure at c
+    (:func:`certification.hessian_enclosure`), Lambda_c = max_i sum_j max(|H_lo|, |H_hi|)_ij
+    (summed upward) bounds ||H||_inf >= lambda_max(H(c)) for every symmetric H in the
+    enclosure (Gershgorin). With L3 the notes' third-derivative bound on B(c, R) (R below
+    the smallest row norm and half the smallest row distance, as in the certificate), the
+    Hessian is Lipschitz with constant L3 there, so on all of B(c, R)
+
+        mu I <= H(x) <= L I,   mu = lambda_c - L3 R > 0,   L = Lambda_c + L3 R.
+
+    F is strictly convex on B(c, R), x* is its only critical point there. R = min(w_min,
+    row_distance / 2) / 2 capped at lambda_c / (4 L3(0)), so mu ~ 3 lambda_c / 4.
+
+    **Covering a point y.** For the identity teacher with d = k, F(P W Q) = F(W) for
+    permutations P of the student rows and Q of the coordinates, hence grad F(P W Q) =
+    P grad F(W) Q and gradient descent commutes with (P, Q): y and y' = P y Q (aligned to c
+    by :func:`families.symmetric_distance`; an exact permutation of float64 entries) have
+    trajectories that are images of each other, with the same losses, gradient norms (both
+    stopping norms are permutation invariant) and Hessian spectra. (Other teachers: P only.)
+    With D >= ||y' - c|| (rounded up), ||y' - x*|| <= D + r. We require D + 2 r <= R, so
+    B(x*, D + r) is inside B(c, D + 2 r) within B(c, R), where mu' I <= H <= L' I with
+    mu' = lambda_c - L3 (D + 2 r) >= mu > 0 and L' = Lambda_c + L3 (D + 2 r) <= L; the steps
+    below use (mu', L') (tighter than (mu, L)).
+
+    **Gradient descent converges to x*.** For x in B(x*, D + r): grad F(x) = A (x - x*),
+    A = int_0^1 H(x* + u (x - x*)) du, mu I <= A <= L I (the segment lies in the ball).
+    With step s, s L' < 2: x - s grad F(x) - x* = (I - s A)(x - x*), whose norm is <= q ||x - x*||,
+    q = max(1 - s mu', s L' - 1) < 1. So every iterate stays in B(x*, D + r) (induction), and
+    ||x_t - x*|| <= q^t (D + r): linear convergence to x*, a strict local minimum with
+    F(x*) >= objective_lo. (This is the contraction form of the sublevel-set argument: no
+    iterate ever leaves the ball where the Hessian bounds hold.)
+
+    **The full protocol would say ``spurious``.** Each of its rules, from y on:
+    - stopping rule: ||grad F(x_t)||_F <= L' ||x_t - x*||; the stopping norm is at most
+      c_norm ||grad F||_F (c_norm = 2 pi for max_i ||2 pi dF/dw_i||, 1 for ||dF/dW||_F);
+    - float64: the computed iteration deviates from the exact map by at most eps per step
+      (``_PROOF_FLOAT_STEP_ERROR``, a *model* of rounding, not part of the interval proof:
+      it is what the seed-by-seed comparisons check), so ||x~_t - x*|| <= q^t (D + r) +
+      eps / (1 - q). We require c_norm L' eps / (1 - q) <= grad_tol / 2 and stop early only if
+      T = the first t with c_norm L' (q^t (D + r) + eps / (1 - q)) <= 3 grad_tol / 4 satisfies
+      iterations + T <= max_iterations: the full run converges before its cap (the last
+      quarter of grad_tol is slack for the float64 evaluation of the stopping norm, ~1e-15);
+    - restart rule: every later stopping norm is <= c_norm L' (D + r) (+ eps term), required
+      <= restart_grad_norm: no restart (and so no ``diverged`` by restarts; the gradient is
+      finite in the ball);
+    - early-global rule: F(x_t) >= F(x*) >= objective_lo; we require objective_lo >=
+      bad_loss_threshold + 1e-12 (float64 slack), so it never fires, and the converged
+      point is bad; the monotonicity check only gates that rule;
+    - eig_margin: the Hessian at the converged point is >= mu'; we require mu' >= eig_margin +
+      1e-9 (slack for the float64 eigenvalue), so the point is ``spurious``, not ``saddle``.
+    Where any condition fails the run is not stopped: it descends on under the full protocol.
+
+    **The final point** is y finished by ``_PROOF_NEWTON_STEPS`` float64 Newton steps
+    (:func:`certification.newton_polish`), accepted only when it lies in y's image of the
+    ball (within D + r of y, plus 1e-10) and its stopping norm is <= grad_tol; else the run
+    descends on. Balls are kept and reused for every later run of the batch (one
+    certificate per minimum and orientation class, not per run).
+    """
+
+    def __init__(self, protocol: "TeacherStudentProtocol", k: int):
+        self.p = protocol
+        self.k = k
+        self.balls: list[ProvenBall] = []
+        self.group = protocol.teacher == "identity" and protocol.input_dim(k) == k
+        self.c_norm = TWO_PI if protocol.stopping_norm == "max_neuron" else 1.0
+        self.certificates = 0  # certify_minimum calls (for the benchmark)
+        self.alignments = 0
+        self.last_failure = ""  # the first condition that failed in the last covers() (diagnostics)
+
+    # -- the ball ------------------------------------------------------------------
+    def certify(self, y, V) -> ProvenBall | None:
+        import numpy as np
+        from mpmath import iv
+
+        from landscape_core.certification import (
+            _Precision, _hi, _lo, _sum_up, certify_minimum, hessian_enclosure, l3_bound, pair_enclosures)
+
+        self.certificates += 1
+        cert = certify_minimum(y, V, bad_loss_threshold=self.p.bad_loss_threshold)
+        if not (cert.certified and cert.spurious):
+            return None
+        pairs = pair_enclosures(y, V)
+        H_lo, H_hi = hessian_enclosure(y, V, pairs=pairs)
+        big = max(_sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi)))  # >= lambda_max
+        n, _ = y.shape
+        k = V.shape[0]
+        limit = min(pairs.w_min_lo, pairs.row_distance_lo / 2)
+        lam = cert.lambda_at_point_lo
+        with _Precision(80):
+            kw = dict(n=n, k=k, w_min=pairs.w_min_lo, w_max=pairs.w_max_hi, v_max=pairs.v_max_hi)
+            R = min(0.5 * limit, 0.25 * lam / _hi(l3_bound(**kw, rho=0.0)))
+            L3 = l3_bound(**kw, rho=R)
+            mu = _lo(iv.mpf(lam) - L3 * iv.mpf(R))
+            L = _hi(iv.mpf(big) + L3 * iv.mpf(R))
+            l3 = _hi(L3)
+        if not mu > 0:
+            return None
+        ball = ProvenBall(center=np.array(y, copy=True), teacher=np.array(V, copy=True), radius=cert.radius,
+                          ball=R, mu=mu, L=L, objective_lo=cert.objective_lo,
+                          objective=float(population_loss(torch.from_numpy(y)[None], torch.from_numpy(V)[None])),
+                          lam=lam, big=big, l3=l3)
+        self.balls.append(ball)
+        return ball
+
+    # -- a point against a ball -------------------------------------------------------
+    def covers(self, ball: ProvenBall, y, V, *, step: float, iterations: int):
+        """The final point (numpy (n, d)) and its stopping norm when ``ball`` proves the run's
+        outcome from y (class docstring), else None."""
+        import numpy as np
+        from mpmath import iv
+
+        from landscape_core.certification import _Precision, _distance_up, _hi, _lo, newton_polish
+        from landscape_core.families import aligned, symmetric_distance
+
+        p = self.p
+        if not np.array_equal(V, ball.teacher):
+            self.last_failure = "other_teacher"
+            return None
+        self.alignments += 1
+        if self.group:
+            y_al = aligned(y, symmetric_distance(ball.center, y, enumerate_max=0))
+        else:
+            from scipy.optimize import linear_sum_assignment
+
+            cost = ((ball.center[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+            rows, cols = linear_sum_assignment(cost)
+            y_al = y[cols[np.argsort(rows)]]
+        D = _distance_up(y_al, ball.center)
+        with _Precision(80):
+            r = iv.mpf(float(ball.radius))
+            dist = iv.mpf(D) + r  # >= ||y' - x*||
+            if not _hi(dist + r) <= ball.ball:
+                self.last_failure = "outside_ball"
+                return None
+            # Hessian bounds on B(x*, D + r), inside B(c, D + 2 r): tighter than on all of B(c, R)
+            reach_c = iv.mpf(_hi(dist + r))
+            mu = iv.mpf(_lo(iv.mpf(ball.lam) - iv.mpf(ball.l3) * reach_c))
+            L = iv.mpf(_hi(iv.mpf(ball.big) + iv.mpf(ball.l3) * reach_c))
+            mu_lo = _lo(mu)
+            s = iv.mpf(float(step))
+            if not _hi(s * L) < 2:
+                self.last_failure = "step_too_large"
+                return None
+            q = _hi(iv.mpf(1) - s * mu)
+            q = max(q, _hi(s * L - 1))
+            if not q < 1:
+                self.last_failure = "no_contraction"
+                return None
+            c, eps, tol = iv.mpf(self.c_norm), iv.mpf(_PROOF_FLOAT_STEP_ERROR), iv.mpf(float(p.grad_tol))
+            floor = c * L * eps / (1 - iv.mpf(q))
+            if not _hi(floor) <= _lo(tol / 2):
+                self.last_failure = "rounding_floor"
+                return None
+            restart = math.inf if p.restart_grad_norm is None else float(p.restart_grad_norm)
+            if not _hi(c * L * dist + floor) <= restart:
+                self.last_failure = "restart_rule"
+                return None
+            ratio = _lo((tol * 3 / 4 - floor) / (c * L * dist))  # q^T <= ratio suffices
+            T = 0 if ratio >= 1 else math.ceil(math.log(ratio) / math.log(q)) + 1
+            if iterations + T > p.max_iterations:
+                self.last_failure = "iteration_cap"
+                return None
+            if not ball.objective_lo >= p.bad_loss_threshold + 1e-12:
+                self.last_failure = "objective_below_threshold"
+                return None
+            if not mu_lo >= p.eig_margin + 1e-9:
+                self.last_failure = "eig_margin"
+                return None
+            reach = _hi(dist) + 1e-10
+        z = newton_polish(y, V, steps=_PROOF_NEWTON_STEPS)
+        if not _distance_up(z, y) <= reach:
+            self.last_failure = "newton_left_ball"
+            return None
+        G = scaled_gradient(torch.from_numpy(z)[None], torch.from_numpy(V)[None])
+        g = float(gradient_norm(G, p.stopping_norm)[0])
+        if not g <= p.grad_tol:
+            self.last_failure = "newton_not_converged"
+            return None
+        return z, g
+
+    def prove(self, y, V, *, loss: float, step: float, iterations: int, est_dist: float, try_certify: bool):
+        """(final point, stopping norm) when the outcome from y is proven, else None: first the
+        kept balls (those whose float objective is near F(y)), then a new certificate at y
+        when ``try_certify``."""
+        for ball in self.balls:
+            if abs(ball.objective - loss) <= 1e-6 and est_dist <= ball.ball:
+                out = self.covers(ball, y, V, step=step, iterations=iterations)
+                if out is not None:
+                    return out
+        if not try_certify:
+            return None
+        ball = self.certify(y, V)
+        if ball is None:
+            return None
+        return self.covers(ball, y, V, step=step, iterations=iterations)
+
+
 @dataclass
 class DescentResult:
     """Per-run outcome of :func:`gradient_descent` (all tensors (R,) or (R, n, d))."""
@@ -402,6 +675,63 @@ class DescentResult:
     diverged: torch.Tensor  # non-finite, or too many restarts (R,) bool
     stopped_early: torch.Tensor  # stopped by the early-global rule (R,) bool
     monotone: torch.Tensor  # F never increased along the run (tracked only with early stop) (R,) bool
+    proven: torch.Tensor  # iteration at which the run's outcome was proven (stop_when_proven), -1 if not (R,) int64
+
+
+def _prove_outcomes(prover: SpuriousProver, p: "TeacherStudentProtocol", cand, W, V, G, g, it, lr, next_check):
+    """One check of the candidate runs ``cand`` (A,) for ``stop_when_proven``; returns the
+    runs proven (A,) bool, whose W and g rows are replaced by the finished final point and
+    its stopping norm. Float64 estimates (not part of the proof) choose which runs to check
+    and when to look again: ||dF/dW||_F <= ``_PROOF_GRAD_PREFILTER``, F >= the bad threshold,
+    a positive smallest Hessian eigenvalue lambda, then a kept ball near the point
+    (||y - x*|| ~ g / lambda), or a new certificate once g <= 0.05 lambda^2 / L3 (inside the
+    certificate's 9 lambda^2 >= 25 g L3, small enough for its radius to fit the prover's ball). A run that is not proven is looked
+    at again after the iterations its gradient needs to shrink to that level at the rate
+    1 - step lambda (at most ``_PROOF_RECHECK_MAX``), or ``_PROOF_RETRY`` after a failed try."""
+    proven = torch.zeros_like(cand)
+    if not bool(cand.any()):
+        return proven
+    frob = torch.linalg.vector_norm(G, dim=(-2, -1)) / TWO_PI  # (A,)
+    small = cand & (frob <= _PROOF_GRAD_PREFILTER)
+    far = cand & ~small
+    if bool(far.any()):  # large gradient: look again later
+        next_check[far] = it[far] + p.compact_every * 4
+    if not bool(small.any()):
+        return proven
+    ci = small.nonzero().squeeze(-1)
+    Wc, Vc = W[ci], V[ci]
+    loss = population_loss(Wc, Vc).tolist()
+    lam = hessian_extreme_eigenvalues(Wc, Vc)[0].tolist()
+    nw = torch.linalg.vector_norm(Wc, dim=-1)
+    wmin, wmax = nw.amin(-1).tolist(), nw.amax(-1).tolist()
+    vmax = torch.linalg.vector_norm(Vc, dim=-1).amax(-1).tolist()
+    n, k = W.shape[-2], V.shape[-2]
+    for a, j in enumerate(ci.tolist()):
+        it_j, s_j, g_j = int(it[j]), float(lr[j]) * TWO_PI, float(frob[j])
+        lam_j = lam[a]
+        if not (loss[a] >= p.bad_loss_threshold and lam_j > p.eig_margin):
+            next_check[j] = it_j + _PROOF_RETRY
+            continue
+        l3 = n * (math.sqrt(2) * (n - 1) * (wmax[a] + wmin[a]) + k * vmax[a]) / (math.pi * wmin[a] ** 2)
+        # gradient level where a certificate at y should succeed with 2 r inside the ball the
+        # prover takes (r ~ 25 g / (12 lambda) <= lambda / (8 L3)), well inside 9 lambda^2 >= 25 g L3
+        need = 0.05 * lam_j**2 / l3
+        near = [b.ball for b in prover.balls if abs(b.objective - loss[a]) <= 1e-6]
+        target = max([need] + [0.5 * lam_j * R for R in near])
+        if g_j <= target:
+            out = prover.prove(W[j].cpu().numpy(), V[j].cpu().numpy(), loss=loss[a], step=s_j, iterations=it_j,
+                               est_dist=g_j / lam_j, try_certify=g_j <= need)
+            if out is not None:
+                z, gz = out
+                W[j] = torch.from_numpy(z).to(W)
+                g[j] = gz
+                proven[j] = True
+            else:
+                next_check[j] = it_j + _PROOF_RETRY
+            continue
+        wait = math.log(g_j / target) / max(s_j * lam_j, 1e-12)
+        next_check[j] = it_j + int(min(max(0.9 * wait, 1), _PROOF_RECHECK_MAX))
+    return proven
 
 
 @torch.inference_mode()
@@ -423,6 +753,20 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     step, so a run whose F is below the bad threshold can no longer end bad. F is then
     evaluated every iteration; a run where it increased (beyond relative slack
     ``monotone_rtol``) falls back to the full protocol.
+
+    Proven outcomes (``stop_when_proven``, off by default): at each compaction, runs that
+    the float64 estimates make candidates (:func:`_prove_outcomes`) are checked by a
+    :class:`SpuriousProver`: when a certified ball (interval arithmetic,
+    :mod:`landscape_core.certification`) proves that gradient descent with the run's step
+    converges from the current point to a strict local minimum with F >= bad_loss_threshold,
+    and that every rule of the full protocol (stopping within ``max_iterations``, restart,
+    early-global, ``eig_margin``) would end the run ``spurious`` (the argument is in the
+    class docstring), the run stops there as converged, its final point finished by a few
+    Newton steps inside the ball, and ``proven`` records the iteration. Runs that cannot be
+    proven descend on under the full protocol. With ``early_stop_global`` too, F is taken
+    from the gradient's angles (:func:`_fused_gradient_and_loss`). The descent stays one
+    tensor program over runs; only the candidates' checks run on the host. Off, the code
+    path is the one below, bit for bit.
 
     Batching: an iteration evaluates all active runs and moves only those with no event
     (tol < g <= restart_grad_norm, no early stop); a run with an event is frozen at once,
@@ -453,6 +797,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     out_div = torch.zeros(R, dtype=torch.bool, device=device)
     out_early = torch.zeros(R, dtype=torch.bool, device=device)
     out_mono = torch.ones(R, dtype=torch.bool, device=device)
+    out_proven = torch.full((R,), -1, dtype=torch.int64, device=device)
 
     # Active state; `base` counts restart iterations, `moved` gradient steps.
     idx = torch.arange(R, device=device)
@@ -465,12 +810,20 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     mono = torch.ones(R, dtype=torch.bool, device=device)
     prev_loss = torch.full((R,), float("inf"), dtype=dtype, device=device)
     early = torch.zeros(R, dtype=torch.bool, device=device)
+    next_check = torch.zeros(R, dtype=torch.int64, device=device)  # stop_when_proven: next check of each run
+    prover = SpuriousProver(p, k) if p.stop_when_proven else None
     const_teacher = _teacher_term(V) if p.early_stop_global else None
     teacher_act = const_teacher
 
+    fused_loss = p.early_stop_global and p.stop_when_proven  # F from the gradient's angles (new option only)
+    loss_weight = torch.cat([0.5 * sign[:, :n], sign[:, n:]], dim=1) if fused_loss else None
+
     def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
         """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
-        G = _fused_scaled_gradient(W, V_act, nv, sign, sign_pi)  # (A, n, d)
+        if fused_loss:
+            G, student = _fused_gradient_and_loss(W, V_act, nv, sign, sign_pi, loss_weight)
+        else:
+            G = _fused_scaled_gradient(W, V_act, nv, sign, sign_pi)  # (A, n, d)
         if frobenius:
             g = torch.linalg.vector_norm(G, dim=(-2, -1)) / TWO_PI  # ||dF/dW||_F (A,)
         else:
@@ -478,7 +831,8 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None
         if p.early_stop_global:
-            loss = _student_terms(W, V_act) + teacher_act  # F without recomputing the constant
+            # F without recomputing the constant
+            loss = (student if fused_loss else _student_terms(W, V_act)) + teacher_act
             mono = mono & (loss <= prev_loss * (1.0 + p.monotone_rtol))
             prev_loss = loss
             early = mono & (loss < p.bad_loss_threshold)
@@ -512,6 +866,12 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             lr = torch.where(restart, lr * 0.5, lr)
             restarts = restarts + restart
             base = base + restart
+        if prover is not None:
+            cand = ~finished & ~restart & (it >= next_check)
+            proven = _prove_outcomes(prover, p, cand, W, V_act, G, g, it, lr, next_check)
+            if bool(proven.any()):
+                conv = conv | proven
+                finished = finished | proven
         if bool(finished.any()):
             j = idx[finished]
             out_W[j] = W[finished]
@@ -523,10 +883,12 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             out_div[j] = div[finished]
             out_early[j] = early[finished]
             out_mono[j] = mono[finished]
+            if prover is not None:
+                out_proven[j] = torch.where(proven[finished], it[finished], torch.full_like(it[finished], -1))
             keep = ~finished
             idx, W, W_init, V_act, nv = idx[keep], W[keep], W_init[keep], V_act[keep], nv[keep]
             lr, moved, base, restarts = lr[keep], moved[keep], base[keep], restarts[keep]
-            mono, prev_loss = mono[keep], prev_loss[keep]
+            mono, prev_loss, next_check = mono[keep], prev_loss[keep], next_check[keep]
             if teacher_act is not None:
                 teacher_act = teacher_act[keep]
     return DescentResult(
@@ -539,6 +901,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         diverged=out_div,
         stopped_early=out_early,
         monotone=out_mono,
+        proven=out_proven,
     )
 
 
@@ -605,12 +968,14 @@ def run_teacher_student(
     ``options`` are the fields of :class:`TeacherStudentProtocol` (d, teacher, init_scale,
     step, step_times_k, init_variance, grad_tol, stopping_norm, restart_grad_norm,
     max_iterations, bad_loss_threshold, eig_margin, early_stop_global, monotone_rtol,
-    compact_every, max_restarts). Everything is float64.
+    compact_every, max_restarts, stop_when_proven). Everything is float64.
 
     Returns one record per seed, in order: the results-contract columns (``seed``,
     ``status``, ``final_loss``, ``grad_norm`` (in the protocol's stopping norm),
     ``iterations``, ``wall_s``, ``device``), the probes (``min_eig``, ``max_eig``,
-    ``hessian_degenerate``, ``restarts``, ``final_step``, ``stopped_early``), every protocol
+    ``hessian_degenerate``, ``restarts``, ``final_step``, ``stopped_early``,
+    ``proven_iteration``: the iteration where ``stop_when_proven`` proved the run spurious,
+    None otherwise), every protocol
     value used (``step`` is the effective step, e.g. 5 / k for ``step_times_k=5``; also
     ``init_variance_value``, the effective initial variance of each coordinate), and
     ``final_weights`` (the final W flattened row-major, n * d floats) when ``keep_weights``.
@@ -650,6 +1015,7 @@ def run_teacher_student(
     cpu = lambda t: t.detach().cpu()  # noqa: E731  (one transfer per field, after the loop)
     loss_c, g_c, lo_c, hi_c = cpu(final_loss), cpu(result.grad_norm), cpu(min_eig), cpu(max_eig)
     it_c, rs_c, st_c, early_c = cpu(result.iterations), cpu(result.restarts), cpu(result.final_step), cpu(result.stopped_early)
+    proven_c = cpu(result.proven)
     W_c = cpu(result.weights)
     d = protocol.input_dim(k)
     values = asdict(protocol)
@@ -671,6 +1037,7 @@ def run_teacher_student(
             "restarts": int(rs_c[i]),
             "final_step": float(st_c[i]),
             "stopped_early": bool(early_c[i]),
+            "proven_iteration": int(proven_c[i]) if int(proven_c[i]) >= 0 else None,
             "k": int(k),
             "n": int(n),
             **{key: values[key] for key in values if key not in ("compact_every",)},

@@ -67,6 +67,8 @@ class TeacherStudent(Experiment):
         "early_stop_global": "bool",
         "monotone_rtol": "float64",
         "max_restarts": "int64",
+        "stop_when_proven": "bool",  # runs end once proven spurious (issue 13 item 3); default false
+        "proven_iteration": "int64",  # iteration where the run was proven spurious; null otherwise
         "final_weights": "list<float64>",
         # per-run certificates of spurious runs with experiment.certify_runs (null otherwise; with_certificates)
         "certified": "bool",

@@ -1,0 +1,119 @@
+"""Runs that end when their outcome is proven (``stop_when_proven``, issue 13 item 3): the
+same classification as the full protocol seed by seed, final points at the certified
+minimum, and the option off is the old descent bit for bit."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from landscape_core.certification import certify_minimum
+from landscape_core.teacher_student import (
+    SpuriousProver,
+    TeacherStudentProtocol,
+    gradient_descent,
+    initial_points,
+    run_teacher_student,
+)
+
+
+def _compare(k: int, seeds) -> tuple[list[dict], list[dict]]:
+    full = run_teacher_student(k, k, seeds)
+    fast = run_teacher_student(k, k, seeds, early_stop_global=True, stop_when_proven=True)
+    assert [r["seed"] for r in fast] == [r["seed"] for r in full]
+    differ = [(a["seed"], a["status"], b["status"]) for a, b in zip(full, fast) if a["status"] != b["status"]]
+    assert not differ, f"classifications differ: {differ}"
+    for a, b in zip(full, fast):
+        if b["proven_iteration"] is not None:
+            assert b["status"] == "spurious" and b["proven_iteration"] == b["iterations"] <= a["iterations"]
+            assert b["grad_norm"] <= 1e-9 and b["final_loss"] >= 1e-3
+        else:
+            assert b["status"] != "spurious" or b["iterations"] == a["iterations"]
+    return full, fast
+
+
+@pytest.fixture(scope="module")
+def k8():
+    """The full protocol and the proven-outcome variant on 40 seeds at k = n = 8 (shared:
+    the default suite pays for one comparison)."""
+    return _compare(8, range(40))
+
+
+def test_statuses_identical_to_the_full_protocol_k8(k8):
+    full, fast = k8
+    counts = Counter(r["status"] for r in full)
+    proven = sum(r["proven_iteration"] is not None for r in fast)
+    assert counts["spurious"] >= 3 and proven == counts["spurious"]  # every spurious run ended early here
+    assert sum(r["iterations"] for r in fast) < sum(r["iterations"] for r in full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [8, 9, 10])
+def test_statuses_identical_to_the_full_protocol_300_seeds(k):
+    full, fast = _compare(k, range(300))
+    assert sum(r["proven_iteration"] is not None for r in fast) > 0
+
+
+def test_final_points_within_the_certified_radius_of_the_full_protocol(k8):
+    full, fast = k8
+    checked = 0
+    for a, b in zip(full, fast):
+        if b["proven_iteration"] is None:
+            continue
+        W_full = np.array(a["final_weights"]).reshape(8, 8)
+        W_fast = np.array(b["final_weights"]).reshape(8, 8)
+        cert = certify_minimum(W_full)  # x* within cert.radius of the full protocol's final point
+        assert cert.certified
+        # same seed, same trajectory up to the early stop: no symmetry alignment needed;
+        # the early point is x* to float64 accuracy (Newton-finished)
+        assert np.linalg.norm(W_fast - W_full) <= cert.radius
+        assert abs(a["final_loss"] - b["final_loss"]) <= 1e-12
+        checked += 1
+        if checked == 2:
+            break
+    assert checked > 0
+
+
+def test_option_off_is_the_old_descent_bit_for_bit():
+    seeds = range(12)
+    protocol = TeacherStudentProtocol(max_iterations=3000)
+    W0, V = initial_points(6, 6, seeds, protocol)
+    old = gradient_descent(W0, V, protocol)
+    off = gradient_descent(W0, V, TeacherStudentProtocol(max_iterations=3000, stop_when_proven=False))
+    for name in ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
+                 "stopped_early", "monotone"):
+        assert torch.equal(getattr(old, name), getattr(off, name)), name
+    assert torch.equal(off.proven, torch.full_like(off.proven, -1))
+    records = run_teacher_student(6, 6, seeds, max_iterations=3000)
+    assert all(r["proven_iteration"] is None and r["stop_when_proven"] is False for r in records)
+
+
+def test_the_prover_refuses_what_it_cannot_prove(k8):
+    full, _ = k8
+    rec = next(r for r in full if r["status"] == "spurious")
+    W = np.array(rec["final_weights"]).reshape(8, 8)
+    V = np.eye(8)
+    prover = SpuriousProver(TeacherStudentProtocol(), 8)
+    ball = prover.certify(W, V)
+    assert ball is not None and 0 < ball.mu < ball.L and ball.radius < ball.ball
+    out = prover.covers(ball, W, V, step=0.1, iterations=0)
+    assert out is not None and np.linalg.norm(out[0] - W) <= 1e-7
+    # a permuted copy (rows and coordinates) is covered by the same ball
+    rng = np.random.default_rng(0)
+    P, Q = rng.permutation(8), rng.permutation(8)
+    assert prover.covers(ball, W[P][:, Q], V, step=0.1, iterations=0) is not None
+    # a step with s L >= 2 is refused, and so is a run too close to its iteration cap
+    assert prover.covers(ball, W, V, step=2.5 / ball.L, iterations=0) is None
+    assert prover.last_failure == "step_too_large"
+    assert prover.covers(ball, W, V, step=0.1, iterations=200_000) is None
+    assert prover.last_failure == "iteration_cap"
+    # a threshold above the minimum's objective: not provably bad
+    high = SpuriousProver(TeacherStudentProtocol(bad_loss_threshold=1.0), 8)
+    assert high.certify(W, V) is None
+    # a point outside the ball
+    far = W + 1e-2 * rng.normal(size=W.shape)
+    assert prover.covers(ball, far, V, step=0.1, iterations=0) is None
+    assert prover.last_failure == "outside_ball"
