@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 
 from landscape_core.errors import OptionError
 from landscape_core.seeding import run_generator
 from landscape_core.statistics import clopper_pearson_interval
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TWO_PI = 2.0 * math.pi
 STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
