@@ -33,7 +33,7 @@ CASES = {
         "alpha",
         "unknown teacher-student option (allowed: bad_loss_threshold, compact_every, d, early_stop_global, "
         "eig_margin, grad_tol, init_scale, init_variance, max_iterations, max_restarts, monotone_rtol, "
-        "restart_grad_norm, step, step_times_k, stopping_norm, teacher)",
+        "restart_grad_norm, step, step_times_k, stop_when_proven, stopping_norm, teacher)",
     ),
     "teacher_student.seeds": (
         lambda: teacher_student.run_teacher_student(3, 3, []),
