@@ -17,7 +17,7 @@ UI_PORT ?= 5000
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: setup run test test-all report ui bench
+.PHONY: setup run test test-all report ui bench bench-scale
 
 # The installed console script marks a finished setup; it is redone when pyproject.toml changes.
 $(BIN)/landscape-sweep: pyproject.toml
@@ -46,3 +46,6 @@ ui: setup  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over results/mlflow.db (l
 bench: setup  ## batched teacher-student core vs the per-run loop; writes docs/benchmarks.md (~6 min)
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 1000 --write docs/benchmarks.md
+
+bench-scale: setup  ## the service at 10^6 runs of a null experiment, chunks 1,000 and 50; writes docs/benchmarks.md (~25 min on 2 cores; ARGS=--quick: 10^5 runs)
+	$(BIN)/python -m benchmarks.bench_scale --write docs/benchmarks.md $(ARGS)

@@ -41,7 +41,8 @@ def run_unit(experiment_name: str, params: dict[str, Any], seeds: list[int], *, 
     """
     import torch
 
-    injected = sorted(set(seeds) & set(params.get("fail_on_seeds") or ()))
+    fail_on_seeds = params.get("fail_on_seeds")
+    injected = sorted(set(seeds) & set(fail_on_seeds)) if fail_on_seeds else []
     if injected:
         if os.environ.get(FAULT_LOG_ENV):
             with open(os.environ[FAULT_LOG_ENV], "a") as log:
