@@ -53,6 +53,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import cpu_and_memory
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SWEEP = "scale_null"
@@ -426,20 +428,11 @@ def derived(result: dict, compute_s: float, workers: int) -> dict:
 
 
 def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import mlflow
     import pyarrow
     import ray
 
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM; Python {platform.python_version()}, Ray {ray.__version__}, "
+    return (f"{cpu_and_memory()} RAM; Python {platform.python_version()}, Ray {ray.__version__}, "
             f"pyarrow {pyarrow.__version__}, MLflow {mlflow.__version__}, {platform.system()} {platform.release()}")
 
 

@@ -36,6 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks import cpu_and_memory
+
 def _markers(k: int, n: int, seeds: int) -> tuple[str, str]:
     """Markdown comment markers of this configuration's section (one section per config)."""
     key = f"bench_teacher_student k={k} n={n} seeds={seeds}"
@@ -96,19 +98,10 @@ def _noop(_):
 
 
 def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB; Python {platform.python_version()}, "
+        f"{cpu_and_memory()}; Python {platform.python_version()}, "
         f"torch {torch.__version__}, {platform.system()} {platform.release()}"
     )
 

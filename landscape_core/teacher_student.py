@@ -117,6 +117,21 @@ def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
     return torch.cat([student, teacher], dim=1)
 
 
+def _pair_angles(W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor):
+    """The quantities both fused kernels share (one code path: the same bits in both):
+    row norms nw (R, n), unit rows Wn (R, n, d), U = [W; V] (R, n + k, d), its norms nu
+    (R, n + k, 1), cos, theta and sin of every (student, student-or-teacher) angle (R, n, n + k);
+    sin = sqrt(1 - cos^2) = sin(theta) for theta in [0, pi], cheaper than sin()."""
+    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
+    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
+    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
+    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
+    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    theta = torch.arccos(cos)
+    sin = torch.sqrt(1.0 - cos * cos)
+    return nw, Wn, U, nu, cos, theta, sin
+
+
 def _fused_scaled_gradient(
     W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor, sign: torch.Tensor, sign_pi: torch.Tensor
 ) -> torch.Tensor:
@@ -126,13 +141,7 @@ def _fused_scaled_gradient(
     u = rows of [W; V], s = ``sign`` (n, n + k), ``sign_pi`` = pi * sign, ``nv`` = ||v_j||
     (R, k). The (i, i) terms are masked by s_ii = 0. W: (R, n, d), V: (R, k, d) -> (R, n, d).
     """
-    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
-    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
-    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
-    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
-    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
-    theta = torch.arccos(cos)
-    sin = torch.sqrt(1.0 - cos * cos)  # = sin(theta) for theta in [0, pi], cheaper than sin()
+    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V, nv)
     radial = torch.bmm(sign * sin, nu)  # (R, n, 1): sum_j s_ij ||u_j|| sin t_ij
     return torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
 
@@ -150,13 +159,7 @@ def _fused_gradient_and_loss(
     ``loss_weight`` (n, n + k) = 1/2 for students j != i, 0 for j = i, -1 for teachers. Used by
     the descent with ``stop_when_proven`` (the early-global rule's F at no extra arccos);
     equal to :func:`_student_terms` up to rounding. -> ((R, n, d), (R,))."""
-    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
-    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
-    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
-    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
-    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
-    theta = torch.arccos(cos)
-    sin = torch.sqrt(1.0 - cos * cos)
+    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V, nv)
     radial = torch.bmm(sign * sin, nu)  # (R, n, 1)
     G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
     pair = torch.addcmul(sin, math.pi - theta, cos)  # sin t + (pi - t) cos t, (R, n, n + k)
