@@ -47,5 +47,5 @@ bench: setup  ## batched teacher-student core vs the per-run loop; writes docs/b
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 1000 --write docs/benchmarks.md
 
-bench-scale: setup  ## the service at 10^6 runs of a null experiment, chunks 1,000 and 50; writes docs/benchmarks.md (~25 min on 2 cores; ARGS=--quick: 10^5 runs)
+bench-scale: setup  ## the service at 10^6 runs of a null experiment, chunks 1,000 and 50; writes docs/benchmarks.md (15-25 min on 2 cores; ARGS=--quick: 10^5 runs)
 	$(BIN)/python -m benchmarks.bench_scale --write docs/benchmarks.md $(ARGS)

@@ -350,6 +350,10 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+class SettingStopped(RuntimeError):
+    """A setting's sweep was stopped before it finished (interrupted, killed): no figures."""
+
+
 def run_setting(runs: int, chunk: int, root: Path, log_dir: Path, profile: Path | None) -> dict:
     """Plan, sweep, report and resume one (runs, chunk) setting; the figures."""
     label = f"r{runs}_c{chunk}"
@@ -364,6 +368,8 @@ def run_setting(runs: int, chunk: int, root: Path, log_dir: Path, profile: Path 
     print(f"[{label}] sweep ...", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     done = _run(child, label=f"{label}.sweep", log_dir=log_dir)
+    if done["exit_code"] not in (0, 1) or not (log_dir / f"{label}.sweep.json").exists():
+        raise SettingStopped(f"the sweep ended with exit code {done['exit_code']}")
     out["sweep"] = {**json.loads((log_dir / f"{label}.sweep.json").read_text()), "command_wall_s": done["wall_s"]}
     out["load"] = (load, os.getloadavg()[0])
     out["files_after_sweep"] = _files(sweep_dir)
@@ -460,9 +466,11 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
     by = {(r["runs"], r["chunk"]): r for r in results}
     chunks = sorted({r["chunk"] for r in results}, reverse=True)
     lines = [
-        f"Machine: {machine_description()}. Code: {code_version()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Command: `python -m benchmarks.bench_scale {' '.join(args.argv)}`".rstrip() + " (or `make bench-scale`); "
-        f"{elapsed / 60:.0f} min in all. Local Ray cluster ({figures['workers']} CPUs), MLflow on the default sqlite store, "
+        f"Machine: {machine_description()}. Code: {figures.get('code') or code_version()}. "
+        f"Date: {figures.get('date') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Command: `python -m benchmarks.bench_scale {' '.join(_shown(args.argv))}`".rstrip() + " (or `make bench-scale`); "
+        f"{_settings_s(results) / 60:.0f} min of commands in all. Local Ray cluster ({figures['workers']} CPUs), "
+        f"MLflow on the default sqlite store, "
         f"a fresh results directory under /tmp per setting."
         + (f" **Patched** with `{args.patch}` (a proposed change, not the tree as it is)." if args.patch else ""),
         "",
@@ -470,7 +478,8 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
         + ", ".join(f"{figures['compute'][c] * 1e3:.2f} ms at chunk {c}" for c in chunks) + ".",
         "",
     ]
-    header = "| | " + " | ".join(f"{r['runs']:,} runs, chunk {r['chunk']} ({r['sweep'].get('units', 0):,} units)" for r in results) + " | target |"
+    header = "| | " + " | ".join(f"{r['runs']:,} runs, chunk {r['chunk']} ({r['sweep'].get('units', 0):,} units){r.get('mark', '')}"
+                                 for r in results) + " | target |"
     lines += [header, "|---" * (len(results) + 2) + "|"]
 
     def row(name: str, cell, target: str = "") -> None:
@@ -524,6 +533,7 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
     row("resume: imports / Ray / cells' MLflow children / report / finish (s)",
         lambda r: " / ".join(f"{r['resume']['times'].get(k, 0):.1f}" for k in ("imports", "ray_start", "cell_log", "report", "finish")))
     lines.append("")
+    lines += [f"{r['mark'].strip()} {r['note']}" for r in results if r.get("note")]
     flat = []
     for chunk in chunks:
         if (small, chunk) in by and (big, chunk) in by and small != big:
@@ -531,11 +541,41 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
             flat.append(f"chunk {chunk}: {a:.0f} MiB at {small:,} runs, {b:.0f} MiB at {big:,} runs "
                         f"({100 * (b - a) / a:+.0f}%) {_met(b <= a * (1 + FLAT_TOLERANCE))}")
     if flat:
-        lines.append(f"Driver memory in the loop, flat in the number of runs (within {FLAT_TOLERANCE:.0%}): " + "; ".join(flat) + ".")
+        lines.append(f"Driver memory in the loop, flat in the number of runs (peak within {FLAT_TOLERANCE:.0%} from "
+                     f"{small:,} to {big:,} runs): " + "; ".join(flat) + ".")
+    traces = []
+    for r in results:
+        trace = [kib / 1024 for _, kib in r["sweep"].get("loop_rss_trace", [])]
+        if len(trace) >= 8:
+            quarter, rest = trace[len(trace) // 4], max(trace[len(trace) // 4:])
+            traces.append(f"{r['runs']:,} runs at chunk {r['chunk']}: {' / '.join(f'{trace[i * (len(trace) - 1) // 4]:.0f}' for i in range(5))} MiB "
+                          f"({100 * (rest - quarter) / quarter:+.0f}% after the first quarter) {_met(rest <= quarter * (1 + FLAT_TOLERANCE))}")
+    if traces:
+        lines.append("Driver resident memory at 0, 25, 50, 75 and 100% of the loop's units (no growth with the units "
+                     f"recorded: within {FLAT_TOLERANCE:.0%} of the value at 25%): " + "; ".join(traces) + ".")
     compact_note = ("`landscape-compact` was run after each sweep." if any("compact" in r for r in results) else
                     "No `landscape-compact` command in this checkout: files are counted as the sweep left them.")
     lines.append(compact_note)
     return "\n".join(lines)
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The command line without ``--append DIR`` (a run completed by a second one is the same measurement)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--append":
+            skip = True
+        elif not arg.startswith("--append="):
+            out.append(arg)
+    return out
+
+
+def _settings_s(results: list[dict]) -> float:
+    """Wall time of every command of every setting (sweep, compaction, report, resume)."""
+    return sum(r["sweep"]["command_wall_s"] + r.get("compact", {}).get("wall_s", 0.0) + r["report"]["wall_s"]
+               + r["resume"]["command_wall_s"] for r in results)
 
 
 def write_section(path: Path, body: str) -> None:
@@ -564,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the results directory")
     parser.add_argument("--render", type=Path, default=None,
                         help="only render (and --write) the figures saved in this logs folder by an earlier run")
+    parser.add_argument("--append", type=Path, default=None,
+                        help="a logs folder of an earlier run: keep its settings, run only the missing ones")
     parser.add_argument("--patch", type=Path, default=None,
                         help="a Python file run in each driver first (a proposed change, monkeypatched)")
     args = parser.parse_args(argv)
@@ -587,12 +629,27 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir()
     print(f"results and logs under {root}", file=sys.stderr)
     started = time.perf_counter()
-    figures = {"workers": os.cpu_count() or 1, "compute": {c: unit_compute_s(c) for c in chunks}}
+    figures = {"workers": os.cpu_count() or 1, "compute": {c: unit_compute_s(c) for c in chunks}, "code": code_version(),
+               "date": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
     results = []
+    if args.append:  # an earlier run's settings (and their figures) are kept
+        saved = json.loads((args.append / "results.json").read_text())
+        results = saved["results"]
+        figures["compute"] = {**{int(c): v for c, v in saved["figures"]["compute"].items()}, **figures["compute"]}
     try:
         for runs in sizes:
             for chunk in chunks:
-                result = run_setting(runs, chunk, root, log_dir, args.profile)
+                if any(r["runs"] == runs and r["chunk"] == chunk for r in results):
+                    continue
+                for attempt in range(3):  # a sweep stopped from outside (exit 130, no figures) is run again
+                    try:
+                        result = run_setting(runs, chunk, root, log_dir, args.profile)
+                        break
+                    except (SettingStopped, FileNotFoundError) as exc:
+                        print(f"[r{runs}_c{chunk}] no figures ({exc}); running the setting again", file=sys.stderr)
+                        shutil.rmtree(root / f"r{runs}_c{chunk}", ignore_errors=True)
+                else:
+                    raise RuntimeError(f"the setting {runs} runs, chunk {chunk} was stopped three times")
                 result["derived"] = derived(result, figures["compute"][chunk], figures["workers"])
                 results.append(result)
                 (log_dir / "results.json").write_text(json.dumps({"figures": figures, "results": results}, indent=1, default=str))

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ray_jobs.errors import ConfigError
-from ray_jobs.plan import WorkUnit
+from ray_jobs.plan import WorkUnit, make_cell, make_unit
 from ray_jobs.reaper import start_reaper
 from ray_jobs.worker import run_unit
 
@@ -224,6 +224,10 @@ def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *,
     turns them back into records."""
     import ray
 
+    try:  # the worker's process title names the unit (ps, fault tests), as a task name per unit did
+        ray._raylet.setproctitle(f"ray::unit-{make_unit(make_cell(params), seed_lo, seed_hi).unit_id}")
+    except Exception:  # a private Ray helper: the title is a convenience, never a failure
+        pass
     records = run_unit(experiment_name, params, list(range(seed_lo, seed_hi)), use_gpu=use_gpu, torch_threads=torch_threads)
     keys = dict.fromkeys(key for record in records for key in record)
     columns = {key: [record.get(key) for record in records] for key in keys}
