@@ -121,3 +121,21 @@ def children_of(client, parent_run_id: str, *, role: str | None = None):
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     query = f"tags.mlflow.parentRunId = '{parent_run_id}'" + (f" and tags.`landscape.role` = '{role}'" if role else "")
     return client.search_runs([experiment_id], filter_string=query)
+
+
+def wait_for_health(address: str, server: subprocess.Popen, *, timeout: float, output, name: str) -> None:
+    """Poll ``<address>/health`` of an MLflow server started as ``server`` until it answers
+    200; fail with ``output()`` (its log) if it exits, or naming ``name`` after ``timeout`` s."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert server.poll() is None, output()
+        assert time.monotonic() < deadline, f"{name} did not answer in {timeout:g} s"
+        time.sleep(0.5)

@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 
 from ray_jobs.tracking import CELLS_VIEW, NOTE_TAG, view_path
-from tests.conftest import children_of, mlflow_client, run_cli
+from tests.conftest import children_of, mlflow_client, run_cli, wait_for_health
 
 BROWSER = next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
                 if (found := shutil.which(name))), None)
@@ -209,17 +209,8 @@ def mlflow_ui(smoke_results) -> str:
                               cwd=smoke_results.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + UI_START_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{address}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (smoke_results.parent / "mlflow_ui.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, f"mlflow ui did not answer in {UI_START_S} s"
-            time.sleep(0.5)
+        wait_for_health(address, server, timeout=UI_START_S, name="mlflow ui",
+                        output=lambda: (smoke_results.parent / "mlflow_ui.log").read_text()[-3000:])
         yield address
     finally:
         os.killpg(server.pid, 9)

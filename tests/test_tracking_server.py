@@ -12,15 +12,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pandas as pd
 import pytest
 
 from ray_jobs.config import compose_config
 from ray_jobs.sweep import run_sweep
-from tests.conftest import TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of
+from tests.conftest import TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of, wait_for_health
 
 
 def _free_port() -> int:
@@ -41,17 +39,8 @@ def mlflow_server(tmp_path_factory):
                               cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+        wait_for_health(uri, server, timeout=120, name="mlflow server",
+                        output=lambda: server.stderr.read().decode()[-3000:])
         yield uri, root
     finally:
         os.killpg(server.pid, 9)
