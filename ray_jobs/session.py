@@ -83,7 +83,8 @@ class Session:
         value)) are added to every row. Returns the rows written."""
         unit = outcome.unit
         if outcome.error is None:
-            table = unit_table(unit, outcome.records, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
+            table = unit_table(unit, outcome.columns, constants=outcome.where, experiment=self.experiment, sweep=self.sweep,
+                               code_version=self.version)
         else:
             self.units_failed += 1
             where = context or f"cell {unit.cell.cell_id}"

@@ -17,13 +17,15 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 from omegaconf import OmegaConf
 from rich.console import Console
 
 from ray_jobs.compaction import compact
 from ray_jobs.execution import ray_cluster, run_units
-from ray_jobs.plan import Cell, SweepPlan, canonical_json, plan_sweep
-from ray_jobs.report import Report, report_rows
+from ray_jobs.plan import Cell, SweepPlan, WorkUnit, canonical_json, plan_sweep
+from ray_jobs.report import Report, project_rows, report_rows, rows_from_tables
 from ray_jobs.report.aggregate import table_from_rows
 from ray_jobs.session import Session
 from ray_jobs.store import ResultsStore
@@ -46,19 +48,36 @@ class SweepResult:
 
 
 class _CellTracker:
-    """Logs a cell's MLflow child run once all of the cell's units of the plan are recorded."""
+    """Logs a cell's MLflow child run once all of the cell's units of the plan are recorded.
+
+    The child's metrics are the report's aggregation of the cell's rows: those this
+    invocation recorded, held in memory (:func:`~ray_jobs.report.project_rows`: no vector
+    column the report does not read) only until the cell is logged, and those of units
+    recorded before it (a resumed sweep), read from the store. Nothing is held when
+    tracking is off."""
 
     def __init__(self, session: Session, plan: SweepPlan):
         self.session, self.plan = session, plan
         self.units: dict[str, list[str]] = {}  # cell id -> its unit ids (one pass over the plan)
         for unit in plan.units:
             self.units.setdefault(unit.cell.cell_id, []).append(unit.unit_id)
+        self.recorded: dict[str, dict[str, pa.Table]] = {}  # cell id -> unit id -> its rows, until logged
+
+    def add(self, unit: WorkUnit, table: pa.Table) -> None:
+        """Hold the rows of a unit just recorded until its cell is logged."""
+        tracker = self.session.tracker
+        if tracker is not None and unit.cell.cell_id not in tracker.logged_cells:
+            self.recorded.setdefault(unit.cell.cell_id, {})[unit.unit_id] = project_rows(table, self.session.experiment)
 
     def log(self, cell: Cell) -> None:
         session = self.session
+        recorded = self.recorded.pop(cell.cell_id, {})
         if session.tracker is None or cell.cell_id in session.tracker.logged_cells:
             return
-        rows = report_rows(session.store, session.experiment, self.units[cell.cell_id])
+        earlier = [unit_id for unit_id in self.units[cell.cell_id] if unit_id not in recorded]
+        rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.experiment)
+        if earlier:
+            rows = pd.concat([report_rows(session.store, session.experiment, earlier), rows], ignore_index=True)
         table = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
                                 family_tol=float(session.cfg.report.family_tol), reference=session.reference)
         metrics = {key: value for key, value in table.iloc[0].to_dict().items()
@@ -143,7 +162,7 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                 finished = 0
                 with closing(run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep)) as outcomes:
                     for outcome in outcomes:  # leaving the block closes the loop: pending tasks cancelled
-                        session.record(outcome)
+                        cells.add(outcome.unit, session.record(outcome))
                         finished += 1
                         remaining[outcome.unit.cell.cell_id] -= 1
                         if remaining[outcome.unit.cell.cell_id] == 0:

