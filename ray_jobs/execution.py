@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ray_jobs.errors import ConfigError
 from ray_jobs.plan import WorkUnit, make_cell, make_unit
 from ray_jobs.reaper import start_reaper
-from ray_jobs.worker import run_unit
+from ray_jobs.store import encode_fragment, unit_table
+from ray_jobs.worker import get_experiment, run_unit
 
 #: seconds ray.wait blocks before the progress bar refreshes when nothing finished
 WAIT_TIMEOUT_S = 1.0
@@ -214,36 +216,35 @@ def loopback_only(enabled: bool) -> Iterator[None]:
 
 
 def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *, use_gpu: bool,
-              torch_threads: int) -> tuple[dict[str, list], dict[str, str]]:
-    """The body of a unit's Ray task: :func:`~ray_jobs.worker.run_unit` on seeds ``seed_lo ..
-    seed_hi - 1`` (sent as two integers, not a list: the task's arguments stay a few hundred
-    bytes whatever the chunk size). Returns the records as columns (key -> one value per
-    record, None where a record lacks the key) and where they ran (``hostname``, Ray
-    ``node_id``, the task's ``gpu_ids``): a list per column crosses Ray ~3x cheaper for the
-    driver than a dict per record (2.6 -> 0.7 ms per 1,000 records), and the driver builds
-    the unit's Parquet table from them column by column (:func:`~ray_jobs.store.unit_table`)."""
+              torch_threads: int, sweep: str, code_version: str) -> tuple[bytes, pa.Table]:
+    """A unit's Ray task: :func:`~ray_jobs.worker.run_unit` on seeds ``seed_lo .. seed_hi - 1``
+    (two integers: the arguments stay small whatever the chunk size), then the unit's rows
+    (:func:`~ray_jobs.store.unit_table`, with ``hostname``, Ray ``node_id`` and ``gpu_ids``)
+    and their Parquet fragment, built here, in parallel on the workers: the driver (the
+    single writer) only writes the bytes. Returns (fragment bytes, rows)."""
     import ray
 
-    try:  # the worker's process title names the unit (ps, fault tests), as a task name per unit did
-        ray._raylet.setproctitle(f"ray::unit-{make_unit(make_cell(params), seed_lo, seed_hi).unit_id}")
-    except Exception:  # a private Ray helper: the title is a convenience, never a failure
+    unit = make_unit(make_cell(params), seed_lo, seed_hi)
+    try:  # the worker's process title names the unit (ps, fault tests); a private Ray helper, never a failure
+        ray._raylet.setproctitle(f"ray::unit-{unit.unit_id}")
+    except Exception:
         pass
     records = run_unit(experiment_name, params, list(range(seed_lo, seed_hi)), use_gpu=use_gpu, torch_threads=torch_threads)
-    keys = dict.fromkeys(key for record in records for key in record)
-    columns = {key: [record.get(key) for record in records] for key in keys}
+    columns = {key: [record.get(key) for record in records] for key in dict.fromkeys(k for r in records for k in r)}
     where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
-    return columns, where
+    table = unit_table(unit, columns, constants=where, experiment=get_experiment(experiment_name), sweep=sweep,
+                       code_version=code_version)
+    return encode_fragment(table), table
 
 
 @dataclass
 class UnitOutcome:
-    """A finished unit: its records as :func:`unit_task` returned them (``columns``, and
-    ``where`` it ran), or the error message of its failed task (``columns`` None)."""
+    """A finished unit: its fragment and rows from :func:`unit_task`, or its task's error."""
 
     unit: WorkUnit
-    columns: dict[str, list] | None
-    where: dict[str, str]
+    fragment: bytes | None
+    table: pa.Table | None
     error: str | None
     elapsed_s: float
 
@@ -277,12 +278,12 @@ def progress_bar(console: Console) -> Progress:
 class Execution:
     """Work units in flight on Ray, one task each; the caller records the outcomes."""
 
-    def __init__(self, experiment_name: str, resources):
-        """Tasks run :func:`~ray_jobs.worker.run_unit` with the per-task resources and retries
-        of ``resources`` (the config group)."""
+    def __init__(self, experiment_name: str, resources, *, sweep: str, code_version: str):
+        """Tasks run :func:`unit_task` with the per-task resources and retries of
+        ``resources`` (the config group); their rows name ``sweep`` and ``code_version``."""
         import ray
 
-        self.experiment_name = experiment_name
+        self.experiment_name, self.sweep, self.code_version = experiment_name, sweep, code_version
         self.num_gpus = float(resources.num_gpus)
         self.torch_threads = int(resources.torch_threads)
         self.num_cpus = float(resources.num_cpus)
@@ -299,7 +300,8 @@ class Execution:
     def submit(self, unit: WorkUnit) -> None:
         """Start the unit's task (one Ray task)."""
         ref = self.task.remote(self.experiment_name, unit.cell.params, unit.seed_lo, unit.seed_hi,
-                               use_gpu=self.num_gpus > 0, torch_threads=self.torch_threads)
+                               use_gpu=self.num_gpus > 0, torch_threads=self.torch_threads, sweep=self.sweep,
+                               code_version=self.code_version)
         self.pending[ref] = unit
 
     def slots(self) -> int:
@@ -344,7 +346,7 @@ class Execution:
             try:
                 outcomes.append(UnitOutcome(unit, *ray.get(ref), None, elapsed))
             except RayError as exc:
-                outcomes.append(UnitOutcome(unit, None, {}, describe_failure(exc), elapsed))
+                outcomes.append(UnitOutcome(unit, None, None, describe_failure(exc), elapsed))
         return outcomes
 
     def cancel(self) -> None:
@@ -371,14 +373,14 @@ class Execution:
             self.cancel()
 
 
-def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, console: Console, *,
-              description: str = "sweep") -> Iterator[UnitOutcome]:
+def run_units(units: Sequence[WorkUnit], experiment_name: str, resources, console: Console, *, sweep: str,
+              code_version: str, description: str = "sweep") -> Iterator[UnitOutcome]:
     """Run one Ray task per unit, in order, keeping :meth:`Execution.window` of them in flight
     (topped up as they finish); yield each outcome as its task finishes, with a live
     progress bar (without a terminal, a plain progress line every :data:`LOG_EVERY_S`).
     Tasks still pending when the caller stops iterating (Ctrl-C, an exception, fail_fast)
     are never recorded (:meth:`Execution.close`); units not yet submitted never start."""
-    execution = Execution(experiment_name, resources)
+    execution = Execution(experiment_name, resources, sweep=sweep, code_version=code_version)
     total_runs = sum(unit.seed_hi - unit.seed_lo for unit in units)
     next_unit = runs_done = failed = done = 0
     last_log = resized = execution.started

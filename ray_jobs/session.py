@@ -26,7 +26,7 @@ from ray_jobs.config import to_yaml
 from ray_jobs.experiments.base import Experiment
 from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report
-from ray_jobs.store import ResultsStore, error_table, unit_table
+from ray_jobs.store import ResultsStore, error_table
 from ray_jobs.tracking import SweepTracker, parent_run, source_tags
 from ray_jobs.validate import resolve_reference, resolve_results_dir
 
@@ -82,9 +82,9 @@ class Session:
         failure is printed, naming the unit and ``context``); ``columns`` (name -> (type,
         value)) are added to every row. Returns the rows written."""
         unit = outcome.unit
+        fragment = None
         if outcome.error is None:
-            table = unit_table(unit, outcome.columns, constants=outcome.where, experiment=self.experiment, sweep=self.sweep,
-                               code_version=self.version)
+            table, fragment = outcome.table, outcome.fragment  # built and encoded by the task
         else:
             self.units_failed += 1
             where = context or f"cell {unit.cell.cell_id}"
@@ -93,7 +93,8 @@ class Session:
             table = error_table(unit, outcome.error, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
         for name, (kind, value) in (columns or {}).items():
             table = table.append_column(pa.field(name, kind), pa.array([value] * table.num_rows, kind))
-        self.store.write_fragment(unit.unit_id, table)
+            fragment = None  # rows changed: encoded again
+        self.store.write_fragment(unit.unit_id, table if fragment is None else fragment)
         return table
 
     def build_report(self) -> Report:

@@ -160,7 +160,8 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
             if todo:
                 console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
                 finished = 0
-                with closing(run_units(todo, experiment.name, cfg.resources, console, description=plan.sweep)) as outcomes:
+                with closing(run_units(todo, experiment.name, cfg.resources, console, sweep=plan.sweep, code_version=session.version,
+                                       description=plan.sweep)) as outcomes:
                     for outcome in outcomes:  # leaving the block closes the loop: pending tasks cancelled
                         cells.add(outcome.unit, session.record(outcome))
                         finished += 1

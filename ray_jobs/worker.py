@@ -4,7 +4,8 @@ It imports the registry and, through it, only the experiment of the unit (no pan
 pyarrow, no other experiment).
 
 Plain Python (no Ray import): :mod:`ray_jobs.execution` wraps :func:`run_unit` in a Ray
-remote function with the resources the config asks for.
+remote function with the resources the config asks for (its ``unit_task``, which then
+builds and encodes the unit's Parquet rows with pyarrow, outside this module).
 """
 
 from __future__ import annotations

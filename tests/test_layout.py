@@ -5,7 +5,7 @@
   beside them, see LAYERS); no import circle, counting imports inside functions too.
 - No module imports an experiment's folder but the experiment itself (the registry finds
   them by folder); no module outside an experiment's folder names it in code.
-- A worker running one teacher-student unit imports that experiment only: no other
+- A worker running one teacher-student unit (run_unit) imports that experiment only: no other
   experiment, no pandas, no pyarrow, no report, no MLflow.
 - Every folder under ray_jobs/experiments/ is a registered experiment, and no file of
   ray_jobs is over ~400 lines.

@@ -208,7 +208,7 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
                   "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
         with session.parent_run(params, tags={"landscape.search": spec.kind}):
             console.print(f"Trials run on {where}.")
-            execution = Execution(plan.experiment.name, cfg.resources)
+            execution = Execution(plan.experiment.name, cfg.resources, sweep=plan.sweep, code_version=session.version)
             studies = [run_study(plan, setting, session, execution, journal, retry_errors=bool(cfg.retry_errors))
                        for setting in plan.settings]
             report, markdown, paths = write_search_report(plan, studies, session, journal)

@@ -43,8 +43,8 @@ from ray_jobs.errors import ConfigError, StorageError
 from ray_jobs.store.lock import DriverLock
 from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, error_table, row_schema, unit_table
 
-__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "error_table",
-           "row_schema", "unit_table"]
+__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "encode_fragment",
+           "error_table", "row_schema", "unit_table"]
 
 FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"
@@ -54,6 +54,14 @@ COMPACTED_DIR = "compacted"
 #: under runs/; the ``_`` prefix keeps pyarrow's and pandas' directory reads from taking it for data
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
+
+
+def encode_fragment(table: pa.Table) -> bytes:
+    """A unit's rows as the bytes of its Parquet fragment (pyarrow's defaults: snappy, one
+    row group, statistics), wherever they are encoded (the unit's task, or the driver)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def _discard(path: Path) -> None:
@@ -211,13 +219,15 @@ class ResultsStore:
                 failed.add(path.name[: -len(FRAGMENT_SUFFIX)])
         return failed
 
-    def write_fragment(self, unit_id: str, table: pa.Table) -> Path:
-        """Write ``table`` as the unit's fragment: staging name, fsync, atomic rename."""
+    def write_fragment(self, unit_id: str, rows: pa.Table | bytes) -> Path:
+        """Write the unit's fragment, ``rows`` as a table or as :func:`encode_fragment`'s
+        bytes: staging name, fsync, atomic rename."""
         final = self.fragment_path(unit_id)
         staging = self.runs_dir / f".{unit_id}.{os.getpid()}{STAGING_SUFFIX}"
+        data = rows if isinstance(rows, bytes) else encode_fragment(rows)
         try:
             with open(staging, "wb") as handle:
-                pq.write_table(table, handle)
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(staging, final)
