@@ -336,16 +336,25 @@ def measure_planning(runs: int, chunk: int, results_dir: Path) -> dict:
 
 
 def unit_compute_s(chunk: int, repeats: int = 20) -> float:
-    """Worker-side time of one unit of ``chunk`` seeds (``run_unit``, median of ``repeats``)."""
+    """Worker-side time of one unit of ``chunk`` seeds (median of ``repeats``): what the
+    unit's task does apart from Ray (``execution.unit_task``: ``run_unit``, then the unit's
+    rows and their Parquet bytes)."""
     from ray_jobs.config import compose_config
+    from ray_jobs.experiments.registry import get_experiment
+    from ray_jobs.plan import make_cell, make_unit
+    from ray_jobs.store import encode_fragment, unit_table
     from ray_jobs.validate import validate
     from ray_jobs.worker import run_unit
 
     _, cells = validate(compose_config([f"sweep={SWEEP}"]))
+    unit, experiment = make_unit(make_cell(cells[-1]), 0, chunk), get_experiment("null_run")
+    where = {"hostname": "host", "node_id": "0" * 56, "gpu_ids": ""}
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run_unit("null_run", cells[-1], list(range(chunk)), use_gpu=False, torch_threads=1)
+        records = run_unit("null_run", cells[-1], list(range(chunk)), use_gpu=False, torch_threads=1)
+        columns = {key: [record.get(key) for record in records] for key in records[0]}
+        encode_fragment(unit_table(unit, columns, constants=where, experiment=experiment, sweep=SWEEP, code_version="x"))
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 

@@ -2,9 +2,10 @@
 
 Built on :class:`ray_jobs.session.Session` (driver lock, store, config, MLflow parent,
 recording, report) and :mod:`ray_jobs.execution` (the Ray loop). MLflow gets a child run
-per cell as soon as the cell's last unit is recorded. Ray is started only when there is
-something to run, and before anything is written, so an unreachable cluster or resources
-no node offers are refused with nothing written. With ``fail_fast.enabled``, the sweep
+per cell as soon as the cell's last unit is recorded; the cells recorded before this
+invocation (a resume) get theirs from the report's table, once it is built. Ray is started
+only when there is something to run, and before anything is written, so an unreachable
+cluster or resources no node offers are refused with nothing written. With ``fail_fast.enabled``, the sweep
 stops scheduling when too many of its first units failed. After the units, before the
 report, the fragments are compacted (``compaction``: :mod:`ray_jobs.compaction`).
 """
@@ -69,18 +70,23 @@ class _CellTracker:
         if tracker is not None and unit.cell.cell_id not in tracker.logged_cells:
             self.recorded.setdefault(unit.cell.cell_id, {})[unit.unit_id] = project_rows(table, self.session.experiment)
 
-    def log(self, cell: Cell) -> None:
+    def log(self, cell: Cell, report: pd.DataFrame | None = None) -> None:
+        """Log the cell's child: its row of ``report`` (the sweep's report table) when given,
+        else the aggregation of its rows."""
         session = self.session
         recorded = self.recorded.pop(cell.cell_id, {})
         if session.tracker is None or cell.cell_id in session.tracker.logged_cells:
             return
-        earlier = [unit_id for unit_id in self.units[cell.cell_id] if unit_id not in recorded]
-        rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.experiment)
-        if earlier:
-            rows = pd.concat([report_rows(session.store, session.experiment, earlier), rows], ignore_index=True)
-        table = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
-                                family_tol=float(session.cfg.report.family_tol), reference=session.reference)
-        metrics = {key: value for key, value in table.iloc[0].to_dict().items()
+        if report is not None:
+            row = report[report["cell_id"] == cell.cell_id].iloc[0]
+        else:
+            earlier = [unit_id for unit_id in self.units[cell.cell_id] if unit_id not in recorded]
+            rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.experiment)
+            if earlier:
+                rows = pd.concat([report_rows(session.store, session.experiment, earlier), rows], ignore_index=True)
+            row = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
+                                  family_tol=float(session.cfg.report.family_tol), reference=session.reference).iloc[0]
+        metrics = {key: value for key, value in row.to_dict().items()
                    if key not in cell.params and key not in ("cell_id", "experiment")}
         params = {"sweep": self.plan.sweep, "cell_id": cell.cell_id, **cell.params}
         axes = [f"{axis}={cell.params[axis]}" for axis in session.experiment.table_axes if axis in cell.params]
@@ -154,9 +160,6 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                   "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
         stopped = None
         with session.parent_run(params):
-            for cell in plan.cells:
-                if remaining[cell.cell_id] == 0:
-                    cells.log(cell)
             if todo:
                 console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
                 finished = 0
@@ -174,6 +177,10 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                             break
             compact_after_sweep(session.store, plan, cfg.compaction, console)
             report = session.build_report()
+            reported = set(report.table["cell_id"]) if not report.table.empty else set()
+            for cell in plan.cells:  # cells recorded by earlier invocations: their rows of the report
+                if remaining[cell.cell_id] == 0 and cell.cell_id in reported:
+                    cells.log(cell, report.table)
             wall_s = time.monotonic() - started
             session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
                                     "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},

@@ -143,6 +143,7 @@ def test_second_run_schedules_nothing_and_adds_no_rows(first_run):
     assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")} == before
     pd.testing.assert_frame_equal(read_rows(results), rows_before)
     assert len(children_of(mlflow_client(results), again.parent_run_id)) == TINY_CELLS
+    assert_children_match_report(results, again.parent_run_id)  # logged from the report's rows
 
 
 def test_report_cli_rebuilds_the_same_table(first_run):
