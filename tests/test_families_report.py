@@ -96,6 +96,9 @@ def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_p
     assert "families | families (student perm.) | authors' families |" in report.markdown
     line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
     assert "| 12.6 | yes |" in line and "| 1 | " in line
+    # the families table: ours (one family of 6 runs, certified) beside the authors' (one of 126)
+    assert report.table.loc[0, "family_multiplicities"] == "[6]" and report.table.loc[0, "ref_family_multiplicities"] == "[126]"
+    assert "| 8 | 8 | 1 | [6] | 1 | 6 | 1 | [126] |" in report.markdown.splitlines()
 
 
 def test_the_worker_records_each_spurious_runs_certificate_and_null_for_the_rest():

@@ -105,7 +105,7 @@ def attach_reference(table: pd.DataFrame, reference_csv: Path, experiment: Exper
     renamed = {}
     for column, (ours, scale) in experiment.reference_columns.items():
         if column in reference.columns:
-            renamed[ours] = reference[column] * scale
+            renamed[ours] = reference[column] if scale is None else reference[column] * scale  # None: as written
     reference = pd.concat([reference[keys], pd.DataFrame(renamed)], axis=1)
     merged = table.merge(reference, on=keys, how="left")
     if "ref_frac_spurious" in merged:

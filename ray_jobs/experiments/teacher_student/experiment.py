@@ -83,6 +83,7 @@ class TeacherStudent(Experiment):
         "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
         "mean_objective": ("ref_mean_objective_spurious", 1.0),
         "families": ("ref_n_families", 1.0),  # the authors' family representatives (their .npz)
+        "family_multiplicities": ("ref_family_multiplicities", None),  # their runs per family, "[312, 34]"
     }
 
     def cells(self, cfg) -> list[dict[str, Any]]:
@@ -187,7 +188,8 @@ class TeacherStudent(Experiment):
         neurons x coordinates, within ``family_tol``), each certified once
         (:mod:`.families`): ``n_families``, ``n_families_certified``, ``n_certified_spurious``,
         ``frac_certified_spurious`` with its Wilson interval, ``min_certified_lambda_lo``,
-        ``max_certified_radius``; and ``n_families_student_perm``, the count under student
+        ``max_certified_radius``, ``family_multiplicities`` (runs per family, largest first,
+        as text: "[313, 33]"); and ``n_families_student_perm``, the count under student
         permutations only (what this report gave before). None when no run ran or the
         weights were not kept."""
         from ray_jobs.experiments.teacher_student.families import certified_families, family_aggregates

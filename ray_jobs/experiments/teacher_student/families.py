@@ -97,6 +97,7 @@ def _family(index: int, group, records: list[dict], points: list[np.ndarray], th
 def family_aggregates(families: list[dict], runs: int, *, confidence: float) -> dict[str, Any]:
     """Per-cell aggregates: ``n_families``, ``n_families_certified``, ``n_certified_spurious``,
     ``frac_certified_spurious`` with its Wilson interval over the ``runs`` that ran,
+    ``family_multiplicities`` (runs per family, largest first, as text),
     ``min_certified_lambda_lo`` and ``max_certified_radius`` over certified families."""
     from landscape_core.statistics import wilson_interval
 
@@ -110,6 +111,8 @@ def family_aggregates(families: list[dict], runs: int, *, confidence: float) -> 
         out.update(frac_certified_spurious=count / runs, frac_certified_spurious_lo=lo, frac_certified_spurious_hi=hi)
     else:
         out.update(frac_certified_spurious=math.nan, frac_certified_spurious_lo=math.nan, frac_certified_spurious_hi=math.nan)
+    # text, never a number (a metric of MLflow would take "[126]" for one otherwise), beside the authors'
+    out["family_multiplicities"] = "[" + ", ".join(str(m) for m in sorted((f["multiplicity"] for f in families), reverse=True)) + "]"
     out["min_certified_lambda_lo"] = min((f["certified_lambda_lo"] for f in certified), default=math.nan)
     out["max_certified_radius"] = max((f["certified_radius"] for f in certified), default=math.nan)
     return out

@@ -55,7 +55,36 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
         cells += [pct(row[f"frac_{s}"]) for s in ("global", "saddle", "not_converged", "diverged")]
         cells += [str(row["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + families_markdown(table, axes)) + "\n"
+
+
+def families_markdown(table: pd.DataFrame, axes: list[str]) -> list[str]:
+    """Lines of a second table: each cell's families (full symmetry group) with their runs,
+    the certified ones, and the authors' families and runs per family when the reference
+    has them ([] when no cell has families)."""
+    if "family_multiplicities" not in table or table["family_multiplicities"].isna().all():
+        return []
+    has_ref = "ref_family_multiplicities" in table
+    header = [*axes, "families", "runs per family", "certified families", "certified spurious runs"]
+    header += ["authors' families", "authors' runs per family"] if has_ref else []
+    lines = ["", "Spurious minima up to student-neuron and coordinate permutations (families), each certified "
+             "once (report/families.csv: objective, eigenvalue bound, radius, seeds of every family).", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in table.to_dict("records"):
+        if not isinstance(row.get("family_multiplicities"), str):
+            continue
+
+        def count(name: str) -> str:
+            value = row.get(name)
+            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+
+        cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
+        cells += [count("n_families"), row["family_multiplicities"], count("n_families_certified"), count("n_certified_spurious")]
+        if has_ref:
+            authors = row.get("ref_family_multiplicities")
+            cells += [count("ref_n_families"), authors if isinstance(authors, str) else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_families(table: pd.DataFrame, store) -> Path | None:
