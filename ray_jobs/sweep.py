@@ -70,23 +70,21 @@ class _CellTracker:
         if tracker is not None and unit.cell.cell_id not in tracker.logged_cells:
             self.recorded.setdefault(unit.cell.cell_id, {})[unit.unit_id] = project_rows(table, self.session.experiment)
 
-    def log(self, cell: Cell, report: pd.DataFrame | None = None) -> None:
-        """Log the cell's child: its row of ``report`` (the sweep's report table) when given,
+    def log(self, cell: Cell, row: dict | None = None) -> None:
+        """Log the cell's child: ``row``, its row of the sweep's report table, when given,
         else the aggregation of its rows."""
         session = self.session
         recorded = self.recorded.pop(cell.cell_id, {})
         if session.tracker is None or cell.cell_id in session.tracker.logged_cells:
             return
-        if report is not None:
-            row = report[report["cell_id"] == cell.cell_id].iloc[0]
-        else:
+        if row is None:
             earlier = [unit_id for unit_id in self.units[cell.cell_id] if unit_id not in recorded]
             rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.experiment)
             if earlier:
                 rows = pd.concat([report_rows(session.store, session.experiment, earlier), rows], ignore_index=True)
             row = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
-                                  family_tol=float(session.cfg.report.family_tol), reference=session.reference).iloc[0]
-        metrics = {key: value for key, value in row.to_dict().items()
+                                  family_tol=float(session.cfg.report.family_tol), reference=session.reference).iloc[0].to_dict()
+        metrics = {key: value for key, value in row.items()
                    if key not in cell.params and key not in ("cell_id", "experiment")}
         params = {"sweep": self.plan.sweep, "cell_id": cell.cell_id, **cell.params}
         axes = [f"{axis}={cell.params[axis]}" for axis in session.experiment.table_axes if axis in cell.params]
@@ -177,10 +175,10 @@ def run_sweep(cfg, console: Console | None = None) -> SweepResult:
                             break
             compact_after_sweep(session.store, plan, cfg.compaction, console)
             report = session.build_report()
-            reported = set(report.table["cell_id"]) if not report.table.empty else set()
+            reported = {row["cell_id"]: row for row in report.table.to_dict("records")}
             for cell in plan.cells:  # cells recorded by earlier invocations: their rows of the report
                 if remaining[cell.cell_id] == 0 and cell.cell_id in reported:
-                    cells.log(cell, report.table)
+                    cells.log(cell, reported[cell.cell_id])
             wall_s = time.monotonic() - started
             session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
                                     "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
