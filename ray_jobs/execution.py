@@ -216,12 +216,14 @@ def loopback_only(enabled: bool) -> Iterator[None]:
 
 
 def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *, use_gpu: bool,
-              torch_threads: int, sweep: str, code_version: str) -> tuple[bytes, pa.Table]:
+              torch_threads: int, sweep: str, code_version: str) -> tuple[bytes, pa.Table, dict[str, str]]:
     """A unit's Ray task: :func:`~ray_jobs.worker.run_unit` on seeds ``seed_lo .. seed_hi - 1``
     (two integers: the arguments stay small whatever the chunk size), then the unit's rows
     (:func:`~ray_jobs.store.unit_table`, with ``hostname``, Ray ``node_id`` and ``gpu_ids``)
     and their Parquet fragment, built here, in parallel on the workers: the driver (the
-    single writer) only writes the bytes. Returns (fragment bytes, rows)."""
+    single writer) only writes the bytes. Returns (fragment bytes, the records' own columns,
+    where): the columns shared by every row do not cross Ray (a 1,000-row null_run unit:
+    ~70 KB inline in the reply instead of ~290 KB through the object store)."""
     import ray
 
     unit = make_unit(make_cell(params), seed_lo, seed_hi)
@@ -235,16 +237,17 @@ def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *,
              "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
     table = unit_table(unit, columns, constants=where, experiment=get_experiment(experiment_name), sweep=sweep,
                        code_version=code_version)
-    return encode_fragment(table), table
+    return encode_fragment(table), table.select(list(columns)), where
 
 
 @dataclass
 class UnitOutcome:
-    """A finished unit: its fragment and rows from :func:`unit_task`, or its task's error."""
+    """A finished unit: its fragment, records and where they ran (:func:`unit_task`), or its task's error."""
 
     unit: WorkUnit
     fragment: bytes | None
-    table: pa.Table | None
+    records: pa.Table | None
+    where: dict[str, str] | None
     error: str | None
     elapsed_s: float
 
@@ -346,7 +349,7 @@ class Execution:
             try:
                 outcomes.append(UnitOutcome(unit, *ray.get(ref), None, elapsed))
             except RayError as exc:
-                outcomes.append(UnitOutcome(unit, None, None, describe_failure(exc), elapsed))
+                outcomes.append(UnitOutcome(unit, None, None, None, describe_failure(exc), elapsed))
         return outcomes
 
     def cancel(self) -> None:

@@ -26,7 +26,7 @@ from ray_jobs.config import to_yaml
 from ray_jobs.experiments.base import Experiment
 from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report
-from ray_jobs.store import ResultsStore, error_table
+from ray_jobs.store import ResultsStore, error_table, unit_table
 from ray_jobs.tracking import SweepTracker, parent_run, source_tags
 from ray_jobs.validate import resolve_reference, resolve_results_dir
 
@@ -83,8 +83,10 @@ class Session:
         value)) are added to every row. Returns the rows written."""
         unit = outcome.unit
         fragment = None
-        if outcome.error is None:
-            table, fragment = outcome.table, outcome.fragment  # built and encoded by the task
+        if outcome.error is None:  # the task built and encoded the rows; the same rows again, from its columns
+            fragment = outcome.fragment
+            table = unit_table(unit, {name: outcome.records.column(name) for name in outcome.records.column_names},
+                               constants=outcome.where, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
         else:
             self.units_failed += 1
             where = context or f"cell {unit.cell.cell_id}"

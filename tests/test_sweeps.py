@@ -58,3 +58,7 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
                 "code_version": "test", "config_json": unit.cell.config_json, "error_message": None}
     reference = rows_table([{**record, **where, **contract} for record in records], schema)
     assert table.schema == reference.schema and repr(table.to_pylist()) == repr(reference.to_pylist())
+    # the driver's copy: the same rows again from the records' own columns (as Arrow) that cross Ray
+    again = unit_table(unit, {name: table.column(name) for name in columns}, constants=where, experiment=experiment,
+                       sweep=plan.sweep, code_version="test")
+    assert again.schema == table.schema and repr(again.to_pylist()) == repr(table.to_pylist())

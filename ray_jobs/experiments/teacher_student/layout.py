@@ -61,8 +61,8 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
 def families_markdown(table: pd.DataFrame, axes: list[str]) -> list[str]:
     """Lines of a second table: each cell's families (full symmetry group) with their runs,
     the certified ones, and the authors' families and runs per family when the reference
-    has them ([] when no cell has families)."""
-    if "family_multiplicities" not in table or table["family_multiplicities"].isna().all():
+    has them ([] when no cell has a family)."""
+    if not any(isinstance(value, str) and value != "[]" for value in table.get("family_multiplicities", [])):
         return []
     has_ref = "ref_family_multiplicities" in table
     header = [*axes, "families", "runs per family", "certified families", "certified spurious runs"]
