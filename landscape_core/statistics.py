@@ -13,6 +13,7 @@ give no interval (no trials, fewer than two values, non-finite inputs).
 from __future__ import annotations
 
 import math
+import numbers
 
 __all__ = ["clopper_pearson_interval", "t_interval", "wilson_interval"]
 
@@ -30,21 +31,37 @@ def wilson_interval(successes: int, trials: int, confidence: float) -> tuple[flo
         center = (p^ + z^2 / 2N) / (1 + z^2 / N),
         half = z sqrt(p^ (1 - p^) / N + z^2 / 4N^2) / (1 + z^2 / N),  z = Phi^-1(1/2 + c/2),
 
-    computed by ``scipy.stats.binomtest(successes, trials).proportion_ci(method="wilson")``
-    (no continuity correction) and clipped to [0, 1]: lo = 0 when successes == 0 and
-    hi = 1 when successes == trials. Unlike the Wald interval it is never empty or
+    computed exactly as ``scipy.stats.binomtest(successes, trials).proportion_ci(method=
+    "wilson")`` does (no continuity correction; scipy's ``ndtri`` for z and its Newcombe
+    (1998) arrangement of the same formula, operation for operation: the limits are
+    bitwise scipy's, tested), without ``binomtest``'s p-value, which costs ~5 ms per call
+    (a report of 10^4 cells x 5 statuses). lo = 0 when successes == 0 and hi = 1 when
+    successes == trials, clipped to [0, 1]. Unlike the Wald interval it is never empty or
     degenerate at 0 or ``trials`` successes.
 
-    Edge cases: ``(nan, nan)`` when ``trials <= 0`` (no runs, no fraction); scipy raises
-    ``ValueError`` for ``successes`` outside [0, trials] or a confidence outside [0, 1],
-    ``TypeError`` for non-integer counts.
+    Edge cases: ``(nan, nan)`` when ``trials <= 0`` (no runs, no fraction); ``ValueError``
+    for ``successes`` outside [0, trials] or a confidence outside [0, 1] and ``TypeError``
+    for non-integer counts, as scipy's ``binomtest``.
     """
     if trials <= 0:
         return _NAN_INTERVAL
-    from scipy.stats import binomtest
+    for name, value in (("successes", successes), ("trials", trials)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials = {trials}], got {successes}")
+    if not 0 <= confidence <= 1:
+        raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+    from scipy.special import ndtri
 
-    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
-    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
+    n, p = int(trials), int(successes) / int(trials)
+    z = ndtri(0.5 + 0.5 * confidence)
+    denominator = 2 * (n + z**2)
+    center = (2 * n * p + z**2) / denominator
+    delta = z / denominator * math.sqrt(4 * n * p * (1 - p) + z**2)
+    lo = 0.0 if successes == 0 else center - delta
+    hi = 1.0 if successes == trials else center + delta
+    return max(0.0, float(lo)), min(1.0, float(hi))
 
 
 def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:

@@ -69,6 +69,22 @@ BINOMIAL_CASES = sorted(
 
 
 @pytest.mark.parametrize(("successes", "trials", "confidence"), BINOMIAL_CASES)
+def test_wilson_is_bitwise_scipys_binomtest(successes, trials, confidence):
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    assert wilson_interval(successes, trials, confidence) == (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
+
+
+@pytest.mark.parametrize(("successes", "trials", "confidence"), [(-1, 10, 0.9), (11, 10, 0.9), (3, 10, 1.5), (3, 10, -0.1)])
+def test_wilson_refuses_counts_or_levels_out_of_range(successes, trials, confidence):
+    with pytest.raises(ValueError):
+        wilson_interval(successes, trials, confidence)
+    with pytest.raises(TypeError):
+        wilson_interval(2.5, 10, 0.9)
+
+
+@pytest.mark.parametrize(("successes", "trials", "confidence"), BINOMIAL_CASES)
 def test_wilson_matches_the_hand_written_formula(successes, trials, confidence):
     assert_same(wilson_interval(successes, trials, confidence), reference_wilson(successes, trials, confidence))
 
