@@ -510,18 +510,18 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
         lambda r: f"{r['sweep']['times'].get('compaction', 0):.1f} / {r['sweep']['times'].get('report', 0):.1f} / {r['sweep']['times'].get('finish', 0):.1f}")
     row("steady state (first outcome to last): units / s", lambda r: f"{d[id(r)]['units_per_s']:.0f}")
     row("driver CPU per unit, steady state (ms)",
-        lambda r: f"{d[id(r)]['driver_cpu_ms']:.1f} {_met(d[id(r)]['driver_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 else ''}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000")
+        lambda r: f"{d[id(r)]['driver_cpu_ms']:.1f} {_met(d[id(r)]['driver_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
     row("of which per unit, without the cells' MLflow children: Ray, loop, fragment (ms)",
         lambda r: f"{d[id(r)]['driver_cpu_ms'] - d[id(r)]['cell_log_cpu_ms']:.1f} "
-                  f"{_met(d[id(r)]['driver_cpu_ms'] - d[id(r)]['cell_log_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 else ''}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000")
+                  f"{_met(d[id(r)]['driver_cpu_ms'] - d[id(r)]['cell_log_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
     row("of which per cell: its MLflow child (aggregation + 3 sqlite commits), driver CPU per cell (ms; units per cell)",
         lambda r: f"{1e3 * r['sweep']['phase_cpu'].get('cell_log', 0.0) / max(1, r['sweep'].get('cells', 1)):.0f} "
                   f"({r['sweep'].get('units', 0) / max(1, r['sweep'].get('cells', 1)):.0f})")
     row("wall overhead per unit, steady state: (wall - compute / workers) / units (ms)",
-        lambda r: f"{d[id(r)]['wall_overhead_ms']:.1f} {_met(d[id(r)]['wall_overhead_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 else ''}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000")
+        lambda r: f"{d[id(r)]['wall_overhead_ms']:.1f} {_met(d[id(r)]['wall_overhead_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
     row("driver wall per unit, steady state: Ray (submit, wait, get) / record fragment / cell's MLflow child (ms)",
         lambda r: f"{d[id(r)]['in_ray_ms']:.1f} / {d[id(r)]['record_ms']:.1f} / {d[id(r)]['cell_log_ms']:.1f}")
     row("driver CPU per unit, steady state: record fragment / cell's MLflow child / the rest (Ray, loop) (ms)",
