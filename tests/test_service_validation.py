@@ -10,7 +10,7 @@ from tests.conftest import TINY_SWEEP, run_cli, assert_usage_error
 
 CASES = {
     "missing sweep": ([], "sweep: required", "safran_shamir_table1"),
-    "unknown sweep": (["sweep=nope"], "sweep: unknown sweep 'nope'", "safran_shamir_table1, safran_shamir_table2, "),
+    "unknown sweep": (["sweep=nope"], "sweep: unknown sweep 'nope'", "safran_shamir_table1, safran_shamir_table1_proven, safran_shamir_table2, "),
     "unknown axis": ([*TINY_SWEEP, "sweep.grid.width=[4]"], "sweep.grid.width: unknown axis 'width'", "allowed: k, n, n_minus_k"),
     "unknown axis added": ([*TINY_SWEEP, "+sweep.grid.depth=[2]"], "sweep.grid.depth: unknown axis 'depth'", "allowed: k, n, n_minus_k"),
     "certify_runs not a bool": ([*TINY_SWEEP, "experiment.certify_runs=maybe"], "experiment.certify_runs: must be true or false", "got 'maybe'"),
