@@ -342,7 +342,7 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     from ray_jobs.config import compose_config
     from ray_jobs.experiments.registry import get_experiment
     from ray_jobs.plan import make_cell, make_unit
-    from ray_jobs.store import encode_fragment, unit_table
+    from ray_jobs.store import columns_of, encode_fragment, unit_table
     from ray_jobs.validate import validate
     from ray_jobs.worker import run_unit
 
@@ -352,8 +352,7 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        records = run_unit("null_run", cells[-1], list(range(chunk)), use_gpu=False, torch_threads=1)
-        columns = {key: [record.get(key) for record in records] for key in records[0]}
+        columns = columns_of(run_unit("null_run", cells[-1], unit.seeds, use_gpu=False, torch_threads=1))
         encode_fragment(unit_table(unit, columns, constants=where, experiment=experiment, sweep=SWEEP, code_version="x"))
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from ray_jobs.errors import ConfigError
 from ray_jobs.plan import WorkUnit, make_cell, make_unit
 from ray_jobs.reaper import start_reaper
-from ray_jobs.store import encode_fragment, unit_table
+from ray_jobs.store import columns_of, encode_fragment, unit_table
 from ray_jobs.worker import get_experiment, run_unit
 
 #: seconds ray.wait blocks before the progress bar refreshes when nothing finished
@@ -231,8 +231,7 @@ def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *,
         ray._raylet.setproctitle(f"ray::unit-{unit.unit_id}")
     except Exception:
         pass
-    records = run_unit(experiment_name, params, list(range(seed_lo, seed_hi)), use_gpu=use_gpu, torch_threads=torch_threads)
-    columns = {key: [record.get(key) for record in records] for key in dict.fromkeys(k for r in records for k in r)}
+    columns = columns_of(run_unit(experiment_name, params, unit.seeds, use_gpu=use_gpu, torch_threads=torch_threads))
     where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
     table = unit_table(unit, columns, constants=where, experiment=get_experiment(experiment_name), sweep=sweep,

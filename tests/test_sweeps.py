@@ -14,7 +14,7 @@ import pytest
 from ray_jobs.config import available_searches, available_sweeps, compose_config
 from ray_jobs.experiments.registry import registered_experiments
 from ray_jobs.plan import plan_sweep
-from ray_jobs.store import row_schema, unit_table
+from ray_jobs.store import columns_of, row_schema, unit_table
 from ray_jobs.store.rows import _table as rows_table
 from ray_jobs.validate import validate
 
@@ -48,7 +48,7 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
         for key, value in unit.cell.params.items():  # the cell's parameters are what the run records
             if key in record and key in experiment.columns and not (isinstance(value, float) and math.isnan(value)):
                 assert record[key] == value, key
-    columns = {key: [record.get(key) for record in records] for key in dict.fromkeys(k for r in records for k in r)}
+    columns = columns_of(records)
     where = {"hostname": "node-a", "node_id": "abc", "gpu_ids": ""}
     table = unit_table(unit, columns, constants=where, experiment=experiment, sweep=plan.sweep, code_version="test")
     assert table.num_rows == len(seeds) and table.schema.names[: len(schema.names)] == schema.names

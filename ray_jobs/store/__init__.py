@@ -41,10 +41,10 @@ import pyarrow.parquet as pq
 
 from ray_jobs.errors import ConfigError, StorageError
 from ray_jobs.store.lock import DriverLock
-from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, error_table, row_schema, unit_table
+from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, columns_of, error_table, row_schema, unit_table
 
-__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "encode_fragment",
-           "error_table", "row_schema", "unit_table"]
+__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "columns_of",
+           "encode_fragment", "error_table", "row_schema", "unit_table"]
 
 FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"

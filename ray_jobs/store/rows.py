@@ -64,6 +64,12 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def columns_of(records: Sequence[dict]) -> dict[str, list]:
+    """Records as columns: key -> one value per record (None where a record lacks the key),
+    keys in order of first appearance; what :func:`unit_table` takes."""
+    return {key: [record.get(key) for record in records] for key in dict.fromkeys(k for r in records for k in r)}
+
+
 def _array(values: Sequence | pa.Array | pa.ChunkedArray, kind: pa.DataType | None) -> pa.Array:
     """One column: Python values converted, an Arrow column taken as it is (cast if needed)."""
     if isinstance(values, pa.ChunkedArray):

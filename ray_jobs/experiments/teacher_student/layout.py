@@ -49,13 +49,17 @@ def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, s
             cells += [pct(row["ref_frac_spurious"]), "" if inside is None else ("yes" if inside else "NO")]
         cells += [num(row["mean_objective_spurious"])] + ([num(row.get("ref_mean_objective_spurious"))] if has_ref else [])
         cells += [num(row["mean_min_eig_spurious"])] + ([num(row.get("ref_mean_min_eig_spurious"))] if has_ref else [])
-        for name in ("n_families", "n_families_student_perm", *(["ref_n_families"] if has_ref_families else [])):
-            families = row.get(name)
-            cells += ["" if families is None or (isinstance(families, float) and math.isnan(families)) else str(int(families))]
+        cells += [_count(row.get(name)) for name in ("n_families", "n_families_student_perm",
+                                                      *(["ref_n_families"] if has_ref_families else []))]
         cells += [pct(row[f"frac_{s}"]) for s in ("global", "saddle", "not_converged", "diverged")]
         cells += [str(row["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + families_markdown(table, axes)) + "\n"
+
+
+def _count(value) -> str:
+    """A count of the table as text: empty when missing (None or NaN)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
 
 
 def families_markdown(table: pd.DataFrame, axes: list[str]) -> list[str]:
@@ -73,16 +77,12 @@ def families_markdown(table: pd.DataFrame, axes: list[str]) -> list[str]:
     for row in table.to_dict("records"):
         if not isinstance(row.get("family_multiplicities"), str):
             continue
-
-        def count(name: str) -> str:
-            value = row.get(name)
-            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
-
         cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
-        cells += [count("n_families"), row["family_multiplicities"], count("n_families_certified"), count("n_certified_spurious")]
+        cells += [_count(row.get("n_families")), row["family_multiplicities"], _count(row.get("n_families_certified")),
+                  _count(row.get("n_certified_spurious"))]
         if has_ref:
             authors = row.get("ref_family_multiplicities")
-            cells += [count("ref_n_families"), authors if isinstance(authors, str) else ""]
+            cells += [_count(row.get("ref_n_families")), authors if isinstance(authors, str) else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
