@@ -316,6 +316,7 @@ def _when(predicate, timeout: float = 240) -> None:
 
 
 @needs_mount
+@pytest.mark.slow  # ~1 min; the default suite keeps the read-only case, the same stop-and-rerun path
 def test_a_disk_filling_mid_sweep_stops_with_one_line_and_the_rerun_completes(driver_env, tmpfs):
     results = tmpfs / "results"
     runs = results / "smoke" / "runs"

@@ -46,6 +46,9 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, TINY_SWEEP
 
+# ~1.5-2 min on 2 cores (a three-node cluster, two sweeps): `make test-all`
+pytestmark = pytest.mark.slow
+
 #: 2 cells (k = 3, n = 4, 5) x 8 seeds in one-seed units of about a second (no early stop):
 #: 16 units, long enough that a node removed mid-sweep is running one
 SWEEP = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[1,2]", "sweep.seeds=8", "resources.chunk_size=1",
