@@ -46,7 +46,7 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, TINY_SWEEP
 
-# ~1.5-2 min on 2 cores (a three-node cluster, two sweeps): `make test-all`
+# ~1 min alone, ~1.5-2 min beside other work on 2 cores (a three-node cluster, two sweeps): `make test-all`
 pytestmark = pytest.mark.slow
 
 #: 2 cells (k = 3, n = 4, 5) x 8 seeds in one-seed units of about a second (no early stop):
