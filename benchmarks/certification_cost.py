@@ -4,7 +4,8 @@ For every cell of a finished sweep's results (the Parquet dataset under
 ``<results_dir>/<sweep>/runs``), this times what the report does once per cell for its
 ``certified spurious %`` column: grouping the cell's spurious runs into families under the
 full symmetry group (:func:`landscape_core.families.group_points`, as the report calls it)
-and one certificate per family (:func:`landscape_core.certification.certify_family`), and
+and one certificate per family (the report's own step, ``teacher_student.families._family``:
+:func:`landscape_core.certification.certify_family` from the family's representative), and
 sets it against the cell's training compute (the rows' ``wall_s`` summed: each unit's wall
 time spread over its runs). Both are timed on the machine that ran them; run this on a
 quiet machine, and read the sweep's compute with the load it ran under in mind.
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.dataset as ds
     import torch
 
-    from landscape_core.certification import certify_family
     from landscape_core.families import group_points
+    from ray_jobs.experiments.teacher_student.families import _family
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="<results_dir>/<sweep name>")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs.is_dir():
         parser.error(f"sweep_dir: no runs/ under {args.sweep_dir}")
     table = ds.dataset(runs, format="parquet").to_table(
-        columns=["cell_id", "k", "n", "d", "status", "wall_s", "final_weights", "final_loss", "min_eig", "bad_loss_threshold"])
+        columns=["cell_id", "k", "n", "d", "seed", "status", "wall_s", "final_weights", "final_loss", "min_eig", "bad_loss_threshold"])
     rows = table.to_pandas()
     print("| k | n | runs | spurious | families | training compute s | grouping s | certificates s | certified families | certification / training |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -50,12 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         groups = group_points(points, tol=args.tol, objectives=list(bad["final_loss"]), min_eigs=list(bad["min_eig"]))
         grouping = time.perf_counter() - start
         start = time.perf_counter()
-        threshold = float(cell["bad_loss_threshold"].iloc[0]) if "bad_loss_threshold" in cell else 1e-3
-        certified = 0
-        for group in groups:
-            order = [group.representative] + [m for m in group.members if m != group.representative]
-            certificate = certify_family(np.stack([points[m] for m in order]), bad_loss_threshold=threshold)
-            certified += bool(certificate.spurious)
+        threshold = float(cell["bad_loss_threshold"].iloc[0] or 1e-3)  # as the report: the row's, else 1e-3
+        records = bad[["seed"]].to_dict("records")
+        certified = sum(_family(index, group, records, points, threshold)["certified"] for index, group in enumerate(groups))
         certifying = time.perf_counter() - start
         totals += (compute, grouping, certifying)
         share = (grouping + certifying) / compute if compute else float("nan")
