@@ -738,6 +738,7 @@ def certify_minimum(
     bad_loss_threshold: float = 1e-3,
     precision_bits: int = 110,
     max_ball_iterations: int = 40,
+    pairs: PairEnclosures | None = None,
 ) -> Certificate:
     """Certify that a strict local minimum of F lies near W (protocols.md section 1,
     "Certified spurious minima"; method and sources in the module docstring).
@@ -762,6 +763,8 @@ def certify_minimum(
       published protocol).
     - ``precision_bits``: mpmath interval precision for the objective, gradient and angles.
     - ``max_ball_iterations``: rounds of the ball iteration rho <- 2 (r(rho) + delta) (step 3).
+    - ``pairs``: :func:`pair_enclosures` of W, when the caller has them (only without
+      ``newton_steps``: they must be those of the point certified).
 
     Returns a :class:`Certificate`; refusals carry the first failing step's reason.
     Cost: about 0.2-1 s at k = n = 20 (N = 400), dominated by the mpmath pass and eigh.
@@ -792,7 +795,10 @@ def certify_minimum(
             delta = delta + iv.mpf(_distance_up(Wc, W0))
     delta_hi = _hi(delta)
 
-    pairs = pair_enclosures(Wc, V, precision_bits=precision_bits)
+    if pairs is not None and newton_steps:
+        raise OptionError("pairs", "precomputed pair enclosures need newton_steps = 0 (they are those of W)")
+    if pairs is None:
+        pairs = pair_enclosures(Wc, V, precision_bits=precision_bits)
     nan = float("nan")
     out = dict(certified=False, minimum_certified=False, lambda_lo=nan, lambda_at_point_lo=nan,
                lambda_at_point_hi=nan, lambda_float=nan, radius=nan, cover_radius=nan, ball_radius=nan, l3=nan,

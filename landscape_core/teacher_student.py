@@ -117,54 +117,72 @@ def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
     return torch.cat([student, teacher], dim=1)
 
 
-def _pair_angles(W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor):
+def _pair_angles(W: torch.Tensor, V: torch.Tensor):
     """The quantities both fused kernels share (one code path: the same bits in both):
-    row norms nw (R, n), unit rows Wn (R, n, d), U = [W; V] (R, n + k, d), its norms nu
-    (R, n + k, 1), cos, theta and sin of every (student, student-or-teacher) angle (R, n, n + k);
-    sin = sqrt(1 - cos^2) = sin(theta) for theta in [0, pi], cheaper than sin()."""
-    nw = torch.linalg.vector_norm(W, dim=-1)  # (R, n)
-    Wn = W / nw.unsqueeze(-1)  # (R, n, d) unit rows
+    row norms nw (R, n) (a view of nu), U = [W; V] (R, n + k, d), its row norms nu
+    (R, n + k, 1), unit rows Wn (R, n, d) (a view of U / nu), cos, theta and sin of every
+    (student, student-or-teacher) angle (R, n, n + k); sin = sqrt(1 - cos^2) = sin(theta)
+    for theta in [0, pi], cheaper than sin(). (A row's norm has the same bits whether taken
+    alone or among the rows of U.)"""
+    n = W.shape[-2]
     U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
-    nu = torch.cat([nw, nv], dim=-1).unsqueeze(-1)  # (R, n + k, 1)
-    cos = torch.bmm(Wn, (U / nu).transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    nu = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (R, n + k, 1)
+    nw = nu[:, :n, 0]  # (R, n)
+    Un = U / nu  # (R, n + k, d) unit rows
+    Wn = Un[:, :n]  # (R, n, d): W / nw, the same bits
+    cos = torch.bmm(Wn, Un.transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
     theta = torch.arccos(cos)
     sin = torch.sqrt(1.0 - cos * cos)
     return nw, Wn, U, nu, cos, theta, sin
 
 
-def _fused_scaled_gradient(
-    W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor, sign: torch.Tensor, sign_pi: torch.Tensor
-) -> torch.Tensor:
-    """2 pi dF/dW with few kernel launches (the descent loop's hot path).
+def _gradient_from_angles(W, Wn, U, nu, theta, sin, sign):
+    """G = 2 pi dF/dW from the shared angles; also pi - theta (R, n, n + k), which the loss reuses.
 
     G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j,
-    u = rows of [W; V], s = ``sign`` (n, n + k), ``sign_pi`` = pi * sign, ``nv`` = ||v_j||
-    (R, k). The (i, i) terms are masked by s_ii = 0. W: (R, n, d), V: (R, k, d) -> (R, n, d).
-    """
-    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V, nv)
+    s = ``sign`` (n, n + k) in {-1, 0, +1} (s_ii = 0), so s (pi - t) = s pi - s t exactly."""
     radial = torch.bmm(sign * sin, nu)  # (R, n, 1): sum_j s_ij ||u_j|| sin t_ij
-    return torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
+    pi_minus = math.pi - theta  # (R, n, n + k)
+    G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign * pi_minus, U)  # (R, n, d)
+    return G, pi_minus
+
+
+def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """2 pi dF/dW with few kernel launches (the descent loop's hot path).
+
+    u = rows of [W; V], s = ``sign`` (n, n + k); formula in :func:`_gradient_from_angles`.
+    W: (R, n, d), V: (R, k, d) -> (R, n, d).
+    """
+    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
+    return _gradient_from_angles(W, Wn, U, nu, theta, sin, sign)[0]
+
+
+def _loss_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
+    """Weights of :func:`_fused_gradient_and_loss`'s loss, (n, n + k): 1 / (4 pi) for every
+    student pair, the diagonal included, -1 / (2 pi) for teachers."""
+    return torch.cat([torch.full((n, n), 0.25 / math.pi, dtype=dtype, device=device),
+                      torch.full((n, k), -0.5 / math.pi, dtype=dtype, device=device)], dim=1)
 
 
 def _fused_gradient_and_loss(
-    W: torch.Tensor, V: torch.Tensor, nv: torch.Tensor, sign: torch.Tensor, sign_pi: torch.Tensor,
-    loss_weight: torch.Tensor,
+    W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor, loss_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """G = 2 pi dF/dW (the same operations as :func:`_fused_scaled_gradient`, so the same
     bits) and the W-dependent part of F from the same angles:
 
-        1/2 sum_{i != j} f(w_i, w_j) + sum_i ||w_i||^2 / 4 - sum_{i, l} f(w_i, v_l),
-        2 pi f(w_i, u_j) = ||w_i|| ||u_j|| (sin t_ij + (pi - t_ij) cos t_ij),
+        1/2 sum_{i, j} f(w_i, w_j) - sum_{i, l} f(w_i, v_l) = sum_{i, j} ||w_i|| lw_ij ||u_j|| p_ij,
+        p_ij = sin t_ij + (pi - t_ij) cos t_ij,   2 pi f(w_i, u_j) = ||w_i|| ||u_j|| p_ij,
 
-    ``loss_weight`` (n, n + k) = 1/2 for students j != i, 0 for j = i, -1 for teachers. Used by
-    the descent with ``stop_when_proven`` (the early-global rule's F at no extra arccos);
-    equal to :func:`_student_terms` up to rounding. -> ((R, n, d), (R,))."""
-    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V, nv)
-    radial = torch.bmm(sign * sin, nu)  # (R, n, 1)
-    G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign_pi - sign * theta, U)  # (R, n, d)
-    pair = torch.addcmul(sin, math.pi - theta, cos)  # sin t + (pi - t) cos t, (R, n, n + k)
-    per_row = torch.bmm(loss_weight * pair, nu).squeeze(-1)  # (R, n): sum_j w_ij ||u_j|| (...)
-    loss = (nw * per_row).sum(-1) / TWO_PI + (nw * nw).sum(-1) / 4.0  # (R,)
+    ``loss_weight`` lw (n, n + k) from :func:`_loss_weights`. The diagonal terms f(w_i, w_i) =
+    ||w_i||^2 / 2 come out of the same formula: the computed self-cosine is 1 to a few ulp,
+    so p_ii = pi to ~1e-15 relative. Used by the descent with ``stop_when_proven`` (the
+    early-global rule's F at no extra arccos); equal to :func:`_student_terms` up to
+    rounding. -> ((R, n, d), (R,))."""
+    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
+    G, pi_minus = _gradient_from_angles(W, Wn, U, nu, theta, sin, sign)
+    pair = torch.addcmul(sin, pi_minus, cos)  # p_ij, (R, n, n + k)
+    per_row = torch.bmm(loss_weight * pair, nu)  # (R, n, 1): sum_j lw_ij ||u_j|| p_ij
+    loss = torch.bmm(nw.unsqueeze(-2), per_row).reshape(-1)  # (R,)
     return G, loss
 
 
@@ -181,7 +199,7 @@ def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None 
     n, k = W.shape[-2], V.shape[-2]
     if sign is None:
         sign = _gradient_weights(n, k, dtype=W.dtype, device=W.device)
-    return _fused_scaled_gradient(W, V, torch.linalg.vector_norm(V, dim=-1), sign, sign * math.pi)
+    return _fused_scaled_gradient(W, V, sign)
 
 
 def population_gradient(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -433,14 +451,22 @@ def initial_points(k: int, n: int, seeds: Sequence[int], protocol: TeacherStuden
 _PROOF_GRAD_PREFILTER = 1e-3
 #: at most this many iterations between two checks of one candidate run
 _PROOF_RECHECK_MAX = 4096
-#: iterations before a run whose check failed is checked again
+#: at most this many iterations before a run whose check failed is checked again
 _PROOF_RETRY = 1024
+#: a run is checked against a ball of radius R once its estimated distance to the minimum,
+#: ||dF/dW||_F / lambda, is at most this fraction of R (float64 estimate; the proof decides)
+_PROOF_REACH = 0.85
 #: modelled bound on the per-step deviation of the float64 iteration from the exact gradient
 #: map near a minimum (absolute, Frobenius); the analytic gradient agrees with autograd to
 #: 1e-13 and, at Newton-polished minima, evaluates to ~1e-15 (see gradient_descent)
 _PROOF_FLOAT_STEP_ERROR = 1e-14
-#: float64 Newton steps that finish a proven run's final point
+#: float64 Newton steps that finish a proven run's final point, and that move a run's iterate
+#: onto the minimum before a new ball is certified there (not part of the proof)
 _PROOF_NEWTON_STEPS = 3
+#: the prover's ball radius R as a fraction of lambda_c / L3 (the Hessian stays >= (1 - this)
+#: lambda_c on the ball; 1/2 keeps the contraction rate and the rounding floor of a run at the
+#: edge within a factor 2 of those at the centre)
+_PROOF_BALL_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -469,10 +495,11 @@ class SpuriousProver:
     """Decides, with a proof, that gradient descent from a point y ends at a spurious strict
     local minimum, and that the full protocol would classify the run ``spurious``.
 
-    **The certified ball.** At a point c (a run's current iterate), :func:`certification.
-    certify_minimum` (steps 1-3 of protocols.md "Certified spurious minima", interval
-    arithmetic) gives lambda_c <= lambda_min(H(c)), a strict local minimum x* with
-    ||x* - c|| <= r and F(x*) >= objective_lo. From the interval Hessian enclosure at c
+    **The certified ball.** At a point c (a run's current iterate moved onto its minimum by
+    ``_PROOF_NEWTON_STEPS`` float64 Newton steps: how c is found is not part of the proof),
+    :func:`certification.certify_minimum` (steps 1-3 of protocols.md "Certified spurious
+    minima", interval arithmetic) gives lambda_c <= lambda_min(H(c)), a strict local minimum
+    x* with ||x* - c|| <= r (~1e-12 at a Newton point) and F(x*) >= objective_lo. From the interval Hessian enclosure at c
     (:func:`certification.hessian_enclosure`), Lambda_c = max_i sum_j max(|H_lo|, |H_hi|)_ij
     (summed upward) bounds ||H||_inf >= lambda_max(H(c)) for every symmetric H in the
     enclosure (Gershgorin). With L3 the notes' third-derivative bound on B(c, R) (R below
@@ -482,7 +509,8 @@ class SpuriousProver:
         mu I <= H(x) <= L I,   mu = lambda_c - L3 R > 0,   L = Lambda_c + L3 R.
 
     F is strictly convex on B(c, R), x* is its only critical point there. R = min(w_min,
-    row_distance / 2) / 2 capped at lambda_c / (4 L3(0)), so mu ~ 3 lambda_c / 4.
+    row_distance / 2) / 2 capped at ``_PROOF_BALL_FRACTION`` lambda_c / L3(0), so mu ~
+    lambda_c / 2.
 
     **Covering a point y.** For the identity teacher with d = k, F(P W Q) = F(W) for
     permutations P of the student rows and Q of the coordinates, hence grad F(P W Q) =
@@ -546,14 +574,19 @@ class SpuriousProver:
         from mpmath import iv
 
         from landscape_core.certification import (
-            _Precision, _hi, _lo, _sum_up, certify_minimum, hessian_enclosure, l3_bound, pair_enclosures)
+            _Precision, _hi, _lo, _sum_up, certify_minimum, hessian_enclosure, l3_bound, newton_polish,
+            pair_enclosures)
 
         self.certificates += 1
-        cert = certify_minimum(y, V, bad_loss_threshold=self.p.bad_loss_threshold)
+        # the centre: y moved onto the minimum by float64 Newton steps (not part of the proof:
+        # everything below is proven about the point c whatever produced it), so the minimum's
+        # radius r is ~1e-12 and nearly all of the ball is left for the runs it covers
+        c = newton_polish(y, V, steps=_PROOF_NEWTON_STEPS)
+        pairs = pair_enclosures(c, V)
+        cert = certify_minimum(c, V, bad_loss_threshold=self.p.bad_loss_threshold, pairs=pairs)
         if not (cert.certified and cert.spurious):
             return None
-        pairs = pair_enclosures(y, V)
-        H_lo, H_hi = hessian_enclosure(y, V, pairs=pairs)
+        H_lo, H_hi = hessian_enclosure(c, V, pairs=pairs)
         big = max(_sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi)))  # >= lambda_max
         n, _ = y.shape
         k = V.shape[0]
@@ -561,16 +594,16 @@ class SpuriousProver:
         lam = cert.lambda_at_point_lo
         with _Precision(80):
             kw = dict(n=n, k=k, w_min=pairs.w_min_lo, w_max=pairs.w_max_hi, v_max=pairs.v_max_hi)
-            R = min(0.5 * limit, 0.25 * lam / _hi(l3_bound(**kw, rho=0.0)))
+            R = min(0.5 * limit, _PROOF_BALL_FRACTION * lam / _hi(l3_bound(**kw, rho=0.0)))
             L3 = l3_bound(**kw, rho=R)
             mu = _lo(iv.mpf(lam) - L3 * iv.mpf(R))
             L = _hi(iv.mpf(big) + L3 * iv.mpf(R))
             l3 = _hi(L3)
         if not mu > 0:
             return None
-        ball = ProvenBall(center=np.array(y, copy=True), teacher=np.array(V, copy=True), radius=cert.radius,
+        ball = ProvenBall(center=np.array(c, copy=True), teacher=np.array(V, copy=True), radius=cert.radius,
                           ball=R, mu=mu, L=L, objective_lo=cert.objective_lo,
-                          objective=float(population_loss(torch.from_numpy(y)[None], torch.from_numpy(V)[None])),
+                          objective=float(population_loss(torch.from_numpy(c)[None], torch.from_numpy(V)[None])),
                           lam=lam, big=big, l3=l3)
         self.balls.append(ball)
         return ball
@@ -668,6 +701,10 @@ class SpuriousProver:
         return self.covers(ball, y, V, step=step, iterations=iterations)
 
 
+#: memory for the iterates of one block of the descent (sets the block length when batches are large)
+_BLOCK_BUFFER_BYTES = 64 * 2**20
+
+
 @dataclass
 class DescentResult:
     """Per-run outcome of :func:`gradient_descent` (all tensors (R,) or (R, n, d))."""
@@ -689,11 +726,12 @@ def _prove_outcomes(prover: SpuriousProver, p: "TeacherStudentProtocol", cand, W
     runs proven (A,) bool, whose W and g rows are replaced by the finished final point and
     its stopping norm. Float64 estimates (not part of the proof) choose which runs to check
     and when to look again: ||dF/dW||_F <= ``_PROOF_GRAD_PREFILTER``, F >= the bad threshold,
-    a positive smallest Hessian eigenvalue lambda, then a kept ball near the point
-    (||y - x*|| ~ g / lambda), or a new certificate once g <= 0.05 lambda^2 / L3 (inside the
-    certificate's 9 lambda^2 >= 25 g L3, small enough for its radius to fit the prover's ball). A run that is not proven is looked
-    at again after the iterations its gradient needs to shrink to that level at the rate
-    1 - step lambda (at most ``_PROOF_RECHECK_MAX``), or ``_PROOF_RETRY`` after a failed try."""
+    a positive smallest Hessian eigenvalue lambda, then a kept ball of radius R near the point
+    once ||y - x*|| ~ g / lambda <= ``_PROOF_REACH`` R, or a new certificate once g / lambda is
+    that fraction of the radius the new ball would have (R ~ ``_PROOF_BALL_FRACTION``
+    lambda / L3, L3 the notes' bound at y). A run that is not proven is looked at again after
+    the iterations its gradient needs to shrink to that level at the rate 1 - step lambda (at
+    most ``_PROOF_RECHECK_MAX``), or, after a failed try, to halve (at most ``_PROOF_RETRY``)."""
     proven = torch.zeros_like(cand)
     if not bool(cand.any()):
         return proven
@@ -719,11 +757,10 @@ def _prove_outcomes(prover: SpuriousProver, p: "TeacherStudentProtocol", cand, W
             next_check[j] = it_j + _PROOF_RETRY
             continue
         l3 = n * (math.sqrt(2) * (n - 1) * (wmax[a] + wmin[a]) + k * vmax[a]) / (math.pi * wmin[a] ** 2)
-        # gradient level where a certificate at y should succeed with 2 r inside the ball the
-        # prover takes (r ~ 25 g / (12 lambda) <= lambda / (8 L3)), well inside 9 lambda^2 >= 25 g L3
-        need = 0.05 * lam_j**2 / l3
+        # gradient level where a new ball, centred on the minimum (Newton from y), should hold y
+        need = _PROOF_REACH * lam_j * (_PROOF_BALL_FRACTION * lam_j / l3)
         near = [b.ball for b in prover.balls if abs(b.objective - loss[a]) <= 1e-6]
-        target = max([need] + [0.5 * lam_j * R for R in near])
+        target = max([need] + [_PROOF_REACH * lam_j * R for R in near])
         if g_j <= target:
             out = prover.prove(W[j].cpu().numpy(), V[j].cpu().numpy(), loss=loss[a], step=s_j, iterations=it_j,
                                est_dist=g_j / lam_j, try_certify=g_j <= need)
@@ -732,8 +769,9 @@ def _prove_outcomes(prover: SpuriousProver, p: "TeacherStudentProtocol", cand, W
                 W[j] = torch.from_numpy(z).to(W)
                 g[j] = gz
                 proven[j] = True
-            else:
-                next_check[j] = it_j + _PROOF_RETRY
+            else:  # look again once the distance has halved
+                halve = math.log(2.0) / max(s_j * lam_j, 1e-12)
+                next_check[j] = it_j + int(min(max(halve, p.compact_every), _PROOF_RETRY))
             continue
         wait = math.log(g_j / target) / max(s_j * lam_j, 1e-12)
         next_check[j] = it_j + int(min(max(0.9 * wait, 1), _PROOF_RECHECK_MAX))
@@ -774,19 +812,24 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     tensor program over runs; only the candidates' checks run on the host. Off, the code
     path is the one below, bit for bit.
 
-    Batching: an iteration evaluates all active runs and moves only those with no event
-    (tol < g <= restart_grad_norm, no early stop); a run with an event is frozen at once,
-    so its iteration count and final point are those of the one-run loop. Events are
-    processed, and finished runs removed from the batch, every ``compact_every``
-    iterations (the only host synchronisation), so the cost follows the slow runs. The
-    iteration cap is scheduled on the host between compactions. Inputs are not modified.
+    Batching: the active runs advance in blocks of ``compact_every`` iterations (fewer when
+    the block's iterates would exceed ``_BLOCK_BUFFER_BYTES``, or the cap is nearer). Within
+    a block every run steps every iteration, with no per-iteration masks (the tail of a
+    chunk, a few slow runs, pays a fixed cost per iteration in kernel launches); the
+    iterates W_t and the g_t (and F_t) evaluated at them are kept. After the block each run
+    is put back at its first event (g <= tol, g > restart_grad_norm, non-finite g, or the
+    early-global rule), i.e. exactly where the one-run loop stops stepping, with the
+    iteration count and early-stop state it has there: the same result as freezing the run
+    at once (tests compare block lengths 1 and 64 bit for bit). Events are then processed,
+    and finished runs removed from the batch (the only host synchronisation), so the cost
+    follows the slow runs; a run's trajectory never depends on the other runs of the batch.
+    Inputs are not modified.
     """
     R, n, d = W0.shape
     k = V.shape[-2]
     dtype, device = W0.dtype, W0.device
     p = protocol
     sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, n + k)
-    sign_pi = sign * math.pi
     tol = float(p.grad_tol)
     restart_norm = math.inf if p.restart_grad_norm is None else float(p.restart_grad_norm)
     step = p.effective_step(k)
@@ -808,7 +851,6 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     # Active state; `base` counts restart iterations, `moved` gradient steps.
     idx = torch.arange(R, device=device)
     W, W_init, V_act = W0.clone(), W0, V
-    nv = torch.linalg.vector_norm(V, dim=-1)  # (R, k)
     lr = torch.full((R,), step / TWO_PI, dtype=dtype, device=device)  # step on G
     moved = torch.zeros(R, dtype=torch.int64, device=device)
     base = torch.zeros(R, dtype=torch.int64, device=device)
@@ -822,24 +864,35 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     teacher_act = const_teacher
 
     fused_loss = p.early_stop_global and p.stop_when_proven  # F from the gradient's angles (new option only)
-    loss_weight = torch.cat([0.5 * sign[:, :n], sign[:, n:]], dim=1) if fused_loss else None
+    loss_weight = _loss_weights(n, k, dtype=dtype, device=device) if fused_loss else None
+    rise = 1.0 + p.monotone_rtol
 
-    def evaluate(W, V_act, nv, teacher_act, mono, prev_loss):
-        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
+    def gradient_and_loss(W, V_act, teacher_act, loss_out=None):
+        """G = 2 pi dF/dW (A, n, d) and, with ``early_stop_global``, F (A,) (else None) at W,
+        F written into ``loss_out`` when given."""
         if fused_loss:
-            G, student = _fused_gradient_and_loss(W, V_act, nv, sign, sign_pi, loss_weight)
+            G, student = _fused_gradient_and_loss(W, V_act, sign, loss_weight)
         else:
-            G = _fused_scaled_gradient(W, V_act, nv, sign, sign_pi)  # (A, n, d)
-        if frobenius:
-            g = torch.linalg.vector_norm(G, dim=(-2, -1)) / TWO_PI  # ||dF/dW||_F (A,)
-        else:
-            g = torch.linalg.vector_norm(G, dim=-1).amax(dim=-1)  # max_i ||2 pi dF/dw_i|| (A,)
+            G = _fused_scaled_gradient(W, V_act, sign)  # (A, n, d)
+            if not p.early_stop_global:
+                return G, None
+            student = _student_terms(W, V_act)
+        return G, torch.add(student, teacher_act, out=loss_out)  # F without recomputing the constant
+
+    def stopping_norm(G, out=None):
+        """The stopping quantity g (A,) of G, written into ``out`` when given."""
+        if frobenius:  # ||dF/dW||_F
+            return torch.div(torch.linalg.vector_norm(G, dim=(-2, -1)), TWO_PI, out=out)
+        return torch.amax(torch.linalg.vector_norm(G, dim=-1), dim=-1, out=out)  # max_i ||2 pi dF/dw_i||
+
+    def evaluate(W, V_act, teacher_act, mono, prev_loss):
+        """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
+        G, loss = gradient_and_loss(W, V_act, teacher_act)
+        g = stopping_norm(G)
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None
         if p.early_stop_global:
-            # F without recomputing the constant
-            loss = (student if fused_loss else _student_terms(W, V_act)) + teacher_act
-            mono = mono & (loss <= prev_loss * (1.0 + p.monotone_rtol))
+            mono = mono & (loss <= prev_loss * rise)
             prev_loss = loss
             early = mono & (loss < p.bad_loss_threshold)
             ok = ok & ~early
@@ -847,18 +900,41 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
 
     while idx.numel() > 0:
         # Steps every active run may still take before the cap (host value, one sync).
+        A = idx.numel()
         room = int((p.max_iterations - (base + moved)).min())
-        block = min(p.compact_every, room)
-        g = None
-        neg_lr = -lr
-        for _ in range(block):
-            G, g, ok, early, mono, prev_loss = evaluate(W, V_act, nv, teacher_act, mono, prev_loss)
-            # W is this loop's own buffer (never an input). Frozen runs get a zero step;
-            # their G is finite unless they diverged (then W is already meaningless).
-            W.addcmul_(G, (neg_lr * ok)[:, None, None])
-            moved += ok
+        # The block keeps every iterate: at most ~_BLOCK_BUFFER_BYTES of them.
+        block = max(1, min(p.compact_every, room, _BLOCK_BUFFER_BYTES // max(1, A * n * d * W.element_size()) - 1))
+        # Every run steps every iteration of the block, with no per-iteration masks; the
+        # iterates W_t and the g_t and F_t evaluated at them are kept, and afterwards each
+        # run is put back at its first event (the iterate where the one-run loop stops or
+        # restarts): the same iterates, counts and early-stop state as freezing the run there.
+        iterates = W.new_empty((block + 1, A, n, d))
+        iterates[0] = W
+        Ws = iterates.unbind(0)
+        g_seen = W.new_empty((block, A))
+        gs = g_seen.unbind(0)
+        loss_seen = W.new_empty((block, A)) if p.early_stop_global else None
+        ls = loss_seen.unbind(0) if p.early_stop_global else [None] * block
+        neg_lr = (-lr)[:, None, None]
+        for t in range(block):
+            G, _ = gradient_and_loss(Ws[t], V_act, teacher_act, loss_out=ls[t])
+            stopping_norm(G, out=gs[t])
+            torch.addcmul(Ws[t], G, neg_lr, out=Ws[t + 1])
+        event = ~((g_seen > tol) & (g_seen <= restart_norm))  # (block, A); NaN: an event
+        if p.early_stop_global:
+            before = torch.cat([prev_loss[None], loss_seen[:-1]])  # F at the previous iterate
+            mono_seen = mono[None] & (torch.cumprod(loss_seen <= before * rise, dim=0) > 0)  # (block, A)
+            event = event | (mono_seen & (loss_seen < p.bad_loss_threshold))
+        first = torch.where(event.any(0), event.to(torch.uint8).argmax(0), block)  # (A,) steps taken
+        runs = torch.arange(A, device=device)
+        W = iterates[first, runs]  # (A, n, d)
+        moved = moved + first
+        if p.early_stop_global:
+            last = first.clamp(max=block - 1)  # the last evaluation the one-run loop made
+            mono, prev_loss = mono_seen[last, runs], loss_seen[last, runs]
+        del iterates, Ws
         # Events at the current points (one more evaluation; frozen runs give the same g).
-        G, g, ok, early_now, mono, prev_loss = evaluate(W, V_act, nv, teacher_act, mono, prev_loss)
+        G, g, ok, early_now, mono, prev_loss = evaluate(W, V_act, teacher_act, mono, prev_loss)
         it = base + moved
         finite = torch.isfinite(g)
         div = ~finite | (restarts > p.max_restarts)
@@ -892,7 +968,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             if prover is not None:
                 out_proven[j] = torch.where(proven[finished], it[finished], torch.full_like(it[finished], -1))
             keep = ~finished
-            idx, W, W_init, V_act, nv = idx[keep], W[keep], W_init[keep], V_act[keep], nv[keep]
+            idx, W, W_init, V_act = idx[keep], W[keep], W_init[keep], V_act[keep]
             lr, moved, base, restarts = lr[keep], moved[keep], base[keep], restarts[keep]
             mono, prev_loss, next_check = mono[keep], prev_loss[keep], next_check[keep]
             if teacher_act is not None:

@@ -124,6 +124,56 @@ def test_result_independent_of_chunking():
     assert [a[6]["final_weights"], a[3]["final_weights"]] == [b[0]["final_weights"], b[1]["final_weights"]]
 
 
+_DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
+                   "stopped_early", "monotone", "proven")
+
+
+@pytest.mark.parametrize("options", [
+    {},  # the published protocol
+    {"early_stop_global": True},  # F from _student_terms every iteration
+    {"early_stop_global": True, "stop_when_proven": True},  # F from the gradient's angles (fused)
+    {"step": 40.0, "max_iterations": 3000},  # restarts inside blocks
+    {"stopping_norm": "frobenius", "grad_tol": 1e-12, "max_iterations": 4000},
+    {"max_iterations": 777},  # the cap inside a block
+], ids=["published", "early", "fused", "restarts", "frobenius", "cap"])
+def test_block_length_does_not_change_any_run(options, monkeypatch):
+    """Blocks keep every iterate and put each run back at its first event afterwards; that
+    must be the one-run loop exactly: block length 1 (an event check after every iteration),
+    7, 64 and a block cut short by the iterate buffer give the same bits. (Proof checks are
+    switched off here: they run at block ends by design.)"""
+    import landscape_core.teacher_student as ts
+
+    monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
+    k = 4
+    W0, V = initial_points(k, k, range(10), TeacherStudentProtocol())
+    results = [gradient_descent(W0, V, TeacherStudentProtocol(compact_every=c, **options)) for c in (1, 7, 64)]
+    monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * k * k * 8)  # two iterates of 10 runs: blocks of 2
+    results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
+    if options.get("step"):
+        assert int(results[0].restarts.sum()) > 0
+    if options.get("early_stop_global"):
+        assert bool(results[0].stopped_early.any())
+    for other in results[1:]:
+        for name in _DESCENT_FIELDS:
+            torch.testing.assert_close(getattr(other, name), getattr(results[0], name), rtol=0, atol=0,
+                                       equal_nan=True, msg=name)
+
+
+def test_fused_loss_and_gradient_match_the_separate_closed_forms():
+    """The descent's fused kernel: its gradient has the bits of ``scaled_gradient`` (same
+    operations), its F (diagonal terms from the same pair formula) equals
+    ``population_loss`` to rounding."""
+    from landscape_core.teacher_student import (
+        _fused_gradient_and_loss, _gradient_weights, _loss_weights, _teacher_term)
+
+    for n, k, d, seed in [(6, 6, 6, 0), (10, 10, 10, 1), (5, 3, 7, 2)]:
+        W, V = _random((4, n, d), seed), _random((4, k, d), seed + 10)
+        sign = _gradient_weights(n, k, dtype=F64, device=W.device)
+        G, student = _fused_gradient_and_loss(W, V, sign, _loss_weights(n, k, dtype=F64, device=W.device))
+        assert torch.equal(G, scaled_gradient(W, V))
+        torch.testing.assert_close(student + _teacher_term(V), population_loss(W, V), rtol=1e-13, atol=1e-13)
+
+
 def test_restart_halves_step_and_matches_reference():
     # a step of 40 blows the gradient past 1e4: the run restarts with 20, 10, ... until stable
     opts = dict(step=40.0, max_iterations=20_000)
