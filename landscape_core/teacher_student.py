@@ -745,7 +745,12 @@ def _prove_outcomes(prover: SpuriousProver, p: "TeacherStudentProtocol", cand, W
     ci = small.nonzero().squeeze(-1)
     Wc, Vc = W[ci], V[ci]
     loss = population_loss(Wc, Vc).tolist()
-    lam = hessian_extreme_eigenvalues(Wc, Vc)[0].tolist()
+    # lambda: that of a kept ball's minimum when the point's F is that minimum's, else eigvalsh at the point
+    lam = [next((b.lam for b in prover.balls if abs(b.objective - f) <= 1e-6), None) for f in loss]
+    unknown = [a for a, x in enumerate(lam) if x is None]
+    if unknown:
+        for a, x in zip(unknown, hessian_extreme_eigenvalues(Wc[unknown], Vc[unknown])[0].tolist()):
+            lam[a] = x
     nw = torch.linalg.vector_norm(Wc, dim=-1)
     wmin, wmax = nw.amin(-1).tolist(), nw.amax(-1).tolist()
     vmax = torch.linalg.vector_norm(Vc, dim=-1).amax(-1).tolist()
