@@ -456,10 +456,12 @@ _PROOF_RETRY = 1024
 #: a run is checked against a ball of radius R once its estimated distance to the minimum,
 #: ||dF/dW||_F / lambda, is at most this fraction of R (float64 estimate; the proof decides)
 _PROOF_REACH = 0.85
-#: modelled bound on the per-step deviation of the float64 iteration from the exact gradient
-#: map near a minimum (absolute, Frobenius); the analytic gradient agrees with autograd to
-#: 1e-13 and, at Newton-polished minima, evaluates to ~1e-15 (see gradient_descent)
-_PROOF_FLOAT_STEP_ERROR = 1e-14
+#: modelled bound on the per-step deviation ||x~_{t+1} - (x~_t - step grad F(x~_t))||_F of the
+#: float64 descent step from the exact map (absolute, Frobenius; not part of the interval proof):
+#: measured against the exact step (gradient in 110-bit interval arithmetic, 200-bit sums) at
+#: initial points and near minima for k = n = 10 .. 20, at most 3.4e-16 (one rounding of each
+#: entry of W, ~2^-53 ||W||_F); 2e-15 keeps a factor ~6 (tests/test_proven_outcome.py checks 4)
+_PROOF_FLOAT_STEP_ERROR = 2e-15
 #: float64 Newton steps that finish a proven run's final point, and that move a run's iterate
 #: onto the minimum before a new ball is certified there (not part of the proof)
 _PROOF_NEWTON_STEPS = 3
@@ -500,9 +502,10 @@ class SpuriousProver:
     :func:`certification.certify_minimum` (steps 1-3 of protocols.md "Certified spurious
     minima", interval arithmetic) gives lambda_c <= lambda_min(H(c)), a strict local minimum
     x* with ||x* - c|| <= r (~1e-12 at a Newton point) and F(x*) >= objective_lo. From the interval Hessian enclosure at c
-    (:func:`certification.hessian_enclosure`), Lambda_c = max_i sum_j max(|H_lo|, |H_hi|)_ij
-    (summed upward) bounds ||H||_inf >= lambda_max(H(c)) for every symmetric H in the
-    enclosure (Gershgorin). With L3 the notes' third-derivative bound on B(c, R) (R below
+    (:func:`certification.hessian_enclosure`), Lambda_c >= lambda_max(H(c)) for every symmetric
+    H in the enclosure: the smaller of max_i sum_j max(|H_lo|, |H_hi|)_ij (Gershgorin, summed
+    upward) and -lambda_min(-H) bounded below as lambda_min(H) is
+    (:func:`certification.lambda_min_lower_bound`: Weyl + Bauer-Fike). With L3 the notes' third-derivative bound on B(c, R) (R below
     the smallest row norm and half the smallest row distance, as in the certificate), the
     Hessian is Lipschitz with constant L3 there, so on all of B(c, R)
 
@@ -518,36 +521,42 @@ class SpuriousProver:
     by :func:`families.symmetric_distance`; an exact permutation of float64 entries) have
     trajectories that are images of each other, with the same losses, gradient norms (both
     stopping norms are permutation invariant) and Hessian spectra. (Other teachers: P only.)
-    With D >= ||y' - c|| (rounded up), ||y' - x*|| <= D + r. We require D + 2 r <= R, so
-    B(x*, D + r) is inside B(c, D + 2 r) within B(c, R), where mu' I <= H <= L' I with
-    mu' = lambda_c - L3 (D + 2 r) >= mu > 0 and L' = Lambda_c + L3 (D + 2 r) <= L; the steps
-    below use (mu', L') (tighter than (mu, L)).
+    With D >= ||y' - c|| (rounded up), ||y' - x*|| <= D + r. For rho with rho + r <= R,
+    B(x*, rho) is inside B(c, rho + r) within B(c, R), where mu_rho I <= H <= L_rho I with
+    mu_rho = lambda_c - L3 (rho + r) >= mu > 0 and L_rho = Lambda_c + L3 (rho + r) <= L
+    (tighter than (mu, L) on small balls).
 
-    **Gradient descent converges to x*.** For x in B(x*, D + r): grad F(x) = A (x - x*),
-    A = int_0^1 H(x* + u (x - x*)) du, mu I <= A <= L I (the segment lies in the ball).
-    With step s, s L' < 2: x - s grad F(x) - x* = (I - s A)(x - x*), whose norm is <= q ||x - x*||,
-    q = max(1 - s mu', s L' - 1) < 1. So every iterate stays in B(x*, D + r) (induction), and
-    ||x_t - x*|| <= q^t (D + r): linear convergence to x*, a strict local minimum with
-    F(x*) >= objective_lo. (This is the contraction form of the sublevel-set argument: no
-    iterate ever leaves the ball where the Hessian bounds hold.)
+    **Gradient descent converges to x*.** For x in B(x*, rho): grad F(x) = A (x - x*),
+    A = int_0^1 H(x* + u (x - x*)) du, mu_rho I <= A <= L_rho I (the segment lies in the ball).
+    With step s, s L_rho < 2: x - s grad F(x) - x* = (I - s A)(x - x*), whose norm is <= q_rho
+    ||x - x*||, q_rho = max(1 - s mu_rho, s L_rho - 1) < 1. So from y' (rho = D + r) every iterate
+    stays in the ball (induction) and ||x_t - x*|| <= q^t (D + r): linear convergence to x*, a
+    strict local minimum with F(x*) >= objective_lo. (This is the contraction form of the
+    sublevel-set argument: no iterate ever leaves the ball where the Hessian bounds hold.)
 
     **The full protocol would say ``spurious``.** Each of its rules, from y on:
-    - stopping rule: ||grad F(x_t)||_F <= L' ||x_t - x*||; the stopping norm is at most
+    - stopping rule: ||grad F(x_t)||_F <= L_rho ||x_t - x*||; the stopping norm is at most
       c_norm ||grad F||_F (c_norm = 2 pi for max_i ||2 pi dF/dw_i||, 1 for ||dF/dW||_F);
     - float64: the computed iteration deviates from the exact map by at most eps per step
       (``_PROOF_FLOAT_STEP_ERROR``, a *model* of rounding, not part of the interval proof:
-      it is what the seed-by-seed comparisons check), so ||x~_t - x*|| <= q^t (D + r) +
-      eps / (1 - q). We require c_norm L' eps / (1 - q) <= grad_tol / 2 and stop early only if
-      T = the first t with c_norm L' (q^t (D + r) + eps / (1 - q)) <= 3 grad_tol / 4 satisfies
-      iterations + T <= max_iterations: the full run converges before its cap (the last
-      quarter of grad_tol is slack for the float64 evaluation of the stopping norm, ~1e-15);
-    - restart rule: every later stopping norm is <= c_norm L' (D + r) (+ eps term), required
-      <= restart_grad_norm: no restart (and so no ``diverged`` by restarts; the gradient is
+      it is what the seed-by-seed comparisons check). In two phases, with (mu_j, L_j, q_j) the
+      bounds above on B(x*, rho_j): phase 1 on rho1 = (D + r) (1 + 1e-3) (at least + 1e-10):
+      ||x~_t - x*|| <= q1^t (D + r) + e1, e1 = eps / (1 - q1), required <= rho1 - (D + r), so
+      the float iterates never leave B(x*, rho1); after T1 steps (q1^T1 (D + r) <= e1) they are
+      in B(x*, rho2), rho2 = 2 e1 (invariant: q2 rho2 + eps <= rho2 as q2 <= q1), where the
+      bounds are the minimum's own (mu2 ~ lambda_c, L2 ~ Lambda_c): ||x~ - x*|| <= q2^t rho2 +
+      eps / (1 - q2). We require c_norm L2 eps / (1 - q2) <= grad_tol / 2 and stop early only if
+      T1 + T2 (T2 the first t with c_norm L2 (q2^t rho2 + eps / (1 - q2)) <= 3 grad_tol / 4)
+      satisfies iterations + T1 + T2 <= max_iterations: the full run converges before its cap
+      (the last quarter of grad_tol is slack for the float64 evaluation of the stopping norm,
+      ~1e-15);
+    - restart rule: every later stopping norm is <= c_norm L1 rho1, required <=
+      restart_grad_norm: no restart (and so no ``diverged`` by restarts; the gradient is
       finite in the ball);
     - early-global rule: F(x_t) >= F(x*) >= objective_lo; we require objective_lo >=
       bad_loss_threshold + 1e-12 (float64 slack), so it never fires, and the converged
       point is bad; the monotonicity check only gates that rule;
-    - eig_margin: the Hessian at the converged point is >= mu'; we require mu' >= eig_margin +
+    - eig_margin: the Hessian at the converged point is >= mu1; we require mu1 >= eig_margin +
       1e-9 (slack for the float64 eigenvalue), so the point is ``spurious``, not ``saddle``.
     Where any condition fails the run is not stopped: it descends on under the full protocol.
 
@@ -574,8 +583,8 @@ class SpuriousProver:
         from mpmath import iv
 
         from landscape_core.certification import (
-            _Precision, _hi, _lo, _sum_up, certify_minimum, hessian_enclosure, l3_bound, newton_polish,
-            pair_enclosures)
+            _Precision, _hi, _lo, _sum_up, certify_minimum, hessian_enclosure, l3_bound, lambda_min_lower_bound,
+            newton_polish, pair_enclosures)
 
         self.certificates += 1
         # the centre: y moved onto the minimum by float64 Newton steps (not part of the proof:
@@ -587,7 +596,10 @@ class SpuriousProver:
         if not (cert.certified and cert.spurious):
             return None
         H_lo, H_hi = hessian_enclosure(c, V, pairs=pairs)
-        big = max(_sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi)))  # >= lambda_max
+        # >= lambda_max: Gershgorin on the enclosure, or (usually ~2x tighter) lambda_min(-H) bounded
+        # below like lambda_min(H) (Weyl + Bauer-Fike, certification.lambda_min_lower_bound)
+        big = min(max(_sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi))),
+                  -lambda_min_lower_bound(-H_hi, -H_lo).lower)
         n, _ = y.shape
         k = V.shape[0]
         limit = min(pairs.w_min_lo, pairs.row_distance_lo / 2)
@@ -635,41 +647,55 @@ class SpuriousProver:
         with _Precision(80):
             r = iv.mpf(float(ball.radius))
             dist = iv.mpf(D) + r  # >= ||y' - x*||
-            if not _hi(dist + r) <= ball.ball:
+            s = iv.mpf(float(step))
+            c, eps, tol = iv.mpf(self.c_norm), iv.mpf(_PROOF_FLOAT_STEP_ERROR), iv.mpf(float(p.grad_tol))
+
+            def bounds(rho):
+                """mu <= H <= L on B(x*, rho), inside B(c, rho + r), and the contraction factor q."""
+                reach_c = iv.mpf(_hi(rho + r))
+                mu = _lo(iv.mpf(ball.lam) - iv.mpf(ball.l3) * reach_c)
+                L = _hi(iv.mpf(ball.big) + iv.mpf(ball.l3) * reach_c)
+                return mu, L, max(_hi(1 - s * iv.mpf(mu)), _hi(s * iv.mpf(L) - 1))
+
+            # phase 1: B(x*, rho1), the start's distance plus room for the float iterates' drift
+            rho1 = iv.mpf(_hi(dist + max(_hi(dist) * 1e-3, 1e-10)))
+            if not _hi(rho1 + r) <= ball.ball:
                 self.last_failure = "outside_ball"
                 return None
-            # Hessian bounds on B(x*, D + r), inside B(c, D + 2 r): tighter than on all of B(c, R)
-            reach_c = iv.mpf(_hi(dist + r))
-            mu = iv.mpf(_lo(iv.mpf(ball.lam) - iv.mpf(ball.l3) * reach_c))
-            L = iv.mpf(_hi(iv.mpf(ball.big) + iv.mpf(ball.l3) * reach_c))
-            mu_lo = _lo(mu)
-            s = iv.mpf(float(step))
-            if not _hi(s * L) < 2:
+            mu1, L1, q1 = bounds(rho1)
+            if not _hi(s * iv.mpf(L1)) < 2:
                 self.last_failure = "step_too_large"
                 return None
-            q = _hi(iv.mpf(1) - s * mu)
-            q = max(q, _hi(s * L - 1))
-            if not q < 1:
+            if not q1 < 1:
                 self.last_failure = "no_contraction"
                 return None
-            c, eps, tol = iv.mpf(self.c_norm), iv.mpf(_PROOF_FLOAT_STEP_ERROR), iv.mpf(float(p.grad_tol))
-            floor = c * L * eps / (1 - iv.mpf(q))
+            drift1 = eps / (1 - iv.mpf(q1))  # iterates: ||x~_t - x*|| <= q1^t dist + drift1 <= rho1
+            if not _hi(dist + drift1) <= _lo(rho1):
+                self.last_failure = "rounding_floor"
+                return None
+            # phase 2: once q1^t dist <= drift1, every iterate lies in B(x*, rho2), rho2 = 2 drift1,
+            # where the bounds are those of the minimum itself (mu2 ~ lambda, L2 ~ lambda_max)
+            rho2 = 2 * drift1
+            mu2, L2, q2 = bounds(rho2)
+            floor = c * iv.mpf(L2) * eps / (1 - iv.mpf(q2))  # the stopping norm's float64 floor
             if not _hi(floor) <= _lo(tol / 2):
                 self.last_failure = "rounding_floor"
                 return None
             restart = math.inf if p.restart_grad_norm is None else float(p.restart_grad_norm)
-            if not _hi(c * L * dist + floor) <= restart:
+            if not _hi(c * iv.mpf(L1) * rho1) <= restart:  # every later stopping norm
                 self.last_failure = "restart_rule"
                 return None
-            ratio = _lo((tol * 3 / 4 - floor) / (c * L * dist))  # q^T <= ratio suffices
-            T = 0 if ratio >= 1 else math.ceil(math.log(ratio) / math.log(q)) + 1
-            if iterations + T > p.max_iterations:
+            t1 = _lo(drift1 / dist)  # phase 1 ends once q1^t <= drift1 / dist
+            T1 = 0 if t1 >= 1 else math.ceil(math.log(t1) / math.log(q1)) + 1
+            t2 = _lo((tol * 3 / 4 - floor) / (c * iv.mpf(L2) * rho2))  # stopping norm <= 3/4 tol once q2^t <= t2
+            T2 = 0 if t2 >= 1 else math.ceil(math.log(t2) / math.log(q2)) + 1
+            if iterations + T1 + T2 > p.max_iterations:
                 self.last_failure = "iteration_cap"
                 return None
             if not ball.objective_lo >= p.bad_loss_threshold + 1e-12:
                 self.last_failure = "objective_below_threshold"
                 return None
-            if not mu_lo >= p.eig_margin + 1e-9:
+            if not mu1 >= p.eig_margin + 1e-9:
                 self.last_failure = "eig_margin"
                 return None
             reach = _hi(dist) + 1e-10
