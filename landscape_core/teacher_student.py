@@ -465,10 +465,11 @@ _PROOF_FLOAT_STEP_ERROR = 2e-15
 #: float64 Newton steps that finish a proven run's final point, and that move a run's iterate
 #: onto the minimum before a new ball is certified there (not part of the proof)
 _PROOF_NEWTON_STEPS = 3
-#: the prover's ball radius R as a fraction of lambda_c / L3 (the Hessian stays >= (1 - this)
-#: lambda_c on the ball; 1/2 keeps the contraction rate and the rounding floor of a run at the
-#: edge within a factor 2 of those at the centre)
-_PROOF_BALL_FRACTION = 0.5
+#: the prover's ball radius R as a fraction of lambda_c / L3: the Hessian stays >= (1 - this)
+#: lambda_c on the ball. A run is checked with the bounds of the ball around x* through its own
+#: point (and the floor with those at x*), so a large ball only admits farther runs; those with a
+#: slow contraction there fail the iteration-cap check and are looked at again later
+_PROOF_BALL_FRACTION = 0.9
 
 
 @dataclass(frozen=True)
@@ -513,7 +514,7 @@ class SpuriousProver:
 
     F is strictly convex on B(c, R), x* is its only critical point there. R = min(w_min,
     row_distance / 2) / 2 capped at ``_PROOF_BALL_FRACTION`` lambda_c / L3(0), so mu ~
-    lambda_c / 2.
+    lambda_c / 10 at the edge (runs nearer x* get the bounds of smaller balls, below).
 
     **Covering a point y.** For the identity teacher with d = k, F(P W Q) = F(W) for
     permutations P of the student rows and Q of the coordinates, hence grad F(P W Q) =
