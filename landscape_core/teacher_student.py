@@ -544,7 +544,7 @@ class SpuriousProver:
       bounds above on B(x*, rho_j): phase 1 on rho1 = (D + r) (1 + 1e-3) (at least + 1e-10):
       ||x~_t - x*|| <= q1^t (D + r) + e1, e1 = eps / (1 - q1), required <= rho1 - (D + r), so
       the float iterates never leave B(x*, rho1); after T1 steps (q1^T1 (D + r) <= e1) they are
-      in B(x*, rho2), rho2 = 2 e1 (invariant: q2 rho2 + eps <= rho2 as q2 <= q1), where the
+      in B(x*, rho2), rho2 = min(2 e1, rho1) (invariant: q2 rho2 + eps <= rho2 as q2 <= q1), where the
       bounds are the minimum's own (mu2 ~ lambda_c, L2 ~ Lambda_c): ||x~ - x*|| <= q2^t rho2 +
       eps / (1 - q2). We require c_norm L2 eps / (1 - q2) <= grad_tol / 2 and stop early only if
       T1 + T2 (T2 the first t with c_norm L2 (q2^t rho2 + eps / (1 - q2)) <= 3 grad_tol / 4)
@@ -674,9 +674,9 @@ class SpuriousProver:
             if not _hi(dist + drift1) <= _lo(rho1):
                 self.last_failure = "rounding_floor"
                 return None
-            # phase 2: once q1^t dist <= drift1, every iterate lies in B(x*, rho2), rho2 = 2 drift1,
-            # where the bounds are those of the minimum itself (mu2 ~ lambda, L2 ~ lambda_max)
-            rho2 = 2 * drift1
+            # phase 2: once q1^t dist <= drift1, every iterate lies in B(x*, rho2), rho2 = 2 drift1
+            # (or rho1 if smaller), where the bounds are the minimum's own (mu2 ~ lambda, L2 ~ lambda_max)
+            rho2 = iv.mpf(min(_hi(2 * drift1), _hi(rho1)))
             mu2, L2, q2 = bounds(rho2)
             floor = c * iv.mpf(L2) * eps / (1 - iv.mpf(q2))  # the stopping norm's float64 floor
             if not _hi(floor) <= _lo(tol / 2):
