@@ -139,7 +139,8 @@ _DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step
 def test_block_length_does_not_change_any_run(options, monkeypatch):
     """Blocks keep every iterate and put each run back at its first event afterwards; that
     must be the one-run loop exactly: block length 1 (an event check after every iteration),
-    7, 64 and a block cut short by the iterate buffer give the same bits. (Proof checks are
+    7, 64, a block cut short by the iterate buffer, and g and F evaluated in the loop or
+    after the block over all its iterates at once give the same bits. (Proof checks are
     switched off here: they run at block ends by design.)"""
     import landscape_core.teacher_student as ts
 
@@ -149,6 +150,11 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
     results = [gradient_descent(W0, V, TeacherStudentProtocol(compact_every=c, **options)) for c in (1, 7, 64)]
     monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * k * k * 8)  # two iterates of 10 runs: blocks of 2
     results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
+    monkeypatch.undo()
+    monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
+    for after_block in (0, 10):  # g and F evaluated after each block: never, always
+        monkeypatch.setattr(ts, "_AFTER_BLOCK_MAX_RUNS", after_block)
+        results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
     if options.get("step"):
         assert int(results[0].restarts.sum()) > 0
     if options.get("early_stop_global"):
