@@ -110,20 +110,26 @@ def population_loss(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     return _student_terms(W, V) + _teacher_term(V)
 
 
-def _gradient_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
-    """Sign of each pair's term in dF/dw_i: +1 student j != i, 0 for j = i, -1 teacher. (n, n+k)"""
+def _gradient_weights(n: int, k: int, *, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, offset), each (n, n + k). sign s_ij: the sign of pair (i, j)'s term in dF/dw_i,
+    +1 student j != i, 0 for j = i, -1 teacher. offset = pi (s + [I_n | 0]), so that
+    offset - s theta = s (pi - theta) + pi [I_n | 0] exactly (s in {-1, 0, 1}): the pi w_i
+    term of the gradient joins the sum over u_j (u_i = w_i)."""
     student = 1.0 - torch.eye(n, dtype=dtype, device=device)
     teacher = -torch.ones(n, k, dtype=dtype, device=device)
-    return torch.cat([student, teacher], dim=1)
+    sign = torch.cat([student, teacher], dim=1)
+    offset = math.pi * torch.cat([torch.ones(n, n, dtype=dtype, device=device), teacher], dim=1)
+    return sign, offset
 
 
 def _pair_angles(W: torch.Tensor, V: torch.Tensor):
     """The quantities both fused kernels share (one code path: the same bits in both):
     row norms nw (R, n) (a view of nu), U = [W; V] (R, n + k, d), its row norms nu
     (R, n + k, 1), unit rows Wn (R, n, d) (a view of U / nu), cos, theta and sin of every
-    (student, student-or-teacher) angle (R, n, n + k); sin = sqrt(1 - cos^2) = sin(theta)
-    for theta in [0, pi], cheaper than sin(). (A row's norm has the same bits whether taken
-    alone or among the rows of U.)"""
+    (student, student-or-teacher) angle (R, n, n + k); sin(theta) is one kernel where
+    sqrt(1 - cos^2) (the same value for theta in [0, pi], as conditioned near parallel rows)
+    is three, and the tail of a batch pays per kernel. (A row's norm has the same bits whether
+    taken alone or among the rows of U.)"""
     n = W.shape[-2]
     U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
     nu = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (R, n + k, 1)
@@ -132,74 +138,78 @@ def _pair_angles(W: torch.Tensor, V: torch.Tensor):
     Wn = Un[:, :n]  # (R, n, d): W / nw, the same bits
     cos = torch.bmm(Wn, Un.transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
     theta = torch.arccos(cos)
-    sin = torch.sqrt(1.0 - cos * cos)
+    sin = torch.sin(theta)
     return nw, Wn, U, nu, cos, theta, sin
 
 
-def _gradient_from_angles(W, Wn, U, nu, theta, sin, sign):
-    """G = 2 pi dF/dW from the shared angles; also pi - theta (R, n, n + k), which the loss reuses.
+def _gradient_from_angles(Wn, U, nu, theta, sin, weights):
+    """G = 2 pi dF/dW (R, n, d) from the shared angles, in 5 kernels:
 
-    G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j,
-    s = ``sign`` (n, n + k) in {-1, 0, +1} (s_ii = 0), so s (pi - t) = s pi - s t exactly."""
+    G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j
+        = (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j c_ij u_j,
+    c = offset - s t = s (pi - t) + pi [I | 0] (``weights`` = (s, offset) of
+    :func:`_gradient_weights`; s_ii = 0, u_i = w_i)."""
+    sign, offset = weights
     radial = torch.bmm(sign * sin, nu)  # (R, n, 1): sum_j s_ij ||u_j|| sin t_ij
-    pi_minus = math.pi - theta  # (R, n, n + k)
-    G = torch.baddbmm(torch.addcmul(math.pi * W, radial, Wn), sign * pi_minus, U)  # (R, n, d)
-    return G, pi_minus
+    coef = torch.addcmul(offset, sign, theta, value=-1.0)  # (R, n, n + k): c_ij
+    return torch.baddbmm(radial * Wn, coef, U)  # (R, n, d)
 
 
-def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights) -> torch.Tensor:
     """2 pi dF/dW with few kernel launches (the descent loop's hot path).
 
-    u = rows of [W; V], s = ``sign`` (n, n + k); formula in :func:`_gradient_from_angles`.
-    W: (R, n, d), V: (R, k, d) -> (R, n, d).
+    u = rows of [W; V], ``weights`` = (sign, offset) of :func:`_gradient_weights`; formula in
+    :func:`_gradient_from_angles`. W: (R, n, d), V: (R, k, d) -> (R, n, d).
     """
     nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
-    return _gradient_from_angles(W, Wn, U, nu, theta, sin, sign)[0]
+    return _gradient_from_angles(Wn, U, nu, theta, sin, weights)
 
 
 def _loss_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
-    """Weights of :func:`_fused_gradient_and_loss`'s loss, (n, n + k): 1 / (4 pi) for every
-    student pair, the diagonal included, -1 / (2 pi) for teachers."""
-    return torch.cat([torch.full((n, n), 0.25 / math.pi, dtype=dtype, device=device),
-                      torch.full((n, k), -0.5 / math.pi, dtype=dtype, device=device)], dim=1)
+    """Column weights of :func:`_fused_gradient_and_loss`'s loss, (n + k, 1): 1 / (4 pi) for
+    every student column (the diagonal pair included), -1 / (2 pi) for teacher columns."""
+    return torch.cat([torch.full((n, 1), 0.25 / math.pi, dtype=dtype, device=device),
+                      torch.full((k, 1), -0.5 / math.pi, dtype=dtype, device=device)], dim=0)
 
 
 def _fused_gradient_and_loss(
-    W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor, loss_weight: torch.Tensor,
+    W: torch.Tensor, V: torch.Tensor, weights, loss_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """G = 2 pi dF/dW (the same operations as :func:`_fused_scaled_gradient`, so the same
     bits) and the W-dependent part of F from the same angles:
 
-        1/2 sum_{i, j} f(w_i, w_j) - sum_{i, l} f(w_i, v_l) = sum_{i, j} ||w_i|| lw_ij ||u_j|| p_ij,
+        1/2 sum_{i, j} f(w_i, w_j) - sum_{i, l} f(w_i, v_l) = sum_{i, j} ||w_i|| lw_j ||u_j|| p_ij,
         p_ij = sin t_ij + (pi - t_ij) cos t_ij,   2 pi f(w_i, u_j) = ||w_i|| ||u_j|| p_ij,
 
-    ``loss_weight`` lw (n, n + k) from :func:`_loss_weights`. The diagonal terms f(w_i, w_i) =
+    ``loss_weight`` lw (n + k, 1) from :func:`_loss_weights` (lw_ij = lw_j: it weights the
+    norms, n + k products per run instead of n (n + k)). The diagonal terms f(w_i, w_i) =
     ||w_i||^2 / 2 come out of the same formula: the computed self-cosine is 1 to a few ulp,
     so p_ii = pi to ~1e-15 relative. Used by the descent with ``stop_when_proven`` (the
     early-global rule's F at no extra arccos); equal to :func:`_student_terms` up to
     rounding. -> ((R, n, d), (R,))."""
     nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
-    G, pi_minus = _gradient_from_angles(W, Wn, U, nu, theta, sin, sign)
-    pair = torch.addcmul(sin, pi_minus, cos)  # p_ij, (R, n, n + k)
-    per_row = torch.bmm(loss_weight * pair, nu)  # (R, n, 1): sum_j lw_ij ||u_j|| p_ij
+    G = _gradient_from_angles(Wn, U, nu, theta, sin, weights)
+    pair = torch.addcmul(sin, torch.rsub(theta, math.pi), cos)  # p_ij, (R, n, n + k)
+    per_row = torch.bmm(pair, loss_weight * nu)  # (R, n, 1): sum_j p_ij lw_j ||u_j||
     loss = torch.bmm(nw.unsqueeze(-2), per_row).reshape(-1)  # (R,)
     return G, loss
 
 
-def scaled_gradient(W: torch.Tensor, V: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
+def scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    ) -> torch.Tensor:
     """2 pi * dF/dW, analytic (protocols.md section 1):
 
         dF/dw_i = w_i / 2 + sum_{j != i} g(w_i, w_j) - sum_j g(w_i, v_j)
         g(w, v) = (||v|| sin t * w / ||w||  +  (pi - t) v) / (2 pi)
 
-    W: (R, n, d), V: (R, k, d); ``sign`` is the (n, n + k) pair-sign matrix (built when
-    None). Returns (R, n, d). Scaling by 2 pi saves a division in the hot loop and is the
-    quantity the published stopping rule thresholds.
+    W: (R, n, d), V: (R, k, d); ``weights`` are the pair weights of :func:`_gradient_weights`
+    (built when None). Returns (R, n, d). Scaling by 2 pi saves a division in the hot loop and
+    is the quantity the published stopping rule thresholds.
     """
     n, k = W.shape[-2], V.shape[-2]
-    if sign is None:
-        sign = _gradient_weights(n, k, dtype=W.dtype, device=W.device)
-    return _fused_scaled_gradient(W, V, sign)
+    if weights is None:
+        weights = _gradient_weights(n, k, dtype=W.dtype, device=W.device)
+    return _fused_scaled_gradient(W, V, weights)
 
 
 def population_gradient(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -248,7 +258,7 @@ def _hessian_blocks(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     uu = U / nu.unsqueeze(-1)  # (R, m, d)
     big = sin > _SIN_FLOOR
     inv_sin = torch.where(big, 1.0 / torch.where(big, sin, torch.ones_like(sin)), torch.zeros_like(sin))
-    sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, m)
+    sign, _ = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, m)
     eye_d = torch.eye(d, dtype=dtype, device=device)
 
     # Diagonal blocks: dg(w_i, u_j)/dw_i summed over j with sign.
@@ -462,8 +472,8 @@ _PROOF_REACH = 0.85
 #: initial points and near minima for k = n = 10 .. 20, at most 3.4e-16 (one rounding of each
 #: entry of W, ~2^-53 ||W||_F); 2e-15 keeps a factor ~6 (tests/test_proven_outcome.py checks 4)
 _PROOF_FLOAT_STEP_ERROR = 2e-15
-#: float64 Newton steps that finish a proven run's final point, and that move a run's iterate
-#: onto the minimum before a new ball is certified there (not part of the proof)
+#: float64 Newton steps that move a run's iterate onto the minimum before a new ball is certified
+#: there (not part of the proof); the ball's centre is then every covered run's final point
 _PROOF_NEWTON_STEPS = 3
 #: the prover's ball radius R as a fraction of lambda_c / L3: the Hessian stays >= (1 - this)
 #: lambda_c on the ball. A run is checked with the bounds of the ball around x* through its own
@@ -561,10 +571,11 @@ class SpuriousProver:
       1e-9 (slack for the float64 eigenvalue), so the point is ``spurious``, not ``saddle``.
     Where any condition fails the run is not stopped: it descends on under the full protocol.
 
-    **The final point** is y finished by ``_PROOF_NEWTON_STEPS`` float64 Newton steps
-    (:func:`certification.newton_polish`), accepted only when it lies in y's image of the
-    ball (within D + r of y, plus 1e-10) and its stopping norm is <= grad_tol; else the run
-    descends on. Balls are kept and reused for every later run of the batch (one
+    **The final point** is the centre c mapped back to y's orientation (P^-1 c Q^-1: the
+    point within r of the minimum y's descent converges to, found by float64 Newton steps
+    when the ball was made; no Newton step per run), accepted only when it lies in y's image
+    of the ball (within D + r of y, plus 1e-10) and its stopping norm is <= grad_tol; else the
+    run descends on. Balls are kept and reused for every later run of the batch (one
     certificate per minimum and orientation class, not per run).
     """
 
@@ -628,7 +639,7 @@ class SpuriousProver:
         import numpy as np
         from mpmath import iv
 
-        from landscape_core.certification import _Precision, _distance_up, _hi, _lo, newton_polish
+        from landscape_core.certification import _Precision, _distance_up, _hi, _lo
         from landscape_core.families import aligned, symmetric_distance
 
         p = self.p
@@ -636,14 +647,18 @@ class SpuriousProver:
             self.last_failure = "other_teacher"
             return None
         self.alignments += 1
+        # y' = y[rows][:, cols] (an exact permutation of y's entries), aligned to the centre
         if self.group:
-            y_al = aligned(y, symmetric_distance(ball.center, y, enumerate_max=0))
+            alignment = symmetric_distance(ball.center, y, enumerate_max=0)
+            rows, cols = alignment.row_perm, alignment.col_perm
+            y_al = aligned(y, alignment)
         else:
             from scipy.optimize import linear_sum_assignment
 
             cost = ((ball.center[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-            rows, cols = linear_sum_assignment(cost)
-            y_al = y[cols[np.argsort(rows)]]
+            assigned_rows, assigned_cols = linear_sum_assignment(cost)
+            rows, cols = assigned_cols[np.argsort(assigned_rows)], np.arange(y.shape[1])
+            y_al = y[rows]
         D = _distance_up(y_al, ball.center)
         with _Precision(80):
             r = iv.mpf(float(ball.radius))
@@ -700,14 +715,17 @@ class SpuriousProver:
                 self.last_failure = "eig_margin"
                 return None
             reach = _hi(dist) + 1e-10
-        z = newton_polish(y, V, steps=_PROOF_NEWTON_STEPS)
+        # the final point: the centre c (x* to ~r, Newton-polished when the ball was made) in the
+        # run's own orientation, z[rows][:, cols] = c: the minimum y's descent converges to
+        z = np.empty_like(ball.center)
+        z[np.ix_(rows, cols)] = ball.center
         if not _distance_up(z, y) <= reach:
-            self.last_failure = "newton_left_ball"
+            self.last_failure = "final_point_outside_ball"
             return None
         G = scaled_gradient(torch.from_numpy(z)[None], torch.from_numpy(V)[None])
         g = float(gradient_norm(G, p.stopping_norm)[0])
         if not g <= p.grad_tol:
-            self.last_failure = "newton_not_converged"
+            self.last_failure = "final_point_not_converged"
             return None
         return z, g
 
@@ -841,8 +859,8 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     converges from the current point to a strict local minimum with F >= bad_loss_threshold,
     and that every rule of the full protocol (stopping within ``max_iterations``, restart,
     early-global, ``eig_margin``) would end the run ``spurious`` (the argument is in the
-    class docstring), the run stops there as converged, its final point finished by a few
-    Newton steps inside the ball, and ``proven`` records the iteration. Runs that cannot be
+    class docstring), the run stops there as converged, its final point the ball's
+    Newton-polished centre in the run's own orientation (inside the ball), and ``proven`` records the iteration. Runs that cannot be
     proven descend on under the full protocol. With ``early_stop_global`` too, F is taken
     from the gradient's angles (:func:`_fused_gradient_and_loss`). The descent stays one
     tensor program over runs; only the candidates' checks run on the host. Off, the code
@@ -868,7 +886,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     k = V.shape[-2]
     dtype, device = W0.dtype, W0.device
     p = protocol
-    sign = _gradient_weights(n, k, dtype=dtype, device=device)  # (n, n + k)
+    weights = _gradient_weights(n, k, dtype=dtype, device=device)  # (sign, offset), (n, n + k) each
     tol = float(p.grad_tol)
     restart_norm = math.inf if p.restart_grad_norm is None else float(p.restart_grad_norm)
     step = p.effective_step(k)
@@ -910,9 +928,9 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         """G = 2 pi dF/dW (A, n, d) and, with ``early_stop_global``, F (A,) (else None) at W,
         F written into ``loss_out`` when given."""
         if fused_loss:
-            G, student = _fused_gradient_and_loss(W, V_act, sign, loss_weight)
+            G, student = _fused_gradient_and_loss(W, V_act, weights, loss_weight)
         else:
-            G = _fused_scaled_gradient(W, V_act, sign)  # (A, n, d)
+            G = _fused_scaled_gradient(W, V_act, weights)  # (A, n, d)
             if not p.early_stop_global:
                 return G, None
             student = _student_terms(W, V_act)
@@ -960,7 +978,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             # g_t and F_t come afterwards from one evaluation of all the block's iterates at once
             # (the same kernels per run, so the same bits: tests check it)
             for t in range(block):
-                torch.addcmul(Ws[t], _fused_scaled_gradient(Ws[t], V_act, sign), neg_lr, out=Ws[t + 1])
+                torch.addcmul(Ws[t], _fused_scaled_gradient(Ws[t], V_act, weights), neg_lr, out=Ws[t + 1])
             points = iterates[:block].reshape(block * A, n, d)
             G, loss = gradient_and_loss(points, V_act.repeat(block, 1, 1), teacher_act.repeat(block))
             stopping_norm(G, out=g_seen.view(-1))

@@ -105,10 +105,15 @@ def test_the_prover_refuses_what_it_cannot_prove(k8):
     assert 0.05 * ball.lam <= ball.mu <= 0.15 * ball.lam
     out = prover.covers(ball, W, V, step=0.1, iterations=0)
     assert out is not None and np.linalg.norm(out[0] - W) <= 1e-7
-    # a permuted copy (rows and coordinates) is covered by the same ball
+    # a permuted copy (rows and coordinates) is covered by the same ball; its final point is the
+    # centre in the copy's orientation: the centre's entries, permuted (the minimum's own symmetries
+    # may pick another of its equal orientations), next to the copy
     rng = np.random.default_rng(0)
     P, Q = rng.permutation(8), rng.permutation(8)
-    assert prover.covers(ball, W[P][:, Q], V, step=0.1, iterations=0) is not None
+    out = prover.covers(ball, W[P][:, Q], V, step=0.1, iterations=0)
+    assert out is not None and np.array_equal(np.sort(out[0], axis=None), np.sort(ball.center, axis=None))
+    assert np.linalg.norm(out[0] - ball.center[P][:, Q]) <= 1e-12
+    assert np.linalg.norm(out[0] - W[P][:, Q]) <= 1e-7 and out[1] <= 1e-9
     # a step with s L >= 2 is refused, and so is a run too close to its iteration cap
     assert prover.covers(ball, W, V, step=2.5 / ball.L, iterations=0) is None
     assert prover.last_failure == "step_too_large"

@@ -174,8 +174,8 @@ def test_fused_loss_and_gradient_match_the_separate_closed_forms():
 
     for n, k, d, seed in [(6, 6, 6, 0), (10, 10, 10, 1), (5, 3, 7, 2)]:
         W, V = _random((4, n, d), seed), _random((4, k, d), seed + 10)
-        sign = _gradient_weights(n, k, dtype=F64, device=W.device)
-        G, student = _fused_gradient_and_loss(W, V, sign, _loss_weights(n, k, dtype=F64, device=W.device))
+        weights = _gradient_weights(n, k, dtype=F64, device=W.device)
+        G, student = _fused_gradient_and_loss(W, V, weights, _loss_weights(n, k, dtype=F64, device=W.device))
         assert torch.equal(G, scaled_gradient(W, V))
         torch.testing.assert_close(student + _teacher_term(V), population_loss(W, V), rtol=1e-13, atol=1e-13)
 
