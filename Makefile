@@ -43,7 +43,7 @@ report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet r
 ui: setup  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over results/mlflow.db (loopback only; see docs/cluster.md to expose it)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
-bench: setup  ## batched teacher-student core vs the per-run loop; writes docs/benchmarks.md (~6 min)
+bench: setup  ## batched teacher-student core vs the per-run loop, 200 and 1,000 seeds; writes docs/benchmarks.md (~12 min)
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 1000 --write docs/benchmarks.md
 
