@@ -719,7 +719,7 @@ class SpuriousProver:
         # run's own orientation, z[rows][:, cols] = c: the minimum y's descent converges to
         z = np.empty_like(ball.center)
         z[np.ix_(rows, cols)] = ball.center
-        if not _distance_up(z, y) <= reach:
+        if not _distance_up(z, y) <= reach:  # ||z - y|| = ||c - y'||: checks the mapping back
             self.last_failure = "final_point_outside_ball"
             return None
         G = scaled_gradient(torch.from_numpy(z)[None], torch.from_numpy(V)[None])
@@ -862,8 +862,8 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     and that every rule of the full protocol (stopping within ``max_iterations``, restart,
     early-global, ``eig_margin``) would end the run ``spurious`` (the argument is in the
     class docstring), the run stops there as converged, its final point the ball's
-    Newton-polished centre in the run's own orientation (inside the ball), and ``proven`` records the iteration. Runs that cannot be
-    proven descend on under the full protocol. With ``early_stop_global`` too, F is taken
+    Newton-polished centre in the run's own orientation (inside the ball), and ``proven``
+    records the iteration. Runs that cannot be proven descend on under the full protocol. With ``early_stop_global`` too, F is taken
     from the gradient's angles (:func:`_fused_gradient_and_loss`). The descent stays one
     tensor program over runs; only the candidates' checks run on the host. Off, the code
     path is the one below, bit for bit.
