@@ -122,47 +122,85 @@ def _gradient_weights(n: int, k: int, *, dtype, device) -> tuple[torch.Tensor, t
     return sign, offset
 
 
-def _pair_angles(W: torch.Tensor, V: torch.Tensor):
-    """The quantities both fused kernels share (one code path: the same bits in both):
-    row norms nw (R, n) (a view of nu), U = [W; V] (R, n + k, d), its row norms nu
-    (R, n + k, 1), unit rows Wn (R, n, d) (a view of U / nu), cos, theta and sin of every
-    (student, student-or-teacher) angle (R, n, n + k); sin(theta) is one kernel where
-    sqrt(1 - cos^2) (the same value for theta in [0, pi], as conditioned near parallel rows)
-    is three, and the tail of a batch pays per kernel. (A row's norm has the same bits whether
-    taken alone or among the rows of U.)"""
-    n = W.shape[-2]
-    U = torch.cat([W, V], dim=-2)  # (R, n + k, d)
-    nu = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (R, n + k, 1)
-    nw = nu[:, :n, 0]  # (R, n)
-    Un = U / nu  # (R, n + k, d) unit rows
-    Wn = Un[:, :n]  # (R, n, d): W / nw, the same bits
-    cos = torch.bmm(Wn, Un.transpose(-1, -2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
-    theta = torch.arccos(cos)
-    sin = torch.sin(theta)
-    return nw, Wn, U, nu, cos, theta, sin
+class _Workspace:
+    """Outputs of every kernel of one evaluation of G = 2 pi dF/dW (and F) for R runs, at
+    U = [W; V] (R, n + k, d), allocated once with the views the kernels read (W's unit rows,
+    the transposed unit rows, the student norms). The descent's loop reuses one per block:
+    each kernel writes into its buffer (``out=``), so an iteration pays neither allocation
+    nor view construction, which at a few runs is half its cost (k = n = 10, one run: 38 vs
+    76 us per step). The functional entry points allocate one per call: one code path, the
+    same kernels, the same bits."""
+
+    def __init__(self, R: int, n: int, k: int, d: int, *, dtype, device, loss: bool):
+        m = n + k
+
+        def new(*shape):
+            return torch.empty(shape, dtype=dtype, device=device)
+
+        self.nu = new(R, m, 1)  # row norms of U
+        self.Un = new(R, m, d)  # unit rows of U
+        self.Wn = self.Un[:, :n]  # (R, n, d): W / ||w||, a view
+        self.UnT = self.Un.transpose(-1, -2)  # (R, d, m), a view
+        self.cos, self.theta, self.sin, self.signed_sin, self.coef = (new(R, n, m) for _ in range(5))
+        self.radial = new(R, n, 1)  # sum_j s_ij ||u_j|| sin t_ij
+        self.radial_w = new(R, n, d)
+        self.neuron_norms = new(R, n)  # ||G_i||, for the stopping rule
+        self.loss = loss
+        if loss:
+            self.pi = torch.tensor(math.pi, dtype=dtype, device=device)
+            self.pi_minus_theta, self.pair = new(R, n, m), new(R, n, m)
+            self.weighted_nu = new(R, m, 1)  # lw_j ||u_j||
+            self.per_row = new(R, n, 1)
+            self.nw_row = self.nu[:, :n, 0].unsqueeze(-2)  # (R, 1, n): ||w_i||, a view
 
 
-def _gradient_from_angles(Wn, U, nu, theta, sin, weights):
-    """G = 2 pi dF/dW (R, n, d) from the shared angles, in 5 kernels:
+def _evaluate_into(U: torch.Tensor, ws: _Workspace, weights, G: torch.Tensor,
+                   loss_weight: torch.Tensor | None = None, student: torch.Tensor | None = None) -> None:
+    """G = 2 pi dF/dW written into ``G`` (R, n, d), and with ``student`` (R,) (``ws`` made
+    with ``loss=True``) the W-dependent part of F written into it, at U = [W; V] (R, n + k, d),
+    contiguous.
 
-    G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j
-        = (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j c_ij u_j,
-    c = offset - s t = s (pi - t) + pi [I | 0] (``weights`` = (s, offset) of
-    :func:`_gradient_weights`; s_ii = 0, u_i = w_i)."""
+    Gradient (``weights`` = (s, offset) of :func:`_gradient_weights`; s_ii = 0, u_i = w_i),
+    5 kernels after the angles:
+
+        G_i = pi w_i + (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j s_ij (pi - t_ij) u_j
+            = (sum_j s_ij ||u_j|| sin t_ij) w_i / ||w_i|| + sum_j c_ij u_j,
+        c = offset - s t = s (pi - t) + pi [I | 0].
+
+    The angles: cos of every (student, student-or-teacher) pair from the unit rows, clamped
+    to [-1, 1]; sin t is one kernel where sqrt(1 - cos^2) (the same value for t in [0, pi]) is
+    three. Loss (``loss_weight`` lw (n + k, 1) of :func:`_loss_weights`):
+
+        1/2 sum_{i, j} f(w_i, w_j) - sum_{i, l} f(w_i, v_l) = sum_{i, j} ||w_i|| lw_j ||u_j|| p_ij,
+        p_ij = sin t_ij + (pi - t_ij) cos t_ij,   2 pi f(w_i, u_j) = ||w_i|| ||u_j|| p_ij;
+
+    lw weights the norms (n + k products per run instead of n (n + k)); the diagonal terms
+    f(w_i, w_i) = ||w_i||^2 / 2 come out of the same formula (the computed self-cosine is 1 to
+    a few ulp, so p_ii = pi to ~1e-15 relative)."""
     sign, offset = weights
-    radial = torch.bmm(sign * sin, nu)  # (R, n, 1): sum_j s_ij ||u_j|| sin t_ij
-    coef = torch.addcmul(offset, sign, theta, value=-1.0)  # (R, n, n + k): c_ij
-    return torch.baddbmm(radial * Wn, coef, U)  # (R, n, d)
+    torch.linalg.vector_norm(U, dim=-1, keepdim=True, out=ws.nu)  # (R, n + k, 1)
+    torch.div(U, ws.nu, out=ws.Un)
+    torch.bmm(ws.Wn, ws.UnT, out=ws.cos).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    torch.arccos(ws.cos, out=ws.theta)
+    torch.sin(ws.theta, out=ws.sin)
+    torch.bmm(torch.mul(sign, ws.sin, out=ws.signed_sin), ws.nu, out=ws.radial)  # (R, n, 1)
+    torch.addcmul(offset, sign, ws.theta, value=-1.0, out=ws.coef)  # c_ij
+    torch.baddbmm(torch.mul(ws.radial, ws.Wn, out=ws.radial_w), ws.coef, U, out=G)  # (R, n, d)
+    if student is not None:
+        torch.addcmul(ws.sin, torch.sub(ws.pi, ws.theta, out=ws.pi_minus_theta), ws.cos, out=ws.pair)  # p_ij
+        torch.bmm(ws.pair, torch.mul(loss_weight, ws.nu, out=ws.weighted_nu), out=ws.per_row)  # (R, n, 1)
+        torch.bmm(ws.nw_row, ws.per_row, out=student.view(-1, 1, 1))  # (R,)
 
 
 def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights) -> torch.Tensor:
-    """2 pi dF/dW with few kernel launches (the descent loop's hot path).
-
-    u = rows of [W; V], ``weights`` = (sign, offset) of :func:`_gradient_weights`; formula in
-    :func:`_gradient_from_angles`. W: (R, n, d), V: (R, k, d) -> (R, n, d).
-    """
-    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
-    return _gradient_from_angles(Wn, U, nu, theta, sin, weights)
+    """2 pi dF/dW with few kernel launches, the kernels of the descent's loop
+    (:func:`_evaluate_into`). ``weights`` = (sign, offset) of :func:`_gradient_weights`.
+    W: (R, n, d), V: (R, k, d) -> (R, n, d)."""
+    (R, n, d), k = W.shape, V.shape[-2]
+    ws = _Workspace(R, n, k, d, dtype=W.dtype, device=W.device, loss=False)
+    G = torch.empty_like(W)
+    _evaluate_into(torch.cat([W, V], dim=-2), ws, weights, G)
+    return G
 
 
 def _loss_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
@@ -175,24 +213,16 @@ def _loss_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
 def _fused_gradient_and_loss(
     W: torch.Tensor, V: torch.Tensor, weights, loss_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """G = 2 pi dF/dW (the same operations as :func:`_fused_scaled_gradient`, so the same
-    bits) and the W-dependent part of F from the same angles:
-
-        1/2 sum_{i, j} f(w_i, w_j) - sum_{i, l} f(w_i, v_l) = sum_{i, j} ||w_i|| lw_j ||u_j|| p_ij,
-        p_ij = sin t_ij + (pi - t_ij) cos t_ij,   2 pi f(w_i, u_j) = ||w_i|| ||u_j|| p_ij,
-
-    ``loss_weight`` lw (n + k, 1) from :func:`_loss_weights` (lw_ij = lw_j: it weights the
-    norms, n + k products per run instead of n (n + k)). The diagonal terms f(w_i, w_i) =
-    ||w_i||^2 / 2 come out of the same formula: the computed self-cosine is 1 to a few ulp,
-    so p_ii = pi to ~1e-15 relative. Used by the descent with ``stop_when_proven`` (the
-    early-global rule's F at no extra arccos); equal to :func:`_student_terms` up to
-    rounding. -> ((R, n, d), (R,))."""
-    nw, Wn, U, nu, cos, theta, sin = _pair_angles(W, V)
-    G = _gradient_from_angles(Wn, U, nu, theta, sin, weights)
-    pair = torch.addcmul(sin, torch.rsub(theta, math.pi), cos)  # p_ij, (R, n, n + k)
-    per_row = torch.bmm(pair, loss_weight * nu)  # (R, n, 1): sum_j p_ij lw_j ||u_j||
-    loss = torch.bmm(nw.unsqueeze(-2), per_row).reshape(-1)  # (R,)
-    return G, loss
+    """G = 2 pi dF/dW (the same kernels as :func:`_fused_scaled_gradient`, so the same bits)
+    and the W-dependent part of F from the same angles (:func:`_evaluate_into`); used by the
+    descent with ``stop_when_proven`` (the early-global rule's F at no extra arccos); equal to
+    :func:`_student_terms` up to rounding. ``loss_weight`` from :func:`_loss_weights`.
+    -> ((R, n, d), (R,))."""
+    (R, n, d), k = W.shape, V.shape[-2]
+    ws = _Workspace(R, n, k, d, dtype=W.dtype, device=W.device, loss=True)
+    G, student = torch.empty_like(W), W.new_empty((R,))
+    _evaluate_into(torch.cat([W, V], dim=-2), ws, weights, G, loss_weight, student)
+    return G, student
 
 
 def scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -746,14 +776,15 @@ class SpuriousProver:
         return self.covers(ball, y, V, step=step, iterations=iterations)
 
 
-#: memory for the iterates of one block of the descent (sets the block length when batches are large)
-_BLOCK_BUFFER_BYTES = 64 * 2**20
+#: memory for the iterates U_t = [W_t; V] of one block of the descent (sets the block length when batches
+#: are large; 128 MiB: blocks of 64 up to ~1,300 runs at k = n = d = 10, as with W_t alone in 64 MiB)
+_BLOCK_BUFFER_BYTES = 128 * 2**20
 #: with the early-global rule and at most this many active runs, a block evaluates g and F after
-#: its steps, over all its iterates at once (an iteration then launches 13 kernels instead of 21;
-#: the extra arithmetic, one gradient per iterate, is ~5 us per run). Measured at k = n = 10
-#: (us per iteration, in-loop vs after the block): 1 run 91 vs 67, 4 runs 106 vs 95, 5 runs 110 vs
-#: 103, 6 runs 117 vs 114, 8 runs 125 vs 133
-_AFTER_BLOCK_MAX_RUNS = 5
+#: its steps, over all its iterates at once (an iteration then launches 12 kernels instead of 20;
+#: the extra arithmetic, one gradient per iterate, is ~5 us per run). Measured at k = n = 10 with
+#: the buffered kernels (us per iteration, in-loop vs after the block): 1 run 61 vs 49, 2 runs 66
+#: vs 58, 4 runs 81 vs 78, 5 runs 82 vs 85, 6 runs 89 vs 95, 8 runs 97 vs 117
+_AFTER_BLOCK_MAX_RUNS = 4
 
 
 @dataclass
@@ -886,6 +917,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     """
     R, n, d = W0.shape
     k = V.shape[-2]
+    m = n + k  # rows of U = [W; V]
     dtype, device = W0.dtype, W0.device
     p = protocol
     weights = _gradient_weights(n, k, dtype=dtype, device=device)  # (sign, offset), (n, n + k) each
@@ -926,27 +958,33 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     loss_weight = _loss_weights(n, k, dtype=dtype, device=device) if fused_loss else None
     rise = 1.0 + p.monotone_rtol
 
-    def gradient_and_loss(W, V_act, teacher_act, loss_out=None):
-        """G = 2 pi dF/dW (A, n, d) and, with ``early_stop_global``, F (A,) (else None) at W,
-        F written into ``loss_out`` when given."""
-        if fused_loss:
-            G, student = _fused_gradient_and_loss(W, V_act, weights, loss_weight)
-        else:
-            G = _fused_scaled_gradient(W, V_act, weights)  # (A, n, d)
-            if not p.early_stop_global:
-                return G, None
-            student = _student_terms(W, V_act)
-        return G, torch.add(student, teacher_act, out=loss_out)  # F without recomputing the constant
+    def workspace(R):
+        """Buffers of one evaluation for R runs (:class:`_Workspace`)."""
+        return _Workspace(R, n, k, d, dtype=dtype, device=device, loss=fused_loss)
 
-    def stopping_norm(G, out=None):
-        """The stopping quantity g (A,) of G, written into ``out`` when given."""
+    def gradient_and_loss(U, teacher_act, ws, G, loss_out):
+        """G = 2 pi dF/dW at U = [W; V] (R, n + k, d) written into ``G`` (R, n, d) and, with
+        ``early_stop_global``, F into ``loss_out`` (R,), through the buffers ``ws``."""
+        if fused_loss:
+            _evaluate_into(U, ws, weights, G, loss_weight, loss_out)
+            torch.add(loss_out, teacher_act, out=loss_out)  # F without recomputing the constant
+            return
+        _evaluate_into(U, ws, weights, G)
+        if p.early_stop_global:  # F from the separate closed form, on contiguous copies: as before the fused F
+            torch.add(_student_terms(U[:, :n].contiguous(), U[:, n:].contiguous()), teacher_act, out=loss_out)
+
+    def stopping_norm(G, out=None, neuron_norms=None):
+        """The stopping quantity g (R,) of G, written into ``out`` when given (``neuron_norms``
+        (R, n): a buffer for the per-neuron norms)."""
         if frobenius:  # ||dF/dW||_F
             return torch.div(torch.linalg.vector_norm(G, dim=(-2, -1)), TWO_PI, out=out)
-        return torch.amax(torch.linalg.vector_norm(G, dim=-1), dim=-1, out=out)  # max_i ||2 pi dF/dw_i||
+        return torch.amax(torch.linalg.vector_norm(G, dim=-1, out=neuron_norms), dim=-1, out=out)  # max_i ||G_i||
 
     def evaluate(W, V_act, teacher_act, mono, prev_loss):
         """One evaluation: G (A, n, d), g (A,), ok-to-step (A,), and the early-stop state."""
-        G, loss = gradient_and_loss(W, V_act, teacher_act)
+        G = torch.empty_like(W)
+        loss = W.new_empty((W.shape[0],)) if p.early_stop_global else None
+        gradient_and_loss(torch.cat([W, V_act], dim=-2), teacher_act, workspace(W.shape[0]), G, loss)
         g = stopping_norm(G)
         ok = (g > tol) & (g <= restart_norm)  # NaN compares False: frozen
         early = None
@@ -962,33 +1000,41 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         A = idx.numel()
         room = int((p.max_iterations - (base + moved)).min())
         # The block keeps every iterate: at most ~_BLOCK_BUFFER_BYTES of them.
-        block = max(1, min(p.compact_every, room, _BLOCK_BUFFER_BYTES // max(1, A * n * d * W.element_size()) - 1))
+        block = max(1, min(p.compact_every, room, _BLOCK_BUFFER_BYTES // max(1, A * m * d * W.element_size()) - 1))
         # Every run steps every iteration of the block, with no per-iteration masks; the
         # iterates W_t and the g_t and F_t evaluated at them are kept, and afterwards each
         # run is put back at its first event (the iterate where the one-run loop stops or
         # restarts): the same iterates, counts and early-stop state as freezing the run there.
-        iterates = W.new_empty((block + 1, A, n, d))
-        iterates[0] = W
-        Ws = iterates.unbind(0)
+        # Each slot holds U_t = [W_t; V] (the teacher rows written once per block), so an
+        # iteration evaluates at U_t and steps into W_{t+1}, a view of the next slot, with no copy.
+        iterates = W.new_empty((block + 1, A, m, d))
+        iterates[:, :, n:] = V_act
+        iterates[0, :, :n] = W
+        Us = iterates.unbind(0)
+        Ws = [U[:, :n] for U in Us]
         g_seen = W.new_empty((block, A))
         gs = g_seen.unbind(0)
         loss_seen = W.new_empty((block, A)) if p.early_stop_global else None
         ls = loss_seen.unbind(0) if p.early_stop_global else [None] * block
         neg_lr = (-lr)[:, None, None]
+        G = W.new_empty((A, n, d))
         if p.early_stop_global and A <= _AFTER_BLOCK_MAX_RUNS:
             # A few runs: each iteration only steps (its cost is kernel launches, not arithmetic);
             # g_t and F_t come afterwards from one evaluation of all the block's iterates at once
             # (the same kernels per run, so the same bits: tests check it)
+            ws = _Workspace(A, n, k, d, dtype=dtype, device=device, loss=False)
             for t in range(block):
-                torch.addcmul(Ws[t], _fused_scaled_gradient(Ws[t], V_act, weights), neg_lr, out=Ws[t + 1])
-            points = iterates[:block].reshape(block * A, n, d)
-            G, loss = gradient_and_loss(points, V_act.repeat(block, 1, 1), teacher_act.repeat(block))
-            stopping_norm(G, out=g_seen.view(-1))
-            loss_seen.view(-1).copy_(loss)
+                _evaluate_into(Us[t], ws, weights, G)
+                torch.addcmul(Ws[t], G, neg_lr, out=Ws[t + 1])
+            points = iterates[:block].view(block * A, m, d)
+            G_points = W.new_empty((block * A, n, d))
+            gradient_and_loss(points, teacher_act.repeat(block), workspace(block * A), G_points, loss_seen.view(-1))
+            stopping_norm(G_points, out=g_seen.view(-1))
         else:
+            ws = workspace(A)
             for t in range(block):
-                G, _ = gradient_and_loss(Ws[t], V_act, teacher_act, loss_out=ls[t])
-                stopping_norm(G, out=gs[t])
+                gradient_and_loss(Us[t], teacher_act, ws, G, ls[t])
+                stopping_norm(G, out=gs[t], neuron_norms=ws.neuron_norms)
                 torch.addcmul(Ws[t], G, neg_lr, out=Ws[t + 1])
         event = ~((g_seen > tol) & (g_seen <= restart_norm))  # (block, A); NaN: an event
         if p.early_stop_global:
@@ -997,12 +1043,12 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             event = event | (mono_seen & (loss_seen < p.bad_loss_threshold))
         first = torch.where(event.any(0), event.to(torch.uint8).argmax(0), block)  # (A,) steps taken
         runs = torch.arange(A, device=device)
-        W = iterates[first, runs]  # (A, n, d)
+        W = iterates[first, runs, :n]  # (A, n, d)
         moved = moved + first
         if p.early_stop_global:
             last = first.clamp(max=block - 1)  # the last evaluation the one-run loop made
             mono, prev_loss = mono_seen[last, runs], loss_seen[last, runs]
-        del iterates, Ws
+        del iterates, Us, Ws, ws
         # Events at the current points (one more evaluation; frozen runs give the same g).
         G, g, ok, early_now, mono, prev_loss = evaluate(W, V_act, teacher_act, mono, prev_loss)
         it = base + moved

@@ -148,7 +148,7 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
     k = 4
     W0, V = initial_points(k, k, range(10), TeacherStudentProtocol())
     results = [gradient_descent(W0, V, TeacherStudentProtocol(compact_every=c, **options)) for c in (1, 7, 64)]
-    monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * k * k * 8)  # two iterates of 10 runs: blocks of 2
+    monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * 2 * k * k * 8)  # two iterates [W; V] of 10 runs: blocks of 2
     results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
     monkeypatch.undo()
     monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
