@@ -125,11 +125,13 @@ def _gradient_weights(n: int, k: int, *, dtype, device) -> tuple[torch.Tensor, t
 class _Workspace:
     """Outputs of every kernel of one evaluation of G = 2 pi dF/dW (and F) for R runs, at
     U = [W; V] (R, n + k, d), allocated once with the views the kernels read (W's unit rows,
-    the transposed unit rows, the student norms). The descent's loop reuses one per block:
-    each kernel writes into its buffer (``out=``), so an iteration pays neither allocation
-    nor view construction, which at a few runs is half its cost (k = n = 10, one run: 38 vs
-    76 us per step). The functional entry points allocate one per call: one code path, the
-    same kernels, the same bits."""
+    the transposed unit rows, the student norms). The descent allocates one for its batch and
+    evaluates through ``head(A)``, the buffers of the first A runs (views: the batch is the
+    leading dimension, so they stay contiguous): each kernel writes into its buffer
+    (``out=``), so an iteration pays neither allocation nor view construction, which at a few
+    runs is half its cost (k = n = 10, one run: 38 vs 76 us per step), and no block faults in
+    fresh pages. The functional entry points allocate one per call: one code path, the same
+    kernels, the same bits."""
 
     def __init__(self, R: int, n: int, k: int, d: int, *, dtype, device, loss: bool):
         m = n + k
@@ -137,21 +139,34 @@ class _Workspace:
         def new(*shape):
             return torch.empty(shape, dtype=dtype, device=device)
 
-        self.nu = new(R, m, 1)  # row norms of U
-        self.Un = new(R, m, d)  # unit rows of U
+        buffers = dict(
+            nu=new(R, m, 1),  # row norms of U
+            Un=new(R, m, d),  # unit rows of U
+            **{name: new(R, n, m) for name in ("cos", "theta", "sin", "signed_sin", "coef")},
+            radial=new(R, n, 1),  # sum_j s_ij ||u_j|| sin t_ij
+            radial_w=new(R, n, d),
+            neuron_norms=new(R, n),  # ||G_i||, for the stopping rule
+        )
+        if loss:
+            buffers.update(pi_minus_theta=new(R, n, m), pair=new(R, n, m),
+                           weighted_nu=new(R, m, 1),  # lw_j ||u_j||
+                           per_row=new(R, n, 1))
+        self._bind(buffers, n, torch.tensor(math.pi, dtype=dtype, device=device) if loss else None)
+
+    def _bind(self, buffers: dict, n: int, pi) -> None:
+        self.buffers, self.n, self.pi = buffers, n, pi
+        for name, buffer in buffers.items():
+            setattr(self, name, buffer)
         self.Wn = self.Un[:, :n]  # (R, n, d): W / ||w||, a view
         self.UnT = self.Un.transpose(-1, -2)  # (R, d, m), a view
-        self.cos, self.theta, self.sin, self.signed_sin, self.coef = (new(R, n, m) for _ in range(5))
-        self.radial = new(R, n, 1)  # sum_j s_ij ||u_j|| sin t_ij
-        self.radial_w = new(R, n, d)
-        self.neuron_norms = new(R, n)  # ||G_i||, for the stopping rule
-        self.loss = loss
-        if loss:
-            self.pi = torch.tensor(math.pi, dtype=dtype, device=device)
-            self.pi_minus_theta, self.pair = new(R, n, m), new(R, n, m)
-            self.weighted_nu = new(R, m, 1)  # lw_j ||u_j||
-            self.per_row = new(R, n, 1)
+        if pi is not None:
             self.nw_row = self.nu[:, :n, 0].unsqueeze(-2)  # (R, 1, n): ||w_i||, a view
+
+    def head(self, A: int) -> "_Workspace":
+        """The workspace of the first A runs (views of these buffers)."""
+        ws = object.__new__(_Workspace)
+        ws._bind({name: buffer[:A] for name, buffer in self.buffers.items()}, self.n, self.pi)
+        return ws
 
 
 def _evaluate_into(U: torch.Tensor, ws: _Workspace, weights, G: torch.Tensor,
@@ -995,20 +1010,34 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             ok = ok & ~early
         return G, g, ok, early, mono, prev_loss
 
+    # Buffers reused by every block: one evaluation's workspace for the whole batch (blocks use
+    # its first A runs), the block iterates (``slots``), and the after-block evaluation's buffers.
+    shared_teacher = bool((V == V[:1]).all())  # one teacher for every run (as the sweeps make them)
+    batch_ws, batch_G = workspace(R), W0.new_empty((R, n, d))
+    slots = points_ws = points_G = None
+
     while idx.numel() > 0:
         # Steps every active run may still take before the cap (host value, one sync).
         A = idx.numel()
         room = int((p.max_iterations - (base + moved)).min())
         # The block keeps every iterate: at most ~_BLOCK_BUFFER_BYTES of them.
-        block = max(1, min(p.compact_every, room, _BLOCK_BUFFER_BYTES // max(1, A * m * d * W.element_size()) - 1))
+        longest = max(1, min(p.compact_every, _BLOCK_BUFFER_BYTES // max(1, A * m * d * W.element_size()) - 1))
+        block = max(1, min(longest, room))
         # Every run steps every iteration of the block, with no per-iteration masks; the
         # iterates W_t and the g_t and F_t evaluated at them are kept, and afterwards each
         # run is put back at its first event (the iterate where the one-run loop stops or
         # restarts): the same iterates, counts and early-stop state as freezing the run there.
-        # Each slot holds U_t = [W_t; V] (the teacher rows written once per block), so an
-        # iteration evaluates at U_t and steps into W_{t+1}, a view of the next slot, with no copy.
-        iterates = W.new_empty((block + 1, A, m, d))
-        iterates[:, :, n:] = V_act
+        # Slot t holds U_t = [W_t; V] (contiguous (A, n + k, d)), so an iteration evaluates at
+        # U_t and steps into W_{t+1}, a view of the next slot, with no copy. The slots are
+        # reused by every block they fit (made again only when fewer runs allow longer
+        # blocks), and a shared teacher's rows are written once.
+        if slots is None or slots.shape[0] < longest + 1:
+            slots = W.new_empty((longest + 1, A, m, d))
+            if shared_teacher:
+                slots[:, :, n:] = V_act[:1]
+        iterates = slots[:block + 1, :A]  # (block + 1, A, n + k, d)
+        if not shared_teacher:
+            iterates[:, :, n:] = V_act.unsqueeze(0)
         iterates[0, :, :n] = W
         Us = iterates.unbind(0)
         Ws = [U[:, :n] for U in Us]
@@ -1017,21 +1046,22 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         loss_seen = W.new_empty((block, A)) if p.early_stop_global else None
         ls = loss_seen.unbind(0) if p.early_stop_global else [None] * block
         neg_lr = (-lr)[:, None, None]
-        G = W.new_empty((A, n, d))
+        ws, G = batch_ws.head(A), batch_G[:A]
         if p.early_stop_global and A <= _AFTER_BLOCK_MAX_RUNS:
             # A few runs: each iteration only steps (its cost is kernel launches, not arithmetic);
             # g_t and F_t come afterwards from one evaluation of all the block's iterates at once
             # (the same kernels per run, so the same bits: tests check it)
-            ws = _Workspace(A, n, k, d, dtype=dtype, device=device, loss=False)
             for t in range(block):
                 _evaluate_into(Us[t], ws, weights, G)
                 torch.addcmul(Ws[t], G, neg_lr, out=Ws[t + 1])
-            points = iterates[:block].view(block * A, m, d)
-            G_points = W.new_empty((block * A, n, d))
-            gradient_and_loss(points, teacher_act.repeat(block), workspace(block * A), G_points, loss_seen.view(-1))
-            stopping_norm(G_points, out=g_seen.view(-1))
+            if points_ws is None:
+                points_ws = workspace(p.compact_every * _AFTER_BLOCK_MAX_RUNS)
+                points_G = W.new_empty((p.compact_every * _AFTER_BLOCK_MAX_RUNS, n, d))
+            B = block * A
+            gradient_and_loss(iterates[:block].reshape(B, m, d), teacher_act.repeat(block), points_ws.head(B),
+                              points_G[:B], loss_seen.view(-1))
+            stopping_norm(points_G[:B], out=g_seen.view(-1))
         else:
-            ws = workspace(A)
             for t in range(block):
                 gradient_and_loss(Us[t], teacher_act, ws, G, ls[t])
                 stopping_norm(G, out=gs[t], neuron_norms=ws.neuron_norms)
@@ -1048,7 +1078,7 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         if p.early_stop_global:
             last = first.clamp(max=block - 1)  # the last evaluation the one-run loop made
             mono, prev_loss = mono_seen[last, runs], loss_seen[last, runs]
-        del iterates, Us, Ws, ws
+        del iterates, Us, Ws
         # Events at the current points (one more evaluation; frozen runs give the same g).
         G, g, ok, early_now, mono, prev_loss = evaluate(W, V_act, teacher_act, mono, prev_loss)
         it = base + moved
