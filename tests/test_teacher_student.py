@@ -124,6 +124,24 @@ def test_result_independent_of_chunking():
     assert [a[6]["final_weights"], a[3]["final_weights"]] == [b[0]["final_weights"], b[1]["final_weights"]]
 
 
+
+@pytest.mark.parametrize("options", [{}, {"early_stop_global": True, "stop_when_proven": True}], ids=["published", "fused"])
+def test_one_teacher_per_run_matches_each_run_alone(options):
+    """The descent writes a shared teacher's rows into its block slots once, and a batch of
+    different teachers' rows every block: a batch of runs with a teacher each (random
+    orthonormal rows) must give each run's own descent, bit for bit."""
+    k = 4
+    p = TeacherStudentProtocol(max_iterations=6000, **options)
+    W0, _ = initial_points(k, k, range(6), p)
+    V = torch.linalg.qr(_random((6, k, k), 3))[0].transpose(-1, -2).contiguous()  # (6, k, d)
+    together = gradient_descent(W0, V, p)
+    assert len(set(together.iterations.tolist())) > 1  # runs leave the batch at different blocks
+    for r in range(6):
+        alone = gradient_descent(W0[r:r + 1], V[r:r + 1], p)
+        for name in _DESCENT_FIELDS:
+            torch.testing.assert_close(getattr(alone, name)[0], getattr(together, name)[r], rtol=0, atol=0,
+                                       equal_nan=True, msg=name)
+
 _DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
                    "stopped_early", "monotone", "proven")
 
