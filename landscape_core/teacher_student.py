@@ -170,10 +170,13 @@ class _Workspace:
 
 
 def _evaluate_into(U: torch.Tensor, ws: _Workspace, weights, G: torch.Tensor,
-                   loss_weight: torch.Tensor | None = None, student: torch.Tensor | None = None) -> None:
+                   loss_weight: torch.Tensor | None = None, student: torch.Tensor | None = None, *,
+                   angles: tuple | None = None) -> None:
     """G = 2 pi dF/dW written into ``G`` (R, n, d), and with ``student`` (R,) (``ws`` made
     with ``loss=True``) the W-dependent part of F written into it, at U = [W; V] (R, n + k, d),
-    contiguous.
+    contiguous. ``angles`` = (nu (R, n + k, 1), cos, theta, sin (R, n, n + k)): buffers that
+    receive the norms and angles instead of ``ws``'s (the descent keeps them per iterate and
+    evaluates F after the block, :func:`_loss_from_angles`; ``student`` is then not given).
 
     Gradient (``weights`` = (s, offset) of :func:`_gradient_weights`; s_ii = 0, u_i = w_i),
     5 kernels after the angles:
@@ -193,18 +196,31 @@ def _evaluate_into(U: torch.Tensor, ws: _Workspace, weights, G: torch.Tensor,
     f(w_i, w_i) = ||w_i||^2 / 2 come out of the same formula (the computed self-cosine is 1 to
     a few ulp, so p_ii = pi to ~1e-15 relative)."""
     sign, offset = weights
-    torch.linalg.vector_norm(U, dim=-1, keepdim=True, out=ws.nu)  # (R, n + k, 1)
-    torch.div(U, ws.nu, out=ws.Un)
-    torch.bmm(ws.Wn, ws.UnT, out=ws.cos).clamp_(-1.0, 1.0)  # (R, n, n + k)
-    torch.arccos(ws.cos, out=ws.theta)
-    torch.sin(ws.theta, out=ws.sin)
-    torch.bmm(torch.mul(sign, ws.sin, out=ws.signed_sin), ws.nu, out=ws.radial)  # (R, n, 1)
-    torch.addcmul(offset, sign, ws.theta, value=-1.0, out=ws.coef)  # c_ij
+    nu, cos, theta, sin = (ws.nu, ws.cos, ws.theta, ws.sin) if angles is None else angles
+    torch.linalg.vector_norm(U, dim=-1, keepdim=True, out=nu)  # (R, n + k, 1)
+    torch.div(U, nu, out=ws.Un)
+    torch.bmm(ws.Wn, ws.UnT, out=cos).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    torch.arccos(cos, out=theta)
+    torch.sin(theta, out=sin)
+    torch.bmm(torch.mul(sign, sin, out=ws.signed_sin), nu, out=ws.radial)  # (R, n, 1)
+    torch.addcmul(offset, sign, theta, value=-1.0, out=ws.coef)  # c_ij
     torch.baddbmm(torch.mul(ws.radial, ws.Wn, out=ws.radial_w), ws.coef, U, out=G)  # (R, n, d)
     if student is not None:
-        torch.addcmul(ws.sin, torch.sub(ws.pi, ws.theta, out=ws.pi_minus_theta), ws.cos, out=ws.pair)  # p_ij
-        torch.bmm(ws.pair, torch.mul(loss_weight, ws.nu, out=ws.weighted_nu), out=ws.per_row)  # (R, n, 1)
-        torch.bmm(ws.nw_row, ws.per_row, out=student.view(-1, 1, 1))  # (R,)
+        _loss_from_angles(ws.nw_row, ws.nu, ws.cos, ws.theta, ws.sin, ws.pi, loss_weight, student,
+                          pi_minus_theta=ws.pi_minus_theta, pair=ws.pair, weighted_nu=ws.weighted_nu,
+                          per_row=ws.per_row)
+
+
+def _loss_from_angles(nw_row, nu, cos, theta, sin, pi, loss_weight, student, *, pi_minus_theta, pair,
+                      weighted_nu, per_row) -> None:
+    """The W-dependent part of F (formula in :func:`_evaluate_into`) written into ``student``
+    (R,), from the norms nu (R, n + k, 1) (``nw_row`` (R, 1, n): its student rows as a row) and
+    the angles (R, n, n + k) of an evaluation; ``pi`` a 0-d tensor, the other keywords the
+    buffers of the intermediate results (``pi_minus_theta`` and ``pair`` may be ``theta`` and
+    ``sin`` themselves, which are then overwritten)."""
+    torch.addcmul(sin, torch.sub(pi, theta, out=pi_minus_theta), cos, out=pair)  # p_ij
+    torch.bmm(pair, torch.mul(loss_weight, nu, out=weighted_nu), out=per_row)  # (R, n, 1)
+    torch.bmm(nw_row, per_row, out=student.view(-1, 1, 1))  # (R,)
 
 
 def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights) -> torch.Tensor:
@@ -794,12 +810,38 @@ class SpuriousProver:
 #: memory for the iterates U_t = [W_t; V] of one block of the descent (sets the block length when batches
 #: are large; 128 MiB: blocks of 64 up to ~1,300 runs at k = n = d = 10, as with W_t alone in 64 MiB)
 _BLOCK_BUFFER_BYTES = 128 * 2**20
-#: with the early-global rule and at most this many active runs, a block evaluates g and F after
-#: its steps, over all its iterates at once (an iteration then launches 12 kernels instead of 20;
-#: the extra arithmetic, one gradient per iterate, is ~5 us per run). Measured at k = n = 10 with
-#: the buffered kernels (us per iteration, in-loop vs after the block): 1 run 61 vs 49, 2 runs 66
-#: vs 58, 4 runs 81 vs 78, 5 runs 82 vs 85, 6 runs 89 vs 95, 8 runs 97 vs 117
-_AFTER_BLOCK_MAX_RUNS = 4
+#: with at most this many active runs, a block's iterations only evaluate G and step (12 kernels
+#: instead of 20 with F), keeping G_t and the norms and angles F needs per iterate; the stopping
+#: norms and F of the whole block follow in 8 kernels. Measured at k = n = 10 with the fused F
+#: (us per iteration, in the loop vs deferred): 1 run 61 vs 45, 4 runs 80 vs 63, 8 runs 98 vs 81,
+#: 16 runs 139 vs 125, 32 runs 211 vs 203, 64 runs 256 vs 245, 128 runs 251 vs 252; the kept
+#: angles take 5.8 KB per run and iterate (23 MB for 64 runs)
+_DEFER_MAX_RUNS = 64
+
+
+class _DeferredBuffers:
+    """Per-iterate storage of the deferred evaluation (:data:`_DEFER_MAX_RUNS`): G_t, and with
+    ``angles`` the norms and angles of every iterate (and the loss's two small intermediate
+    buffers), for up to ``capacity`` (iterate, run) pairs; flat, so that the first block * A of
+    them view as (block, A, ...) contiguously for any A."""
+
+    def __init__(self, capacity: int, n: int, k: int, d: int, *, dtype, device, angles: bool):
+        m = n + k
+        self.n, self.m = n, m
+
+        def new(*shape):
+            return torch.empty(shape, dtype=dtype, device=device)
+
+        self.G = new(capacity * n * d)
+        if angles:
+            self.nu, self.cos, self.theta, self.sin = new(capacity * m), *(new(capacity * n * m) for _ in range(3))
+            self.weighted_nu, self.per_row = new(capacity, m, 1), new(capacity, n, 1)
+
+    def angles(self, B: int, block: int, A: int):
+        """(nu (block, A, n + k, 1), cos, theta, sin (block, A, n, n + k)) of the first B = block * A."""
+        n, m = self.n, self.m
+        return (self.nu[:B * m].view(block, A, m, 1),
+                *(x[:B * n * m].view(block, A, n, m) for x in (self.cos, self.theta, self.sin)))
 
 
 @dataclass
@@ -922,10 +964,12 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     is put back at its first event (g <= tol, g > restart_grad_norm, non-finite g, or the
     early-global rule), i.e. exactly where the one-run loop stops stepping, with the
     iteration count and early-stop state it has there: the same result as freezing the run
-    at once (tests compare block lengths 1, 7 and 64 bit for bit). With the early-global rule and
-    at most ``_AFTER_BLOCK_MAX_RUNS`` active runs (the tail, where an iteration costs its kernel
-    launches), the loop only steps and g_t, F_t are evaluated after the block over all its
-    iterates at once (the same kernels per run: the same bits). Events are then processed,
+    at once (tests compare block lengths 1, 7 and 64 bit for bit). With at most
+    ``_DEFER_MAX_RUNS`` active runs (where an iteration costs mostly its kernel launches), the
+    loop only evaluates G and steps, keeping G_t and the angles F needs per iterate, and g_t,
+    F_t are computed after the block for all its iterates at once (the same kernels per run:
+    the same bits, tested). Every kernel of the loop writes into buffers allocated once
+    (:class:`_Workspace`), and the iterates are kept as U_t = [W_t; V]. Events are then processed,
     and finished runs removed from the batch (the only host synchronisation), so the cost
     follows the slow runs; a run's trajectory never depends on the other runs of the batch.
     Inputs are not modified.
@@ -1011,10 +1055,10 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         return G, g, ok, early, mono, prev_loss
 
     # Buffers reused by every block: one evaluation's workspace for the whole batch (blocks use
-    # its first A runs), the block iterates (``slots``), and the after-block evaluation's buffers.
+    # its first A runs), the block iterates (``slots``), and the buffers of the deferred g and F.
     shared_teacher = bool((V == V[:1]).all())  # one teacher for every run (as the sweeps make them)
     batch_ws, batch_G = workspace(R), W0.new_empty((R, n, d))
-    slots = points_ws = points_G = None
+    slots = deferred = None
 
     while idx.numel() > 0:
         # Steps every active run may still take before the cap (host value, one sync).
@@ -1047,20 +1091,37 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
         ls = loss_seen.unbind(0) if p.early_stop_global else [None] * block
         neg_lr = (-lr)[:, None, None]
         ws, G = batch_ws.head(A), batch_G[:A]
-        if p.early_stop_global and A <= _AFTER_BLOCK_MAX_RUNS:
-            # A few runs: each iteration only steps (its cost is kernel launches, not arithmetic);
-            # g_t and F_t come afterwards from one evaluation of all the block's iterates at once
-            # (the same kernels per run, so the same bits: tests check it)
-            for t in range(block):
-                _evaluate_into(Us[t], ws, weights, G)
-                torch.addcmul(Ws[t], G, neg_lr, out=Ws[t + 1])
-            if points_ws is None:
-                points_ws = workspace(p.compact_every * _AFTER_BLOCK_MAX_RUNS)
-                points_G = W.new_empty((p.compact_every * _AFTER_BLOCK_MAX_RUNS, n, d))
+        if A <= _DEFER_MAX_RUNS:
+            # Up to _DEFER_MAX_RUNS runs (where an iteration's cost is mostly kernel launches): each
+            # iteration only evaluates G and steps, G_t (and the norms and angles F needs) kept per
+            # iterate; g_t and F_t come afterwards from all of the block's at once, the same
+            # kernels per run, so the same bits (tests compare with the in-loop evaluation)
             B = block * A
-            gradient_and_loss(iterates[:block].reshape(B, m, d), teacher_act.repeat(block), points_ws.head(B),
-                              points_G[:B], loss_seen.view(-1))
-            stopping_norm(points_G[:B], out=g_seen.view(-1))
+            if deferred is None:
+                # the first deferred block has the most runs: no later block needs more room
+                deferred = _DeferredBuffers(p.compact_every * A, n, k, d, dtype=dtype, device=device, angles=fused_loss)
+            G_all = deferred.G[:B * n * d].view(block, A, n, d)
+            Gs = G_all.unbind(0)
+            if fused_loss:
+                angle_all = deferred.angles(B, block, A)  # nu, cos, theta, sin, each (block, A, ...)
+                angle_t = list(zip(*(x.unbind(0) for x in angle_all)))
+                for t in range(block):
+                    _evaluate_into(Us[t], ws, weights, Gs[t], angles=angle_t[t])
+                    torch.addcmul(Ws[t], Gs[t], neg_lr, out=Ws[t + 1])
+                nu_all, cos_all, theta_all, sin_all = (x.view(B, *x.shape[2:]) for x in angle_all)
+                _loss_from_angles(nu_all[:, :n, 0].unsqueeze(-2), nu_all, cos_all, theta_all, sin_all, batch_ws.pi,
+                                  loss_weight, loss_seen.view(-1), pi_minus_theta=theta_all, pair=sin_all,
+                                  weighted_nu=deferred.weighted_nu[:B], per_row=deferred.per_row[:B])
+                torch.add(loss_seen.view(-1), teacher_act.repeat(block), out=loss_seen.view(-1))
+            else:
+                for t in range(block):
+                    _evaluate_into(Us[t], ws, weights, Gs[t])
+                    torch.addcmul(Ws[t], Gs[t], neg_lr, out=Ws[t + 1])
+                if p.early_stop_global:  # F from the separate closed form, as in the loop below
+                    W_all = iterates[:block, :, :n].reshape(B, n, d)
+                    torch.add(_student_terms(W_all, V_act.repeat(block, 1, 1)), teacher_act.repeat(block),
+                              out=loss_seen.view(-1))
+            stopping_norm(G_all.view(B, n, d), out=g_seen.view(-1))
         else:
             for t in range(block):
                 gradient_and_loss(Us[t], teacher_act, ws, G, ls[t])

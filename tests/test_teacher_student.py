@@ -171,7 +171,7 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
     for after_block in (0, 10):  # g and F evaluated after each block: never, always
-        monkeypatch.setattr(ts, "_AFTER_BLOCK_MAX_RUNS", after_block)
+        monkeypatch.setattr(ts, "_DEFER_MAX_RUNS", after_block)
         results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
     if options.get("step"):
         assert int(results[0].restarts.sum()) > 0
