@@ -813,10 +813,11 @@ _BLOCK_BUFFER_BYTES = 128 * 2**20
 #: with at most this many active runs, a block's iterations only evaluate G and step (12 kernels
 #: instead of 20 with F), keeping G_t and the norms and angles F needs per iterate; the stopping
 #: norms and F of the whole block follow in 8 kernels. Measured at k = n = 10 with the fused F
-#: (us per iteration, in the loop vs deferred): 1 run 61 vs 45, 4 runs 80 vs 63, 8 runs 98 vs 81,
-#: 16 runs 139 vs 125, 32 runs 211 vs 203, 64 runs 256 vs 245, 128 runs 251 vs 252; the kept
-#: angles take 5.8 KB per run and iterate (23 MB for 64 runs)
-_DEFER_MAX_RUNS = 64
+#: (us per iteration, in the loop vs deferred; distinct runs, best of 3): 1 run 64 vs 48, 4 runs
+#: 79 vs 61, 8 runs 120 vs 87, 16 runs 169 vs 150, 32 runs 249 vs 241, 40 runs 276 vs 280, 48
+#: runs 349 vs 334, 56 runs 330 vs 334, 64 runs 523 vs 558, 128 runs 822 vs 897 (above ~32 runs
+#: the kept angles, 5.8 KB per run and iterate, cost more in cache than the launches saved)
+_DEFER_MAX_RUNS = 32
 
 
 class _DeferredBuffers:
