@@ -20,7 +20,7 @@ the worker, which includes the interpreter and torch, ~0.3 GB) is its own. Statu
 compared seed by seed between the per-run loop and the batched run.
 
     python -m benchmarks.bench_teacher_student [--k 10] [--n 10] [--seeds 200] [--workers 2]
-        [--write docs/benchmarks.md]
+        [--write docs/benchmarks.md] [--pairs ROUNDS]
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ def run_variant(impl: str, k: int, n: int, seeds: list[int], workers: int) -> di
     }
 
 
+def run_pairs(k: int, n: int, seeds: list[int], workers: int, rounds: int) -> int:
+    """Alternate the per-run loop (1 process) and proven outcomes (``workers`` processes);
+    print each round's walls and ratio. Returns 1 if any classification differs."""
+    differ = 0
+    for r in range(rounds):
+        loop, proven = run_variant("per_run", k, n, seeds, 1), run_variant("proven", k, n, seeds, workers)
+        bad = sum(proven["statuses"][s] != loop["statuses"][s] for s in seeds)
+        differ += bad
+        print(f"round {r}: k = n = {k}, {len(seeds)} seeds: per-run loop {loop['wall_s']:.2f} s, proven outcomes "
+              f"({workers} workers) {proven['wall_s']:.2f} s, {loop['wall_s'] / proven['wall_s']:.1f}x, "
+              f"{bad} classifications differ", flush=True)
+    return 1 if differ else 0
+
+
 def _noop(_):
     import torch  # noqa: F401  (import cost is not part of the measurement)
     import landscape_core.certification  # noqa: F401  (nor that of the prover's modules)
@@ -123,8 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-proven", action="store_true", help="skip the 'batched + proven outcomes' variants")
     parser.add_argument("--write", type=Path, default=None, help="markdown file to update (between markers)")
+    parser.add_argument("--pairs", type=int, default=0, metavar="ROUNDS",
+                        help="only alternate the per-run loop (1 process) and proven outcomes (--workers) ROUNDS "
+                             "times and print each round's ratio: on a machine whose speed drifts, a ratio "
+                             "taken minutes apart scatters less than the table's")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
+    if args.pairs:
+        return run_pairs(args.k, args.n, seeds, args.workers, args.pairs)
 
     variants = [
         run_variant("per_run", args.k, args.n, seeds, 1),
