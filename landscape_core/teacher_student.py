@@ -952,8 +952,9 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     early-global, ``eig_margin``) would end the run ``spurious`` (the argument is in the
     class docstring), the run stops there as converged, its final point the ball's
     Newton-polished centre in the run's own orientation (inside the ball), and ``proven``
-    records the iteration. Runs that cannot be proven descend on under the full protocol. With ``early_stop_global`` too, F is taken
-    from the gradient's angles (:func:`_fused_gradient_and_loss`). The descent stays one
+    records the iteration. Runs that cannot be proven descend on under the full protocol. With
+    ``early_stop_global`` too, F is taken from the gradient's angles
+    (:func:`_fused_gradient_and_loss`). The descent stays one
     tensor program over runs; only the candidates' checks run on the host. Off, the code
     path is the one below, bit for bit.
 
@@ -1030,8 +1031,14 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
             torch.add(loss_out, teacher_act, out=loss_out)  # F without recomputing the constant
             return
         _evaluate_into(U, ws, weights, G)
-        if p.early_stop_global:  # F from the separate closed form, on contiguous copies: as before the fused F
-            torch.add(_student_terms(U[:, :n].contiguous(), U[:, n:].contiguous()), teacher_act, out=loss_out)
+        if p.early_stop_global:
+            separate_loss(U, teacher_act, loss_out)
+
+    def separate_loss(U, teacher_act, loss_out):
+        """F at U = [W; V] (R, n + k, d) into ``loss_out`` (R,) from the separate closed form
+        (``early_stop_global`` without the fused F), on contiguous copies of W and V: the bits
+        of the code before the fused F."""
+        torch.add(_student_terms(U[:, :n].contiguous(), U[:, n:].contiguous()), teacher_act, out=loss_out)
 
     def stopping_norm(G, out=None, neuron_norms=None):
         """The stopping quantity g (R,) of G, written into ``out`` when given (``neuron_norms``
@@ -1118,10 +1125,8 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
                 for t in range(block):
                     _evaluate_into(Us[t], ws, weights, Gs[t])
                     torch.addcmul(Ws[t], Gs[t], neg_lr, out=Ws[t + 1])
-                if p.early_stop_global:  # F from the separate closed form, as in the loop below
-                    W_all = iterates[:block, :, :n].reshape(B, n, d)
-                    torch.add(_student_terms(W_all, V_act.repeat(block, 1, 1)), teacher_act.repeat(block),
-                              out=loss_seen.view(-1))
+                if p.early_stop_global:  # F as in the loop below, for all the block's iterates at once
+                    separate_loss(iterates[:block].reshape(B, m, d), teacher_act.repeat(block), loss_seen.view(-1))
             stopping_norm(G_all.view(B, n, d), out=g_seen.view(-1))
         else:
             for t in range(block):

@@ -124,6 +124,9 @@ def test_result_independent_of_chunking():
     assert [a[6]["final_weights"], a[3]["final_weights"]] == [b[0]["final_weights"], b[1]["final_weights"]]
 
 
+_DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
+                   "stopped_early", "monotone", "proven")
+
 
 @pytest.mark.parametrize("options", [{}, {"early_stop_global": True, "stop_when_proven": True}], ids=["published", "fused"])
 def test_one_teacher_per_run_matches_each_run_alone(options):
@@ -142,8 +145,6 @@ def test_one_teacher_per_run_matches_each_run_alone(options):
             torch.testing.assert_close(getattr(alone, name)[0], getattr(together, name)[r], rtol=0, atol=0,
                                        equal_nan=True, msg=name)
 
-_DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
-                   "stopped_early", "monotone", "proven")
 
 
 @pytest.mark.parametrize("options", [
