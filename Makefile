@@ -17,7 +17,7 @@ UI_PORT ?= 5000
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: setup run test test-all report ui bench bench-scale
+.PHONY: setup run lint test test-all report ui bench bench-scale
 
 # The installed console script marks a finished setup; it is redone when pyproject.toml changes.
 $(BIN)/landscape-sweep: pyproject.toml
@@ -30,6 +30,11 @@ setup: $(BIN)/landscape-sweep  ## virtual environment with torch (CPU), then the
 
 run: setup  ## the smoke sweep on a local Ray cluster; prints its report
 	$(BIN)/landscape-sweep sweep=$(SWEEP) results_dir=$(RESULTS)
+
+lint: setup  ## ruff (lint + format check) and mypy, rules in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: setup  ## the default test suite (slow tests excluded), a few minutes on 2 cores
 	$(BIN)/python -m pytest
