@@ -353,7 +353,8 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         columns = columns_of(run_unit("null_run", cells[-1], unit.seeds, use_gpu=False, torch_threads=1))
-        encode_fragment(unit_table(unit, columns, constants=where, experiment=experiment, sweep=SWEEP, code_version="x"))
+        encode_fragment(unit_table(unit, columns, constants=where, experiment=experiment.name, column_types=experiment.columns,
+                                   sweep=SWEEP, code_version="x"))
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 

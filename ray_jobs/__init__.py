@@ -9,8 +9,9 @@ module per concern (docs/architecture.md has the picture; dependencies run one w
 - :mod:`ray_jobs.execution`    the Ray cluster and the one submit / ray.wait / cancel loop
 - :mod:`ray_jobs.worker`       the Ray task body: one unit -> records (calls landscape_core)
 - :mod:`ray_jobs.validate`     check a composed config; one-line errors naming the field
-- :mod:`ray_jobs.experiments`  one folder per experiment, found by the registry
-- :mod:`ray_jobs.report`       per-cell aggregation, tables, figures
+- :mod:`ray_jobs.experiments`  one folder per experiment (or a plugin package), found by the registry
+- :mod:`ray_jobs.plugins`      the entry-point group ``landscape_sweeps.experiments``, plugins' conf/
+- :mod:`ray_jobs.report`       per-cell aggregation, tables, figures, the ReportLayout interface
 - :mod:`ray_jobs.store`        the Parquet results store (atomic fragments, resume)
 - :mod:`ray_jobs.tracking`     MLflow parent / child runs
 - :mod:`ray_jobs.config`       compose the Hydra config (conf/ + sweeps/) once, in the driver

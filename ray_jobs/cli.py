@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ray_jobs.config import CONF_DIR, GROUPS, SWEEPS_DIR, available_options, available_searches, available_sweeps, search_to_sweep
+from ray_jobs.config import CONF_DIR, GROUPS, available_options, available_searches, available_sweeps, search_to_sweep, sweep_file
 from ray_jobs.errors import ConfigError, storage_fault
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -32,7 +32,7 @@ def _sweep_descriptions(*, searches: bool = False) -> list[str]:
         if (name in chosen) != searches:
             continue
         try:
-            description = OmegaConf.load(SWEEPS_DIR / f"{name}.yaml").sweep.get("description", "")
+            description = OmegaConf.load(sweep_file(name)).sweep.get("description", "")
         except Exception:  # a broken sweep file must not break --help
             description = ""
         lines.append(f"  {name:<24} {description}")
@@ -97,13 +97,16 @@ no node offers; nothing written), 3 stopped by a storage fault (one line) or cra
 
 
 def report_help() -> str:
-    return """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.family_tol=1e-4]
+    return """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.<setting>=...]
 
 Rebuild the report of a sweep from its Parquet rows: per cell the runs and the fraction of
 each status with its Wilson interval, then what the sweep's experiment reports (its own
 tables and figures), and the published values when the sweep names a reference. Writes
 <results_dir>/<sweep>/report/table.md, table.csv and the experiment's files, and prints
-the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml.
+the table. Settings not given are those saved in <results_dir>/<sweep>/config.yaml. An
+experiment's report layout may have settings of its own, given the same way (the
+teacher-student report's report.family_tol=1e-4: the distance within which two spurious
+minima are one family).
 
 The rebuilt report is also logged to the MLflow store of that config (tracking.*; nothing
 with tracking=none): one run <sweep>-report@<UTC time> per rebuild in the sweep's
@@ -194,7 +197,7 @@ def _report_config(argv: list[str], *, section: str = "report"):
         raise ConfigError("arguments", f"cannot parse {argv!r} ({exc}); use key=value") from None
     unknown = set(args) - {"results_dir", "sweep_name", section}
     if unknown:
-        keys = {"report": "report.confidence, report.family_tol, report.figure",
+        keys = {"report": "report.confidence, report.figure, report.<a setting of the experiment's report layout>",
                 "compaction": "compaction.max_rows, compaction.row_group_rows"}[section]
         raise ConfigError(sorted(unknown)[0], f"unknown argument; allowed: results_dir, sweep_name, {keys}")
     results_dir = resolve_results_dir(OmegaConf.create({"results_dir": args.get("results_dir", "results")}))
@@ -216,7 +219,7 @@ def report_main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(report_help())
         return EXIT_OK
-    from ray_jobs.experiments.registry import get_experiment
+    from ray_jobs.experiments.registry import get_experiment, get_layout
     from ray_jobs.report import build_report
     from ray_jobs.store import ResultsStore
     from ray_jobs.provenance import code_version
@@ -225,8 +228,9 @@ def report_main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = _report_config(argv)
-        check_report(cfg.report)
         experiment = get_experiment(cfg.experiment.name)
+        check_report(cfg.report, experiment)
+        layout = get_layout(experiment, cfg.report)
         reference = resolve_reference(cfg)
         tracked = cfg.get("tracking") is not None and cfg.tracking.get("enabled", False)
         tracker = SweepTracker.from_config(cfg, Path(cfg.results_dir)) if tracked else None  # a dead server: refused here
@@ -234,14 +238,14 @@ def report_main(argv: list[str] | None = None) -> int:
         return _fail("landscape-report", error)
     store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
     try:
-        report = build_report(store, experiment, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
-                              family_tol=float(cfg.report.family_tol), reference=reference, figure=bool(cfg.report.figure))
+        report = build_report(store, layout, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
+                              reference=reference, figure=bool(cfg.report.figure))
         logged = ""
         if tracker is not None:
-            settings = {key: cfg.report[key] for key in ("confidence", "family_tol", "figure")}
+            settings = {"confidence": cfg.report.confidence, **layout.values, "figure": cfg.report.figure}
             run_id = log_report(tracker, sweep=cfg.sweep.name, results_dir=Path(cfg.results_dir),
                                 params={**settings, "code_version": code_version()}, table=report.table,
-                                series=experiment.headline_series(report.table) if not report.table.empty else {},
+                                series=layout.headline_series(report.table) if not report.table.empty else {},
                                 paths=report.paths, config_path=store.config_path)
             logged = f"; MLflow run {run_id} in {tracker.tracking_uri}"
     except Exception as exc:

@@ -2,7 +2,10 @@
 
 The config tree is ``conf/`` (primary ``conf/config.yaml``, one group per axis) and the
 named sweeps in ``sweeps/``, which Hydra sees as the group ``sweep`` through the link
-``conf/sweep -> ../sweeps``. Command-line overrides use Hydra's grammar
+``conf/sweep -> ../sweeps``. An experiment installed from another package
+(:mod:`ray_jobs.plugins`) adds its package's ``conf/`` folder to Hydra's search path: its
+groups (``conf/experiment/<name>.yaml``, its own) and its sweeps (``conf/sweep/*.yaml``)
+are then options like the project's. Command-line overrides use Hydra's grammar
 (``sweep=smoke``, ``sweep.grid.k=[6,7]``, ``+protocol.foo=1``...). Composition errors are
 turned into :class:`~ray_jobs.errors.ConfigError` naming the field at fault.
 """
@@ -17,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ray_jobs.errors import ConfigError
+from ray_jobs.plugins import plugin_conf_dirs
 
 #: the project checkout holding conf/ and sweeps/ (override with LANDSCAPE_PROJECT_ROOT)
 PROJECT_ROOT = Path(os.environ.get("LANDSCAPE_PROJECT_ROOT") or Path(__file__).resolve().parents[1])
@@ -27,10 +31,29 @@ SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 SERVICE_GROUPS = ("experiment", "resources", "tracking", "cluster")
 
 
+def conf_dirs() -> tuple[Path, ...]:
+    """The config trees: the project's conf/, then the conf/ folder of each installed
+    experiment package that has one (:func:`ray_jobs.plugins.plugin_conf_dirs`)."""
+    return (CONF_DIR, *(path for path in plugin_conf_dirs() if path != CONF_DIR.resolve()))
+
+
+def sweeps_dirs() -> tuple[Path, ...]:
+    """The folders of sweep files: the project's sweeps/, then each plugin's conf/sweep/."""
+    return (SWEEPS_DIR, *(path / "sweep" for path in conf_dirs()[1:] if (path / "sweep").is_dir()))
+
+
+def sweep_file(name: str) -> Path:
+    """The file of the sweep ``name`` (the first folder of :func:`sweeps_dirs` holding it)."""
+    for folder in sweeps_dirs():
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    return SWEEPS_DIR / f"{name}.yaml"
+
+
 def experiment_groups() -> tuple[str, ...]:
     """The config groups of conf/ that only some experiments read (a folder each, sorted)."""
-    return tuple(sorted(path.name for path in CONF_DIR.iterdir()
-                        if path.is_dir() and path.name != "sweep" and path.name not in SERVICE_GROUPS))
+    return tuple(sorted({path.name for conf in conf_dirs() for path in conf.iterdir()
+                         if path.is_dir() and path.name != "sweep" and path.name not in SERVICE_GROUPS}))
 
 
 #: Hydra groups of conf/ besides `sweep`: the experiment, the experiments' own groups, then
@@ -48,8 +71,8 @@ class UnknownGridAxis(ConfigError):
 
 
 def available_sweeps() -> list[str]:
-    """Names of the shipped sweeps (``sweeps/*.yaml``)."""
-    return sorted(path.stem for path in SWEEPS_DIR.glob("*.yaml"))
+    """Names of the sweeps (``sweeps/*.yaml``, and the plugins' ``conf/sweep/*.yaml``)."""
+    return sorted({path.stem for folder in sweeps_dirs() for path in folder.glob("*.yaml")})
 
 
 def available_searches() -> list[str]:
@@ -57,7 +80,7 @@ def available_searches() -> list[str]:
     names = []
     for name in available_sweeps():
         try:
-            if "search" in OmegaConf.load(SWEEPS_DIR / f"{name}.yaml"):
+            if "search" in OmegaConf.load(sweep_file(name)):
                 names.append(name)
         except Exception:  # a broken file is reported when it is used
             continue
@@ -82,10 +105,10 @@ def search_to_sweep(overrides: list[str]) -> tuple[list[str], bool]:
 
 
 def available_options(group: str) -> list[str]:
-    """Options of a config group (``conf/<group>/*.yaml``)."""
+    """Options of a config group (``conf/<group>/*.yaml`` of every config tree)."""
     if group == "sweep":
         return available_sweeps()
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    return sorted({path.stem for conf in conf_dirs() for path in (conf / group).glob("*.yaml")})
 
 
 def _parse_overrides(overrides: list[str]):
@@ -122,6 +145,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
     overrides = list(overrides)
     parsed = _parse_overrides(overrides)
+    search_path = [f"file://{path}" for path in conf_dirs()[1:]]
     _check_group_choices(parsed)
     added = [o.key_or_group for o in parsed if (o.is_add() or o.is_force_add()) and _is_service_key(o.key_or_group)]
     if added:  # a key added to the service's sections must exist there already (a typo otherwise)
@@ -131,7 +155,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
                 raise ConfigError(key, unknown_key_message(key, base))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="landscape_sweep"):
-            cfg = compose(config_name="config", overrides=overrides)
+            extra = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+            cfg = compose(config_name="config", overrides=[*overrides, *extra])
     except MissingConfigException as exc:
         raise ConfigError("sweep", str(exc).strip().splitlines()[0]) from None
     except ConfigCompositionException as exc:
@@ -187,7 +212,7 @@ def _file_field(exc: "yaml.YAMLError") -> str:
     path = Path(mark.name) if mark is not None else None
     if path is None or path.parent.name in ("", "conf"):
         return "config"
-    return "sweep" if path.parent.resolve() == SWEEPS_DIR.resolve() else path.parent.name
+    return "sweep" if path.parent.resolve() in {folder.resolve() for folder in sweeps_dirs()} else path.parent.name
 
 
 def _yaml_problem(exc: "yaml.YAMLError") -> str:

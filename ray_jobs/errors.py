@@ -35,10 +35,6 @@ class StorageError(RuntimeError):
         self.reason = reason
 
 
-class FailFast(RuntimeError):
-    """The sweep stopped scheduling because too many of its first units failed (``fail_fast``)."""
-
-
 #: operating-system errors that mean "the storage refuses writes", not "the program is wrong"
 STORAGE_ERRNOS = {28: "No space left on device", 30: "Read-only file system", 122: "Disk quota exceeded"}
 #: what sqlite (through MLflow / sqlalchemy) says for the same faults

@@ -234,8 +234,8 @@ def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *,
     columns = columns_of(run_unit(experiment_name, params, unit.seeds, use_gpu=use_gpu, torch_threads=torch_threads))
     where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
              "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
-    table = unit_table(unit, columns, constants=where, experiment=get_experiment(experiment_name), sweep=sweep,
-                       code_version=code_version)
+    table = unit_table(unit, columns, constants=where, experiment=experiment_name,
+                       column_types=get_experiment(experiment_name).columns, sweep=sweep, code_version=code_version)
     return encode_fragment(table), table.select(list(columns)), where
 
 

@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from ray_jobs.config import to_yaml
 from ray_jobs.experiments.base import Experiment
+from ray_jobs.experiments.registry import get_layout
 from ray_jobs.provenance import code_version
 from ray_jobs.report import Report, build_report
 from ray_jobs.store import ResultsStore, error_table, unit_table
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 
 class Session:
     """One invocation's results: the store of sweep ``sweep`` under ``cfg.results_dir``, the
-    MLflow tracker (None when ``tracking.enabled`` is false), the code version of its rows."""
+    MLflow tracker (None when ``tracking.enabled`` is false), the code version of its rows,
+    the experiment's report layout with the ``report`` settings."""
 
     def __init__(self, cfg, experiment: Experiment, sweep: str, console: Console):
         self.cfg, self.experiment, self.sweep, self.console = cfg, experiment, sweep, console
+        self.layout = get_layout(experiment, cfg.report)
         self.results_dir = resolve_results_dir(cfg)
         self.reference = resolve_reference(cfg)
         self.store = ResultsStore(self.results_dir, sweep)
@@ -86,13 +89,15 @@ class Session:
         if outcome.error is None:  # the task built and encoded the rows; the same rows again, from its columns
             fragment = outcome.fragment
             table = unit_table(unit, {name: outcome.records.column(name) for name in outcome.records.column_names},
-                               constants=outcome.where, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
+                               constants=outcome.where, experiment=self.experiment.name, column_types=self.experiment.columns,
+                               sweep=self.sweep, code_version=self.version)
         else:
             self.units_failed += 1
             where = context or f"cell {unit.cell.cell_id}"
             self.console.print(f"[red]unit {unit.unit_id} ({escape(where)}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
                                f"failed:[/] {escape(outcome.error)}")
-            table = error_table(unit, outcome.error, experiment=self.experiment, sweep=self.sweep, code_version=self.version)
+            table = error_table(unit, outcome.error, experiment=self.experiment.name, column_types=self.experiment.columns,
+                                sweep=self.sweep, code_version=self.version)
         for name, (kind, value) in (columns or {}).items():
             table = table.append_column(pa.field(name, kind), pa.array([value] * table.num_rows, kind))
             fragment = None  # rows changed: encoded again
@@ -102,13 +107,13 @@ class Session:
     def build_report(self) -> Report:
         """The report over every fragment of the sweep (report.* settings of the config)."""
         report = self.cfg.report
-        return build_report(self.store, self.experiment, sweep=self.sweep, confidence=float(report.confidence),
-                            family_tol=float(report.family_tol), reference=self.reference, figure=bool(report.figure))
+        return build_report(self.store, self.layout, sweep=self.sweep, confidence=float(report.confidence),
+                            reference=self.reference, figure=bool(report.figure))
 
     def finish(self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None,
                table=None) -> None:
         """Log the invocation's metrics, its report files and the config on the parent run,
-        and, given the report ``table``, the table as an MLflow table and the experiment's
+        and, given the report ``table``, the table as an MLflow table and the layout's
         headline series as metric histories; ``stopped`` (why the sweep stopped early) ends
         the parent FAILED with that reason as a tag."""
         if self.tracker is None:
@@ -117,7 +122,7 @@ class Session:
             self.tracker.fail(stopped)
         self.tracker.log_parent_metrics(metrics)
         if table is not None and not table.empty:
-            self.tracker.log_history(self.experiment.headline_series(table))
+            self.tracker.log_history(self.layout.headline_series(table))
             self.tracker.log_table(table, "report/table.json")
         self.tracker.log_artifacts(report_paths, artifact_path="report")
         self.tracker.log_artifacts([self.store.config_path], artifact_path="config")

@@ -68,7 +68,7 @@ class _CellTracker:
         """Hold the rows of a unit just recorded until its cell is logged."""
         tracker = self.session.tracker
         if tracker is not None and unit.cell.cell_id not in tracker.logged_cells:
-            self.recorded.setdefault(unit.cell.cell_id, {})[unit.unit_id] = project_rows(table, self.session.experiment)
+            self.recorded.setdefault(unit.cell.cell_id, {})[unit.unit_id] = project_rows(table, self.session.layout)
 
     def log(self, cell: Cell, row: dict | None = None) -> None:
         """Log the cell's child: ``row``, its row of the sweep's report table, when given,
@@ -79,15 +79,15 @@ class _CellTracker:
             return
         if row is None:
             earlier = [unit_id for unit_id in self.units[cell.cell_id] if unit_id not in recorded]
-            rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.experiment)
+            rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.layout)
             if earlier:
-                rows = pd.concat([report_rows(session.store, session.experiment, earlier), rows], ignore_index=True)
-            row = table_from_rows(rows, session.experiment, confidence=float(session.cfg.report.confidence),
-                                  family_tol=float(session.cfg.report.family_tol), reference=session.reference).iloc[0].to_dict()
+                rows = pd.concat([report_rows(session.store, session.layout, earlier), rows], ignore_index=True)
+            row = table_from_rows(rows, session.layout, confidence=float(session.cfg.report.confidence),
+                                  reference=session.reference).iloc[0].to_dict()
         metrics = {key: value for key, value in row.items()
                    if key not in cell.params and key not in ("cell_id", "experiment")}
         params = {"sweep": self.plan.sweep, "cell_id": cell.cell_id, **cell.params}
-        axes = [f"{axis}={cell.params[axis]}" for axis in session.experiment.table_axes if axis in cell.params]
+        axes = [f"{axis}={cell.params[axis]}" for axis in session.layout.table_axes if axis in cell.params]
         session.tracker.log_cell(" ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep})
 
 

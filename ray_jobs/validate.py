@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ray_jobs.config import PROJECT_ROOT, UnknownGridAxis, available_options, compose_config, experiment_groups
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import Experiment, is_int, is_number
-from ray_jobs.experiments.registry import get_experiment
+from ray_jobs.experiments.registry import get_experiment, layout_class
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: work units one sweep may have: the driver keeps its plan (cells x seed chunks) in memory
@@ -111,9 +111,11 @@ def compose(overrides: list[str]) -> DictConfig:
         raise ConfigError(error.field, f"{error.message} for {experiment.name}; allowed: {', '.join(experiment.axes)}") from None
 
 
-def check_report(report) -> None:
-    """The report settings (``report.*``): a level in (0, 1), a family distance >= 0, figure true / false."""
-    _require_number("report.family_tol", report.get("family_tol"), minimum=0, strict=False)
+def check_report(report, experiment: Experiment) -> None:
+    """The report settings (``report.*``): a level in (0, 1), figure true / false, and the
+    settings of the experiment's report layout, checked by the layout
+    (:meth:`~ray_jobs.report.layout.ReportLayout.check_settings`)."""
+    layout_class(experiment).check_settings(report)
     confidence = report.get("confidence")
     if not is_number(confidence) or not 0 < confidence < 1:
         raise ConfigError("report.confidence", f"must be a number in (0, 1), e.g. 0.99, got {confidence!r}")
@@ -181,7 +183,7 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
     _require_int("resources.torch_threads", resources.torch_threads, 1)
     check_unit_count(len(cells), int(sweep.seeds), int(resources.chunk_size))
 
-    check_report(cfg.report)
+    check_report(cfg.report, experiment)
     check_fail_fast(cfg.fail_fast)
     check_compaction(cfg.get("compaction"))
 

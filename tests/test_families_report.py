@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ray_jobs.experiments.registry import get_experiment
+from ray_jobs.experiments.registry import get_experiment, get_layout
 from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS
 from ray_jobs.report import build_report
 from ray_jobs.store import ResultsStore
@@ -42,8 +42,8 @@ def _rows(*, members: int = 6, runs: int = 50, seed: int = 0) -> pd.DataFrame:
 
 
 def test_permuted_copies_of_the_authors_minimum_are_one_certified_family():
-    experiment = get_experiment("teacher_student")
-    out = experiment.extra_aggregates(_rows(), confidence=0.99, family_tol=1e-4)
+    layout = get_layout(get_experiment("teacher_student"), {"family_tol": 1e-4})
+    out = layout.extra_aggregates(_rows(), confidence=0.99)
     assert out["n_families"] == 1
     assert out["n_families_student_perm"] > 1  # coordinate permutations split them under neuron permutations alone
     assert out["n_families_certified"] == 1 and out["n_certified_spurious"] == 6
@@ -54,21 +54,21 @@ def test_permuted_copies_of_the_authors_minimum_are_one_certified_family():
 
 
 def test_no_spurious_run_means_no_family_and_no_certificate():
-    experiment = get_experiment("teacher_student")
-    out = experiment.extra_aggregates(_rows(members=0), confidence=0.99, family_tol=1e-4)
+    layout = get_layout(get_experiment("teacher_student"), {"family_tol": 1e-4})
+    out = layout.extra_aggregates(_rows(members=0), confidence=0.99)
     assert out["n_families"] == 0 and out["n_certified_spurious"] == 0 and out["frac_certified_spurious"] == 0.0
 
 
 def test_the_report_shows_certified_spurious_and_writes_families_csv(tmp_path):
     import pyarrow as pa
 
-    experiment = get_experiment("teacher_student")
+    layout = get_layout(get_experiment("teacher_student"), {"family_tol": 1e-4})
     store = ResultsStore(tmp_path, "s")
     store.prepare()
     rows = _rows()
     store.write_fragment("all", pa.Table.from_pandas(rows, preserve_index=False))
     store.close()
-    report = build_report(store, experiment, sweep="s", confidence=0.99, family_tol=1e-4, reference=None, figure=False)
+    report = build_report(store, layout, sweep="s", confidence=0.99, reference=None, figure=False)
     assert "certified spurious % [99% CI]" in report.markdown and "families (student perm.)" in report.markdown
     line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
     assert "| 12.0 [4.5, 28.4] | 12.0 [4.5, 28.4] |" in line  # spurious and certified spurious
@@ -85,13 +85,13 @@ def test_the_report_shows_certified_spurious_and_writes_families_csv(tmp_path):
 def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_path):
     import pyarrow as pa
 
-    experiment = get_experiment("teacher_student")
+    layout = get_layout(get_experiment("teacher_student"), {"family_tol": 1e-4})
     store = ResultsStore(tmp_path, "s")
     store.prepare()
     store.write_fragment("all", pa.Table.from_pandas(_rows(), preserve_index=False))
     store.close()
     reference = MINIMA.parent / "safran_shamir_2018_table1.csv"
-    report = build_report(store, experiment, sweep="s", confidence=0.99, family_tol=1e-4, reference=reference, figure=False)
+    report = build_report(store, layout, sweep="s", confidence=0.99, reference=reference, figure=False)
     assert report.table.loc[0, "ref_n_families"] == 1  # the authors' .npz: one family at k = n = 8 (126 runs)
     assert "families | families (student perm.) | authors' families |" in report.markdown
     line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))

@@ -1,14 +1,15 @@
 """The service's layout, proven from the code's own imports.
 
-- Dependencies run one way: cli -> sweep / search -> session / execution -> validate /
+- Dependencies run one way: cli -> sweep / search -> session -> execution -> validate /
   worker -> experiments -> report -> store -> plan (config, tracking, provenance and errors
-  beside them, see LAYERS); no import circle, counting imports inside functions too.
+  beside them, see LAYERS); no import circle, counting imports inside functions and
+  under ``if TYPE_CHECKING:`` too (an annotation's import is a dependency all the same).
 - No module imports an experiment's folder but the experiment itself (the registry finds
   them by folder); no module outside an experiment's folder names it in code.
 - A worker running one teacher-student unit (run_unit) imports that experiment only: no other
   experiment, no pandas, no pyarrow, no report, no MLflow.
-- Every folder under ray_jobs/experiments/ is a registered experiment, and no file of
-  ray_jobs is over ~400 lines.
+- Every folder under ray_jobs/experiments/ is a registered experiment, registered as an
+  entry point in pyproject.toml too, and no file of ray_jobs is over 420 lines.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ PACKAGE = PROJECT_ROOT / "ray_jobs"
 #: rank of each part of ray_jobs: a module may import only parts of a lower rank, or
 #: modules of its own package (acyclically)
 LAYERS = {
-    "errors": 0, "plan": 0, "reaper": 0,
+    "errors": 0, "plan": 0, "reaper": 0, "plugins": 0,
     "config": 1, "store": 1,
     "provenance": 2, "tracking": 2, "report": 2, "compaction": 2,
     "experiments": 3,
     "worker": 4, "validate": 4,
-    "execution": 5, "session": 5,
-    "sweep": 6, "search": 6,
-    "cli": 7,
+    "execution": 5, "session": 6,
+    "sweep": 7, "search": 7,
+    "cli": 8,
 }
 
 
@@ -55,22 +56,14 @@ def part_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and (
-        (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
-        or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"))
-
-
 def runtime_imports(module: str) -> set[str]:
-    """ray_jobs modules ``module`` imports at run time (module level or inside functions;
-    ``if TYPE_CHECKING:`` blocks are annotations only and left out)."""
+    """ray_jobs modules ``module`` imports: at module level, inside functions and under
+    ``if TYPE_CHECKING:`` alike (each is a dependency)."""
     tree = ast.parse(MODULES[module].read_text())
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if _is_type_checking(node):
-            return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -191,7 +184,21 @@ def test_a_worker_imports_only_the_experiment_it_runs(tmp_path):
     assert not {m for m in loaded if m.startswith(("ray_jobs.report", "ray_jobs.store", "ray_jobs.experiments.teacher_student.layout"))}
 
 
-def test_no_file_of_the_service_is_over_400_lines():
+def test_every_shipped_experiment_is_an_entry_point():
+    """pyproject.toml registers each experiment folder in the group landscape_sweeps.experiments,
+    naming its class, and the installed metadata has them (pip install -e . after an edit)."""
+    import tomllib
+
+    from ray_jobs.plugins import GROUP, experiment_entry_points
+
+    points = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]
+    assert sorted(points) == experiment_folders()
+    assert all(value.startswith(f"ray_jobs.experiments.{name}.experiment:") for name, value in points.items())
+    installed = experiment_entry_points()
+    assert {name: installed[name].value for name in points if name in installed} == points
+
+
+def test_no_file_of_the_service_is_over_420_lines():
     long = {str(path.relative_to(PROJECT_ROOT)): n for path in PACKAGE.rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 420}
     assert long == {}

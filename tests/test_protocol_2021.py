@@ -220,12 +220,13 @@ def test_bad_protocol_values_are_one_line_config_errors(tmp_path, capsys, args, 
 def test_a_step_of_5_over_k_is_one_headline_series():
     """The effective step varies with k in the 2021 sweep, but is one value per cell: one
     series, not one per k; a grid over the step still gives one series per step."""
+    from ray_jobs.experiments.registry import get_layout
     from ray_jobs.experiments.teacher_student.experiment import TeacherStudent
 
     rows = [dict(k=k, n=k, step=5 / k, init_scale=1.0, frac_spurious=0.1 * i, frac_certified_spurious=math.nan)
             for i, k in enumerate(range(6, 10))]
-    assert list(TeacherStudent().headline_series(pd.DataFrame(rows))) == ["frac_spurious_vs_k"]
+    assert list(get_layout(TeacherStudent()).headline_series(pd.DataFrame(rows))) == ["frac_spurious_vs_k"]
     grid = [dict(k=k, n=k, step=step, init_scale=1.0, frac_spurious=step, frac_certified_spurious=math.nan)
             for k in (6, 7) for step in (0.05, 0.1)]
-    assert sorted(TeacherStudent().headline_series(pd.DataFrame(grid))) == [
+    assert sorted(get_layout(TeacherStudent()).headline_series(pd.DataFrame(grid))) == [
         "frac_spurious_vs_k/n_minus_k:0/step:0.05", "frac_spurious_vs_k/n_minus_k:0/step:0.1"]

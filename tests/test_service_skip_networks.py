@@ -21,7 +21,7 @@ from scipy.stats import binomtest, t as student_t
 from ray_jobs.config import compose_config
 from ray_jobs.sweep import run_sweep
 from ray_jobs.experiments.base import ACTIVATIONS, RUN_STATUSES
-from ray_jobs.experiments.registry import get_experiment
+from ray_jobs.experiments.registry import get_experiment, get_layout
 from ray_jobs.report import TABLE_CSV, TABLE_MD
 from landscape_core.statistics import t_interval
 from ray_jobs.experiments.skip_networks.layout import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown
@@ -265,7 +265,7 @@ def test_failing_units_become_error_rows_with_the_cell_values(ray_session, tmp_p
 
 # ----------------------------------------------------------------- trainability layout
 def test_trainability_layout_from_a_table():
-    experiment = get_experiment("skip_networks")
+    experiment = get_layout(get_experiment("skip_networks"))
     base = {"data": "digits", "activation": "sigmoid", "depth": 9, "width": 30, "n_samples": 200, "M_over_n": 1.0, "M": 200,
             "errors": 0, "frac_global": 0.5, "frac_not_converged": 0.5, "frac_diverged": 0.0, "frac_psi_full_rank": 0.0,
             "frac_init_psi_full_rank": 0.0, "frac_init_psi_full_rank_lo": 0.0, "frac_init_psi_full_rank_hi": 0.3,

@@ -43,7 +43,7 @@ def run_first_cell(*overrides: str, seeds=(0, 1)) -> list[dict]:
     """Validate, plan, and run the first cell's ``seeds`` in this process (no Ray)."""
     experiment, plan = plan_for(*overrides)
     records = experiment.run(plan.cells[0].params, list(seeds), "cpu")
-    schema = set(row_schema(experiment).names)
+    schema = set(row_schema(experiment.columns).names)
     for record in records:
         assert record["status"] in RUN_STATUSES
         assert set(record) <= schema, sorted(set(record) - schema)  # every key is a declared column

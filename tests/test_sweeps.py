@@ -41,7 +41,7 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
     seeds = [start, start + 1][: len(unit.seeds)]
     records = experiment.run(unit.cell.params, seeds, "cpu")
     assert [r["seed"] for r in records] == seeds
-    schema = row_schema(experiment)
+    schema = row_schema(experiment.columns)
     for record in records:
         assert record["status"] in experiment.statuses
         assert set(record) <= set(schema.names), sorted(set(record) - set(schema.names))
@@ -50,7 +50,8 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
                 assert record[key] == value, key
     columns = columns_of(records)
     where = {"hostname": "node-a", "node_id": "abc", "gpu_ids": ""}
-    table = unit_table(unit, columns, constants=where, experiment=experiment, sweep=plan.sweep, code_version="test")
+    table = unit_table(unit, columns, constants=where, experiment=experiment.name, column_types=experiment.columns,
+                       sweep=plan.sweep, code_version="test")
     assert table.num_rows == len(seeds) and table.schema.names[: len(schema.names)] == schema.names
     # built column by column = the rows as dicts through Table.from_pylist (the reference),
     # value for value (the repr of the values: exact for floats, and NaN equals NaN) and type for type
@@ -59,6 +60,7 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
     reference = rows_table([{**record, **where, **contract} for record in records], schema)
     assert table.schema == reference.schema and repr(table.to_pylist()) == repr(reference.to_pylist())
     # the driver's copy: the same rows again from the records' own columns (as Arrow) that cross Ray
-    again = unit_table(unit, {name: table.column(name) for name in columns}, constants=where, experiment=experiment,
-                       sweep=plan.sweep, code_version="test")
+    again = unit_table(unit, {name: table.column(name) for name in columns}, constants=where,
+                       experiment=experiment.name, column_types=experiment.columns, sweep=plan.sweep,
+                       code_version="test")
     assert again.schema == table.schema and repr(again.to_pylist()) == repr(table.to_pylist())

@@ -5,8 +5,10 @@
 - :mod:`ray_jobs.report.tables`     formatting: percentages with intervals, ratio grids,
   the default status table
 - :mod:`ray_jobs.report.figures`    matplotlib on the Agg backend
+- :mod:`ray_jobs.report.layout`     :class:`~ray_jobs.report.layout.ReportLayout`, what an
+  experiment's report shows (its folder's ``layout.py`` subclasses it)
 
-Generic: an experiment's layout (its folder's ``layout.py``) builds on these; nothing here
+Generic: the functions here take a report layout, never an experiment; nothing here
 imports an experiment. Interval statistics come from :mod:`landscape_core.statistics`.
 """
 
@@ -24,7 +26,7 @@ from ray_jobs.report.aggregate import table_from_rows
 from ray_jobs.store import ResultsStore
 
 if TYPE_CHECKING:
-    from ray_jobs.experiments.base import Experiment
+    from ray_jobs.report.layout import ReportLayout
 
 TABLE_MD = "table.md"
 TABLE_CSV = "table.csv"
@@ -39,13 +41,13 @@ class Report:
     paths: list[Path]
 
 
-def report_rows(store: ResultsStore, experiment: Experiment, unit_ids: Iterable[str] | None = None) -> pd.DataFrame:
+def report_rows(store: ResultsStore, layout: ReportLayout, unit_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """The rows the report aggregates (of ``unit_ids``, all when None): every column but
-    the experiment's projected vector columns (:attr:`Experiment.report_projection`), which
+    the layout's projected vector columns (:attr:`ReportLayout.report_projection`), which
     are read only for the rows of their statuses (null elsewhere)."""
     unit_ids = None if unit_ids is None else list(unit_ids)
     names = store.schema(unit_ids).names
-    projection = {name: statuses for name, statuses in experiment.report_projection.items() if name in names}
+    projection = {name: statuses for name, statuses in layout.report_projection.items() if name in names}
     # one chunk per column first: to_pandas over 10^4 chunks (one per file) is ~50x slower with pandas 3
     rows = store.read(unit_ids, columns=[name for name in names if name not in projection]).combine_chunks().to_pandas()
     for name, statuses in projection.items():
@@ -55,11 +57,11 @@ def report_rows(store: ResultsStore, experiment: Experiment, unit_ids: Iterable[
     return rows
 
 
-def project_rows(table: pa.Table, experiment: Experiment) -> pa.Table:
+def project_rows(table: pa.Table, layout: ReportLayout) -> pa.Table:
     """A unit's rows as :func:`report_rows` reads them: each projected vector column
-    (:attr:`Experiment.report_projection`) kept only on the rows of its statuses (null
+    (:attr:`ReportLayout.report_projection`) kept only on the rows of its statuses (null
     elsewhere), dropped when it has none."""
-    for name, statuses in experiment.report_projection.items():
+    for name, statuses in layout.report_projection.items():
         if name not in table.column_names:
             continue
         index = table.schema.get_field_index(name)
@@ -72,30 +74,30 @@ def project_rows(table: pa.Table, experiment: Experiment) -> pa.Table:
     return table
 
 
-def rows_from_tables(tables: Sequence[pa.Table], experiment: Experiment) -> pd.DataFrame:
+def rows_from_tables(tables: Sequence[pa.Table], layout: ReportLayout) -> pd.DataFrame:
     """:func:`report_rows` over rows held in memory (tables as :meth:`Session.record` wrote
     them, already :func:`project_rows`-ed or not): the rows in the order given; the same
     aggregates as over the units' files (tested), without reading them back."""
     if not tables:
         return pd.DataFrame()
-    table = pa.concat_tables([project_rows(table, experiment) for table in tables], promote_options="default")
+    table = pa.concat_tables([project_rows(table, layout) for table in tables], promote_options="default")
     return table.combine_chunks().to_pandas()
 
 
-def build_report(store: ResultsStore, experiment: Experiment, *, sweep: str, confidence: float, family_tol: float,
+def build_report(store: ResultsStore, layout: ReportLayout, *, sweep: str, confidence: float,
                  reference: Path | None, figure: bool = True) -> Report:
     """Read the sweep's rows (:func:`report_rows`: no vector column the report does not
     need), aggregate, and write table.md / table.csv and the
-    experiment's own files (:meth:`Experiment.report_files`: figures, extra tables)."""
-    table = table_from_rows(report_rows(store, experiment), experiment, confidence=confidence, family_tol=family_tol, reference=reference)
+    layout's own files (:meth:`ReportLayout.files`: figures, extra tables)."""
+    table = table_from_rows(report_rows(store, layout), layout, confidence=confidence, reference=reference)
     if table.empty:
         markdown = f"# {sweep}\n\nNo rows yet.\n"
     else:
-        markdown = experiment.report_markdown(table, sweep=sweep, confidence=confidence)
+        markdown = layout.markdown(table, sweep=sweep, confidence=confidence)
     md_path, csv_path = store.report_dir / TABLE_MD, store.report_dir / TABLE_CSV
     store.save_text(md_path, markdown)
     store.save_text(csv_path, table.to_csv(index=False))
     paths = [md_path, csv_path]
     if not table.empty:
-        paths += experiment.report_files(table, store, sweep=sweep, confidence=confidence, figure=figure)
+        paths += layout.files(table, store, sweep=sweep, confidence=confidence, figure=figure)
     return Report(table=table, markdown=markdown, paths=paths)

@@ -4,12 +4,9 @@ default status table of an experiment without a layout of its own."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import pandas as pd
-
-if TYPE_CHECKING:
-    from ray_jobs.experiments.base import Experiment
 
 
 def is_missing(value) -> bool:
@@ -71,18 +68,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(cells) + " |" for cells in rows)]
 
 
-def status_markdown(table: pd.DataFrame, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
-    """The default report of an experiment: one row per cell with its table axes, runs, the
-    percentage of each of its statuses with the Wilson interval, and errors."""
+def status_markdown(table: pd.DataFrame, *, axes: Sequence[str], statuses: Sequence[str], sweep: str,
+                    confidence: float) -> str:
+    """The default report of an experiment: one row per cell with its table ``axes``, runs,
+    the percentage of each of its ``statuses`` with the Wilson interval, and errors."""
     level = f"{100 * confidence:g}%"
-    axes = [axis for axis in experiment.table_axes if axis in table
-            and (axis not in experiment.optional_table_axes or table[axis].nunique() > 1)]
-    header = [*axes, "runs", *(f"{status} % [{level} CI]" for status in experiment.statuses), "errors"]
+    header = [*axes, "runs", *(f"{status} % [{level} CI]" for status in statuses), "errors"]
     rows = []
     for row in table.to_dict("records"):
         cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
         cells += [str(row["runs"])]
-        cells += [pct_ci(row[f"frac_{s}"], row[f"frac_{s}_lo"], row[f"frac_{s}_hi"]) for s in experiment.statuses]
+        cells += [pct_ci(row[f"frac_{s}"], row[f"frac_{s}_lo"], row[f"frac_{s}_hi"]) for s in statuses]
         rows.append([*cells, str(row["errors"])])
     lines = [f"# {sweep}", "", f"Runs per cell, fraction per status with its Wilson {level} interval.", ""]
     return "\n".join([*lines, *markdown_table(header, rows)]) + "\n"

@@ -14,7 +14,6 @@ The report (M / N rank tables or the trainability table, figures) is in :mod:`.l
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Sequence
 
 from landscape_core.errors import OptionError
@@ -24,8 +23,6 @@ from ray_jobs.experiments.grid import Alternative, GridAxes, Ratio, grid_points
 
 #: M = M_over_n x n_samples (an integer)
 M_RATIO = Ratio("M_over_n", "M", "n_samples")
-#: the paper's activations first, then the rest of the project's (display order)
-ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu", *(a for a in ACTIVATIONS if a not in ("sigmoid", "softplus", "tanh", "relu")))
 
 
 class SkipNetworks(Experiment):
@@ -47,10 +44,7 @@ class SkipNetworks(Experiment):
     grid_axes = GridAxes(("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data"),
                          required={"width": "[16]", "depth": "[3,5]", "activation": "[sigmoid,relu]", "n_samples": "[32]"},
                          alternatives=(Alternative("M", "M_over_n", "M = M_over_n x n_samples"),))
-    table_axes = ("data", "activation", "depth", "width", "n_samples", "architecture", "mode", "M_over_n", "M")
     groups = ()
-    fraction_columns = ("psi_full_rank", "init_psi_full_rank", "zero_train_error")
-    axis_order = {"activation": ACTIVATION_ORDER, "architecture": ("plain", "skip"), "mode": ("sgd", "rand")}
     #: keys allowed in the experiment group
     experiment_keys = ("name", "M", "skip_layers", "architecture", "mode", "data", "sgd", "rand_max_iterations",
                        "rank_rtol", "fail_on_seeds")
@@ -238,20 +232,6 @@ class SkipNetworks(Experiment):
         return run_skip_networks(seeds=list(seeds), device=device, **self.core_options(params))
 
     # --------------------------------------------------------------------- report
-    def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
-        from ray_jobs.experiments.skip_networks.layout import skip_aggregates
-
-        return skip_aggregates(ran, confidence=confidence)
-
-    def report_markdown(self, table, *, sweep, confidence) -> str:
-        from ray_jobs.experiments.skip_networks.layout import skip_markdown
-
-        return skip_markdown(table, self, sweep=sweep, confidence=confidence)
-
-    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        from ray_jobs.experiments.skip_networks.layout import skip_report_files
-
-        return skip_report_files(table, self, store, sweep=sweep, confidence=confidence, figure=figure)
 
 
 EXPERIMENT = SkipNetworks

@@ -17,12 +17,18 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from landscape_core.names import ACTIVATION_NAMES
 from landscape_core.statistics import t_interval, wilson_interval
 from ray_jobs.report.figures import pyplot, save_figure
+from ray_jobs.report.layout import ReportLayout
 from ray_jobs.report.tables import is_missing, num, pct, pct_ci, ratio_table
 
 if TYPE_CHECKING:
-    from ray_jobs.experiments.base import Experiment
+    from ray_jobs.store import ResultsStore
+
+#: the paper's activations first, then the rest of the project's (display order)
+ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu",
+                    *(a for a in ACTIVATION_NAMES if a not in ("sigmoid", "softplus", "tanh", "relu")))
 
 #: report files of this experiment (under report/): the M / N tables (rank layout), one CSV
 #: per table of RANK_TABLES
@@ -83,23 +89,23 @@ def skip_aggregates(ran, *, confidence: float) -> dict[str, Any]:
     return out
 
 
-def skip_report_files(table, experiment: "Experiment", store, *, sweep: str, confidence: float, figure: bool) -> list[Path]:
+def skip_report_files(table, layout: ReportLayout, store, *, sweep: str, confidence: float, figure: bool) -> list[Path]:
     """The report's files: the M / N tables' CSVs and figure (rank layout), the per-cell
     summary CSV, the trainability figure (otherwise)."""
     paths = []
     if is_rank_layout(table):
-        for name, grid in rank_tables(table, experiment, confidence=confidence).items():
+        for name, grid in rank_tables(table, layout, confidence=confidence).items():
             path = store.report_dir / RANK_CSVS[name]
             store.save_text(path, grid.to_csv(index=False))
             paths.append(path)
         if figure:
-            png = plot_rank(table, experiment, store.report_dir / RANK_PNG, sweep=sweep, confidence=confidence)
+            png = plot_rank(table, layout, store.report_dir / RANK_PNG, sweep=sweep, confidence=confidence)
             paths += [png] if png is not None else []
     path = store.report_dir / SUMMARY_CSV
-    store.save_text(path, trainability_table(table, experiment, confidence=confidence).to_csv(index=False))
+    store.save_text(path, trainability_table(table, layout, confidence=confidence).to_csv(index=False))
     paths.append(path)
     if figure and not is_rank_layout(table):
-        png = plot_trainability(table, experiment, store.report_dir / TRAINABILITY_PNG, sweep=sweep, confidence=confidence)
+        png = plot_trainability(table, layout, store.report_dir / TRAINABILITY_PNG, sweep=sweep, confidence=confidence)
         paths += [png] if png is not None else []
     return paths
 
@@ -114,14 +120,14 @@ RANK_TABLES = (
 )
 
 
-def varying_axes(table, experiment: "Experiment", *, exclude: tuple[str, ...] = ()) -> list[str]:
+def varying_axes(table, layout: ReportLayout, *, exclude: tuple[str, ...] = ()) -> list[str]:
     """Table axes taking more than one value in ``table`` (display order)."""
-    return [axis for axis in experiment.table_axes if axis in table and axis not in exclude and table[axis].nunique(dropna=False) > 1]
+    return [axis for axis in layout.table_axes if axis in table and axis not in exclude and table[axis].nunique(dropna=False) > 1]
 
 
-def fixed_settings(table, experiment: "Experiment") -> str:
+def fixed_settings(table, layout: ReportLayout) -> str:
     """``axis = value`` for each table axis with one value (the report's context line)."""
-    fixed = [axis for axis in experiment.table_axes if axis in table and table[axis].nunique(dropna=False) == 1]
+    fixed = [axis for axis in layout.table_axes if axis in table and table[axis].nunique(dropna=False) == 1]
     return ", ".join(f"{axis} = {table[axis].iloc[0]:g}" if isinstance(table[axis].iloc[0], float) else f"{axis} = {table[axis].iloc[0]}"
                      for axis in fixed)
 
@@ -131,23 +137,23 @@ def is_rank_layout(table) -> bool:
     return "M_over_n" in table and table["M_over_n"].nunique() > 1
 
 
-def rank_tables(table, experiment: "Experiment", *, confidence: float) -> dict:
+def rank_tables(table, layout: ReportLayout, *, confidence: float) -> dict:
     """Per :data:`RANK_TABLES`: one row per setting of the varying axes other than M / N
     (table order), one column ``M/N=<r>`` per M / N (fraction 0..1) with ``_lo`` / ``_hi``
     Wilson bounds (at the report's ``confidence``, from the aggregation); the first cell
     when several share a position."""
-    keys = varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]
+    keys = varying_axes(table, layout, exclude=("M_over_n", "M")) or ["activation"]
     return {name: ratio_table(table, keys=keys, ratio="M_over_n", label="M/N", column=column)
             for name, column, _ in RANK_TABLES}
 
 
-def trainability_table(table, experiment: "Experiment", *, confidence: float):
+def trainability_table(table, layout: ReportLayout, *, confidence: float):
     """Per cell: the varying axes, runs, the fraction reaching zero training error with its
     Wilson bounds, the mean test accuracy with its t bounds over seeds (clipped to [0, 1]), mean training
     error and loss, the fraction with full-rank Psi at initialisation, statuses."""
     import pandas as pd
 
-    axes = varying_axes(table, experiment) or ["activation"]
+    axes = varying_axes(table, layout) or ["activation"]
     rows = []
     for row in table.to_dict("records"):
         lo, hi = row["mean_test_accuracy_lo"], row["mean_test_accuracy_hi"]  # (extra_aggregates, clipped to [0, 1])
@@ -169,18 +175,18 @@ def _acc_ci(value, lo, hi) -> str:
     return f"{100 * value:.1f}" + ("" if is_missing(lo) else f" [{100 * lo:.1f}, {100 * hi:.1f}]")
 
 
-def skip_markdown(table, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
+def skip_markdown(table, layout: ReportLayout, *, sweep: str, confidence: float) -> str:
     """The report as GitHub markdown: the M / N tables (when M / N varies) or the
     trainability table, then the per-cell table."""
     level = f"{100 * confidence:g}%"
-    fixed = fixed_settings(table, experiment)
+    fixed = fixed_settings(table, layout)
     lines = [f"# {sweep}", "", *([f"Fixed: {fixed}.", ""] if fixed else []),
              f"Fractions in % of the runs of a cell with the Wilson {level} interval in brackets; test accuracy in % "
              f"(mean over seeds, Student-t {level} interval over seeds; diverged runs have none).", ""]
     if is_rank_layout(table):
         ratios = sorted(table["M_over_n"].unique())
-        tables = rank_tables(table, experiment, confidence=confidence)
-        shared = int(table.duplicated([*(varying_axes(table, experiment, exclude=("M_over_n", "M")) or ["activation"]), "M_over_n"]).sum())
+        tables = rank_tables(table, layout, confidence=confidence)
+        shared = int(table.duplicated([*(varying_axes(table, layout, exclude=("M_over_n", "M")) or ["activation"]), "M_over_n"]).sum())
         if shared:
             lines += [f"Note: {shared} cells share a table position with another cell (other settings); the M / N tables "
                       "show the first, the per-cell table all.", ""]
@@ -200,8 +206,8 @@ def skip_markdown(table, experiment: "Experiment", *, sweep: str, confidence: fl
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     else:
-        summary = trainability_table(table, experiment, confidence=confidence)
-        axes = [c for c in summary.columns if c in experiment.table_axes]
+        summary = trainability_table(table, layout, confidence=confidence)
+        axes = [c for c in summary.columns if c in layout.table_axes]
         lines += ["## Trainability", ""]
         head = [*axes, "runs", f"zero training error % [{level}]", f"test accuracy % [{level} t]", "mean training error %",
                 "mean training loss", "Psi full rank at init %", "diverged %"]
@@ -215,7 +221,7 @@ def skip_markdown(table, experiment: "Experiment", *, sweep: str, confidence: fl
                       pct(row["frac_diverged"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    axes = varying_axes(table, experiment) or ["activation"]
+    axes = varying_axes(table, layout) or ["activation"]
     head = [*axes, "runs", "global %", "not conv. %", "diverged %", f"Psi full rank at init % [{level}]",
             "Psi full rank at end %", "Psi full rank at init, loose tol %", "mean Psi rank init / end",
             "mean sigma_min(Psi) init / end", "mean test acc. %", "mean loss", "errors"]
@@ -238,11 +244,11 @@ def _bar(length: float) -> float:
     return 0.0 if is_missing(length) else max(0.0, 100 * float(length))
 
 
-def plot_rank(table, experiment: "Experiment", path: Path, *, sweep: str, confidence: float) -> Path | None:
+def plot_rank(table, layout: ReportLayout, path: Path, *, sweep: str, confidence: float) -> Path | None:
     """% of runs with full-rank Psi at initialisation against M / N, one line per row of
     the M / N tables, Wilson intervals as error bars, a dashed line at M / N = 1; left at
     the default tolerance (sigma_max x max(N, M) x eps), right at sigma_max x rank_rtol."""
-    grids = rank_tables(table, experiment, confidence=confidence)
+    grids = rank_tables(table, layout, confidence=confidence)
     ratios = sorted(table["M_over_n"].unique())
     plt = pyplot()
     fig, panels = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
@@ -271,11 +277,11 @@ def plot_rank(table, experiment: "Experiment", path: Path, *, sweep: str, confid
     return save_figure(fig, path)
 
 
-def plot_trainability(table, experiment: "Experiment", path: Path, *, sweep: str, confidence: float) -> Path | None:
+def plot_trainability(table, layout: ReportLayout, path: Path, *, sweep: str, confidence: float) -> Path | None:
     """Two panels, one bar per cell: % reaching zero training error (Wilson interval) and
     mean test accuracy (t interval over seeds)."""
-    summary = trainability_table(table, experiment, confidence=confidence)
-    axes = [c for c in summary.columns if c in experiment.table_axes]
+    summary = trainability_table(table, layout, confidence=confidence)
+    axes = [c for c in summary.columns if c in layout.table_axes]
     labels = ["\n".join(f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes)
               for row in summary.to_dict("records")]
     plt = pyplot()
@@ -301,3 +307,23 @@ def plot_trainability(table, experiment: "Experiment", path: Path, *, sweep: str
     fig.suptitle(f"{sweep}: {' / '.join(axes)} per bar", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+class SkipNetworksLayout(ReportLayout):
+    """The skip-networks report (module docstring)."""
+
+    table_axes = ("data", "activation", "depth", "width", "n_samples", "architecture", "mode", "M_over_n", "M")
+    fraction_columns = ("psi_full_rank", "init_psi_full_rank", "zero_train_error")
+    axis_order = {"activation": ACTIVATION_ORDER, "architecture": ("plain", "skip"), "mode": ("sgd", "rand")}
+
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
+        return skip_aggregates(ran, confidence=confidence)
+
+    def markdown(self, table, *, sweep: str, confidence: float) -> str:
+        return skip_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def files(self, table, store: ResultsStore, *, sweep: str, confidence: float, figure: bool) -> list[Path]:
+        return skip_report_files(table, self, store, sweep=sweep, confidence=confidence, figure=figure)
+
+
+LAYOUT = SkipNetworksLayout

@@ -19,7 +19,6 @@ string's weights (``strings.npz``, indexed by ``strings.csv``).
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Any, Sequence
 
 from landscape_core.errors import OptionError
@@ -78,10 +77,7 @@ class StringSampling(Experiment):
     # threshold may also come from experiment.threshold, so no grid axis is required
     grid_axes = GridAxes(("problem", "threshold", "width", "depth", "activation", "n_train"),
                          least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])")
-    table_axes = ("problem", "activation", "depth", "n_train", "width", "threshold")
     groups = ()
-    fraction_columns = ("dss_connected",)
-    axis_order = {"activation": ACTIVATIONS, "problem": PROBLEMS}
     #: keys allowed in the experiment group
     experiment_keys = ("name", "problem", "threshold", "width", "depth", "activation", "init", "loss", "n_train",
                        "n_test", "input_dim", "teacher_width", "data_seed", "probe_points", "keep_string",
@@ -290,25 +286,6 @@ class StringSampling(Experiment):
         from landscape_core.string_sampling import run_string_sampling
 
         return run_string_sampling(seeds=list(seeds), device=device, **self.core_options(params))
-
-    # ------------------------------------------------------------------------- report
-    #: the kept strings are read by the layout itself (kept_strings), never by the aggregation
-    report_projection = {"dss_string": (), "dss_string_losses": ()}
-
-    def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
-        from ray_jobs.experiments.string_sampling.layout import dss_aggregates
-
-        return dss_aggregates(ran, confidence=confidence)
-
-    def report_markdown(self, table, *, sweep, confidence) -> str:
-        from ray_jobs.experiments.string_sampling.layout import dss_markdown
-
-        return dss_markdown(table, sweep=sweep, confidence=confidence)
-
-    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        from ray_jobs.experiments.string_sampling.layout import dss_report_files
-
-        return dss_report_files(table, store, sweep=sweep, confidence=confidence, figure=figure)
 
 
 def _as_field_types(values: dict, cls) -> dict:

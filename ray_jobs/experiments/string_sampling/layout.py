@@ -11,8 +11,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from landscape_core.names import ACTIVATION_NAMES
+from ray_jobs.experiments.string_sampling.experiment import PROBLEMS
 from ray_jobs.report.aggregate import deduplicate
 from ray_jobs.report.figures import pyplot, save_figure
+from ray_jobs.report.layout import ReportLayout
 from ray_jobs.report.tables import num, pct, pct_ci
 
 LENGTH_CSV = "length_vs_threshold.csv"
@@ -377,3 +380,26 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
                  f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+class StringSamplingLayout(ReportLayout):
+    """The string-sampling report: length against threshold, connected fraction against
+    width, the kept strings and their PCA figure."""
+
+    table_axes = ("problem", "activation", "depth", "n_train", "width", "threshold")
+    fraction_columns = ("dss_connected",)
+    axis_order = {"activation": ACTIVATION_NAMES, "problem": PROBLEMS}
+    #: the kept strings are read by the layout itself (kept_strings), never by the aggregation
+    report_projection = {"dss_string": (), "dss_string_losses": ()}
+
+    def extra_aggregates(self, ran, *, confidence: float) -> dict[str, Any]:
+        return dss_aggregates(ran, confidence=confidence)
+
+    def markdown(self, table: pd.DataFrame, *, sweep: str, confidence: float) -> str:
+        return dss_markdown(table, sweep=sweep, confidence=confidence)
+
+    def files(self, table: pd.DataFrame, store, *, sweep: str, confidence: float, figure: bool) -> list[Path]:
+        return dss_report_files(table, store, sweep=sweep, confidence=confidence, figure=figure)
+
+
+LAYOUT = StringSamplingLayout

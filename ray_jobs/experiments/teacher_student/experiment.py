@@ -1,12 +1,11 @@
 """Safran & Shamir's teacher-student experiment: the adapter to ``landscape_core.teacher_student``.
 
 Grid axes, columns, cell validation (by the core's own checks) and the batched run of a
-seed chunk; the report layout is in :mod:`.layout`.
+seed chunk; the report layout (and its setting ``report.family_tol``) is in :mod:`.layout`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from landscape_core.errors import OptionError
@@ -35,8 +34,6 @@ class TeacherStudent(Experiment):
     tiny_budget = ("protocol.max_iterations=300",)
     grid_axes = GridAxes(("k", "n", "n_minus_k", "step", "init_scale"), required={"k": "[6,7]"},
                          alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),))
-    table_axes = ("k", "n", "step", "init_scale")
-    optional_table_axes = ("step", "init_scale")  # grid axes of a protocol comparison or search
     groups = ("protocol",)
     activations = ("relu",)
     #: experiment-group keys that are not options of the core function
@@ -76,16 +73,6 @@ class TeacherStudent(Experiment):
         "certified_radius": "float64",
         "certified_reason": "string",
     }
-    #: the report reads the weight vectors of spurious runs only (families), not of all runs
-    report_projection = {"final_weights": ("spurious",)}
-    reference_columns = {
-        "pct_runs_spurious": ("ref_frac_spurious", 0.01),
-        "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
-        "mean_objective": ("ref_mean_objective_spurious", 1.0),
-        "families": ("ref_n_families", 1.0),  # the authors' family representatives (their .npz)
-        "family_multiplicities": ("ref_family_multiplicities", None),  # their runs per family, "[312, 34]"
-    }
-
     def cells(self, cfg) -> list[dict[str, Any]]:
         from omegaconf import OmegaConf
 
@@ -183,84 +170,9 @@ class TeacherStudent(Experiment):
         )
         return with_certificates(records, params) if params.get("certify_runs") else records
 
-    def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
-        """Families of the cell's spurious minima under the full symmetry group (student
-        neurons x coordinates, within ``family_tol``), each certified once
-        (:mod:`.families`): ``n_families``, ``n_families_certified``, ``n_certified_spurious``,
-        ``frac_certified_spurious`` with its Wilson interval, ``min_certified_lambda_lo``,
-        ``max_certified_radius``, ``family_multiplicities`` (runs per family, largest first,
-        as text: "[313, 33]"); and ``n_families_student_perm``, the count under student
-        permutations only (what this report gave before). None when no run ran or the
-        weights were not kept."""
-        from ray_jobs.experiments.teacher_student.families import certified_families, family_aggregates
-
-        records = ran[ran["status"] == "spurious"].to_dict("records")
-        if not len(ran) or any(record.get("final_weights") is None for record in records):
-            return {"n_families": None, "n_families_student_perm": None}
-        out = family_aggregates(certified_families(records, tol=family_tol), len(ran), confidence=confidence)
-        out["n_families_student_perm"] = count_families(records, family_tol)
-        return out
-
-    def headline_series(self, table) -> dict[str, list[tuple[int, float]]]:
-        """``frac_spurious_vs_k`` (and ``frac_certified_spurious_vs_k``): one series per
-        n - k and per value of the other swept axes (``.../n_minus_k:1``,
-        ``.../n_minus_k:0/step:0.05``: MLflow metric names allow ``/`` and ``:``), the
-        fraction at each k; a single series has no suffix."""
-        import math
-
-        groups: dict[tuple, list[dict]] = {}
-        # an axis splits the series only where it varies at one (k, n): a step of 5 / k
-        # varies with k but is one value per cell, so it is one series (sys2021_global_rates)
-        others = [axis for axis in self.optional_table_axes if axis in table
-                  and table.groupby(["k", "n"])[axis].nunique().max() > 1]
-        for row in table.to_dict("records"):
-            groups.setdefault((int(row["n"]) - int(row["k"]), *(row[axis] for axis in others)), []).append(row)
-        series = {}
-        for key, rows in groups.items():
-            suffix = "" if len(groups) == 1 else "/" + "/".join(
-                [f"n_minus_k:{key[0]}", *(f"{axis}:{value:g}" for axis, value in zip(others, key[1:]))])
-            for column in ("frac_spurious", "frac_certified_spurious"):
-                points = [(int(row["k"]), float(row[column])) for row in sorted(rows, key=lambda r: r["k"])
-                          if row.get(column) is not None and not math.isnan(row[column])]
-                if points:
-                    series[f"{column}_vs_k{suffix}"] = points
-        return series
-
-    def report_markdown(self, table, *, sweep, confidence) -> str:
-        from ray_jobs.experiments.teacher_student.layout import teacher_student_markdown
-
-        return teacher_student_markdown(table, self, sweep=sweep, confidence=confidence)
-
-    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        """The figure, ``families.csv``: one line per family of every cell (objective,
-        smallest eigenvalue, multiplicity, largest member distance, certificate), and
-        ``run_certificates.csv``: each spurious run with its family's certificate."""
-        from ray_jobs.experiments.teacher_student.layout import (FIGURE_PNG, plot_spurious_fraction, write_families,
-                                                                 write_run_certificates)
-
-        png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence) if figure else None
-        families = write_families(table, store)
-        runs = write_run_certificates(table, store)
-        return [path for path in (families, runs, png) if path is not None]
-
-
-def count_families(records: Sequence[dict], tol: float) -> int | None:
-    """Number of families among the spurious ``records`` of one cell under student-neuron
-    permutations only (core's ``group_families``); None when their weights were not kept
-    (``experiment.keep_weights=false``)."""
-    from landscape_core.teacher_student import group_families
-
-    records = [dict(record) for record in records]  # the weights as float lists (Parquet gives arrays)
-    for record in records:
-        weights = record.get("final_weights")
-        record["final_weights"] = None if weights is None else [float(w) for w in weights]
-    if any(record["final_weights"] is None for record in records):
-        return None
-    return len(group_families(records, tol=tol, statuses=("spurious",)))
-
 
 #: Frobenius distance within which two spurious points of one unit are one family for the
-#: per-run certificates (the report's default ``report.family_tol``; a certificate's ball
+#: per-run certificates (the report's default ``report.family_tol``, :mod:`.layout`; a certificate's ball
 #: covers every member whatever their spread, so this only decides how many are issued)
 CERTIFICATE_FAMILY_TOL = 1e-4
 _NO_CERTIFICATE = {"certified": None, "certified_lambda_lo": None, "certified_radius": None, "certified_reason": None}

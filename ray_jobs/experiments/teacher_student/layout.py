@@ -1,33 +1,34 @@
-"""The teacher-student report: the per-cell table beside the published one, and the
-spurious fraction against k (one series per n - k)."""
+"""The teacher-student report: the per-cell table beside the published one, the families
+of spurious minima (each certified once), and the spurious fraction against k (one series
+per n - k). Its setting ``report.family_tol`` (the Frobenius distance within which two
+spurious minima of a cell are one family) is this layout's, checked here."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
 from ray_jobs.report.figures import pyplot, save_figure
+from ray_jobs.report.layout import ReportLayout, require_number_at_least
 from ray_jobs.report.tables import num, pct
-
-if TYPE_CHECKING:
-    from ray_jobs.experiments.base import Experiment
 
 FIGURE_PNG = "spurious_fraction_vs_k.png"
 FAMILIES_CSV = "families.csv"
 RUN_CERTIFICATES_CSV = "run_certificates.csv"
 
 
-def teacher_student_markdown(table: pd.DataFrame, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
+def teacher_student_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep: str, confidence: float) -> str:
     """The per-cell table as GitHub markdown: spurious % with its interval (and the published
     value, when the sweep names a reference), mean objective and smallest eigenvalue of the
     spurious runs, families, the other statuses (percentages; intervals in brackets)."""
     level = f"{100 * confidence:g}%"
     has_ref = "ref_frac_spurious" in table
-    axes = [axis for axis in experiment.table_axes if axis in table
-            and (axis not in experiment.optional_table_axes or table[axis].nunique() > 1)]
+    axes = [axis for axis in layout.table_axes if axis in table
+            and (axis not in layout.optional_table_axes or table[axis].nunique() > 1)]
     header = [*axes, "runs", f"spurious % [{level} CI]", f"certified spurious % [{level} CI]"]
     if has_ref:
         header += ["published %", "inside CI"]
@@ -149,3 +150,104 @@ def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confi
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+class TeacherStudentLayout(ReportLayout):
+    """The teacher-student report (module docstring); setting ``report.family_tol``
+    (default 1e-4, a number >= 0): converged points sit ~grad_tol/min_eig from their
+    minimum, distinct minima O(0.1) apart."""
+
+    table_axes = ("k", "n", "step", "init_scale")
+    optional_table_axes = ("step", "init_scale")  # grid axes of a protocol comparison or search
+    #: the report reads the weight vectors of spurious runs only (families), not of all runs
+    report_projection = {"final_weights": ("spurious",)}
+    reference_columns = {
+        "pct_runs_spurious": ("ref_frac_spurious", 0.01),
+        "mean_min_eig": ("ref_mean_min_eig_spurious", 1.0),
+        "mean_objective": ("ref_mean_objective_spurious", 1.0),
+        "families": ("ref_n_families", 1.0),  # the authors' family representatives (their .npz)
+        "family_multiplicities": ("ref_family_multiplicities", None),  # their runs per family, "[312, 34]"
+    }
+    settings = {"family_tol": 1e-4}
+
+    @classmethod
+    def check_setting(cls, key: str, value: Any) -> None:
+        require_number_at_least(key, value, 0)
+
+    @property
+    def family_tol(self) -> float:
+        """``report.family_tol``: Frobenius distance within which two spurious minima are one family."""
+        return float(self.values["family_tol"])
+
+    def extra_aggregates(self, ran: pd.DataFrame, *, confidence: float) -> dict[str, Any]:
+        """Families of the cell's spurious minima under the full symmetry group (student
+        neurons x coordinates, within ``report.family_tol``), each certified once
+        (:mod:`.families`): ``n_families``, ``n_families_certified``, ``n_certified_spurious``,
+        ``frac_certified_spurious`` with its Wilson interval, ``min_certified_lambda_lo``,
+        ``max_certified_radius``, ``family_multiplicities`` (runs per family, largest first,
+        as text: "[313, 33]"); and ``n_families_student_perm``, the count under student
+        permutations only (what this report gave before). None when no run ran or the
+        weights were not kept."""
+        from ray_jobs.experiments.teacher_student.families import certified_families, family_aggregates
+
+        records = ran[ran["status"] == "spurious"].to_dict("records")
+        if not len(ran) or any(record.get("final_weights") is None for record in records):
+            return {"n_families": None, "n_families_student_perm": None}
+        out = family_aggregates(certified_families(records, tol=self.family_tol), len(ran), confidence=confidence)
+        out["n_families_student_perm"] = count_families(records, self.family_tol)
+        return out
+
+    def headline_series(self, table: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
+        """``frac_spurious_vs_k`` (and ``frac_certified_spurious_vs_k``): one series per
+        n - k and per value of the other swept axes (``.../n_minus_k:1``,
+        ``.../n_minus_k:0/step:0.05``: MLflow metric names allow ``/`` and ``:``), the
+        fraction at each k; a single series has no suffix."""
+        groups: dict[tuple, list[dict]] = {}
+        # an axis splits the series only where it varies at one (k, n): a step of 5 / k
+        # varies with k but is one value per cell, so it is one series (sys2021_global_rates)
+        others = [axis for axis in self.optional_table_axes if axis in table
+                  and table.groupby(["k", "n"])[axis].nunique().max() > 1]
+        for row in table.to_dict("records"):
+            groups.setdefault((int(row["n"]) - int(row["k"]), *(row[axis] for axis in others)), []).append(row)
+        series = {}
+        for key, rows in groups.items():
+            suffix = "" if len(groups) == 1 else "/" + "/".join(
+                [f"n_minus_k:{key[0]}", *(f"{axis}:{value:g}" for axis, value in zip(others, key[1:]))])
+            for column in ("frac_spurious", "frac_certified_spurious"):
+                points = [(int(row["k"]), float(row[column])) for row in sorted(rows, key=lambda r: r["k"])
+                          if row.get(column) is not None and not math.isnan(row[column])]
+                if points:
+                    series[f"{column}_vs_k{suffix}"] = points
+        return series
+
+    def markdown(self, table: pd.DataFrame, *, sweep: str, confidence: float) -> str:
+        return teacher_student_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def files(self, table: pd.DataFrame, store, *, sweep: str, confidence: float, figure: bool) -> list[Path]:
+        """The figure, ``families.csv``: one line per family of every cell (objective,
+        smallest eigenvalue, multiplicity, largest member distance, certificate), and
+        ``run_certificates.csv``: each spurious run with its family's certificate."""
+        png = None
+        if figure:
+            png = plot_spurious_fraction(table, store.report_dir / FIGURE_PNG, sweep=sweep, confidence=confidence)
+        families = write_families(table, store)
+        runs = write_run_certificates(table, store)
+        return [path for path in (families, runs, png) if path is not None]
+
+
+def count_families(records: Sequence[dict], tol: float) -> int | None:
+    """Number of families among the spurious ``records`` of one cell under student-neuron
+    permutations only (core's ``group_families``); None when their weights were not kept
+    (``experiment.keep_weights=false``)."""
+    from landscape_core.teacher_student import group_families
+
+    records = [dict(record) for record in records]  # the weights as float lists (Parquet gives arrays)
+    for record in records:
+        weights = record.get("final_weights")
+        record["final_weights"] = None if weights is None else [float(w) for w in weights]
+    if any(record["final_weights"] is None for record in records):
+        return None
+    return len(group_families(records, tol=tol, statuses=("spurious",)))
+
+
+LAYOUT = TeacherStudentLayout

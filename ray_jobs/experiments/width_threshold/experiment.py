@@ -6,9 +6,7 @@ checks, and the batched run of a seed chunk; the report layout is in :mod:`.layo
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Sequence
 
 from landscape_core.errors import OptionError
@@ -38,10 +36,7 @@ class WidthThreshold(Experiment):
     grid_axes = GridAxes(("width", "width_over_n", "depth", "activation", "n_samples"),
                          required={"depth": "[2,3]", "activation": "[relu,tanh]", "n_samples": "[16]"},
                          alternatives=(Alternative("width", "width_over_n", "width = width_over_n x n_samples", "[0.5,1,2]"),))
-    table_axes = ("activation", "depth", "n_samples", "width_over_n", "width")
     groups = ("optimizer", "data")
-    fraction_columns = ("full_rank", "init_full_rank", "ntk_full_rank")
-    axis_order = {"activation": ACTIVATIONS}
     #: keys allowed in the experiment group
     experiment_keys = ("name", "loss", "init", "output_bias", "probes", "fail_on_seeds")
     columns = {
@@ -213,32 +208,6 @@ class WidthThreshold(Experiment):
         from landscape_core.width_threshold import run_width_threshold
 
         return run_width_threshold(seeds=list(seeds), device=device, **self.core_options(params))
-
-    def extra_aggregates(self, ran, *, confidence: float, family_tol: float) -> dict[str, Any]:
-        iterations = ran["iterations"].dropna()
-        return {
-            "iterations_max": int(iterations.max()) if len(iterations) else None,
-            "n_stalled": int(ran["stalled"].fillna(False).astype(bool).sum()) if "stalled" in ran else 0,
-            "mean_last_layer_rank": float(ran["last_layer_rank"].mean()) if len(ran) else math.nan,
-        }
-
-    def report_markdown(self, table, *, sweep, confidence) -> str:
-        from ray_jobs.experiments.width_threshold.layout import width_threshold_markdown
-
-        return width_threshold_markdown(table, self, sweep=sweep, confidence=confidence)
-
-    def report_files(self, table, store, *, sweep, confidence, figure) -> list[Path]:
-        from ray_jobs.experiments.width_threshold.layout import THRESHOLD_CSVS, THRESHOLD_PNG, plot_width_threshold, threshold_tables
-
-        paths = []
-        for name, grid in threshold_tables(table).items():
-            path = store.report_dir / THRESHOLD_CSVS[name]
-            store.save_text(path, grid.to_csv(index=False))
-            paths.append(path)
-        if figure:
-            png = plot_width_threshold(table, store.report_dir / THRESHOLD_PNG, sweep=sweep, confidence=confidence)
-            paths += [png] if png is not None else []
-        return paths
 
 
 EXPERIMENT = WidthThreshold

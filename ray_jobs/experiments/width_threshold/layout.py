@@ -5,15 +5,18 @@ intervals) above the per-cell table, their CSVs, and a heat map."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from landscape_core.names import ACTIVATION_NAMES
 from ray_jobs.report.figures import pyplot, save_figure
+from ray_jobs.report.layout import ReportLayout
 from ray_jobs.report.tables import num, pct, pct_ci, ratio_label, ratio_table
 
 if TYPE_CHECKING:
-    from ray_jobs.experiments.base import Experiment
+    from ray_jobs.store import ResultsStore
 
 THRESHOLD_PNG = "width_threshold_heatmap.png"
 #: the threshold tables as CSV (rows activation x depth x n, columns width / n)
@@ -34,7 +37,7 @@ def threshold_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for name, column, _ in THRESHOLD_TABLES}
 
 
-def width_threshold_markdown(table: pd.DataFrame, experiment: "Experiment", *, sweep: str, confidence: float) -> str:
+def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep: str, confidence: float) -> str:
     """The two width-threshold tables, then the per-cell table, as GitHub markdown."""
     level = f"{100 * confidence:g}%"
     ratios = sorted(table["width_over_n"].unique())
@@ -115,3 +118,40 @@ def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confide
     fig.suptitle(f"{sweep}: runs per cell, dashed line = width / n crossing 1", fontsize=10)
     fig.colorbar(image, ax=axes, shrink=0.8, label="% of runs")
     return save_figure(fig, path)
+
+
+class WidthThresholdLayout(ReportLayout):
+    """The width-threshold report: the two threshold tables (global minimum reached, full
+    rank of the last hidden layer) by width / n, the per-cell table and the heatmap."""
+
+    table_axes = ("activation", "depth", "n_samples", "width_over_n", "width")
+    fraction_columns = ("full_rank", "init_full_rank", "ntk_full_rank")
+    axis_order = {"activation": ACTIVATION_NAMES}
+
+    def extra_aggregates(self, ran: pd.DataFrame, *, confidence: float) -> dict[str, Any]:
+        """``iterations_max``, ``n_stalled`` and ``mean_last_layer_rank`` of the cell's runs."""
+        iterations = ran["iterations"].dropna()
+        return {
+            "iterations_max": int(iterations.max()) if len(iterations) else None,
+            "n_stalled": int(ran["stalled"].fillna(False).astype(bool).sum()) if "stalled" in ran else 0,
+            "mean_last_layer_rank": float(ran["last_layer_rank"].mean()) if len(ran) else math.nan,
+        }
+
+    def markdown(self, table: pd.DataFrame, *, sweep: str, confidence: float) -> str:
+        return width_threshold_markdown(table, self, sweep=sweep, confidence=confidence)
+
+    def files(self, table: pd.DataFrame, store: ResultsStore, *, sweep: str, confidence: float,
+              figure: bool) -> list[Path]:
+        """The threshold tables as CSVs and, with ``figure``, the heatmap."""
+        paths = []
+        for name, grid in threshold_tables(table).items():
+            path = store.report_dir / THRESHOLD_CSVS[name]
+            store.save_text(path, grid.to_csv(index=False))
+            paths.append(path)
+        if figure:
+            png = plot_width_threshold(table, store.report_dir / THRESHOLD_PNG, sweep=sweep, confidence=confidence)
+            paths += [png] if png is not None else []
+        return paths
+
+
+LAYOUT = WidthThresholdLayout
