@@ -157,7 +157,7 @@ def certify_minimum(
     pairs: PairEnclosures | None = None,
 ) -> Certificate:
     """Certify that a strict local minimum of F lies near W (protocols.md section 1,
-    "Certified spurious minima"; method and sources in the module docstring).
+    "Certified spurious minima"; method and sources: docs/teacher_student.md#certified-minima-the-proof).
 
     W: (n, d) student rows (numpy or torch, float64; not modified); V: (k, d) teacher rows
     (None: the identity, k = d). Keyword-only options:
@@ -260,7 +260,8 @@ def certify_minimum(
         rho, L3, r_hi = state
         r_iv = iv.mpf(r_hi)
         out.update(ball_radius=rho, l3=upper_end(L3), radius=r_hi)
-        # the sphere condition at r (module docstring), checked at the rounded-up radius
+        # the sphere condition at r (docs/teacher_student.md#certified-minima-the-proof), checked at the
+        # rounded-up radius
         sphere = L3 * r_iv * r_iv - 3 * lam * r_iv + 6 * g
         mu = lam - L3 * r_iv  # Hessian lower bound on B(W, r)
         if not upper_end(sphere) < 0 or not lower_end(mu) > 0:

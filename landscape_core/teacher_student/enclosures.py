@@ -248,10 +248,10 @@ def hessian_enclosure(W: Any, V: Any | None = None, *, pairs: PairEnclosures | N
     """Entrywise enclosure [H_lo, H_hi] of the Hessian of F at W, (n d, n d) each, rows and
     columns in the row-major order of W (neuron-major, as ``teacher_student.population_hessian``).
 
-    The closed form of the module docstring in float64 interval arithmetic (one-ulp
-    outward rounding per operation), from the mpmath enclosures of the pair quantities
-    (``pairs``, computed when None). Raises ValueError where two rows are parallel or a
-    student row is zero (the closed form is undefined there; see the module docstring).
+    The closed form (docs/teacher_student.md#certified-minima-the-arithmetic) in float64
+    interval arithmetic (one-ulp outward rounding per operation), from the mpmath enclosures
+    of the pair quantities (``pairs``, computed when None). Raises ValueError where two rows
+    are parallel or a student row is zero (the closed form is undefined there).
     The result is intersected with its transpose (the exact Hessian is symmetric).
     """
     check_gradual_underflow()
@@ -325,9 +325,9 @@ def lambda_min_lower_bound(H_lo: np.ndarray, H_hi: np.ndarray) -> EigenBound:
     """Rigorous lower bound on the smallest eigenvalue of every symmetric matrix in the
     entrywise interval [H_lo, H_hi] (N x N, symmetric bounds).
 
-    Method (module docstring): midpoint Hc and radius Hr, Weyl; ``numpy.linalg.eigh`` of
-    Hc, then Bauer-Fike with a non-orthogonal eigenvector matrix; the BLAS products bounded
-    a priori (Higham 2002, eq. 3.13). Cost: one eigh and two N x N matmuls.
+    Method (docs/teacher_student.md#certified-minima-the-arithmetic): midpoint Hc and radius
+    Hr, Weyl; ``numpy.linalg.eigh`` of Hc, then Bauer-Fike with a non-orthogonal eigenvector
+    matrix; the BLAS products bounded a priori (Higham 2002, eq. 3.13). Cost: one eigh and two N x N matmuls.
     """
     check_gradual_underflow()
     H_lo = np.asarray(H_lo, dtype=np.float64)

@@ -96,7 +96,7 @@ def group_points(
     seed: int = 0,
 ) -> list[Family]:
     """Group points (each (n, d), one (k, n, d) cell) into families under the full
-    symmetry group (module docstring).
+    symmetry group (module docstring; distances: :func:`landscape_core.symmetry.symmetric_distance`).
 
     ``tol``: Frobenius distance within which two points are one family (absolute;
     converged points sit within ~grad_tol / lambda of their critical point, distinct

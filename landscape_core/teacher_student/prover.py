@@ -154,7 +154,7 @@ class SpuriousProver:
     # -- a point against a ball -------------------------------------------------------
     def covers(self, ball: ProvenBall, y, V, *, step: float, iterations: int):
         """The final point (numpy (n, d)) and its stopping norm when ``ball`` proves the run's
-        outcome from y (class docstring), else None."""
+        outcome from y (docs/teacher_student.md#proven-outcomes-the-convergence-proof), else None."""
         p = self.protocol
         if not np.array_equal(V, ball.teacher):
             self.last_failure = "other_teacher"
