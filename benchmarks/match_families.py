@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from landscape_core.families import symmetric_distance
+from landscape_core.symmetry import symmetric_distance
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MINIMA = PROJECT_ROOT / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"

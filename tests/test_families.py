@@ -17,7 +17,8 @@ import torch
 
 from landscape_core.errors import OptionError
 from landscape_core.families import aligned, group_points, group_records, symmetric_distance
-from landscape_core.teacher_student import permutation_distance, population_loss
+from landscape_core.symmetry import student_permutation_distance as permutation_distance  # was teacher_student's
+from landscape_core.teacher_student import population_loss
 
 MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
 needs_minima = pytest.mark.skipif(not MINIMA.exists(), reason="reference minima file not available")

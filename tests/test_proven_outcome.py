@@ -138,7 +138,8 @@ def test_the_rounding_model_of_the_prover_holds_with_margin(k8):
     from mpmath import mp, mpf
 
     from landscape_core.certification import pair_enclosures
-    from landscape_core.teacher_student import _PROOF_FLOAT_STEP_ERROR, scaled_gradient
+    from landscape_core.teacher_student import scaled_gradient
+    from landscape_core.teacher_student.prover import PROOF_FLOAT_STEP_ERROR as _PROOF_FLOAT_STEP_ERROR
 
     full, _ = k8
     W_min = np.array(next(r for r in full if r["status"] == "spurious")["final_weights"]).reshape(8, 8)

@@ -162,7 +162,7 @@ def test_clopper_pearson_limits_solve_the_binomial_tail_equations():
 
 
 def test_teacher_student_command_line_uses_the_shared_interval():
-    import landscape_core.teacher_student as ts
+    import landscape_core.teacher_student.cli as ts  # the command line's module
 
     assert not hasattr(ts, "beta")
     assert ts.clopper_pearson_interval is clopper_pearson_interval

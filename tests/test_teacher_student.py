@@ -12,18 +12,18 @@ from landscape_core.teacher_student import (
     STATUSES,
     TeacherStudentProtocol,
     gradient_descent,
-    group_families,
     hessian_extreme_eigenvalues,
     initial_points,
     neuron_gradient_norm,
-    permutation_distance,
     population_gradient,
     population_hessian,
     population_loss,
     run_teacher_student,
     scaled_gradient,
 )
+from landscape_core.families import group_records_student_perm as group_families  # replaces teacher_student's
 from landscape_core.statistics import clopper_pearson_interval as _clopper_pearson
+from landscape_core.symmetry import student_permutation_distance as permutation_distance  # replaces teacher_student's
 from landscape_core.teacher_student import main
 from landscape_core.teacher_student_reference import run_teacher_student_reference
 
@@ -161,16 +161,16 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
     7, 64, a block cut short by the iterate buffer, and g and F evaluated in the loop or
     after the block over all its iterates at once give the same bits. (Proof checks are
     switched off here: they run at block ends by design.)"""
-    import landscape_core.teacher_student as ts
+    import landscape_core.teacher_student.descent as ts
 
-    monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
+    monkeypatch.setattr(ts, "prove_outcomes", lambda prover, cand, runs: torch.zeros_like(cand))
     k = 4
     W0, V = initial_points(k, k, range(10), TeacherStudentProtocol())
     results = [gradient_descent(W0, V, TeacherStudentProtocol(compact_every=c, **options)) for c in (1, 7, 64)]
     monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * 2 * k * k * 8)  # two iterates [W; V] of 10 runs: blocks of 2
     results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
     monkeypatch.undo()
-    monkeypatch.setattr(ts, "_prove_outcomes", lambda prover, p, cand, *rest: torch.zeros_like(cand))
+    monkeypatch.setattr(ts, "prove_outcomes", lambda prover, cand, runs: torch.zeros_like(cand))
     for after_block in (0, 10):  # g and F evaluated after each block: never, always
         monkeypatch.setattr(ts, "_DEFER_MAX_RUNS", after_block)
         results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
@@ -188,8 +188,10 @@ def test_fused_loss_and_gradient_match_the_separate_closed_forms():
     """The descent's fused kernel: its gradient has the bits of ``scaled_gradient`` (same
     operations), its F (diagonal terms from the same pair formula) equals
     ``population_loss`` to rounding."""
-    from landscape_core.teacher_student import (
-        _fused_gradient_and_loss, _gradient_weights, _loss_weights, _teacher_term)
+    from landscape_core.teacher_student.objective import fused_gradient_and_loss as _fused_gradient_and_loss
+    from landscape_core.teacher_student.objective import gradient_weights as _gradient_weights
+    from landscape_core.teacher_student.objective import loss_weights as _loss_weights
+    from landscape_core.teacher_student.objective import teacher_term as _teacher_term
 
     for n, k, d, seed in [(6, 6, 6, 0), (10, 10, 10, 1), (5, 3, 7, 2)]:
         W, V = _random((4, n, d), seed), _random((4, k, d), seed + 10)

@@ -237,9 +237,9 @@ class TeacherStudentLayout(ReportLayout):
 
 def count_families(records: Sequence[dict], tol: float) -> int | None:
     """Number of families among the spurious ``records`` of one cell under student-neuron
-    permutations only (core's ``group_families``); None when their weights were not kept
+    permutations only (core's ``families.group_records_student_perm``); None when their weights were not kept
     (``experiment.keep_weights=false``)."""
-    from landscape_core.teacher_student import group_families
+    from landscape_core.families import group_records_student_perm
 
     records = [dict(record) for record in records]  # the weights as float lists (Parquet gives arrays)
     for record in records:
@@ -247,7 +247,7 @@ def count_families(records: Sequence[dict], tol: float) -> int | None:
         record["final_weights"] = None if weights is None else [float(w) for w in weights]
     if any(record["final_weights"] is None for record in records):
         return None
-    return len(group_families(records, tol=tol, statuses=("spurious",)))
+    return len(group_records_student_perm(records, tol=tol, statuses=("spurious",)))
 
 
 LAYOUT = TeacherStudentLayout
