@@ -255,6 +255,7 @@ def run_units(source: UnitSource | Sequence[WorkUnit], experiment_name: str, res
     caller's between two outcomes) is added to ``timings`` as phase ``loop``."""
     timings = timings if timings is not None else Timings()
     watch = timings.stopwatch("loop")  # the loop's own time: not the caller's, nor the source's phases
+    span = (time.perf_counter(), time.process_time())
     handed_over = False  # the caller has an outcome: its time is not the loop's
 
     if isinstance(source, Sequence):
@@ -307,4 +308,6 @@ def run_units(source: UnitSource | Sequence[WorkUnit], experiment_name: str, res
             watch.restart()
         execution.close()
         watch.lap()
+        timings.loop_span_s += time.perf_counter() - span[0]
+        timings.loop_span_cpu_s += time.process_time() - span[1]
         timings.peak_rss_mib = max(timings.peak_rss_mib, peak_rss_mib())

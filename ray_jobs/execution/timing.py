@@ -14,9 +14,13 @@ has the process's CPU seconds (``time.process_time``: every thread of the driver
 included); ``driver_cpu_per_unit_ms`` is the CPU the driver spent in the loop and in
 recording, per unit recorded.
 
-The figures are returned in the driver's result (``SweepResult.timings``,
-``SearchResult.timings``) and logged on the MLflow parent run as ``timing/<phase>_s``,
-``timing/driver_cpu_per_unit_ms``, ``timing/units_recorded`` and ``timing/peak_rss_mib``.
+The loop's span (its first submit to its end: everything the driver did meanwhile, the
+cells' MLflow children included) is kept beside, wall and CPU. The figures are returned in
+the driver's result (``SweepResult.timings``, ``SearchResult.timings``) and logged on the
+MLflow parent run as ``timing/<phase>_s`` and ``timing/<phase>_cpu_s`` (the phases done
+before the parent's final logging), ``timing/driver_cpu_per_unit_ms``,
+``timing/units_recorded``, ``timing/loop_span_s``, ``timing/loop_span_cpu_s`` and
+``timing/peak_rss_mib`` (the driver's peak resident memory when its loop ended).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Timings:
     cpu_s: dict[str, float] = field(default_factory=dict)
     units_recorded: int = 0
     peak_rss_mib: float = 0.0  # the driver's peak resident memory when its loop ended
+    loop_span_s: float = 0.0  # from the loop's first submit to its end: all the driver did meanwhile
+    loop_span_cpu_s: float = 0.0
     _claimed: list[float] = field(default_factory=lambda: [0.0, 0.0], repr=False)  # wall, CPU counted so far
 
     def add(self, name: str, wall: float, cpu: float) -> None:
@@ -95,16 +101,22 @@ class Timings:
 
     def metrics(self) -> dict[str, float]:
         """The figures as MLflow metrics of the parent run (``timing/...``)."""
-        out = {f"{METRIC_PREFIX}{name}_s": self.wall_s[name] for name in PHASES if name in self.wall_s}
+        out = {}
+        for name in (name for name in [*PHASES, *sorted(set(self.wall_s) - set(PHASES))] if name in self.wall_s):
+            out[f"{METRIC_PREFIX}{name}_s"] = self.wall_s[name]
+            out[f"{METRIC_PREFIX}{name}_cpu_s"] = self.cpu_s[name]
         out.update({f"{METRIC_PREFIX}driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms,
                     f"{METRIC_PREFIX}units_recorded": float(self.units_recorded),
+                    f"{METRIC_PREFIX}loop_span_s": self.loop_span_s,
+                    f"{METRIC_PREFIX}loop_span_cpu_s": self.loop_span_cpu_s,
                     f"{METRIC_PREFIX}peak_rss_mib": self.peak_rss_mib})
         return out
 
     def as_dict(self) -> dict:
         """Plain numbers (JSON): wall and CPU per phase, units, per-unit CPU, peak memory."""
         return {"wall_s": dict(self.wall_s), "cpu_s": dict(self.cpu_s), "units_recorded": self.units_recorded,
-                "driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms, "peak_rss_mib": self.peak_rss_mib}
+                "driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms, "loop_span_s": self.loop_span_s,
+                "loop_span_cpu_s": self.loop_span_cpu_s, "peak_rss_mib": self.peak_rss_mib}
 
     def line(self) -> str:
         """One line for the console: seconds per phase, then the per-unit CPU."""
