@@ -5,7 +5,8 @@ compose step) times its phases with one :class:`Timings`: ``compose`` (Hydra con
 ``plan`` (validate, plan, the resume check), ``ray_start`` (start of or connection to the
 cluster), ``session_open`` (driver lock, results directory, saved config, MLflow store),
 ``loop`` (the execution loop's own time: submit, ``ray.wait``, ``ray.get``, progress),
-``record`` (fragments written by the driver), ``mlflow`` (parent run, cells' or trials'
+``record`` (fragments written by the driver), ``search`` (a search's Optuna ask / tell and
+journal), ``mlflow`` (parent run, cells' or trials'
 child runs, the final logging), ``compact`` (fragments merged after the units), ``report``
 (the report built and written) and ``ray_stop`` (after the parent run is closed: in the
 result only). Phases nest: a phase counted inside another is taken out of the outer one, so
@@ -36,7 +37,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 #: the phases, in the order a driver goes through them
-PHASES = ("compose", "plan", "ray_start", "session_open", "loop", "record", "mlflow", "compact", "report", "ray_stop")
+PHASES = ("compose", "plan", "ray_start", "session_open", "loop", "record", "search", "mlflow", "compact", "report",
+          "ray_stop")
 #: prefix of the timing metrics on the MLflow parent run
 METRIC_PREFIX = "timing/"
 
