@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -44,7 +45,15 @@ METRIC_PREFIX = "timing/"
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (MiB; ``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident memory so far (MiB): ``VmHWM`` of /proc/self/status on Linux
+    (``ru_maxrss`` there would carry the peak of the process that exec'd this one), else
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
