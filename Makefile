@@ -39,7 +39,7 @@ lint: setup  ## ruff (lint + format check) and mypy, rules in pyproject.toml
 test: setup  ## the default test suite (slow tests excluded), a few minutes on 2 cores
 	$(BIN)/python -m pytest
 
-test-all: setup  ## every test, slow ones included
+test-all: setup  ## every test, slow ones included (the gpu ones skip where torch sees no CUDA device)
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet rows

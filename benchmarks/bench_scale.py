@@ -8,35 +8,30 @@ driver loop, the store, compaction, the report, MLflow. For each chunk size (1,0
 1. **planning**, in this process on an empty results directory: compose + validate,
    :func:`~ray_jobs.plan.plan_sweep`, :func:`~ray_jobs.sweep.units_to_run`;
 2. **the sweep**, as a user runs it: ``landscape-sweep sweep=scale_null ...`` with a fresh
-   ``results_dir`` under /tmp, local Ray, MLflow on the default sqlite store, in a fresh
-   interpreter (``python -m benchmarks.bench_scale --child``: the console script's
-   ``sweep_main`` with timers wrapped around the driver's phases and a thread sampling
-   the driver's resident memory; nothing else changes);
-3. **files** under the sweep directory: loose fragments before the compaction that ends a
-   sweep (when the code has one), files after it;
-4. **the report**: ``landscape-report`` over the sweep's rows, in a fresh interpreter
-   (wall time; peak resident memory from /proc/<pid>/status VmHWM);
+   ``results_dir`` under /tmp, local Ray, MLflow on the default sqlite store; its phases
+   are the service's own figures (:mod:`ray_jobs.execution.timing`), read afterwards from
+   the ``timing/*`` metrics of the invocation's MLflow parent run; this process only
+   polls the command's peak resident memory (/proc/<pid>/status VmHWM);
+3. **files** under the sweep directory after the sweep;
+4. ``landscape-compact`` (when the command exists), then **the report**:
+   ``landscape-report`` over the sweep's rows (wall time, peak resident memory);
 5. **resume**: the same ``landscape-sweep`` command again (0 units to run): whole command
-   wall time, and its compose + validate + plan + resume-check part.
+   wall time and its phases (compose, plan: the resume check included).
 
-How the driver's per-unit overhead is measured: the loop phase runs from the first task
-submitted to the last outcome recorded (``run_units`` iterated by the sweep, recording
-included). ``driver CPU / unit`` is the driver process's CPU time (user + system, all its
-threads, Ray's included) during the loop divided by the units; ``wall overhead / unit`` is
-(loop wall - compute / workers) / units, compute being the units' worker-side time
-(``run_unit`` of a unit timed in this process, x units) and workers the cluster's CPUs.
-The driver's time inside the loop is split into waiting on Ray (submit, ``ray.wait``,
-``ray.get``), recording fragments (``Session.record``) and logging finished cells
-(MLflow child runs).
+The driver's per-unit overhead: the loop's span (``timing/loop_span_s``: first submit to
+its end) over the units recorded; ``driver CPU / unit`` is the driver process's CPU time
+(all its threads, Ray's included) over that span per unit, and without the cells' MLflow
+children (``timing/driver_cpu_per_unit_ms``: the loop's own time and recording);
+``wall overhead / unit`` is (span - compute / workers) / units, compute being the units'
+worker-side time (``run_unit`` of a unit timed in this process, x units) and workers the
+cluster's CPUs.
 
     python -m benchmarks.bench_scale [--quick] [--chunks 1000,50] [--sizes 100000,1000000]
-        [--write docs/benchmarks.md] [--profile DIR] [--patch FILE] [--keep]
+        [--write docs/benchmarks.md] [--profile DIR] [--keep] [--render DIR] [--append DIR]
 
 ``--quick``: 10^5 runs only (a few minutes). ``--profile DIR``: each sweep runs under
-``py-spy record`` (raw collapsed stacks in DIR). ``--patch FILE``: FILE is executed in
-each driver before it starts (a proposed change applied by monkeypatching, measured
-without editing the tree). Results go to a fresh directory under /tmp, removed at the end
-unless ``--keep``.
+``py-spy record`` (raw collapsed stacks in DIR). Results go to a fresh directory under
+/tmp, removed at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -49,7 +44,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -65,9 +59,8 @@ TARGET_PLAN_RESUME_S, TARGET_UNIT_MS, TARGET_REPORT_S, FLAT_TOLERANCE = 10.0, 5.
 #: teacher-student runs per second on one core (docs/benchmarks.md, k = n = 10, 1,000 seeds,
 #: batched, one worker): what a unit of a real sweep costs, to put the overhead in proportion
 TEACHER_STUDENT_RUNS_PER_S = 38.8
-
-
-# --- the instrumented driver (child process) --------------------------------------------
+#: prefix of the service's timing metrics on the parent run (ray_jobs.execution.timing.METRIC_PREFIX)
+TIMING = "timing/"
 
 
 def _status_kib(field: str, pid: int | str = "self") -> int:
@@ -81,216 +74,29 @@ def _status_kib(field: str, pid: int | str = "self") -> int:
     return 0
 
 
-class _Probe:
-    """Cumulative time and calls per phase of the driver, the phase the driver is in, and
-    the peak resident memory seen in each phase (sampled every 50 ms by a thread)."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}  # CPU time of the calling thread in each phase
-        self.calls: dict[str, int] = {}
-        self.peak_rss: dict[str, int] = {}
-        self.extra: dict[str, object] = {}
-        self.phase = "start"
-        self.started = time.perf_counter()
-        self._stop = threading.Event()
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.note_rss()
-
-    def note_rss(self) -> None:
-        rss = _status_kib("VmRSS")
-        self.peak_rss[self.phase] = max(self.peak_rss.get(self.phase, 0), rss)
-
-    def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
-        self.times[name] = self.times.get(name, 0.0) + seconds
-        self.cpu[name] = self.cpu.get(name, 0.0) + cpu
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    def wrap(self, owner, attribute: str, name: str, *, phase: str | None = None) -> None:
-        """Time every call of ``owner.attribute`` (a function or method) as ``name``."""
-        original = getattr(owner, attribute, None)
-        if original is None:
-            return
-        probe = self
-
-        def timed(*args, **kwargs):
-            previous = probe.phase
-            if phase:
-                probe.note_rss()
-                probe.phase = phase
-            start, cpu = time.perf_counter(), time.thread_time()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                probe.add(name, time.perf_counter() - start, time.thread_time() - cpu)
-                if phase:
-                    probe.note_rss()
-                    probe.phase = previous
-
-        setattr(owner, attribute, timed)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.note_rss()
-
-
-def _cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def _files(path: Path) -> int:
     return sum(len(names) for _, _, names in os.walk(path))
 
 
-PATCH_ENV = "BENCH_SCALE_PATCH"
+def service_timings(results_dir: Path) -> dict[str, float]:
+    """The ``timing/*`` metrics (prefix dropped) and ``wall_s`` of the newest parent run of the
+    sweep in ``results_dir``'s MLflow store: what the service measured of its last invocation."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{results_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"landscape-{SWEEP}")
+    if experiment is None:
+        raise FileNotFoundError(f"no MLflow experiment landscape-{SWEEP} in {results_dir}")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`landscape.role` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs or not any(key.startswith(TIMING) for key in runs[0].data.metrics):
+        raise FileNotFoundError(f"no parent run with timing metrics in {results_dir} (code older than the timings?)")
+    metrics = runs[0].data.metrics
+    return {**{key[len(TIMING):]: value for key, value in metrics.items() if key.startswith(TIMING)},
+            "wall_s": metrics.get("wall_s", float("nan"))}
 
 
-def apply_patch() -> None:
-    """Execute the file named by $BENCH_SCALE_PATCH (``--patch``): a proposed change of the
-    service applied by monkeypatching, to measure it without editing the tree."""
-    path = os.environ.get(PATCH_ENV)
-    if path:
-        exec(compile(Path(path).read_text(), path, "exec"), {"__name__": "bench_scale_patch"})
-
-
-def report_main(argv: list[str]) -> int:
-    """``landscape-report argv`` with the patch applied (``--patch``)."""
-    apply_patch()
-    from ray_jobs.cli import report_main as main
-
-    return main(argv)
-
-
-def child_main(out: Path, argv: list[str]) -> int:
-    """Run ``landscape-sweep argv`` (``ray_jobs.cli.sweep_main``) with the driver's phases timed."""
-    probe = _Probe()
-    import ray_jobs.cli as cli
-    import ray_jobs.session as session_mod
-    import ray_jobs.sweep as sweep_mod
-    import ray_jobs.validate as validate_mod
-
-    probe.add("imports", time.perf_counter() - probe.started)
-    apply_patch()
-    probe.wrap(validate_mod, "compose", "compose", phase="plan")
-    probe.wrap(sweep_mod, "validate", "validate", phase="plan")
-    probe.wrap(sweep_mod, "plan_sweep", "plan", phase="plan")
-    probe.wrap(sweep_mod, "preflight", "preflight", phase="plan")
-    probe.wrap(sweep_mod, "units_to_run", "resume_check", phase="plan")
-    probe.wrap(session_mod.Session, "__init__", "session_open", phase="session")
-    probe.wrap(session_mod.Session, "record", "record")
-    probe.wrap(getattr(sweep_mod, "_CellTracker", None), "log", "cell_log")
-    probe.wrap(session_mod.Session, "build_report", "report", phase="report")
-    probe.wrap(session_mod.Session, "finish", "finish", phase="report")
-
-    original_plan, original_todo = sweep_mod.plan_sweep, sweep_mod.units_to_run
-
-    def plan_sweep(*args, **kwargs):
-        plan = original_plan(*args, **kwargs)
-        probe.extra.update(units=len(plan.units), runs=plan.runs, cells=len(plan.cells), sweep_dir=None)
-        return plan
-
-    def units_to_run(store, plan, **kwargs):
-        todo = original_todo(store, plan, **kwargs)
-        probe.extra.update(units_to_run=len(todo), sweep_dir=str(store.sweep_dir))
-        return todo
-
-    sweep_mod.plan_sweep, sweep_mod.units_to_run = plan_sweep, units_to_run
-
-    original_cluster = sweep_mod.ray_cluster
-
-    class TimedCluster:
-        def __init__(self, *args, **kwargs):
-            self.inner = original_cluster(*args, **kwargs)
-
-        def __enter__(self):
-            start = time.perf_counter()
-            try:
-                return self.inner.__enter__()
-            finally:
-                probe.add("ray_start", time.perf_counter() - start)
-
-        def __exit__(self, *exc):
-            start = time.perf_counter()
-            try:
-                return self.inner.__exit__(*exc)
-            finally:
-                probe.add("ray_shutdown", time.perf_counter() - start)
-
-    sweep_mod.ray_cluster = TimedCluster
-
-    compact = getattr(sweep_mod, "compact_after_sweep", None)
-    if compact is not None:
-        def compact_after_sweep(store, *args, **kwargs):
-            probe.extra["fragments_before_compaction"] = len(store.fragment_paths())
-            probe.extra["files_before_compaction"] = _files(store.sweep_dir)
-            probe.note_rss()
-            probe.phase = "compaction"
-            start = time.perf_counter()
-            try:
-                return compact(store, *args, **kwargs)
-            finally:
-                probe.add("compaction", time.perf_counter() - start)
-                probe.note_rss()
-                probe.phase = "after_loop"
-
-        sweep_mod.compact_after_sweep = compact_after_sweep
-
-    original_run_units = sweep_mod.run_units
-
-    def run_units(*args, **kwargs):
-        outcomes = original_run_units(*args, **kwargs)
-        probe.note_rss()
-        probe.phase = "loop"
-        start, cpu, inside, count = time.perf_counter(), _cpu_s(), 0.0, 0
-        first = None  # (wall, cpu, time in Ray) when the first outcome came: the steady state starts there
-        trace: list[tuple[int, int]] = []  # (units done, driver RSS in KiB), 20 points over the loop
-        trace_every = max(1, len(args[0]) // 20) if args else 1
-        try:
-            while True:
-                tick = time.perf_counter()
-                try:
-                    outcome = next(outcomes)
-                except StopIteration:
-                    break
-                inside += time.perf_counter() - tick
-                count += 1
-                if count % trace_every == 0:
-                    trace.append((count, _status_kib("VmRSS")))
-                if first is None:
-                    first = (time.perf_counter(), _cpu_s(), inside, dict(probe.times), dict(probe.cpu))
-                yield outcome
-        finally:
-            outcomes.close()
-            end, end_cpu = time.perf_counter(), _cpu_s()
-            probe.extra.update(loop_wall_s=end - start, loop_cpu_s=end_cpu - cpu,
-                               loop_in_ray_s=inside, loop_units=count, loop_rss_end_kib=_status_kib("VmRSS"),
-                               loop_hwm_kib=_status_kib("VmHWM"), loop_rss_trace=trace)
-            if first is not None:
-                probe.extra["steady"] = {"units": count - 1, "wall_s": end - first[0], "cpu_s": end_cpu - first[1],
-                                         "in_ray_s": inside - first[2],
-                                         **{f"{name}_s": probe.times.get(name, 0.0) - first[3].get(name, 0.0)
-                                            for name in ("record", "cell_log")},
-                                         **{f"{name}_cpu_s": probe.cpu.get(name, 0.0) - first[4].get(name, 0.0)
-                                            for name in ("record", "cell_log")}}
-            probe.note_rss()
-            probe.phase = "after_loop"
-
-    sweep_mod.run_units = run_units
-
-    code = cli.sweep_main(argv)
-    probe.stop()
-    result = {"exit_code": code, "times": probe.times, "phase_cpu": probe.cpu, "calls": probe.calls, "peak_rss_kib": probe.peak_rss,
-              "hwm_kib": _status_kib("VmHWM"), "cpu_s": _cpu_s(), "wall_s": time.perf_counter() - probe.started,
-              **probe.extra}
-    out.write_text(json.dumps(result, indent=1))
-    return code
-
-
-# --- the benchmark (parent process) ------------------------------------------------------
+# --- the benchmark ---------------------------------------------------------------------------
 
 
 def _run(command: list[str], *, label: str, log_dir: Path) -> dict:
@@ -311,7 +117,8 @@ def _run(command: list[str], *, label: str, log_dir: Path) -> dict:
 
 
 def _overrides(runs: int, chunk: int, results_dir: Path) -> list[str]:
-    return [f"sweep={SWEEP}", f"sweep.seeds={runs // CELLS}", f"resources.chunk_size={chunk}", f"results_dir={results_dir}"]
+    return [f"sweep={SWEEP}", f"sweep.seeds={runs // CELLS}", f"resources.chunk_size={chunk}",
+            f"results_dir={results_dir}"]
 
 
 def measure_planning(runs: int, chunk: int, results_dir: Path) -> dict:
@@ -353,8 +160,9 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         columns = columns_of(run_unit("null_run", cells[-1], unit.seeds, use_gpu=False, torch_threads=1))
-        encode_fragment(unit_table(unit, columns, constants=where, experiment=experiment.name, column_types=experiment.columns,
-                                   sweep=SWEEP, code_version="x"))
+        table = unit_table(unit, columns, constants=where, experiment=experiment.name,
+                           column_types=experiment.columns, sweep=SWEEP, code_version="x")
+        encode_fragment(table)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
@@ -364,78 +172,72 @@ class SettingStopped(RuntimeError):
 
 
 def run_setting(runs: int, chunk: int, root: Path, log_dir: Path, profile: Path | None) -> dict:
-    """Plan, sweep, report and resume one (runs, chunk) setting; the figures."""
+    """Plan, sweep, compact, report and resume one (runs, chunk) setting; the figures."""
     label = f"r{runs}_c{chunk}"
     results_dir = root / label
-    out = {"runs": runs, "chunk": chunk, "planning": measure_planning(runs, chunk, results_dir)}
+    out: dict = {"runs": runs, "chunk": chunk, "planning": measure_planning(runs, chunk, results_dir)}
     sweep_dir = results_dir / SWEEP
-    child = [sys.executable, "-m", "benchmarks.bench_scale", "--child", str(log_dir / f"{label}.sweep.json"), "--",
-             *_overrides(runs, chunk, results_dir)]
+    sweep = [str(BIN / "landscape-sweep"), *_overrides(runs, chunk, results_dir)]
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-        child = [str(BIN / "py-spy"), "record", "-r", "50", "-f", "raw", "-o", str(profile / f"{label}.txt"), "--", *child]
+        sweep = [str(BIN / "py-spy"), "record", "-r", "50", "-f", "raw", "-o", str(profile / f"{label}.txt"), "--",
+                 *sweep]
     print(f"[{label}] sweep ...", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
-    done = _run(child, label=f"{label}.sweep", log_dir=log_dir)
-    if done["exit_code"] not in (0, 1) or not (log_dir / f"{label}.sweep.json").exists():
+    done = _run(sweep, label=f"{label}.sweep", log_dir=log_dir)
+    if done["exit_code"] not in (0, 1):
         raise SettingStopped(f"the sweep ended with exit code {done['exit_code']}")
-    out["sweep"] = {**json.loads((log_dir / f"{label}.sweep.json").read_text()), "command_wall_s": done["wall_s"]}
+    out["sweep"] = {**service_timings(results_dir), "command_wall_s": done["wall_s"], "hwm_kib": done["hwm_kib"],
+                    "exit_code": done["exit_code"]}
     out["load"] = (load, os.getloadavg()[0])
     out["files_after_sweep"] = _files(sweep_dir)
-    out["runs_files"] = _files(sweep_dir / "runs")
     compact = BIN / "landscape-compact"
-    out["compact_command"] = compact.exists()
     if compact.exists():
         print(f"[{label}] landscape-compact ...", file=sys.stderr, flush=True)
-        done = _run([str(compact), f"results_dir={results_dir}", f"sweep_name={SWEEP}"], label=f"{label}.compact", log_dir=log_dir)
+        done = _run([str(compact), f"results_dir={results_dir}", f"sweep_name={SWEEP}"], label=f"{label}.compact",
+                    log_dir=log_dir)
         out["compact"] = {"wall_s": done["wall_s"], "exit_code": done["exit_code"], "files_after": _files(sweep_dir)}
     print(f"[{label}] landscape-report ...", file=sys.stderr, flush=True)
-    report = ([sys.executable, "-m", "benchmarks.bench_scale", "--report", "--"] if os.environ.get(PATCH_ENV)
-              else [str(BIN / "landscape-report")])
-    done = _run([*report, f"results_dir={results_dir}", f"sweep_name={SWEEP}"], label=f"{label}.report", log_dir=log_dir)
+    done = _run([str(BIN / "landscape-report"), f"results_dir={results_dir}", f"sweep_name={SWEEP}"],
+                label=f"{label}.report", log_dir=log_dir)
     out["report"] = {"wall_s": done["wall_s"], "exit_code": done["exit_code"], "hwm_kib": done["hwm_kib"]}
     print(f"[{label}] resume ...", file=sys.stderr, flush=True)
-    resume = [sys.executable, "-m", "benchmarks.bench_scale", "--child", str(log_dir / f"{label}.resume.json"), "--",
-              *_overrides(runs, chunk, results_dir)]
-    done = _run(resume, label=f"{label}.resume", log_dir=log_dir)
-    out["resume"] = {**json.loads((log_dir / f"{label}.resume.json").read_text()), "command_wall_s": done["wall_s"],
+    done = _run([str(BIN / "landscape-sweep"), *_overrides(runs, chunk, results_dir)], label=f"{label}.resume",
+                log_dir=log_dir)
+    out["resume"] = {**service_timings(results_dir), "command_wall_s": done["wall_s"], "exit_code": done["exit_code"],
                      "zero_to_run": " 0 to run" in " ".join(done["stderr"].split())}
     out["resume_planning"] = measure_planning(runs, chunk, results_dir)
     return out
 
 
 def derived(result: dict, compute_s: float, workers: int) -> dict:
-    """Per-unit figures of one setting. Per-unit figures are taken in the steady state, from
-    the first outcome to the last (the first units also wait for Ray's worker processes to
-    start and import); the whole loop is given beside."""
-    sweep = result["sweep"]
-    steady = sweep.get("steady") or {}
-    units = max(1, steady.get("units", 0))
-    wall, cpu = steady.get("wall_s", float("nan")), steady.get("cpu_s", float("nan"))
+    """Per-unit figures of one setting, from the service's timings of its sweep."""
+    t = result["sweep"]
+    units = max(1.0, t.get("units_recorded", 0.0))
+    span, span_cpu = t.get("loop_span_s", float("nan")), t.get("loop_span_cpu_s", float("nan"))
     compute = compute_s * units
-    loop_units = max(1, sweep.get("loop_units", 0))
-    loop_wall = sweep.get("loop_wall_s", float("nan"))
+    own_cpu = t.get("loop_cpu_s", 0.0) + t.get("record_cpu_s", 0.0)
     ts_unit_s = result["chunk"] / TEACHER_STUDENT_RUNS_PER_S
     return {
-        "units": loop_units,
-        "loop_wall_s": loop_wall,
-        "loop_units_per_s": loop_units / loop_wall,
-        "units_per_s": units / wall,
-        "driver_cpu_ms": 1e3 * cpu / units,
-        "wall_overhead_ms": 1e3 * (wall - compute / workers) / units,
-        "in_ray_ms": 1e3 * steady.get("in_ray_s", 0.0) / units,
-        "record_ms": 1e3 * steady.get("record_s", 0.0) / units,
-        "cell_log_ms": 1e3 * steady.get("cell_log_s", 0.0) / units,
-        "record_cpu_ms": 1e3 * steady.get("record_cpu_s", 0.0) / units,
-        "cell_log_cpu_ms": 1e3 * steady.get("cell_log_cpu_s", 0.0) / units,
+        "units": units,
+        "loop_span_s": span,
+        "units_per_s": units / span,
+        "driver_cpu_ms": 1e3 * span_cpu / units,
+        "driver_cpu_own_ms": t.get("driver_cpu_per_unit_ms", float("nan")),
+        "wall_overhead_ms": 1e3 * (span - compute / workers) / units,
+        "loop_ms": 1e3 * t.get("loop_s", 0.0) / units,
+        "record_ms": 1e3 * t.get("record_s", 0.0) / units,
+        "loop_cpu_ms": 1e3 * t.get("loop_cpu_s", 0.0) / units,
+        "record_cpu_ms": 1e3 * t.get("record_cpu_s", 0.0) / units,
+        # what else the driver did during the loop: the cells' MLflow children, per cell
+        "cells_cpu_ms_per_cell": 1e3 * max(0.0, span_cpu - own_cpu) / CELLS,
         "compute_s": compute,
         # CPU capacity of the workers not spent computing, per unit of compute (null_run)
-        "overhead_fraction_null": (wall * workers - compute) / compute if compute else float("inf"),
+        "overhead_fraction_null": (span * workers - compute) / compute if compute else float("inf"),
         # the driver's CPU per unit against the compute of a teacher-student unit of the same chunk
-        "overhead_fraction_ts": 1e-3 * (1e3 * cpu / units) / ts_unit_s,
-        "loop_peak_rss_mib": sweep["peak_rss_kib"].get("loop", 0) / 1024,
-        "loop_rss_end_mib": sweep.get("loop_rss_end_kib", 0) / 1024,
-        "driver_hwm_mib": sweep["hwm_kib"] / 1024,
+        "overhead_fraction_ts": span_cpu / units / ts_unit_s,
+        "loop_peak_rss_mib": t.get("peak_rss_mib", 0.0),
+        "driver_hwm_mib": t["hwm_kib"] / 1024,
     }
 
 
@@ -453,8 +255,10 @@ def machine_description() -> str:
 
 def code_version() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "ray_jobs"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "ray_jobs"], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -477,79 +281,81 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
     lines = [
         f"Machine: {machine_description()}. Code: {figures.get('code') or code_version()}. "
         f"Date: {figures.get('date') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Command: `python -m benchmarks.bench_scale {' '.join(_shown(args.argv))}`".rstrip() + " (or `make bench-scale`); "
+        f"Command: `python -m benchmarks.bench_scale {' '.join(_shown(args.argv))}`".rstrip()
+        + " (or `make bench-scale`); "
         f"{_settings_s(results) / 60:.0f} min of commands in all. Local Ray cluster ({figures['workers']} CPUs), "
-        f"MLflow on the default sqlite store, "
-        f"a fresh results directory under /tmp per setting."
-        + (f" **Patched** with `{args.patch}` (a proposed change, not the tree as it is)." if args.patch else ""),
+        "MLflow on the default sqlite store, a fresh results directory under /tmp per setting. The sweep's phases are "
+        "the service's own figures (`timing/*` metrics of its MLflow parent run).",
         "",
-        "Worker-side compute of one unit (the task apart from Ray: `run_unit`, the unit's rows and their Parquet bytes; null_run): "
-        + ", ".join(f"{figures['compute'][c] * 1e3:.2f} ms at chunk {c}" for c in chunks) + ".",
+        "Worker-side compute of one unit (the task apart from Ray: `run_unit`, the unit's rows and their Parquet "
+        "bytes; null_run): " + ", ".join(f"{figures['compute'][c] * 1e3:.2f} ms at chunk {c}" for c in chunks) + ".",
         "",
     ]
-    header = "| | " + " | ".join(f"{r['runs']:,} runs, chunk {r['chunk']} ({r['sweep'].get('units', 0):,} units){r.get('mark', '')}"
+    header = "| | " + " | ".join(f"{r['runs']:,} runs, chunk {r['chunk']} ({r['planning'].get('units', 0):,} units)"
                                  for r in results) + " | target |"
     lines += [header, "|---" * (len(results) + 2) + "|"]
 
     def row(name: str, cell, target: str = "") -> None:
         lines.append(f"| {name} | " + " | ".join(cell(r) for r in results) + f" | {target} |")
 
+    def at_target(r: dict, ok: bool) -> str:
+        return _met(ok) if r["chunk"] == 1000 and r["runs"] == big else ""
+
     d = {id(r): r["derived"] for r in results}
     row("planning, empty store: compose + validate / plan / units_to_run (s)",
-        lambda r: f"{r['planning']['compose_validate_s']:.2f} / {r['planning']['plan_s']:.2f} / {r['planning']['resume_check_s']:.2f}")
+        lambda r: f"{r['planning']['compose_validate_s']:.2f} / {r['planning']['plan_s']:.2f} / "
+                  f"{r['planning']['resume_check_s']:.2f}")
     row("planning + resume check, finished store (s, in process)",
-        lambda r: f"{r['resume_planning']['total_s']:.2f} {_met(r['resume_planning']['total_s'] < TARGET_PLAN_RESUME_S) if r['runs'] == big else ''}",
+        lambda r: f"{r['resume_planning']['total_s']:.2f} "
+                  f"{_met(r['resume_planning']['total_s'] < TARGET_PLAN_RESUME_S) if r['runs'] == big else ''}",
         f"< {TARGET_PLAN_RESUME_S:.0f} s at 10^6 runs")
-    row("1-minute load average of the machine before / after the sweep", lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}")
+    row("1-minute load average of the machine before / after the sweep",
+        lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}")
     row("sweep command wall (s)", lambda r: f"{r['sweep']['command_wall_s']:.0f}")
-    row("of which: Ray start / session open (MLflow store) (s)",
-        lambda r: f"{r['sweep']['times'].get('ray_start', 0):.1f} / {r['sweep']['times'].get('session_open', 0):.1f}")
-    row("of which: loop, first submit to last unit recorded (s; units / s)",
-        lambda r: f"{d[id(r)]['loop_wall_s']:.1f} ({d[id(r)]['loop_units_per_s']:.0f})")
-    row("of which: compaction / report / finish (MLflow) (s)",
-        lambda r: f"{r['sweep']['times'].get('compaction', 0):.1f} / {r['sweep']['times'].get('report', 0):.1f} / {r['sweep']['times'].get('finish', 0):.1f}")
-    row("steady state (first outcome to last): units / s", lambda r: f"{d[id(r)]['units_per_s']:.0f}")
-    row("driver CPU per unit, steady state (ms)",
-        lambda r: f"{d[id(r)]['driver_cpu_ms']:.1f} {_met(d[id(r)]['driver_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+    row("of which: compose / plan / Ray start / session open (s)",
+        lambda r: " / ".join(f"{r['sweep'].get(k + '_s', 0):.1f}"
+                             for k in ("compose", "plan", "ray_start", "session_open")))
+    row("of which: loop span, first submit to its end (s; units / s)",
+        lambda r: f"{d[id(r)]['loop_span_s']:.1f} ({d[id(r)]['units_per_s']:.0f})")
+    row("of which: compaction / report / MLflow (parent, children; s)",
+        lambda r: " / ".join(f"{r['sweep'].get(k + '_s', 0):.1f}" for k in ("compact", "report", "mlflow")))
+    row("driver CPU per unit over the loop span (ms)",
+        lambda r: f"{d[id(r)]['driver_cpu_ms']:.1f} {at_target(r, d[id(r)]['driver_cpu_ms'] < TARGET_UNIT_MS)}",
         f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("of which per unit, without the cells' MLflow children: Ray, loop, fragment (ms)",
-        lambda r: f"{d[id(r)]['driver_cpu_ms'] - d[id(r)]['cell_log_cpu_ms']:.1f} "
-                  f"{_met(d[id(r)]['driver_cpu_ms'] - d[id(r)]['cell_log_cpu_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+    row("of which per unit, without the cells' MLflow children: the loop (Ray) and recording (ms)",
+        lambda r: f"{d[id(r)]['driver_cpu_own_ms']:.1f} {at_target(r, d[id(r)]['driver_cpu_own_ms'] < TARGET_UNIT_MS)}",
         f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("of which per cell: its MLflow child (aggregation + 3 sqlite commits), driver CPU per cell (ms; units per cell)",
-        lambda r: f"{1e3 * r['sweep']['phase_cpu'].get('cell_log', 0.0) / max(1, r['sweep'].get('cells', 1)):.0f} "
-                  f"({r['sweep'].get('units', 0) / max(1, r['sweep'].get('cells', 1)):.0f})")
-    row("wall overhead per unit, steady state: (wall - compute / workers) / units (ms)",
-        lambda r: f"{d[id(r)]['wall_overhead_ms']:.1f} {_met(d[id(r)]['wall_overhead_ms'] < TARGET_UNIT_MS) if r['chunk'] == 1000 and r['runs'] == big else ''}",
+    row("of which per cell: its MLflow child, driver CPU per cell (ms; units per cell)",
+        lambda r: f"{d[id(r)]['cells_cpu_ms_per_cell']:.0f} ({r['planning'].get('units', 0) / CELLS:.0f})")
+    row("wall overhead per unit: (loop span - compute / workers) / units (ms)",
+        lambda r: f"{d[id(r)]['wall_overhead_ms']:.1f} {at_target(r, d[id(r)]['wall_overhead_ms'] < TARGET_UNIT_MS)}",
         f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("driver wall per unit, steady state: Ray (submit, wait, get) / record fragment / cell's MLflow child (ms)",
-        lambda r: f"{d[id(r)]['in_ray_ms']:.1f} / {d[id(r)]['record_ms']:.1f} / {d[id(r)]['cell_log_ms']:.1f}")
-    row("driver CPU per unit, steady state: record fragment / cell's MLflow child / the rest (Ray, loop) (ms)",
-        lambda r: f"{d[id(r)]['record_cpu_ms']:.1f} / {d[id(r)]['cell_log_cpu_ms']:.1f} / "
-                  f"{d[id(r)]['driver_cpu_ms'] - d[id(r)]['record_cpu_ms'] - d[id(r)]['cell_log_cpu_ms']:.1f}")
-    row("orchestration overhead / compute, null_run: (workers x wall - compute) / compute",
+    row("driver wall per unit: the loop (Ray submit, wait, get) / record fragment (ms)",
+        lambda r: f"{d[id(r)]['loop_ms']:.1f} / {d[id(r)]['record_ms']:.1f}")
+    row("driver CPU per unit: the loop (Ray) / record fragment (ms)",
+        lambda r: f"{d[id(r)]['loop_cpu_ms']:.1f} / {d[id(r)]['record_cpu_ms']:.1f}")
+    row("orchestration overhead / compute, null_run: (workers x span - compute) / compute",
         lambda r: f"{d[id(r)]['overhead_fraction_null']:.0f}x")
     row("driver CPU per unit / compute of a teacher-student unit (k = n = 10, same chunk; estimate)",
         lambda r: f"{100 * d[id(r)]['overhead_fraction_ts']:.2f}%")
-    row("driver peak RSS in the loop / at its end (MiB)",
-        lambda r: f"{d[id(r)]['loop_peak_rss_mib']:.0f} / {d[id(r)]['loop_rss_end_mib']:.0f}", "flat in runs")
+    row("driver peak RSS at the loop's end (MiB)", lambda r: f"{d[id(r)]['loop_peak_rss_mib']:.0f}", "flat in runs")
     row("driver peak RSS, whole command (MiB; report included)", lambda r: f"{d[id(r)]['driver_hwm_mib']:.0f}")
-    row("files under the sweep dir: before compaction / after the sweep",
-        lambda r: f"{r['sweep'].get('files_before_compaction', r['files_after_sweep']):,} / {r['files_after_sweep']:,}")
+    row("files under the sweep dir after the sweep", lambda r: f"{r['files_after_sweep']:,}")
     if any("compact" in r for r in results):
-        row("`landscape-compact` (s) / files after", lambda r: f"{r['compact']['wall_s']:.1f} / {r['compact']['files_after']:,}" if "compact" in r else "")
+        row("`landscape-compact` (s) / files after",
+            lambda r: f"{r['compact']['wall_s']:.1f} / {r['compact']['files_after']:,}" if "compact" in r else "")
     row("`landscape-report` wall (s) / peak RSS (MiB)",
-        lambda r: f"{r['report']['wall_s']:.1f} / {_mib(r['report']['hwm_kib'])} {_met(r['report']['wall_s'] < TARGET_REPORT_S) if r['runs'] == big else ''}",
+        lambda r: f"{r['report']['wall_s']:.1f} / {_mib(r['report']['hwm_kib'])} "
+                  f"{_met(r['report']['wall_s'] < TARGET_REPORT_S) if r['runs'] == big else ''}",
         f"< {TARGET_REPORT_S:.0f} s at 10^6 rows")
     row("resume (0 units to run): command wall (s)",
         lambda r: f"{r['resume']['command_wall_s']:.1f}{'' if r['resume']['zero_to_run'] else ' (units were left!)'}")
-    row("resume: compose + validate + plan + resume check inside it (s)",
-        lambda r: f"{sum(r['resume']['times'].get(k, 0) for k in ('compose', 'validate', 'plan', 'resume_check')):.2f}",
+    row("resume: compose + plan (validate, plan, resume check) inside it (s)",
+        lambda r: f"{r['resume'].get('compose_s', 0) + r['resume'].get('plan_s', 0):.2f}",
         f"< {TARGET_PLAN_RESUME_S:.0f} s")
-    row("resume: imports / Ray / cells' MLflow children / report / finish (s)",
-        lambda r: " / ".join(f"{r['resume']['times'].get(k, 0):.1f}" for k in ("imports", "ray_start", "cell_log", "report", "finish")))
+    row("resume: session open / report / MLflow (s)",
+        lambda r: " / ".join(f"{r['resume'].get(k + '_s', 0):.1f}" for k in ("session_open", "report", "mlflow")))
     lines.append("")
-    lines += [f"{r['mark'].strip()} {r['note']}" for r in results if r.get("note")]
     flat = []
     for chunk in chunks:
         if (small, chunk) in by and (big, chunk) in by and small != big:
@@ -559,19 +365,8 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
     if flat:
         lines.append(f"Driver memory in the loop, flat in the number of runs (peak within {FLAT_TOLERANCE:.0%} from "
                      f"{small:,} to {big:,} runs): " + "; ".join(flat) + ".")
-    traces = []
-    for r in results:
-        trace = [kib / 1024 for _, kib in r["sweep"].get("loop_rss_trace", [])]
-        if len(trace) >= 8:
-            quarter, rest = trace[len(trace) // 4], max(trace[len(trace) // 4:])
-            traces.append(f"{r['runs']:,} runs at chunk {r['chunk']}: {' / '.join(f'{trace[i * (len(trace) - 1) // 4]:.0f}' for i in range(5))} MiB "
-                          f"({100 * (rest - quarter) / quarter:+.0f}% after the first quarter) {_met(rest <= quarter * (1 + FLAT_TOLERANCE))}")
-    if traces:
-        lines.append("Driver resident memory at 0, 25, 50, 75 and 100% of the loop's units (no growth with the units "
-                     f"recorded: within {FLAT_TOLERANCE:.0%} of the value at 25%): " + "; ".join(traces) + ".")
-    compact_note = ("`landscape-compact` was run after each sweep." if any("compact" in r for r in results) else
-                    "No `landscape-compact` command in this checkout: files are counted as the sweep left them.")
-    lines.append(compact_note)
+    lines.append("`landscape-compact` was run after each sweep." if any("compact" in r for r in results) else
+                 "No `landscape-compact` command in this checkout: files are counted as the sweep left them.")
     return "\n".join(lines)
 
 
@@ -607,27 +402,21 @@ def write_section(path: Path, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        return child_main(Path(argv[1]), argv[3:] if argv[2:3] == ["--"] else argv[2:])
-    if argv[:1] == ["--report"]:
-        return report_main(argv[2:] if argv[1:2] == ["--"] else argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10^5 runs only")
     parser.add_argument("--chunks", default="1000,50", help="chunk sizes (seeds per unit), comma-separated")
-    parser.add_argument("--sizes", default=None, help="runs per setting, comma-separated (default 100000,1000000; --quick 100000)")
+    parser.add_argument("--sizes", default=None,
+                        help="runs per setting, comma-separated (default 100000,1000000; --quick 100000)")
     parser.add_argument("--write", type=Path, default=None, help="markdown file whose bench_scale section to rewrite")
-    parser.add_argument("--profile", type=Path, default=None, help="run each sweep under py-spy, raw stacks in this folder")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run each sweep under py-spy, raw stacks in this folder")
     parser.add_argument("--keep", action="store_true", help="keep the results directory")
     parser.add_argument("--render", type=Path, default=None,
                         help="only render (and --write) the figures saved in this logs folder by an earlier run")
     parser.add_argument("--append", type=Path, default=None,
                         help="a logs folder of an earlier run: keep its settings, run only the missing ones")
-    parser.add_argument("--patch", type=Path, default=None,
-                        help="a Python file run in each driver first (a proposed change, monkeypatched)")
     args = parser.parse_args(argv)
     args.argv = argv
-    if args.patch:
-        os.environ[PATCH_ENV] = str(args.patch.resolve())
     if args.render:
         saved = json.loads((args.render / "results.json").read_text())
         figures = {**saved["figures"], "compute": {int(c): v for c, v in saved["figures"]["compute"].items()}}
@@ -645,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir()
     print(f"results and logs under {root}", file=sys.stderr)
     started = time.perf_counter()
-    figures = {"workers": os.cpu_count() or 1, "compute": {c: unit_compute_s(c) for c in chunks}, "code": code_version(),
+    figures = {"workers": os.cpu_count() or 1, "compute": {c: unit_compute_s(c) for c in chunks},
+               "code": code_version(),
                "date": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
     results = []
     if args.append:  # an earlier run's settings (and their figures) are kept
@@ -657,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             for chunk in chunks:
                 if any(r["runs"] == runs and r["chunk"] == chunk for r in results):
                     continue
-                for attempt in range(3):  # a sweep stopped from outside (exit 130, no figures) is run again
+                for _ in range(3):  # a sweep stopped from outside (exit 130, no figures) is run again
                     try:
                         result = run_setting(runs, chunk, root, log_dir, args.profile)
                         break
@@ -668,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"the setting {runs} runs, chunk {chunk} was stopped three times")
                 result["derived"] = derived(result, figures["compute"][chunk], figures["workers"])
                 results.append(result)
-                (log_dir / "results.json").write_text(json.dumps({"figures": figures, "results": results}, indent=1, default=str))
+                saved = {"figures": figures, "results": results}
+                (log_dir / "results.json").write_text(json.dumps(saved, indent=1, default=str))
                 if not args.keep:  # the next setting's reads should not find this one's files in the page cache
                     shutil.rmtree(root / f"r{runs}_c{chunk}", ignore_errors=True)
         elapsed = time.perf_counter() - started
@@ -685,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 if path != log_dir:
                     shutil.rmtree(path, ignore_errors=True)
     print(f"logs: {log_dir}", file=sys.stderr)
-    ok = all(r["sweep"]["exit_code"] == 0 and r["report"]["exit_code"] == 0 and r["resume"]["exit_code"] == 0 for r in results)
+    ok = all(r[step]["exit_code"] == 0 for r in results for step in ("sweep", "report", "resume"))
     return 0 if ok else 1
 
 

@@ -6,7 +6,8 @@ module per concern (docs/architecture.md has the picture; dependencies run one w
 - :mod:`ray_jobs.cli`          the `landscape-sweep` / `landscape-report` entry points
 - :mod:`ray_jobs.sweep`        the grid driver; :mod:`ray_jobs.search` the Optuna searches
 - :mod:`ray_jobs.session`      what every invocation shares: store, config, MLflow parent, report
-- :mod:`ray_jobs.execution`    the Ray cluster and the one submit / ray.wait / cancel loop
+- :mod:`ray_jobs.execution`    the Ray cluster, the one submit / ray.wait / retry loop (grids and
+  searches), the invocation's phase timings
 - :mod:`ray_jobs.worker`       the Ray task body: one unit -> records (calls landscape_core)
 - :mod:`ray_jobs.validate`     check a composed config; one-line errors naming the field
 - :mod:`ray_jobs.experiments`  one folder per experiment (or a plugin package), found by the registry

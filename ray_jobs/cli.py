@@ -145,19 +145,22 @@ def sweep_main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(sweep_help())
         return EXIT_OK
+    from ray_jobs.execution import Timings
     from ray_jobs.search import is_search
     from ray_jobs.search.driver import run_search_sweep
     from ray_jobs.sweep import run_sweep
     from ray_jobs.validate import compose
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    timings = Timings()  # the invocation's phases (ray_jobs.execution.timing), compose first
     try:
-        argv, _ = search_to_sweep(argv)
-        cfg = compose(argv)
+        with timings.phase("compose"):
+            argv, _ = search_to_sweep(argv)
+            cfg = compose(argv)
         if is_search(cfg):  # validates before anything is written, like run_sweep
-            result = run_search_sweep(cfg)
+            result = run_search_sweep(cfg, timings=timings)
         else:
-            result = run_sweep(cfg)
+            result = run_sweep(cfg, timings=timings)
     except ConfigError as error:
         return _fail("landscape-sweep", error)
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from ray_jobs.compaction import compact
-from ray_jobs.execution import ray_cluster, run_units
+from ray_jobs.execution import Timings, ray_cluster, run_units
 from ray_jobs.plan import Cell, SweepPlan, WorkUnit, canonical_json, plan_sweep
 from ray_jobs.report import Report, project_rows, report_rows, rows_from_tables
 from ray_jobs.report.aggregate import table_from_rows
@@ -46,6 +46,7 @@ class SweepResult:
     parent_run_id: str | None
     wall_s: float
     stopped: str | None = None  # why the sweep stopped scheduling early (fail_fast), None when it ran everything
+    timings: Timings | None = None  # phases of the invocation (ray_jobs.execution.timing)
 
 
 class _CellTracker:
@@ -120,69 +121,90 @@ def compact_after_sweep(store: ResultsStore, plan: SweepPlan, compaction, consol
     console.print(result.line())
 
 
-def run_sweep(cfg, console: Console | None = None) -> SweepResult:
+def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = None) -> SweepResult:
     """Run the sweep ``cfg`` (composed by :func:`ray_jobs.config.compose_config`).
 
     Raises ConfigError (nothing written) when the config is invalid, the results directory
     unwritable or in use by another driver, the tracking server or cluster unreachable, or
     the resources infeasible; StorageError when writing results fails mid-sweep;
     KeyboardInterrupt when interrupted (what was recorded stays; the same command resumes).
+    Its phases are added to ``timings`` (the caller's, holding the compose step, or a new one).
     """
     console = console or Console(stderr=True)
+    timings = timings if timings is not None else Timings()
     started = time.monotonic()
-    experiment, cell_params = validate(cfg)
-    plan = plan_sweep(cfg, experiment.name, cell_params)
-    preflight(cfg)
-    retry_errors = bool(cfg.retry_errors)
+    with timings.phase("plan"):
+        experiment, cell_params = validate(cfg)
+        plan = plan_sweep(cfg, experiment.name, cell_params)
+        preflight(cfg)
+        retry_errors = bool(cfg.retry_errors)
+        pending = units_to_run(ResultsStore(resolve_results_dir(cfg), plan.sweep), plan, retry_errors=retry_errors)
     with ExitStack() as stack:
         cluster: list[str] = []
 
         def start_ray() -> str:
             if not cluster:
-                cluster.append(stack.enter_context(ray_cluster(cfg.cluster, console, resources=cfg.resources)))
+                ray = timings.around(ray_cluster(cfg.cluster, console, resources=cfg.resources),
+                                     enter="ray_start", leave="ray_stop")
+                cluster.append(stack.enter_context(ray))
             return cluster[0]
 
-        if units_to_run(ResultsStore(resolve_results_dir(cfg), plan.sweep), plan, retry_errors=retry_errors):
+        if pending:
             start_ray()  # before anything is written: a cluster or resources that cannot serve fail here
-        session = stack.enter_context(Session(cfg, experiment, plan.sweep, console))
+        with timings.phase("session_open"):
+            session = stack.enter_context(Session(cfg, experiment, plan.sweep, console))
         store = session.store
-        todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, now under the driver lock
+        with timings.phase("plan"):
+            todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, now under the driver lock
         console.print(f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
-                      f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. Results: {store.sweep_dir}")
+                      f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. "
+                      f"Results: {store.sweep_dir}")
 
         cells = _CellTracker(session, plan)
         remaining = Counter(unit.cell.cell_id for unit in todo)
         params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
-                  "units": len(plan.units), "seeds": int(cfg.sweep.seeds), "seed_start": int(cfg.sweep.get("seed_start", 0)),
-                  "chunk_size": int(cfg.resources.chunk_size),
+                  "units": len(plan.units), "seeds": int(cfg.sweep.seeds),
+                  "seed_start": int(cfg.sweep.get("seed_start", 0)), "chunk_size": int(cfg.resources.chunk_size),
                   "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
         stopped = None
+        mlflow = timings.stopwatch("mlflow")
         with session.parent_run(params):
+            mlflow.lap()
             if todo:
                 console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
                 finished = 0
-                with closing(run_units(todo, experiment.name, cfg.resources, console, sweep=plan.sweep, code_version=session.version,
-                                       description=plan.sweep)) as outcomes:
-                    for outcome in outcomes:  # leaving the block closes the loop: pending tasks cancelled
-                        cells.add(outcome.unit, session.record(outcome))
+                loop = run_units(todo, experiment.name, cfg.resources, console, sweep=plan.sweep,
+                                 code_version=session.version, description=plan.sweep, timings=timings)
+                with closing(loop) as outcomes:
+                    for outcome in outcomes:  # leaving the block closes the loop: pending tasks dropped
+                        with timings.phase("record"):
+                            cells.add(outcome.unit, session.record(outcome))
+                        timings.units_recorded += 1
                         finished += 1
                         remaining[outcome.unit.cell.cell_id] -= 1
                         if remaining[outcome.unit.cell.cell_id] == 0:
-                            cells.log(outcome.unit.cell)
+                            with timings.phase("mlflow"):
+                                cells.log(outcome.unit.cell)
                         stopped = fail_fast_reason(cfg.fail_fast, finished, session.units_failed)
                         if stopped:
                             console.print(f"[red]{stopped}[/]")
                             break
-            compact_after_sweep(session.store, plan, cfg.compaction, console)
-            report = session.build_report()
-            reported = {row["cell_id"]: row for row in report.table.to_dict("records")}
-            for cell in plan.cells:  # cells recorded by earlier invocations: their rows of the report
-                if remaining[cell.cell_id] == 0 and cell.cell_id in reported:
-                    cells.log(cell, reported[cell.cell_id])
-            wall_s = time.monotonic() - started
-            session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
-                                    "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s},
-                           report_paths=report.paths, stopped=stopped, table=report.table)
+            with timings.phase("compact"):
+                compact_after_sweep(session.store, plan, cfg.compaction, console)
+            with timings.phase("report"):
+                report = session.build_report()
+            with timings.phase("mlflow"):
+                reported = {row["cell_id"]: row for row in report.table.to_dict("records")}
+                for cell in plan.cells:  # cells recorded by earlier invocations: their rows of the report
+                    if remaining[cell.cell_id] == 0 and cell.cell_id in reported:
+                        cells.log(cell, reported[cell.cell_id])
+                wall_s = time.monotonic() - started
+                session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
+                                        "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s,
+                                        **timings.metrics()},
+                               report_paths=report.paths, stopped=stopped, table=report.table)
+            mlflow.restart()
+        mlflow.lap()  # the parent run closed
     return SweepResult(plan=plan, results_dir=session.results_dir, units_scheduled=len(todo),
                        units_skipped=len(plan.units) - len(todo), units_failed=session.units_failed, report=report,
-                       parent_run_id=session.parent_run_id, wall_s=wall_s, stopped=stopped)
+                       parent_run_id=session.parent_run_id, wall_s=wall_s, stopped=stopped, timings=timings)

@@ -1,10 +1,11 @@
 """Adaptive searches (Optuna) through the service: ``landscape-sweep search=<name>``.
 
 - :mod:`ray_jobs.search.spec`    the ``search:`` block (kind, axes, target, stages, budget, sampler)
-- :mod:`ray_jobs.search.engine`  Optuna ask / tell with staged seeds and interval decisions;
-  knows nothing of Ray (an evaluator runs its requests)
+- :mod:`ray_jobs.search.engine`  the Searcher: Optuna ask / tell with staged seeds and interval
+  decisions; knows nothing of Ray (it proposes requests, whoever runs them tells it the records)
 - :mod:`ray_jobs.search.plan`    settings (one study each) and the cell of a trial
-- :mod:`ray_jobs.search.driver`  the search on the shared session and execution loop
+- :mod:`ray_jobs.search.result`  SearchOutcome (a study's answer), StudyResult (a study as run)
+- :mod:`ray_jobs.search.driver`  the studies as a unit source of the shared execution loop, on the session
 - :mod:`ray_jobs.search.report`  search.md, trials.csv, Optuna figures
 """
 

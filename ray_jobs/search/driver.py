@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,12 +39,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
-from ray_jobs.execution import Execution, ray_cluster
-from ray_jobs.plan import canonical_json, make_unit
+from ray_jobs.execution import Timings, UnitOutcome, ray_cluster, run_units
+from ray_jobs.plan import WorkUnit, canonical_json, make_unit
 from ray_jobs.report import Report
-from ray_jobs.search.engine import EvalRequest, SearchOutcome, run_search
+from ray_jobs.search.engine import EvalRequest, Searcher
 from ray_jobs.search.plan import SearchPlan, Setting, plan_search
 from ray_jobs.search.report import SEARCH_MD, TRIALS_CSV, fmt, search_markdown, study_figures, trials_table
+from ray_jobs.search.result import StudyResult
 from ray_jobs.session import Session
 from ray_jobs.validate import preflight
 
@@ -53,64 +54,122 @@ JOURNAL = "optuna_journal.log"
 SEARCH_COLUMNS = {"study": pa.string(), "trial": pa.int64(), "stage": pa.int64()}
 
 
-class RayUnitEvaluator:
-    """Runs each stage request as a work unit through the execution loop and records its
-    fragment through the session.
+class StudyUnits:
+    """One study's searcher (:class:`~ray_jobs.search.engine.Searcher`) on the execution loop:
+    the stage requests of its trials become work units to run, and the recorded rows of each
+    unit go back to the trials that asked for it.
 
-    A unit whose fragment exists is read, not run; a unit already in flight for another
-    trial is waited for, not submitted again. ``runs_computed`` counts runs that ran here.
-    """
+    A unit whose fragment exists is read, not run; a unit already asked for by another trial
+    is waited for, not run twice. ``runs_computed`` counts runs that ran here."""
 
-    def __init__(self, *, plan: SearchPlan, setting: Setting, session: Session, execution: Execution,
-                 retry_errors: bool = False):
-        self.plan, self.setting, self.session, self.execution = plan, setting, session, execution
-        self.waiting: dict[str, list[EvalRequest]] = {}  # unit_id -> requests waiting for it
-        self.ready: deque[tuple[EvalRequest, list[dict]]] = deque()
-        self.runs_computed = self.runs_read = self.units_failed = 0
+    def __init__(self, plan: SearchPlan, setting: Setting, session: Session, journal: Path, *, retry_errors: bool,
+                 timings: Timings):
+        self.plan, self.setting, self.session, self.timings = plan, setting, session, timings
         self.retry_errors = retry_errors
+        self.waiting: dict[str, list[EvalRequest]] = {}  # unit_id -> requests waiting for it (queued or running)
+        self.queue: deque[WorkUnit] = deque()  # units proposed, not yet given to the loop
+        self.ready: deque[tuple[EvalRequest, list[dict]]] = deque()  # results not yet told to the searcher
+        self.runs_computed = self.runs_read = self.units_failed = 0
+        session.console.print(f"[bold]study {escape(setting.study)}[/]")
+        self.searcher = Searcher(plan.spec_for(setting), self, journal, on_trial=self.on_trial,
+                                 retry_errors=retry_errors)
+
+    def on_trial(self, summary: dict) -> None:
+        self.session.console.print("  " + escape(trial_line(summary)))
+        with self.timings.phase("mlflow"):
+            log_trial(self.session, self.plan, self.setting, summary)
 
     def submit(self, request: EvalRequest) -> None:
+        """The searcher asks for a stage (the evaluator protocol of the engine)."""
         unit = make_unit(self.plan.cells.cell_for(request.params), request.seed_lo, request.seed_hi)
         if unit.unit_id in self.waiting:
             self.waiting[unit.unit_id].append(request)
             return
         rows = self.session.store.read([unit.unit_id]).to_pylist()  # its fragment, or its rows in a compacted part
-        if rows:
-            if not (self.retry_errors and any(row["status"] == "error" for row in rows)):  # else: run it again
-                self.runs_read += len(rows)
-                self.ready.append((request, rows))
-                return
+        if rows and not (self.retry_errors and any(row["status"] == "error" for row in rows)):  # else: run it again
+            self.runs_read += len(rows)
+            self.ready.append((request, rows))
+            return
         self.waiting[unit.unit_id] = [request]
-        self.execution.submit(unit)
+        self.queue.append(unit)
 
-    def next_result(self) -> tuple[EvalRequest, list[dict]]:
-        while not self.ready:
-            if not self.execution.pending:
-                raise RuntimeError("search evaluator: asked for a result with nothing submitted")
-            for outcome in self.execution.wait():
-                unit = outcome.unit
-                first = self.waiting[unit.unit_id][0]
-                values = {"study": self.setting.study, "trial": first.trial, "stage": first.stage}
-                table = self.session.record(outcome, columns={name: (kind, values[name]) for name, kind in SEARCH_COLUMNS.items()},
-                                            context=f"trial {first.trial}")
-                if outcome.error is None:
-                    self.runs_computed += table.num_rows
-                else:
-                    self.units_failed += 1
-                rows = table.to_pylist()
-                for request in self.waiting.pop(unit.unit_id):
-                    self.ready.append((request, rows))
-        return self.ready.popleft()
+    def tell_ready(self) -> None:
+        """Tell the searcher every result it has not been told (its next stages are proposed meanwhile)."""
+        with self.timings.phase("search"):
+            while self.ready:
+                self.searcher.tell(*self.ready.popleft())
+
+    def next_units(self, room: int) -> list[WorkUnit]:
+        self.tell_ready()
+        return [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
+
+    @property
+    def done(self) -> bool:
+        return self.searcher.done and not self.waiting and not self.ready
+
+    def consume(self, outcome: UnitOutcome) -> None:
+        """Record a finished unit (columns study, trial, stage of the first trial that asked for it)
+        and hand its rows to every trial waiting for it."""
+        unit = outcome.unit
+        first = self.waiting[unit.unit_id][0]
+        values = {"study": self.setting.study, "trial": first.trial, "stage": first.stage}
+        with self.timings.phase("record"):
+            columns = {name: (kind, values[name]) for name, kind in SEARCH_COLUMNS.items()}
+            table = self.session.record(outcome, columns=columns, context=f"trial {first.trial}")
+            rows = table.to_pylist()
+        self.timings.units_recorded += 1
+        if outcome.error is None:
+            self.runs_computed += table.num_rows
+        else:
+            self.units_failed += 1
+        for request in self.waiting.pop(unit.unit_id):
+            self.ready.append((request, rows))
+        self.tell_ready()
+
+    def result(self) -> StudyResult:
+        outcome = self.searcher.outcome()
+        self.session.console.print(f"  -> {escape(outcome.message)} ({self.runs_computed} runs computed now, "
+                                   f"{self.runs_read} read from earlier fragments)")
+        return StudyResult(self.setting, outcome, self.runs_computed, self.runs_read, self.units_failed)
 
 
-@dataclass
-class StudyResult:
-    setting: Setting
-    outcome: SearchOutcome
-    runs_computed: int
-    runs_read: int
-    units_failed: int
-    figures: list[Path] = field(default_factory=list)
+class SearchUnits:
+    """The search's unit source for :func:`~ray_jobs.execution.run_units`: the studies of the
+    settings one after the other, each proposing the units its trials ask for."""
+
+    total: int | None = None  # not known in advance
+
+    def __init__(self, plan: SearchPlan, session: Session, journal: Path, *, retry_errors: bool, timings: Timings):
+        self.plan, self.session, self.journal, self.timings = plan, session, journal, timings
+        self.retry_errors = retry_errors
+        self.settings = deque(plan.settings)
+        self.study: StudyUnits | None = None
+        self.studies: list[StudyResult] = []
+
+    def next_units(self, room: int) -> list[WorkUnit]:
+        while True:
+            if self.study is None:
+                if not self.settings:
+                    return []
+                with self.timings.phase("search"):
+                    self.study = StudyUnits(self.plan, self.settings.popleft(), self.session, self.journal,
+                                            retry_errors=self.retry_errors, timings=self.timings)
+                    self.study.searcher.start()
+            units = self.study.next_units(room)
+            if units or not self.study.done:
+                return units  # (none while its units run: the loop waits for them)
+            self.studies.append(self.study.result())
+            self.close()
+
+    def consume(self, outcome: UnitOutcome) -> None:
+        assert self.study is not None, "an outcome with no study running"
+        self.study.consume(outcome)
+
+    def close(self) -> None:
+        """Let go of the running study's trials (a later driver takes them over)."""
+        if self.study is not None:
+            self.study.searcher.close()
+            self.study = None
 
 
 @dataclass
@@ -122,6 +181,7 @@ class SearchResult:
     markdown: str
     parent_run_id: str | None
     wall_s: float
+    timings: Timings | None = None  # phases of the invocation (ray_jobs.execution.timing)
 
     @property
     def units_failed(self) -> int:
@@ -134,8 +194,8 @@ def trial_line(summary: dict) -> str:
     if summary["decision"] == "error":
         return f"trial {summary['number']}: {params}: every run of a stage failed (error rows recorded)"
     lo, hi = summary["interval"]
-    return (f"trial {summary['number']}: {params}: {summary['fraction']:.3f} [{lo:.3f}, {hi:.3f}] over {summary['runs']} runs, "
-            f"{summary['decision']}")
+    return (f"trial {summary['number']}: {params}: {summary['fraction']:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"over {summary['runs']} runs, {summary['decision']}")
 
 
 def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dict) -> None:
@@ -148,35 +208,13 @@ def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dic
                "fraction": summary["fraction"], "fraction_lo": summary["interval"][0],
                "fraction_hi": summary["interval"][1], "runs": summary["runs"],
                "stages": summary["stages"], "objective": summary["value"]}
-    session.tracker.log_cell(f"trial {summary['number']} " + " ".join(f"{k}={fmt(v)}" for k, v in summary["params"].items()),
-                             params, metrics, {"study": setting.study, "sweep": plan.sweep, "decision": summary["decision"]},
-                             kind="trial")
+    name = f"trial {summary['number']} " + " ".join(f"{k}={fmt(v)}" for k, v in summary["params"].items())
+    tags = {"study": setting.study, "sweep": plan.sweep, "decision": summary["decision"]}
+    session.tracker.log_cell(name, params, metrics, tags, kind="trial")
 
 
-def run_study(plan: SearchPlan, setting: Setting, session: Session, execution: Execution, journal: Path, *,
-              retry_errors: bool) -> StudyResult:
-    """Run (or resume) the study of one setting; its trials' units go through ``execution``."""
-    console = session.console
-    console.print(f"[bold]study {escape(setting.study)}[/]")
-    evaluator = RayUnitEvaluator(plan=plan, setting=setting, session=session, execution=execution, retry_errors=retry_errors)
-
-    def on_trial(summary: dict) -> None:
-        console.print("  " + escape(trial_line(summary)))
-        log_trial(session, plan, setting, summary)
-
-    try:
-        outcome = run_search(plan.spec_for(setting), evaluator, storage_path=journal, on_trial=on_trial,
-                             retry_errors=retry_errors)
-    except BaseException:  # interrupted or failed: the session ends with this study (Execution.close)
-        execution.close()
-        raise
-    execution.cancel()  # the study is done; units still in flight would take the next study's workers
-    console.print(f"  -> {escape(outcome.message)} ({evaluator.runs_computed} runs computed now, "
-                  f"{evaluator.runs_read} read from earlier fragments)")
-    return StudyResult(setting, outcome, evaluator.runs_computed, evaluator.runs_read, evaluator.units_failed)
-
-
-def write_search_report(plan: SearchPlan, studies: list[StudyResult], session: Session, journal: Path) -> tuple[Report, str, list[Path]]:
+def write_search_report(plan: SearchPlan, studies: list[StudyResult], session: Session,
+                        journal: Path) -> tuple[Report, str, list[Path]]:
     """The experiment's per-cell report of every cell the search ran, then search.md,
     trials.csv and the Optuna figures; returns the report, search.md's text and every file."""
     store = session.store
@@ -188,16 +226,22 @@ def write_search_report(plan: SearchPlan, studies: list[StudyResult], session: S
     return report, markdown, [*report.paths, store.report_dir / SEARCH_MD, store.report_dir / TRIALS_CSV, *figures]
 
 
-def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchResult:
+def run_search_sweep(cfg: DictConfig, console: Console | None = None, *,
+                     timings: Timings | None = None) -> SearchResult:
     """Run (or resume) the search ``cfg``; raises ConfigError (nothing written) when invalid,
-    KeyboardInterrupt when interrupted (the journal and fragments stay; the same command resumes)."""
+    KeyboardInterrupt when interrupted (the journal and fragments stay; the same command resumes).
+    Its phases are added to ``timings`` (the caller's, holding the compose step, or a new one)."""
     console = console or Console(stderr=True)
+    timings = timings if timings is not None else Timings()
     started = time.monotonic()
-    plan = plan_search(cfg)
-    preflight(cfg)
+    with timings.phase("plan"):
+        plan = plan_search(cfg)
+        preflight(cfg)
     with ExitStack() as stack:
-        where = stack.enter_context(ray_cluster(cfg.cluster, console, resources=cfg.resources))  # before anything is written
-        session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console))
+        where = stack.enter_context(timings.around(ray_cluster(cfg.cluster, console, resources=cfg.resources),
+                                                   enter="ray_start", leave="ray_stop"))  # before anything is written
+        with timings.phase("session_open"):
+            session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console))
         journal = session.store.sweep_dir / JOURNAL
         spec = plan.spec
         console.print(f"[bold]{plan.sweep}[/]: {spec.kind} search over {', '.join(a.name for a in spec.axes)} for "
@@ -206,17 +250,30 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None) -> SearchR
         params = {"sweep": plan.sweep, "experiment": plan.experiment.name, "settings": len(plan.settings),
                   "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
                   "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+        mlflow = timings.stopwatch("mlflow")
         with session.parent_run(params, tags={"landscape.search": spec.kind}):
+            mlflow.lap()
             console.print(f"Trials run on {where}.")
-            execution = Execution(plan.experiment.name, cfg.resources, sweep=plan.sweep, code_version=session.version)
-            studies = [run_study(plan, setting, session, execution, journal, retry_errors=bool(cfg.retry_errors))
-                       for setting in plan.settings]
-            report, markdown, paths = write_search_report(plan, studies, session, journal)
+            source = SearchUnits(plan, session, journal, retry_errors=bool(cfg.retry_errors), timings=timings)
+            try:
+                loop = run_units(source, plan.experiment.name, cfg.resources, console, sweep=plan.sweep,
+                                 code_version=session.version, description=plan.sweep, timings=timings)
+                with closing(loop) as outcomes:
+                    for outcome in outcomes:  # leaving the block closes the loop: pending tasks dropped, never forced
+                        source.consume(outcome)
+            finally:
+                source.close()
+            studies = source.studies
+            with timings.phase("report"):
+                report, markdown, paths = write_search_report(plan, studies, session, journal)
             wall_s = time.monotonic() - started
-            session.finish(metrics={"trials": sum(len(s.outcome.trials) for s in studies),
-                                    "runs_spent": sum(s.outcome.runs_spent for s in studies),
-                                    "runs_computed": sum(s.runs_computed for s in studies),
-                                    "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
-                                    "wall_s": wall_s},
-                           report_paths=paths)
-    return SearchResult(plan, session.results_dir, studies, report, markdown, session.parent_run_id, wall_s)
+            with timings.phase("mlflow"):
+                session.finish(metrics={"trials": sum(len(s.outcome.trials) for s in studies),
+                                        "runs_spent": sum(s.outcome.runs_spent for s in studies),
+                                        "runs_computed": sum(s.runs_computed for s in studies),
+                                        "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
+                                        "wall_s": wall_s, **timings.metrics()},
+                               report_paths=paths)
+            mlflow.restart()
+        mlflow.lap()  # the parent run closed
+    return SearchResult(plan, session.results_dir, studies, report, markdown, session.parent_run_id, wall_s, timings)

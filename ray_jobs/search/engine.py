@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import optuna
 
 from landscape_core.statistics import wilson_interval as _wilson
+from ray_jobs.search.result import SearchOutcome, search_outcome
 from ray_jobs.search.spec import SearchSpec
 
 
@@ -62,13 +63,13 @@ def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float
     return (0.0, 1.0) if runs == 0 else _wilson(successes, runs, confidence)
 
 
-#: drivers (run_search calls) running in this process
+#: drivers (started Searchers, not closed) running in this process
 _LIVE_DRIVERS: set[str] = set()
 
 
 def _driver_is_gone(attrs: dict, stale_after_s: float) -> bool:
     """Whether the driver that started a RUNNING trial is dead: same host and its process
-    (or, in this process, its run_search call) is gone, or, on another host, no stage
+    (or, in this process, its Searcher is closed) is gone, or, on another host, no stage
     finished for ``stale_after_s`` seconds. Trials without a driver mark are taken over."""
     driver, heartbeat = attrs.get("driver"), attrs.get("heartbeat")
     if not driver or heartbeat is None:
@@ -102,10 +103,14 @@ class EvalRequest:
         return list(range(self.seed_lo, self.seed_hi))
 
 
-class Evaluator(Protocol):
-    """Runs requests; ``results`` yields each submitted request with its records as it finishes."""
+class Proposals(Protocol):
+    """Takes the requests a :class:`Searcher` proposes (whoever runs them tells it the records)."""
 
     def submit(self, request: EvalRequest) -> None: ...
+
+
+class Evaluator(Proposals, Protocol):
+    """Runs requests; ``next_result`` gives a submitted request with its records as it finishes."""
 
     def next_result(self) -> tuple[EvalRequest, list[dict]]: ...
 
@@ -120,16 +125,6 @@ class TrialState:
     hits: int = 0  # successes (threshold) or failures (protocol)
     statuses: dict = field(default_factory=dict)  # runs per status
     records: list = field(default_factory=list)
-
-
-@dataclass
-class SearchOutcome:
-    study_name: str
-    trials: list[dict]  # one dict per finished trial: params, runs, fraction, interval, decision
-    runs_spent: int
-    best: dict | None  # threshold: smallest feasible axis value (+ its trial); protocol: best trial
-    reached: bool  # threshold: a feasible value was found; protocol: always True when a trial finished
-    message: str
 
 
 def run_search(
@@ -149,18 +144,27 @@ def run_search(
     are ``seed_start + s * seeds_per_stage + [0, seeds_per_stage)``: the same seeds for
     every trial (common random numbers across the searched values).
     """
-    search = _SearchRun(spec, evaluator, Path(storage_path), on_records, on_trial, retry_errors)
-    _LIVE_DRIVERS.add(search.driver)
+    searcher = Searcher(spec, evaluator, Path(storage_path), on_records=on_records, on_trial=on_trial,
+                        retry_errors=retry_errors)
     try:
-        return search.run()
+        searcher.start()
+        while not searcher.done:
+            searcher.tell(*evaluator.next_result())
+        return searcher.outcome()
     finally:
-        _LIVE_DRIVERS.discard(search.driver)
+        searcher.close()
 
 
-class _SearchRun:
-    """One run_search call: the study, the trials in flight and the counters, one method per step."""
+class Searcher:
+    """One study's search, apart from execution: :meth:`start` proposes the first trials' stages
+    (``evaluator.submit``), :meth:`tell` takes a finished stage's records and proposes what
+    follows, until :attr:`done`; :meth:`outcome` is the answer. :func:`run_search` drives it
+    from a pulling evaluator; the sweep service from its execution loop
+    (:mod:`ray_jobs.search.driver`). :meth:`close` (always) lets another driver of this
+    process take over the trials it left RUNNING."""
 
-    def __init__(self, spec: SearchSpec, evaluator: Evaluator, storage_path: Path, on_records, on_trial, retry_errors: bool):
+    def __init__(self, spec: SearchSpec, evaluator: Proposals, storage_path: Path, *, on_records=None, on_trial=None,
+                 retry_errors: bool = False):
         self.spec, self.evaluator, self.on_records, self.on_trial, self.retry_errors = spec, evaluator, on_records, on_trial, retry_errors
         self.driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.summaries: list[dict] = []  # one per finished trial (summary dicts, as in the outcome)
@@ -229,7 +233,7 @@ class _SearchRun:
         feasible = [v for v, d in decided.items() if d.startswith("feasible")]
         top = min(feasible) if feasible else axis.high + 1
         bottom = max((v for v, d in decided.items() if d.startswith("infeasible") and v < top), default=axis.low - 1)
-        # (a value whose runs all errored is not open either: asking again would fail again; see _outcome)
+        # (a value whose runs all errored is not open either: asking again would fail again; see search_outcome)
         flying = {params[axis.name] for params in self.flying_params(exclude)}
         return [v for v in axis.grid_values() if bottom < v < top and v not in decided and v not in flying]
 
@@ -344,46 +348,25 @@ class _SearchRun:
             self.on_trial(summary)
         self.start_trials()
 
-    def run(self) -> SearchOutcome:
-        """Start trials, record stages as they finish until none is in flight; the outcome."""
+    def start(self) -> None:
+        """Mark this driver live (its RUNNING trials are not taken over) and start the first trials."""
+        _LIVE_DRIVERS.add(self.driver)
         self.start_trials()
-        while self.in_flight:
-            self.record_stage(*self.evaluator.next_result())
-        return _outcome(self.spec, self.summaries, self.runs_spent)
 
+    def tell(self, request: EvalRequest, records: list[dict]) -> None:
+        """A finished stage: its trial goes on, or is decided and the next trials start."""
+        self.record_stage(request, records)
 
-def _outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> SearchOutcome:
-    errored = sorted({tuple(s["params"].items()) for s in summaries if s["decision"] == "error"})
-    decided = [s for s in summaries if s["decision"] != "error"]
-    if summaries and not decided:
-        return SearchOutcome(spec.name, summaries, runs_spent, None, False,
-                             f"every trial failed ({len(summaries)} trials; their error rows are recorded; "
-                             "rerun with retry_errors=true)")
-    if spec.kind == "threshold":
-        axis = spec.axes[0].name
-        feasible = sorted((s for s in decided if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
-        infeasible = [s["params"][axis] for s in decided if s["decision"].startswith("infeasible")]
-        if not feasible:
-            return SearchOutcome(spec.name, summaries, runs_spent, None, False,
-                                 f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] reached "
-                                 f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs")
-        best = feasible[0]
-        below = max((v for v in infeasible if v < best["params"][axis]), default=None)
-        undecided = sorted(dict(p)[axis] for p in errored if (below is None or dict(p)[axis] > below)
-                           and dict(p)[axis] < best["params"][axis])
-        note = f"; undecided, every run failed: {axis} = {undecided}" if undecided else ""
-        return SearchOutcome(spec.name, summaries, runs_spent,
-                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below,
-                              "undecided_below": undecided}, True,
-                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}{note}), "
-                             f"{runs_spent} runs")
-    if not decided:
-        return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
-    best = min(decided, key=lambda s: (s["fraction"], -s["runs"]))
-    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-    lo, hi = best["interval"]
-    return SearchOutcome(spec.name, summaries, runs_spent, best, True,
-                         f"best {values}: fraction {best['fraction']:.3f} [{lo:.3f}, {hi:.3f}], {runs_spent} runs")
+    @property
+    def done(self) -> bool:
+        """Whether no trial is in flight (nothing more will be proposed)."""
+        return not self.in_flight
+
+    def outcome(self) -> SearchOutcome:
+        return search_outcome(self.spec, self.summaries, self.runs_spent)
+
+    def close(self) -> None:
+        _LIVE_DRIVERS.discard(self.driver)
 
 
 class InProcessEvaluator:

@@ -7,16 +7,13 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
 
 from ray_jobs.report.figures import pyplot, save_figure
 from ray_jobs.search.plan import SearchPlan
-
-if TYPE_CHECKING:
-    from ray_jobs.search.driver import StudyResult
+from ray_jobs.search.result import StudyResult
 
 SEARCH_MD = "search.md"
 TRIALS_CSV = "trials.csv"
