@@ -171,7 +171,7 @@ from landscape_core.probes import exact_hessian_extremes, numerical_rank
 from landscape_core.networks import MLPSpec, flatten, forward, init_parameters, unflatten
 from landscape_core.teacher_student import (hessian_extreme_eigenvalues, population_gradient, population_hessian,
                                             population_loss, run_teacher_student)
-from landscape_core.width_threshold import run_width_threshold
+from landscape_core.width_threshold import resolve_options, run_width_threshold
 
 DEVICE, SEEDS = sys.argv[1], int(sys.argv[2])
 F64 = torch.float64
@@ -249,9 +249,9 @@ check("width-threshold exact Hessian extremes", diff <= 1e-10, f"max abs diff {d
 cells = [(width, depth, act) for act in ("tanh", "relu") for depth in (2, 3) for width in (3, 12)]  # width < n, > n
 mism, dloss_conv, total, started = [], 0.0, 0, time.perf_counter()
 for width, depth, act in cells:
-    kw = dict(width=width, depth=depth, activation=act, n_samples=6, seeds=range(8),
-              data=dict(name="random_labels", input_dim=2), optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9))
-    cpu, dev = run_width_threshold(**kw, device="cpu"), run_width_threshold(**kw, device=DEVICE)
+    options = resolve_options(width=width, depth=depth, activation=act, n_samples=6, data=dict(name="random_labels", input_dim=2),
+                              optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9))
+    cpu, dev = (run_width_threshold(options, seeds=range(8), device=device) for device in ("cpu", DEVICE))
     for a, b in zip(cpu, dev):
         total += 1
         keys = ("status", "full_rank", "init_full_rank", "last_layer_rank", "init_last_layer_rank")

@@ -81,12 +81,13 @@ def test_every_skip_sweep_runs_its_first_cell(sweep, budget):
 
 
 def test_cell_params_round_trip_to_the_core():
-    from landscape_core.skip_networks import check_options
+    from landscape_core.skip_networks import resolve_options
 
     experiment, plan = plan_for(*SMOKE)
     for cell in plan.cells:
         options = experiment.core_options(cell.params)
-        spec, M, sgd = check_options(**options)
+        core = resolve_options(**options)
+        spec, M, sgd = core.model, core.M, core.sgd
         assert M == cell.params["M"] and spec.input_dim == cell.params["input_dim"] and sgd.epochs == cell.params["sgd_epochs"]
         assert set(cell.params) - {"experiment", "fail_on_seeds"} <= set(experiment.columns)
 

@@ -134,10 +134,10 @@ def test_smoke_first_cell_keeps_the_string():
 def test_cell_params_round_trip_to_the_core():
     import inspect
 
-    from landscape_core.string_sampling import run_string_sampling
+    from landscape_core.string_sampling import resolve_options
 
     experiment, plan = plan_for(*SMOKE, "+experiment.bead_training.lr=0.005")
-    accepted = set(inspect.signature(run_string_sampling).parameters) - {"seeds", "device"}
+    accepted = set(inspect.signature(resolve_options).parameters)  # the options of run_string_sampling
     schema = set(experiment.columns) | set(CONTRACT_COLUMNS)
     for cell in plan.cells:
         options = experiment.core_options(cell.params)
