@@ -84,14 +84,16 @@ class SmokeCase:
     failing: FailingCase
 
 
+#: what the failing-unit variants need not do (they check rows and table.csv): MLflow, figures
+QUIET = ("tracking=none", "report.figure=false")
+
 #: per registered experiment (the contract test skips, naming it, one that has none here)
 SMOKE_CASES: dict[str, SmokeCase] = {
     # tests/conftest.py's TINY_SWEEP (sweeps/smoke.yaml cut: k = 2, 3; n = k, k + 1; 6 seeds, 3 per unit;
     # 4000 iterations), shared with tests/test_service_e2e.py
     "teacher_student": SmokeCase(
         overrides=tuple(TINY_SWEEP), sweep="smoke", cells=TINY_CELLS, seeds=TINY_SEEDS, units=TINY_UNITS,
-        failing=FailingCase(("experiment.fail_on_seeds=[4]", "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0]",
-                             "tracking=none"),
+        failing=FailingCase(("experiment.fail_on_seeds=[4]", "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0]", *QUIET),
                             seeds=(3, 4, 5), cell={"k": 3, "n": 3}, runs=3, errors=3),
     ),
     # sweeps/scale_null.yaml cut to 2 x 2 cells x 4 seeds, 2 per unit
@@ -99,29 +101,29 @@ SMOKE_CASES: dict[str, SmokeCase] = {
         overrides=("sweep=scale_null", "sweep.grid.width=[1,2]", "sweep.grid.depth=[1,3]", "sweep.seeds=4",
                    "resources.chunk_size=2"),
         sweep="scale_null", cells=4, seeds=4, units=8,
-        failing=FailingCase(("experiment.fail_on_seeds=[3]", "sweep.grid.width=[2]", "sweep.grid.depth=[3]",
-                             "tracking=none"),
+        failing=FailingCase(("experiment.fail_on_seeds=[3]", "sweep.grid.width=[2]", "sweep.grid.depth=[3]", *QUIET),
                             seeds=(2, 3), cell={"width": 2, "depth": 3}, runs=2, errors=2),
     ),
     # N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, one unit per cell
     "skip_networks": SmokeCase(
         overrides=("sweep=skip_smoke",), sweep="skip_smoke", cells=8, seeds=4, units=8,
         failing=FailingCase(("experiment.fail_on_seeds=[3]", "sweep.grid.M_over_n=[1]",
-                             "sweep.grid.architecture=[skip]", "sweep.grid.mode=[rand]", "resources.chunk_size=2"),
+                             "sweep.grid.architecture=[skip]", "sweep.grid.mode=[rand]", "resources.chunk_size=2",
+                             *QUIET),
                             seeds=(2, 3), cell={"M": 8, "mode": "rand"}, runs=2, errors=2),
     ),
     # n = 6; width / n = 0.5, 1, 2; depth 2; tanh and relu; 4 seeds, chunks of 2
     "width_threshold": SmokeCase(
         overrides=("sweep=width_threshold_smoke",), sweep="width_threshold_smoke", cells=6, seeds=4, units=12,
         failing=FailingCase(("experiment.fail_on_seeds=[3]", "sweep.grid.activation=[tanh]",
-                             "sweep.grid.width_over_n=[1]"),
+                             "sweep.grid.width_over_n=[1]", *QUIET),
                             seeds=(2, 3), cell={"width": 6, "activation": "tanh"}, runs=2, errors=2),
     ),
     # L0 = 0.1, 0.05 x width 4, 8; 2 pairs per cell, one pair per unit
     "string_sampling": SmokeCase(
         overrides=("sweep=dss_smoke",), sweep="dss_smoke", cells=4, seeds=2, units=8,
         failing=FailingCase(("experiment.fail_on_seeds=[1]", "sweep.grid.threshold=[0.1]", "sweep.grid.width=[4]",
-                             "tracking=none"),
+                             *QUIET),
                             seeds=(1,), cell={"threshold": 0.1, "width": 4}, runs=1, errors=1),
     ),
 }
