@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Iterable
 
 import torch
@@ -86,7 +86,30 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_options(
+@dataclass(frozen=True)
+class SkipNetworksOptions:
+    """Every option of one cell, resolved and validated (see :func:`resolve_options`).
+
+    ``model``'s input and output sizes come from the data (digits: 64 and 10, whatever
+    ``input_dim`` / ``classes`` said); ``M`` is resolved (``"n_samples"`` -> N); the other
+    fields are the arguments as given (``skip_layers`` as a tuple, None = all hidden layers).
+    """
+
+    model: MLPSpec
+    M: int
+    sgd: SGDSpec
+    n_samples: int
+    skip_layers: tuple[int, ...] | None
+    architecture: str
+    mode: str
+    data: str
+    n_test: int
+    separation: float
+    rand_max_iterations: int
+    rank_rtol: float
+
+
+def resolve_options(
     *,
     width: int,
     depth: int,
@@ -104,10 +127,11 @@ def check_options(
     sgd: dict | None = None,
     rand_max_iterations: int = 2000,
     rank_rtol: float = 1e-6,
-) -> tuple[MLPSpec, int, SGDSpec]:
-    """Check the options of :func:`run_skip_networks` without running anything.
+) -> SkipNetworksOptions:
+    """Validate the options of :func:`run_skip_networks` and resolve their defaults (the
+    one place they are checked); nothing runs.
 
-    Returns (network spec, resolved M, SGD spec); raises OptionError(field, message)
+    Returns the :class:`SkipNetworksOptions` of the cell; raises OptionError(field, message)
     with the field names ``width``, ``depth``, ``activation``, ``n_samples``, ``skip.M``,
     ``skip.layers``, ``architecture``, ``mode``, ``data.<name|n_test|input_dim|classes|separation>``,
     ``sgd.<key>``, ``rand_max_iterations``, ``rank_rtol``.
@@ -143,7 +167,7 @@ def check_options(
         raise OptionError("skip.layers", f"must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}")
     available = width * len(layers)
     M_value = n_samples if M == "n_samples" else M
-    if not _is_int(M_value) or not 1 <= M_value <= available:
+    if isinstance(M_value, bool) or not isinstance(M_value, int) or not 1 <= M_value <= available:
         raise OptionError("skip.M", f"must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}")
     sgd = dict(sgd or {})
     allowed = [f.name for f in fields(SGDSpec)]
@@ -164,7 +188,11 @@ def check_options(
         raise OptionError("rand_max_iterations", f"must be an integer >= 1, got {rand_max_iterations!r}")
     if not _is_number(rank_rtol) or not 0 < rank_rtol < 1:
         raise OptionError("rank_rtol", f"must be a number in (0, 1), got {rank_rtol!r}")
-    return spec, M_value, sgd_spec
+    return SkipNetworksOptions(
+        model=spec, M=M_value, sgd=sgd_spec, n_samples=n_samples,
+        skip_layers=None if skip_layers is None else tuple(layers), architecture=architecture, mode=mode, data=data,
+        n_test=n_test, separation=separation, rand_max_iterations=rand_max_iterations, rank_rtol=rank_rtol,
+    )
 
 
 def _psi_probe(P: torch.Tensor, rank_rtol: float) -> list[dict]:
@@ -185,24 +213,9 @@ def _psi_probe(P: torch.Tensor, rank_rtol: float) -> list[dict]:
 
 
 def run_skip_networks(
+    options: SkipNetworksOptions,
     *,
-    width: int,
-    depth: int,
-    activation: str,
-    n_samples: int,
     seeds: Iterable[int],
-    M: int | str = "n_samples",
-    skip_layers: Iterable[int] | None = None,
-    architecture: str = "skip",
-    mode: str = "sgd",
-    data: str = "mixture",
-    n_test: int = 500,
-    input_dim: int = 10,
-    classes: int = 3,
-    separation: float = 3.0,
-    sgd: dict | None = None,
-    rand_max_iterations: int = 2000,
-    rank_rtol: float = 1e-6,
     device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Train one cell's seeds (plain or skip, sgd or rand) as one batch; one record per seed.
@@ -216,17 +229,23 @@ def run_skip_networks(
     ``psi_rank_tol``, ``psi_full_rank`` = rank == N; ``init_`` versions), and ``status``:
     ``global`` (zero training error), ``not_converged`` (training errors left),
     ``diverged`` (non-finite loss; its ``train_error`` and ``test_accuracy`` are NaN, its
-    Psi probes None when Psi itself is non-finite). Options are checked by
-    :func:`check_options` first.
+    Psi probes None when Psi itself is non-finite). ``options``: the cell, resolved and
+    validated by :func:`resolve_options`. Three lines from a notebook::
+
+        options = resolve_options(width=16, depth=4, activation="sigmoid", n_samples=48, mode="rand")
+        records = run_skip_networks(options, seeds=range(3))
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise OptionError("seeds", "must be a non-empty list of integers")
-    spec, M_value, sgd_spec = check_options(
-        width=width, depth=depth, activation=activation, n_samples=n_samples, M=M, skip_layers=skip_layers,
-        architecture=architecture, mode=mode, data=data, n_test=n_test, input_dim=input_dim, classes=classes,
-        separation=separation, sgd=sgd, rand_max_iterations=rand_max_iterations, rank_rtol=rank_rtol,
-    )
+    if not isinstance(options, SkipNetworksOptions):
+        got = type(options).__name__
+        raise OptionError("options", f"must be the SkipNetworksOptions of resolve_options(), got {got}")
+    spec, M_value, sgd_spec = options.model, options.M, options.sgd
+    width, depth, activation, n_samples = spec.width, spec.depth, spec.activation, options.n_samples
+    architecture, mode, data, n_test = options.architecture, options.mode, options.data, options.n_test
+    skip_layers, separation = options.skip_layers, options.separation
+    rand_max_iterations, rank_rtol = options.rand_max_iterations, options.rank_rtol
     d, m = spec.input_dim, spec.output_dim
     dev = torch.device(device)
     start = time.perf_counter()

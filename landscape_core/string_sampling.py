@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch.func import vmap
@@ -315,11 +315,39 @@ def regression_problem(
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
-def run_string_sampling(
+@dataclass(frozen=True)
+class StringSamplingOptions:
+    """Every option of one cell, resolved and validated (see :func:`resolve_options`).
+
+    ``string``: the DSS settings with the cell's ``threshold``; ``endpoint``: endpoint
+    training (its ``stop_loss`` = ``alpha * threshold``); ``bead``: bead training (the
+    endpoint settings unless overridden; :func:`dynamic_string_sampling` sets its stop
+    loss). The other fields are the arguments as given.
+    """
+
+    problem: str
+    threshold: float
+    width: int
+    depth: int
+    activation: str
+    init: str
+    loss: str
+    n_train: int
+    n_test: int
+    input_dim: int
+    teacher_width: int
+    data_seed: int
+    keep_string: bool
+    probe_points: int
+    string: StringSpec
+    endpoint: TrainSpec
+    bead: TrainSpec
+
+
+def resolve_options(
     *,
     problem: str = "quadratic",
     threshold: float,
-    seeds,
     width: int = 4,
     depth: int = 3,
     activation: str = "sigmoid",
@@ -335,17 +363,55 @@ def run_string_sampling(
     string: dict | None = None,
     keep_string: bool = False,
     probe_points: int = 100,
+) -> StringSamplingOptions:
+    """Validate the options of :func:`run_string_sampling` and resolve their defaults (the
+    one place they are checked); nothing runs.
+
+    Defaults are the authors' polynomial study: 1-4-4-1 sigmoid MLP (``width=4``,
+    ``depth=3``), U[-1, 1] weights, mean absolute error, Adam lr 1e-3 full batch, 10,000
+    training and test points. ``endpoint_training`` / ``bead_training``: fields of
+    :class:`~landscape_core.training.TrainSpec` (bead training takes the endpoint values
+    unless overridden); ``string``: fields of :class:`StringSpec` but ``threshold``.
+    Raises ``OptionError(field, message)``; the field is ``problem``, ``loss``,
+    ``probe_points``, a :class:`StringSpec` field or ``optimizer.<key>`` (endpoint training).
+    """
+    if problem not in PROBLEMS:
+        raise OptionError("problem", f"{problem!r} is not one of {', '.join(PROBLEMS)}")
+    if loss not in LOSSES:
+        raise OptionError("loss", f"{loss!r} is not one of {', '.join(LOSSES)}")
+    if isinstance(probe_points, bool) or not isinstance(probe_points, int) or probe_points < 2:
+        raise OptionError("probe_points", f"must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
+    sspec = StringSpec(threshold=threshold, **(string or {}))
+    sspec.validate()
+    end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}
+    bead_kw = {**end_kw, **(bead_training or {})}
+    end_spec = TrainSpec(**{**end_kw, "stop_loss": sspec.alpha * threshold})
+    bead_spec = TrainSpec(**bead_kw)
+    end_spec.validate()
+    return StringSamplingOptions(
+        problem=problem, threshold=threshold, width=width, depth=depth, activation=activation, init=init, loss=loss,
+        n_train=n_train, n_test=n_test, input_dim=input_dim, teacher_width=teacher_width, data_seed=data_seed,
+        keep_string=keep_string, probe_points=probe_points, string=sspec, endpoint=end_spec, bead=bead_spec,
+    )
+
+
+def run_string_sampling(
+    options: StringSamplingOptions,
+    *,
+    seeds: Iterable[int],
     device: str | torch.device = "cpu",
 ) -> list[dict]:
     """One DSS pair per seed: train two endpoints independently below ``alpha * threshold``
     (all endpoints of the cell as one batch), then run :func:`dynamic_string_sampling`.
 
-    Defaults are the authors' polynomial study: 1-4-4-1 sigmoid MLP (``width=4``,
-    ``depth=3``), U[-1, 1] weights, mean absolute error, Adam lr 1e-3 full batch, 10,000
-    training and test points. The data set is shared by every pair of the cell (seeded by
-    ``data_seed``); endpoint A of pair s starts from a generator seeded by (model, s, "A"),
-    B from (model, s, "B"). ``problem="counterexample"`` uses appendix E's hand-built
-    endpoints instead (nothing is trained; ``seeds`` still names the records).
+    ``options``: the cell, resolved and validated by :func:`resolve_options`. The data set
+    is shared by every pair of the cell (seeded by ``data_seed``); endpoint A of pair s
+    starts from a generator seeded by (model, s, "A"), B from (model, s, "B").
+    ``problem="counterexample"`` uses appendix E's hand-built endpoints instead (nothing is
+    trained; ``seeds`` still names the records). Three lines from a notebook::
+
+        options = resolve_options(problem="quadratic", threshold=0.05, n_train=1000, n_test=500)
+        records = run_string_sampling(options, seeds=[0, 1])
 
     ``status``: ``global`` when both endpoints reached the threshold (connectivity is in
     ``dss_connected``), ``not_converged`` when an endpoint did not (DSS is not run),
@@ -362,19 +428,15 @@ def run_string_sampling(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise OptionError("seeds", "must be a non-empty list of integers")
-    if problem not in PROBLEMS:
-        raise OptionError("problem", f"{problem!r} is not one of {', '.join(PROBLEMS)}")
-    if loss not in LOSSES:
-        raise OptionError("loss", f"{loss!r} is not one of {', '.join(LOSSES)}")
-    if isinstance(probe_points, bool) or not isinstance(probe_points, int) or probe_points < 2:
-        raise OptionError("probe_points", f"must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
-    sspec = StringSpec(threshold=threshold, **(string or {}))
-    sspec.validate()
-    end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}
-    bead_kw = {**end_kw, **(bead_training or {})}
-    end_spec = TrainSpec(**{**end_kw, "stop_loss": sspec.alpha * threshold})
-    bead_spec = TrainSpec(**bead_kw)
-    end_spec.validate()
+    if not isinstance(options, StringSamplingOptions):
+        got = type(options).__name__
+        raise OptionError("options", f"must be the StringSamplingOptions of resolve_options(), got {got}")
+    problem, threshold, width, depth = options.problem, options.threshold, options.width, options.depth
+    activation, init, loss = options.activation, options.init, options.loss
+    n_train, n_test, input_dim = options.n_train, options.n_test, options.input_dim
+    teacher_width, data_seed = options.teacher_width, options.data_seed
+    keep_string, probe_points = options.keep_string, options.probe_points
+    sspec, end_spec, bead_spec = options.string, options.endpoint, options.bead
     dev = torch.device(device)
     start = time.perf_counter()
 

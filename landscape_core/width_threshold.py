@@ -152,7 +152,8 @@ def resolve_options(
     init: str = "lecun",
     output_bias: bool = False,
 ) -> WidthThresholdOptions:
-    """Validate the options of :func:`run_width_threshold` and resolve their defaults.
+    """Validate the options of :func:`run_width_threshold` and resolve their defaults (the
+    one place they are checked).
 
     Raises ``OptionError(field, message)`` (its text ``"<field>: <what is wrong>"``); the
     field is ``width``, ``depth``, ``activation``, ``loss``, ``init``, ``data.<key>``,
@@ -194,35 +195,31 @@ def resolve_options(
 
 
 def run_width_threshold(
+    options: WidthThresholdOptions,
     *,
-    width: int,
-    depth: int,
-    activation: str,
-    n_samples: int,
     seeds: Iterable[int],
-    data: dict | None = None,
-    optimizer: dict | None = None,
-    probes: dict | None = None,
-    loss: str = "square",
-    init: str = "lecun",
-    output_bias: bool = False,
     device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Train one cell's seeds as one batch and probe them; one record per seed.
 
-    ``data``: fields of :class:`~landscape_core.data.DataSpec` (``n_samples`` comes from
-    the argument); ``optimizer``: fields of :class:`~landscape_core.training.TrainSpec`
-    (``optimizer.name`` selects it); ``probes``: fields of :class:`ProbeSpec`. The data
-    set of a run is drawn from a generator seeded by (data spec, seed) and its initial
-    weights from (architecture, init, seed): each seed is an independent draw of both.
-    Options are checked by :func:`resolve_options` before anything runs.
+    ``options``: the cell, resolved and validated by :func:`resolve_options` (its
+    arguments: ``data`` fields of :class:`~landscape_core.data.DataSpec`, ``optimizer``
+    fields of :class:`~landscape_core.training.TrainSpec`, ``probes`` fields of
+    :class:`ProbeSpec`). The data set of a run is drawn from a generator seeded by (data
+    spec, seed) and its initial weights from (architecture, init, seed): each seed is an
+    independent draw of both. Three lines from a notebook::
+
+        options = resolve_options(width=16, depth=2, activation="tanh", n_samples=8)
+        records = run_width_threshold(options, seeds=range(4))
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise OptionError("seeds", "must be a non-empty list of integers")
-    options = resolve_options(width=width, depth=depth, activation=activation, n_samples=n_samples, data=data,
-                              optimizer=optimizer, probes=probes, loss=loss, init=init, output_bias=output_bias)
+    if not isinstance(options, WidthThresholdOptions):
+        got = type(options).__name__
+        raise OptionError("options", f"must be the WidthThresholdOptions of resolve_options(), got {got}")
     spec, dspec, tspec, pspec = options.model, options.data, options.train, options.probes
+    loss, init, n_samples = options.loss, options.init, options.n_samples
 
     dev = torch.device(device)
     start = time.perf_counter()

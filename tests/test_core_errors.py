@@ -102,17 +102,17 @@ CASES = {
         "must be in [0, 1), got 1.0",
     ),
     "skip_networks.mode": (
-        lambda: skip_networks.check_options(width=4, depth=2, activation="relu", n_samples=10, mode="adam"),
+        lambda: skip_networks.resolve_options(width=4, depth=2, activation="relu", n_samples=10, mode="adam"),
         "mode",
         "'adam' is not one of sgd, rand",
     ),
     "skip_networks.M": (
-        lambda: skip_networks.check_options(width=4, depth=2, activation="relu", n_samples=10, M=5000),
+        lambda: skip_networks.resolve_options(width=4, depth=2, activation="relu", n_samples=10, M=5000),
         "skip.M",
         "must be an integer in [1, 4] (hidden neurons available), got 5000",
     ),
     "skip_networks.sgd_key": (  # field computed: f"sgd.{key}"
-        lambda: skip_networks.check_options(
+        lambda: skip_networks.resolve_options(
             width=4, depth=2, activation="relu", n_samples=2, sgd={"momentum": "x"}
         ),
         "sgd.momentum",
@@ -124,17 +124,17 @@ CASES = {
         "must be > 0, got -1.0",
     ),
     "string_sampling.run_threshold": (
-        lambda: string_sampling.run_string_sampling(threshold=0.0, seeds=[0]),
+        lambda: string_sampling.resolve_options(threshold=0.0),
         "threshold",
         "must be > 0, got 0.0",
     ),
     "string_sampling.max_beads": (  # field computed: f"{name}"
-        lambda: string_sampling.run_string_sampling(threshold=1.0, seeds=[0], string={"max_beads": 0}),
+        lambda: string_sampling.resolve_options(threshold=1.0, string={"max_beads": 0}),
         "max_beads",
         "must be an integer >= 1, got 0",
     ),
     "string_sampling.problem": (
-        lambda: string_sampling.run_string_sampling(threshold=1.0, seeds=[0], problem="cubic"),
+        lambda: string_sampling.resolve_options(threshold=1.0, problem="cubic"),
         "problem",
         "'cubic' is not one of " + ", ".join(string_sampling.PROBLEMS),
     ),

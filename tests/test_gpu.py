@@ -48,7 +48,7 @@ from landscape_core.teacher_student import (
     population_loss,
     run_teacher_student,
 )
-from landscape_core.width_threshold import run_width_threshold
+from landscape_core.width_threshold import resolve_options, run_width_threshold
 from tests.conftest import PROJECT_ROOT
 
 F64 = torch.float64
@@ -172,10 +172,11 @@ def test_width_threshold_runs_classify_as_on_the_cpu(device):
     keys = ("status", "full_rank", "init_full_rank", "last_layer_rank", "init_last_layer_rank")
     mismatches, dloss, total, started = [], 0.0, 0, time.perf_counter()
     for width, depth, act in cells:
-        kw: dict[str, Any] = dict(width=width, depth=depth, activation=act, n_samples=6, seeds=seeds,
-                  data=dict(name="random_labels", input_dim=2),
-                  optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000 if full else 200, grad_tol=1e-9))
-        for a, b in zip(run_width_threshold(**kw, device="cpu"), run_width_threshold(**kw, device=on(device))):
+        options = resolve_options(width=width, depth=depth, activation=act, n_samples=6,
+                                  data=dict(name="random_labels", input_dim=2),
+                                  optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000 if full else 200, grad_tol=1e-9))
+        cpu, dev = (run_width_threshold(options, seeds=seeds, device=d) for d in ("cpu", on(device)))
+        for a, b in zip(cpu, dev):
             total += 1
             if any(a[key] != b[key] for key in keys):
                 differ = {key: (a[key], b[key]) for key in keys if a[key] != b[key]}

@@ -22,6 +22,7 @@ from ray_jobs.experiments.base import RUN_STATUSES as EXPERIMENT_STATUSES
 from ray_jobs.store import CONTRACT_COLUMNS
 from tests.conftest import (PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, children_of, mlflow_client, run_cli,
                             sigkill_driver_when)
+from tests.service_helpers import smoke_run
 
 RUN_STATUSES = list(EXPERIMENT_STATUSES)
 
@@ -52,8 +53,8 @@ def assert_children_match_report(results: Path, parent_run_id: str, name: str = 
 
 @pytest.fixture(scope="module")
 def first_run(ray_session, tmp_path_factory):
-    results = tmp_path_factory.mktemp("e2e") / "results"
-    return results, sweep(results)
+    """The tiny sweep, run once per session and shared with the contract test (tests/service_helpers.py)."""
+    return smoke_run("teacher_student", tmp_path_factory)
 
 
 def test_rows_cells_times_seeds_with_valid_statuses(first_run):

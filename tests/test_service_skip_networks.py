@@ -3,9 +3,11 @@
 - every skip sweep (skip_rank, skip_trainability, skip_smoke) composes, validates and runs
   its first cell with a tiny budget (no Ray); cell parameters round-trip to the core;
 - invalid skip configs exit 2 with one line naming the field, nothing written;
-- ``sweep=skip_smoke`` end to end on the session's Ray cluster: rows = cells x seeds, the
-  report (M / N tables, per-cell summary with intervals, figure) against an independent
-  aggregation of the Parquet rows, resume schedules nothing, `error` rows;
+- ``sweep=skip_smoke`` end to end on the session's Ray cluster (run once per session, shared
+  with the contract test, tests/test_service_contract.py, which checks rows = cells x
+  seeds, MLflow children, resume and `error` rows): the rows' skip columns, the report
+  (M / N tables, per-cell summary with intervals, figure) against an independent
+  aggregation of the Parquet rows, the MLflow children's metrics;
 - the trainability layout of the report from a hand-made table.
 """
 
@@ -16,22 +18,21 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, t as student_t
+from scipy.stats import t as student_t
 
-from ray_jobs.config import compose_config
-from ray_jobs.sweep import run_sweep
-from ray_jobs.experiments.base import ACTIVATIONS, RUN_STATUSES
-from ray_jobs.experiments.registry import get_experiment, get_layout
-from ray_jobs.report import TABLE_CSV, TABLE_MD
 from landscape_core.statistics import t_interval
+from ray_jobs.config import compose_config
+from ray_jobs.experiments.base import ACTIVATIONS
+from ray_jobs.experiments.registry import get_experiment, get_layout
 from ray_jobs.experiments.skip_networks.layout import RANK_CSVS, RANK_PNG, SUMMARY_CSV, skip_markdown
-from ray_jobs.store import CONTRACT_COLUMNS
-from tests.test_service_width_threshold import plan_for, run_first_cell
+from ray_jobs.report import TABLE_CSV, TABLE_MD
 from tests.conftest import assert_usage_error, children_of, mlflow_client
+from tests.service_helpers import SMOKE_CASES, plan_for, rows_of, run_first_cell, wilson
+from tests.service_helpers import smoke_run as shared_smoke_run
 
-SMOKE = ["sweep=skip_smoke"]
+SMOKE = list(SMOKE_CASES["skip_networks"].overrides)
 #: the smoke sweep: N = 8; M / N = 0.5, 1; plain / skip x sgd / rand; sigmoid; 4 seeds, one unit per cell
-SMOKE_CELLS, SMOKE_SEEDS, SMOKE_UNITS = 8, 4, 8
+SMOKE_CELLS, SMOKE_SEEDS = SMOKE_CASES["skip_networks"].cells, SMOKE_CASES["skip_networks"].seeds
 TINY_SGD = ["experiment.sgd.epochs=2"]
 
 
@@ -81,12 +82,13 @@ def test_every_skip_sweep_runs_its_first_cell(sweep, budget):
 
 
 def test_cell_params_round_trip_to_the_core():
-    from landscape_core.skip_networks import check_options
+    from landscape_core.skip_networks import resolve_options
 
     experiment, plan = plan_for(*SMOKE)
     for cell in plan.cells:
         options = experiment.core_options(cell.params)
-        spec, M, sgd = check_options(**options)
+        core = resolve_options(**options)
+        spec, M, sgd = core.model, core.M, core.sgd
         assert M == cell.params["M"] and spec.input_dim == cell.params["input_dim"] and sgd.epochs == cell.params["sgd_epochs"]
         assert set(cell.params) - {"experiment", "fail_on_seeds"} <= set(experiment.columns)
 
@@ -142,26 +144,17 @@ def test_invalid_skip_config_exits_2_naming_the_field(tmp_path, capsys, args, fi
 # -------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def smoke_run(ray_session, tmp_path_factory):
-    results = tmp_path_factory.mktemp("skip_networks") / "results"
-    return results, run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
+    """The smoke sweep, run once per session (tests/service_helpers.py)."""
+    return shared_smoke_run("skip_networks", tmp_path_factory)
 
 
 def _rows(results) -> pd.DataFrame:
-    return pd.read_parquet(results / "skip_smoke" / "runs")
+    return rows_of(results, "skip_smoke")
 
 
-def _wilson(count: int, trials: int) -> tuple[float, float]:
-    interval = binomtest(count, trials).proportion_ci(confidence_level=0.99, method="wilson")
-    return interval.low, interval.high
-
-
-def test_rows_are_cells_times_seeds(smoke_run):
-    results, result = smoke_run
-    assert result.units_scheduled == SMOKE_UNITS and result.units_failed == 0
+def test_rows_carry_the_cell_and_psi_columns(smoke_run):
+    results, _ = smoke_run
     rows = _rows(results)
-    assert len(rows) == SMOKE_CELLS * SMOKE_SEEDS and not rows.duplicated(["cell_id", "seed"]).any()
-    assert set(CONTRACT_COLUMNS) <= set(rows.columns) and set(get_experiment("skip_networks").columns) <= set(rows.columns)
-    assert set(rows["status"]) <= set(RUN_STATUSES)
     assert sorted(rows.groupby(["architecture", "mode", "M"]).size().items()) == [
         ((a, m, M), SMOKE_SEEDS) for a in ("plain", "skip") for m in ("rand", "sgd") for M in (4, 8)]
     assert (rows["M_over_n"] == rows["M"] / rows["n_samples"]).all()
@@ -188,7 +181,7 @@ def test_report_tables_against_the_rows(smoke_run):
         assert row["runs"] == len(cell) == SMOKE_SEEDS
         for column in ("zero_train_error", "psi_full_rank", "init_psi_full_rank"):
             count = int(cell[column].sum())
-            lo, hi = _wilson(count, len(cell))
+            lo, hi = wilson(count, len(cell))
             assert row[f"n_{column}"] == count and row[f"frac_{column}"] == pytest.approx(count / len(cell))
             assert row[f"frac_{column}_lo"] == pytest.approx(lo, abs=1e-9) and row[f"frac_{column}_hi"] == pytest.approx(hi, abs=1e-9)
         accuracy = cell["test_accuracy"].dropna()
@@ -221,7 +214,7 @@ def test_report_tables_against_the_rows(smoke_run):
     for record in loose.to_dict("records"):
         cell = rows[(rows["architecture"] == record["architecture"]) & (rows["mode"] == record["mode"]) & (rows["M_over_n"] == 1.0)]
         count = int((cell["init_psi_rank_loose"] == 8).sum())
-        lo, hi = _wilson(count, len(cell))
+        lo, hi = wilson(count, len(cell))
         assert (record["M/N=1"], record["M/N=1_lo"], record["M/N=1_hi"]) == pytest.approx((count / len(cell), lo, hi), abs=1e-9)
     assert "## Runs whose Psi (N x M) has full rank N at initialisation" in markdown
     # init and end tables: rank <= M = 4 < 8 at M / N = 0.5; sigmoid Psi of 8 generic points has rank 8 at M = N
@@ -230,37 +223,16 @@ def test_report_tables_against_the_rows(smoke_run):
     assert (report / RANK_PNG).stat().st_size > 0
 
 
-def test_mlflow_child_per_cell_with_the_report_metrics(smoke_run):
+def test_mlflow_children_carry_the_report_metrics(smoke_run):
     results, result = smoke_run
     client = mlflow_client(results)
     children = children_of(client, result.parent_run_id)
-    assert len(children) == SMOKE_CELLS
     table = pd.read_csv(results / "skip_smoke" / "report" / TABLE_CSV).set_index("cell_id")
     for child in children:
         cell_id, metrics = child.data.params["cell_id"], child.data.metrics
         for key in ("frac_zero_train_error", "frac_psi_full_rank_lo", "mean_test_accuracy", "mean_psi_rank"):
             assert metrics[key] == pytest.approx(table.loc[cell_id, key]), key
         assert child.data.params["mode"] == table.loc[cell_id, "mode"]
-
-
-def test_second_run_schedules_nothing(smoke_run):
-    results, _ = smoke_run
-    again = run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
-    assert again.units_scheduled == 0 and again.units_skipped == SMOKE_UNITS
-    assert len(_rows(results)) == SMOKE_CELLS * SMOKE_SEEDS
-
-
-def test_failing_units_become_error_rows_with_the_cell_values(ray_session, tmp_path):
-    result = run_sweep(compose_config([*SMOKE, f"results_dir={tmp_path}", "experiment.fail_on_seeds=[3]",
-                                       "sweep.grid.M_over_n=[1]", "sweep.grid.architecture=[skip]", "sweep.grid.mode=[rand]",
-                                       "resources.chunk_size=2"]))
-    assert result.units_failed == 1
-    rows = _rows(tmp_path)
-    errors = rows[rows["status"] == "error"]
-    assert sorted(errors["seed"]) == [2, 3] and (errors["M"] == 8).all() and (errors["mode"] == "rand").all()
-    assert errors["error_message"].str.contains("InjectedFault").all()
-    table = pd.read_csv(tmp_path / "skip_smoke" / "report" / TABLE_CSV)
-    assert list(table["runs"]) == [2] and list(table["errors"]) == [2]
 
 
 # ----------------------------------------------------------------- trainability layout

@@ -4,10 +4,12 @@
   validates and runs its first cell with a tiny budget (no Ray); the shipped sweeps plan
   the published settings; cell parameters round-trip to the core;
 - invalid DSS configs exit 2 with one line naming the field, nothing written;
-- ``sweep=dss_smoke`` end to end on the session's Ray cluster: rows = cells x seeds, the
-  report (per-cell table, length-vs-L0 and connected-vs-width tables, figures, kept
-  strings) against an independent aggregation of the Parquet rows, MLflow children,
-  resume, `error` rows; the counterexample sweep through the service does not certify.
+- ``sweep=dss_smoke`` end to end on the session's Ray cluster (run once per session, shared
+  with the contract test, tests/test_service_contract.py, which checks rows = cells x
+  seeds, MLflow children, resume and `error` rows): the rows' DSS columns, the report
+  (per-cell table, length-vs-L0 and connected-vs-width tables, figures, kept strings)
+  against an independent aggregation of the Parquet rows, the MLflow children's metrics
+  and the report's artifacts; the counterexample sweep through the service does not certify.
 """
 
 from __future__ import annotations
@@ -17,14 +19,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
 
 from ray_jobs.config import compose_config
-from ray_jobs.sweep import run_sweep
-from ray_jobs.experiments.base import RUN_STATUSES
-from ray_jobs.experiments.registry import get_experiment
-from ray_jobs.report import TABLE_CSV, TABLE_MD
-from ray_jobs.store import CONTRACT_COLUMNS
 from ray_jobs.experiments.string_sampling.experiment import BEAD_INITS, INITS, LOSSES, PROBLEMS
 from ray_jobs.experiments.string_sampling.layout import (
     LENGTH_CSV,
@@ -36,12 +32,16 @@ from ray_jobs.experiments.string_sampling.layout import (
     WIDTH_PNG,
     string_projection,
 )
-from tests.test_service_width_threshold import plan_for, run_first_cell
+from ray_jobs.report import TABLE_CSV, TABLE_MD
+from ray_jobs.store import CONTRACT_COLUMNS
+from ray_jobs.sweep import run_sweep
 from tests.conftest import assert_usage_error, children_of, mlflow_client
+from tests.service_helpers import SMOKE_CASES, plan_for, rows_of, run_first_cell, wilson
+from tests.service_helpers import smoke_run as shared_smoke_run
 
-SMOKE = ["sweep=dss_smoke"]
+SMOKE = list(SMOKE_CASES["string_sampling"].overrides)
 #: the smoke sweep: L0 = 0.1, 0.05 x width 4, 8; 2 pairs per cell, one pair per unit
-SMOKE_CELLS, SMOKE_SEEDS, SMOKE_UNITS = 4, 2, 8
+SMOKE_CELLS, SMOKE_SEEDS = SMOKE_CASES["string_sampling"].cells, SMOKE_CASES["string_sampling"].seeds
 #: a counterexample sweep small enough for a test: L0 = 0.1, 3 rounds of 300-step beads
 COUNTER = ["sweep=dss_counterexample", "sweep.grid.threshold=[0.1]", "experiment.string.max_rounds=3",
            "experiment.bead_training.max_iterations=300"]
@@ -134,10 +134,10 @@ def test_smoke_first_cell_keeps_the_string():
 def test_cell_params_round_trip_to_the_core():
     import inspect
 
-    from landscape_core.string_sampling import run_string_sampling
+    from landscape_core.string_sampling import resolve_options
 
     experiment, plan = plan_for(*SMOKE, "+experiment.bead_training.lr=0.005")
-    accepted = set(inspect.signature(run_string_sampling).parameters) - {"seeds", "device"}
+    accepted = set(inspect.signature(resolve_options).parameters)  # the options of run_string_sampling
     schema = set(experiment.columns) | set(CONTRACT_COLUMNS)
     for cell in plan.cells:
         options = experiment.core_options(cell.params)
@@ -201,21 +201,17 @@ def test_string_projection_keeps_distances_in_the_top_directions():
 # -------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def smoke_run(ray_session, tmp_path_factory):
-    results = tmp_path_factory.mktemp("dss") / "results"
-    return results, run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
+    """The smoke sweep, run once per session (tests/service_helpers.py)."""
+    return shared_smoke_run("string_sampling", tmp_path_factory)
 
 
 def _rows(results, sweep: str = "dss_smoke") -> pd.DataFrame:
-    return pd.read_parquet(results / sweep / "runs")
+    return rows_of(results, sweep)
 
 
-def test_rows_are_cells_times_seeds(smoke_run):
-    results, result = smoke_run
-    assert result.units_scheduled == SMOKE_UNITS and result.units_failed == 0
+def test_rows_carry_the_cell_and_dss_columns(smoke_run):
+    results, _ = smoke_run
     rows = _rows(results)
-    assert len(rows) == SMOKE_CELLS * SMOKE_SEEDS and not rows.duplicated(["cell_id", "seed"]).any()
-    assert set(CONTRACT_COLUMNS) | set(get_experiment("string_sampling").columns) <= set(rows.columns)
-    assert set(rows["status"]) <= set(RUN_STATUSES)
     assert sorted(rows.groupby(["threshold", "width"]).size().items()) == [
         ((t, w), SMOKE_SEEDS) for t in (0.05, 0.1) for w in (4, 8)]
     strung = rows[rows["status"] == "global"]
@@ -264,10 +260,10 @@ def test_report_against_an_independent_aggregation(smoke_run):
         for key, value in expected.items():
             assert _same(row[key], value), (key, row[key], value)
         if expected["n_global"]:
-            interval = binomtest(expected["n_dss_connected"], expected["n_global"]).proportion_ci(confidence_level=0.99, method="wilson")
+            lo, hi = wilson(expected["n_dss_connected"], expected["n_global"])
             assert row["frac_dss_connected"] == pytest.approx(expected["n_dss_connected"] / expected["n_global"])
-            assert row["frac_dss_connected_lo"] == pytest.approx(interval.low, abs=1e-9)
-            assert row["frac_dss_connected_hi"] == pytest.approx(interval.high, abs=1e-9)
+            assert row["frac_dss_connected_lo"] == pytest.approx(lo, abs=1e-9)
+            assert row["frac_dss_connected_hi"] == pytest.approx(hi, abs=1e-9)
     by_threshold = pd.read_csv(report / LENGTH_CSV)  # one block per width, L0 decreasing
     assert list(zip(by_threshold["width"], by_threshold["L0"])) == [(4, 0.1), (4, 0.05), (8, 0.1), (8, 0.05)]
     by_width = pd.read_csv(report / WIDTH_CSV)  # one block per L0, width increasing
@@ -306,11 +302,10 @@ def test_kept_strings_are_saved_with_their_weights(smoke_run):
             assert arrays[f"{key}_bead_losses"][0] == record["endpoint_train_losses"][0]
 
 
-def test_mlflow_children_and_report_artifacts(smoke_run):
+def test_mlflow_children_metrics_and_report_artifacts(smoke_run):
     results, result = smoke_run
     client = mlflow_client(results)
     children = children_of(client, result.parent_run_id)
-    assert len(children) == SMOKE_CELLS
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {f"report/{name}" for name in (TABLE_MD, LENGTH_CSV, WIDTH_CSV, PCA_PNG, STRINGS_NPZ, STRINGS_CSV)} <= artifacts
     table = pd.read_csv(results / "dss_smoke" / "report" / TABLE_CSV).set_index("cell_id")
@@ -321,25 +316,6 @@ def test_mlflow_children_and_report_artifacts(smoke_run):
             if not pd.isna(table.loc[cell_id, key]):
                 assert metrics[key] == pytest.approx(table.loc[cell_id, key]), key
         assert child.data.params["threshold"] == str(table.loc[cell_id, "threshold"])
-
-
-def test_second_run_schedules_nothing(smoke_run):
-    results, _ = smoke_run
-    again = run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
-    assert again.units_scheduled == 0 and again.units_skipped == SMOKE_UNITS
-    assert len(_rows(results)) == SMOKE_CELLS * SMOKE_SEEDS
-
-
-def test_failing_units_become_error_rows_with_the_cell_values(ray_session, tmp_path):
-    result = run_sweep(compose_config([*SMOKE, f"results_dir={tmp_path}", "experiment.fail_on_seeds=[1]",
-                                       "sweep.grid.threshold=[0.1]", "sweep.grid.width=[4]", "tracking=none"]))
-    assert result.units_failed == 1
-    rows = _rows(tmp_path)
-    errors = rows[rows["status"] == "error"]
-    assert list(errors["seed"]) == [1] and list(errors["threshold"]) == [0.1] and list(errors["width"]) == [4]
-    assert errors["error_message"].str.contains("InjectedFault").all()
-    table = pd.read_csv(tmp_path / "dss_smoke" / "report" / TABLE_CSV)
-    assert list(table["runs"]) == [1] and list(table["errors"]) == [1]
 
 
 def test_counterexample_sweep_does_not_certify(ray_session, tmp_path):

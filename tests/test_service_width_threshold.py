@@ -3,9 +3,11 @@
 - every new config (the sweeps width_threshold / width_threshold_smoke, each optimizer and
   data option) composes, validates and runs a cell with a tiny budget (no Ray);
 - invalid width-threshold configs exit 2 with one line naming the field, nothing written;
-- ``sweep=width_threshold_smoke`` end to end on the session's Ray cluster: rows = cells x
-  seeds, the report (per-cell table, the two threshold tables, their CSVs, the heat map)
-  against an independent aggregation, one MLflow child per cell, resume, `error` rows.
+- ``sweep=width_threshold_smoke`` end to end on the session's Ray cluster (run once per
+  session, shared with the contract test, tests/test_service_contract.py, which checks
+  rows = cells x seeds, MLflow children, resume and `error` rows): the rows' width-threshold
+  columns, the report (per-cell table, the two threshold tables, their CSVs, the heat map)
+  against an independent aggregation, the MLflow children's metrics and params.
 """
 
 from __future__ import annotations
@@ -14,40 +16,19 @@ import json
 
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
 
 from ray_jobs.config import available_options, compose_config
-from ray_jobs.sweep import run_sweep
-from ray_jobs.experiments.base import ACTIVATIONS, RUN_STATUSES
-from ray_jobs.experiments.registry import get_experiment
-from ray_jobs.plan import plan_sweep
+from ray_jobs.experiments.base import ACTIVATIONS
 from ray_jobs.experiments.width_threshold.layout import THRESHOLD_CSVS, THRESHOLD_PNG
 from ray_jobs.report import TABLE_CSV, TABLE_MD
-from ray_jobs.store import CONTRACT_COLUMNS, row_schema
-from ray_jobs.validate import validate
 from tests.conftest import assert_usage_error, children_of, mlflow_client
+from tests.service_helpers import SMOKE_CASES, plan_for, rows_of, run_first_cell, wilson
+from tests.service_helpers import smoke_run as shared_smoke_run
 
-SMOKE = ["sweep=width_threshold_smoke"]
+SMOKE = list(SMOKE_CASES["width_threshold"].overrides)
 #: the smoke sweep: n = 6; width / n = 0.5, 1, 2; depth 2; tanh and relu; 4 seeds, chunks of 2
-SMOKE_CELLS, SMOKE_SEEDS, SMOKE_UNITS = 6, 4, 12
+SMOKE_CELLS, SMOKE_SEEDS = SMOKE_CASES["width_threshold"].cells, SMOKE_CASES["width_threshold"].seeds
 SMOKE_RATIOS = [0.5, 1.0, 2.0]
-
-
-def plan_for(*overrides: str):
-    cfg = compose_config(list(overrides))
-    experiment, cells = validate(cfg)
-    return experiment, plan_sweep(cfg, experiment.name, cells)
-
-
-def run_first_cell(*overrides: str, seeds=(0, 1)) -> list[dict]:
-    """Validate, plan, and run the first cell's ``seeds`` in this process (no Ray)."""
-    experiment, plan = plan_for(*overrides)
-    records = experiment.run(plan.cells[0].params, list(seeds), "cpu")
-    schema = set(row_schema(experiment.columns).names)
-    for record in records:
-        assert record["status"] in RUN_STATUSES
-        assert set(record) <= schema, sorted(set(record) - schema)  # every key is a declared column
-    return records
 
 
 # ----------------------------------------------------------------------------- configs
@@ -169,22 +150,17 @@ def test_invalid_width_threshold_config_exits_2_naming_the_field(tmp_path, capsy
 # -------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def smoke_run(ray_session, tmp_path_factory):
-    results = tmp_path_factory.mktemp("width_threshold") / "results"
-    return results, run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
+    """The smoke sweep, run once per session (tests/service_helpers.py)."""
+    return shared_smoke_run("width_threshold", tmp_path_factory)
 
 
 def _rows(results) -> pd.DataFrame:
-    return pd.read_parquet(results / "width_threshold_smoke" / "runs")
+    return rows_of(results, "width_threshold_smoke")
 
 
-def test_rows_are_cells_times_seeds(smoke_run):
-    results, result = smoke_run
-    assert result.units_scheduled == SMOKE_UNITS and result.units_failed == 0
+def test_rows_carry_the_cell_and_probe_columns(smoke_run):
+    results, _ = smoke_run
     rows = _rows(results)
-    assert len(rows) == SMOKE_CELLS * SMOKE_SEEDS and not rows.duplicated(["cell_id", "seed"]).any()
-    assert set(CONTRACT_COLUMNS) <= set(rows.columns)
-    assert set(get_experiment("width_threshold").columns) <= set(rows.columns)
-    assert set(rows["status"]) <= set(RUN_STATUSES)
     assert sorted(rows.groupby(["activation", "width"]).size().items()) == [
         ((a, w), SMOKE_SEEDS) for a in ("relu", "tanh") for w in (3, 6, 12)]
     assert (rows["width_over_n"] == rows["width"] / rows["n_samples"]).all()
@@ -207,11 +183,11 @@ def test_report_tables_and_heat_map(smoke_run):
         for column, count in [("global", int((cell["status"] == "global").sum())),
                               ("full_rank", int(cell["full_rank"].sum())),
                               ("init_full_rank", int(cell["init_full_rank"].sum()))]:
-            interval = binomtest(count, len(cell)).proportion_ci(confidence_level=0.99, method="wilson")
+            lo, hi = wilson(count, len(cell))
             assert row[f"n_{column}"] == count
             assert row[f"frac_{column}"] == pytest.approx(count / len(cell))
-            assert row[f"frac_{column}_lo"] == pytest.approx(interval.low, abs=1e-9)
-            assert row[f"frac_{column}_hi"] == pytest.approx(interval.high, abs=1e-9)
+            assert row[f"frac_{column}_lo"] == pytest.approx(lo, abs=1e-9)
+            assert row[f"frac_{column}_hi"] == pytest.approx(hi, abs=1e-9)
         assert row["iterations_max"] == cell["iterations"].max()
     for name, column in (("global", "frac_global"), ("full_rank", "frac_full_rank")):
         grid = pd.read_csv(report / THRESHOLD_CSVS[name])
@@ -229,11 +205,10 @@ def test_report_tables_and_heat_map(smoke_run):
     assert (report / THRESHOLD_PNG).stat().st_size > 0
 
 
-def test_mlflow_child_per_cell_with_the_report_metrics(smoke_run):
+def test_mlflow_children_carry_the_report_metrics(smoke_run):
     results, result = smoke_run
     client = mlflow_client(results)
     children = children_of(client, result.parent_run_id)
-    assert len(children) == SMOKE_CELLS
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {f"report/{TABLE_MD}", f"report/{THRESHOLD_CSVS['global']}", f"report/{THRESHOLD_PNG}"} <= artifacts
     table = pd.read_csv(results / "width_threshold_smoke" / "report" / TABLE_CSV).set_index("cell_id")
@@ -247,21 +222,3 @@ def test_mlflow_child_per_cell_with_the_report_metrics(smoke_run):
         assert params["optimizer"] == "lbfgs" and params["optimizer_max_iterations"] == "300"
         assert "n_families" not in metrics
 
-
-def test_second_run_schedules_nothing(smoke_run):
-    results, _ = smoke_run
-    again = run_sweep(compose_config([*SMOKE, f"results_dir={results}"]))
-    assert again.units_scheduled == 0 and again.units_skipped == SMOKE_UNITS
-    assert len(_rows(results)) == SMOKE_CELLS * SMOKE_SEEDS
-
-
-def test_failing_units_become_error_rows_with_the_cell_values(ray_session, tmp_path):
-    result = run_sweep(compose_config([*SMOKE, f"results_dir={tmp_path}", "experiment.fail_on_seeds=[3]",
-                                       "sweep.grid.activation=[tanh]", "sweep.grid.width_over_n=[1]"]))
-    assert result.units_failed == 1
-    rows = _rows(tmp_path)
-    errors = rows[rows["status"] == "error"]
-    assert sorted(errors["seed"]) == [2, 3] and (errors["width"] == 6).all() and (errors["activation"] == "tanh").all()
-    assert errors["error_message"].str.contains("InjectedFault").all()
-    table = pd.read_csv(tmp_path / "width_threshold_smoke" / "report" / TABLE_CSV)
-    assert list(table["runs"]) == [2] and list(table["errors"]) == [2]

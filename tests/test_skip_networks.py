@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from landscape_core.networks import MLPSpec, forward, init_parameters
-from landscape_core.skip_networks import choose_skip_neurons, psi, run_skip_networks, skip_forward
+from landscape_core.skip_networks import choose_skip_neurons, psi, resolve_options, run_skip_networks, skip_forward
 
 F64 = torch.float64
+
+
+def run(*, seeds, **options) -> list[dict]:
+    """``run_skip_networks`` on the options resolved (and checked) by ``resolve_options``."""
+    return run_skip_networks(resolve_options(**options), seeds=seeds)
 
 
 def _net(width=6, depth=4, activation="sigmoid", seed=0):
@@ -54,12 +59,12 @@ def test_rand_mode_reaches_zero_training_error_when_psi_has_rank_n():
     # random labels: nothing to learn but memorisation; the convex fit interpolates iff features span R^N
     kw = dict(width=16, depth=4, activation="sigmoid", n_samples=48, seeds=range(3), mode="rand",
               data="random_labels", classes=3, n_test=0, rand_max_iterations=3000)
-    skip = run_skip_networks(architecture="skip", **kw)  # M = N = 48 of the 48 hidden neurons
+    skip = run(architecture="skip", **kw)  # M = N = 48 of the 48 hidden neurons
     assert all(r["psi_full_rank"] and r["init_psi_rank"] == 48 for r in skip)
     assert all(r["zero_train_error"] and r["status"] == "global" for r in skip)
     # control: 16 features + bias; 48 random points are beyond a linear classifier's capacity
     # (Cover: about 2 x 17 points), so the plain network's convex fit cannot interpolate them
-    plain = run_skip_networks(architecture="plain", **kw)
+    plain = run(architecture="plain", **kw)
     assert all(not r["zero_train_error"] for r in plain)
 
 
@@ -67,17 +72,17 @@ def test_batched_equals_per_seed_for_both_modes():
     for mode in ("sgd", "rand"):
         kw = dict(width=10, depth=3, activation="softplus", n_samples=16, mode=mode, n_test=20,
                   sgd=dict(epochs=5, batch_size=4, lr=0.05), rand_max_iterations=200)
-        batched = run_skip_networks(seeds=[3, 4, 5], **kw)
+        batched = run(seeds=[3, 4, 5], **kw)
         for rec in batched:
-            one = run_skip_networks(seeds=[rec["seed"]], **kw)[0]
+            one = run(seeds=[rec["seed"]], **kw)[0]
             assert one["final_loss"] == pytest.approx(rec["final_loss"], abs=1e-10)
             assert one["test_accuracy"] == rec["test_accuracy"] and one["psi_rank"] == rec["psi_rank"]
 
 
 def test_plain_and_skip_share_initial_hidden_weights_per_seed():
     kw = dict(width=10, depth=3, activation="sigmoid", n_samples=16, seeds=[0], mode="rand", n_test=0)
-    a = run_skip_networks(architecture="skip", **kw)[0]
-    b = run_skip_networks(architecture="plain", **kw)[0]
+    a = run(architecture="skip", **kw)[0]
+    b = run(architecture="plain", **kw)[0]
     assert a["init_psi_sigma_min"] == b["init_psi_sigma_min"]  # same U, same skip neurons
 
 
@@ -90,13 +95,13 @@ def test_invalid_skip_options_name_the_field(kwargs, field):
     base = dict(width=6, depth=3, activation="sigmoid", n_samples=8, seeds=[0])
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}"):
-        run_skip_networks(**base)
+        run(**base)
 
 
 def test_a_diverged_run_is_recorded_without_probes():
     # lr 1e6: seed 1's weights overflow to NaN within 20 epochs (seed 0 stays finite)
-    records = run_skip_networks(width=8, depth=3, activation="softplus", n_samples=16, seeds=[0, 1], mode="sgd", n_test=10,
-                                sgd=dict(lr=1e6, epochs=20, batch_size=4, momentum=0.9))
+    records = run(width=8, depth=3, activation="softplus", n_samples=16, seeds=[0, 1], mode="sgd", n_test=10,
+                  sgd=dict(lr=1e6, epochs=20, batch_size=4, momentum=0.9))
     diverged = records[1]
     assert diverged["status"] == "diverged" and not diverged["zero_train_error"]
     assert diverged["psi_rank"] is None and diverged["psi_full_rank"] is None and diverged["init_psi_rank"] == 16
@@ -111,10 +116,8 @@ def test_a_diverged_run_is_recorded_without_probes():
      (dict(classes=1), "data.classes"), (dict(sgd=dict(beta=1)), "sgd.beta"), (dict(sgd=dict(milestones=["a"])), "sgd.milestones"),
      (dict(rank_rtol=0), "rank_rtol"), (dict(rand_max_iterations=0), "rand_max_iterations"), (dict(depth=1), "depth")],
 )
-def test_check_options_names_the_field_before_running(kwargs, field):
-    from landscape_core.skip_networks import check_options
-
+def test_resolve_options_names_the_field_before_running(kwargs, field):
     base = dict(width=8, depth=3, activation="sigmoid", n_samples=8)
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}: "):
-        check_options(**base)
+        resolve_options(**base)

@@ -12,10 +12,17 @@ from landscape_core.string_sampling import (
     cyclic_permutation_counterexample,
     dynamic_string_sampling,
     interpolation_losses,
+    resolve_options,
+    run_string_sampling,
 )
 from landscape_core.training import TrainSpec
 
 F64 = torch.float64
+
+
+def run(*, seeds, **options) -> list[dict]:
+    """``run_string_sampling`` on the options resolved (and checked) by ``resolve_options``."""
+    return run_string_sampling(resolve_options(**options), seeds=seeds)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
@@ -113,29 +120,25 @@ def test_keep_string_returns_endpoints_first_and_last():
 
 
 def test_run_string_sampling_protocol_entry_points():
-    from landscape_core.string_sampling import run_string_sampling
-
-    counter = run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], loss="mse",
-                                  string=dict(max_rounds=4), bead_training=dict(lr=0.01, max_iterations=1000))
+    counter = run(problem="counterexample", threshold=0.01, seeds=[0], loss="mse",
+                  string=dict(max_rounds=4), bead_training=dict(lr=0.01, max_iterations=1000))
     assert counter[0]["status"] == "global" and not counter[0]["dss_connected"]
-    quad = run_string_sampling(problem="quadratic", threshold=0.05, seeds=[0, 1], n_train=1000, n_test=500,
-                               endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=5))
+    quad = run(problem="quadratic", threshold=0.05, seeds=[0, 1], n_train=1000, n_test=500,
+               endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=5))
     for r in quad:
         assert r["status"] == "global" and max(r["endpoint_train_losses"]) < 0.95 * 0.05
         assert r["dss_normalized_length"] >= 1.0 and r["dss_beads"] == len(r["dss_segment_max_losses"]) - 1
         if r["dss_connected"]:
             assert max(r["dss_segment_max_losses"]) < 1.1 * 0.05
     # endpoints that cannot reach the threshold are reported, not strung
-    hard = run_string_sampling(problem="quadratic", threshold=1e-6, seeds=[0], n_train=200, n_test=50,
-                               endpoint_training=dict(max_iterations=50))
+    hard = run(problem="quadratic", threshold=1e-6, seeds=[0], n_train=200, n_test=50,
+               endpoint_training=dict(max_iterations=50))
     assert hard[0]["status"] == "not_converged" and hard[0]["dss_connected"] is None  # DSS did not run
 
 
 def test_interpolation_probe_records_lines_with_exact_ends():
-    from landscape_core.string_sampling import run_string_sampling
-
-    records = run_string_sampling(problem="quadratic", threshold=0.05, seeds=[0], n_train=500, n_test=100, probe_points=7,
-                                  endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=3))
+    records = run(problem="quadratic", threshold=0.05, seeds=[0], n_train=500, n_test=100, probe_points=7,
+                  endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=3))
     r = records[0]
     assert r["status"] == "global" and r["probe_points"] == 7
     ab, init_a, init_b = r["interp_ab_losses"], r["interp_init_a_losses"], r["interp_init_b_losses"]
@@ -149,8 +152,8 @@ def test_interpolation_probe_records_lines_with_exact_ends():
     rises = [b - a for line in (init_a, init_b) for a, b in zip(line, line[1:])]
     assert r["interp_init_max_rise"] == pytest.approx(max(0.0, max(rises)), rel=1e-12)
     # the same line from the core's interpolation function: A -> B on the training data, recomputed
-    counter = run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], loss="mse", probe_points=5,
-                                  string=dict(max_rounds=1), bead_training=dict(lr=0.01, max_iterations=10))
+    counter = run(problem="counterexample", threshold=0.01, seeds=[0], loss="mse", probe_points=5,
+                  string=dict(max_rounds=1), bead_training=dict(lr=0.01, max_iterations=10))
     c = counter[0]
     X, Y, A, B, spec = cyclic_permutation_counterexample()
 
@@ -162,4 +165,4 @@ def test_interpolation_probe_records_lines_with_exact_ends():
     assert c["interp_ab_barrier"] > 0.1  # the two solutions are separated by a barrier on the line
     assert c["interp_init_a_losses"] is None and c["interp_init_max_rise"] is None
     with pytest.raises(ValueError, match="^probe_points:"):
-        run_string_sampling(problem="counterexample", threshold=0.01, seeds=[0], probe_points=1)
+        run(problem="counterexample", threshold=0.01, seeds=[0], probe_points=1)

@@ -9,9 +9,14 @@ from landscape_core.data import DataSpec, make_dataset
 from landscape_core.networks import ACTIVATIONS, MLPSpec, flatten, forward, init_parameters, unflatten
 from landscape_core.probes import exact_hessian_extremes, lanczos_hessian_extremes, numerical_rank
 from landscape_core.training import TrainSpec, train
-from landscape_core.width_threshold import run_width_threshold
+from landscape_core.width_threshold import resolve_options, run_width_threshold
 
 F64 = torch.float64
+
+
+def run(*, seeds, **options) -> list[dict]:
+    """``run_width_threshold`` on the options resolved (and checked) by ``resolve_options``."""
+    return run_width_threshold(resolve_options(**options), seeds=seeds)
 
 
 def _gen(seed):
@@ -48,17 +53,17 @@ def test_rank_tolerance_edge_and_nearly_singular():
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus"])
 def test_rank_at_init_is_full_for_analytic_activations(activation):
-    recs = run_width_threshold(width=12, depth=3, activation=activation, n_samples=8, seeds=range(3),
-                               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(width=12, depth=3, activation=activation, n_samples=8, seeds=range(3),
+               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
     assert all(r["init_last_layer_rank"] == 8 and r["init_full_rank"] for r in recs)
-    recs = run_width_threshold(width=5, depth=2, activation=activation, n_samples=8, seeds=range(3),
-                               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(width=5, depth=2, activation=activation, n_samples=8, seeds=range(3),
+               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
     assert all(r["init_last_layer_rank"] == 5 and r["init_full_rank"] for r in recs)  # min(n, width)
 
 
 def test_linear_network_rank_limited_by_input_dimension():
-    recs = run_width_threshold(width=12, depth=3, activation="linear", n_samples=10, seeds=range(3),
-                               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(width=12, depth=3, activation="linear", n_samples=10, seeds=range(3),
+               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
     assert all(r["init_last_layer_rank"] == 3 and not r["init_full_rank"] for r in recs)
 
 
@@ -133,24 +138,24 @@ def test_training_reaches_stationary_point_and_gradient_is_small():
 
 
 def test_run_width_threshold_records_and_statuses():
-    recs = run_width_threshold(width=16, depth=2, activation="tanh", n_samples=8, seeds=range(4),
-                               data=dict(name="random_labels", input_dim=3),
-                               optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9))
+    recs = run(width=16, depth=2, activation="tanh", n_samples=8, seeds=range(4),
+               data=dict(name="random_labels", input_dim=3),
+               optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9))
     for r in recs:
         assert r["status"] == "global" and r["final_loss"] < 1e-6  # width 2n, analytic activation
         assert r["full_rank"] and r["last_layer_rank"] == 8 and r["hessian_method"] == "exact"
         for key in ("min_eig", "last_layer_sigma_min", "last_layer_rank_tol", "width_over_n", "optimizer_lr"):
             assert key in r
-    quick = run_width_threshold(width=4, depth=2, activation="linear", n_samples=8, seeds=[0],
-                                data=dict(name="random_labels", input_dim=3),
-                                optimizer=dict(name="lbfgs", lr=1.0, max_iterations=500, grad_tol=1e-9))
+    quick = run(width=4, depth=2, activation="linear", n_samples=8, seeds=[0],
+                data=dict(name="random_labels", input_dim=3),
+                optimizer=dict(name="lbfgs", lr=1.0, max_iterations=500, grad_tol=1e-9))
     assert quick[0]["status"] == "spurious"  # least squares cannot interpolate 8 random labels from 3 inputs
 
 
 def test_all_activations_run():
     for act in ACTIVATIONS:
-        recs = run_width_threshold(width=4, depth=2, activation=act, n_samples=4, seeds=[0],
-                                   data=dict(name="random_labels", input_dim=2), optimizer=dict(max_iterations=5))
+        recs = run(width=4, depth=2, activation=act, n_samples=4, seeds=[0],
+                   data=dict(name="random_labels", input_dim=2), optimizer=dict(max_iterations=5))
         assert recs[0]["status"] in ("global", "spurious", "saddle", "not_converged", "diverged")
 
 
@@ -172,27 +177,25 @@ def test_invalid_width_threshold_options_name_the_field(kwargs, field):
     base = dict(width=4, depth=2, activation="relu", n_samples=4, seeds=[0])
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}"):
-        run_width_threshold(**base)
+        run(**base)
 
 
 def test_ntk_gram_rank_probe():
     """Claim VI.3's Gram matrix J J^T (n x n here) has rank n for a wide analytic net; null when off."""
     kwargs = dict(width=12, depth=2, activation="tanh", n_samples=8, seeds=range(2),
                   data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
-    on = run_width_threshold(probes=dict(ntk_rank=True), **kwargs)
+    on = run(probes=dict(ntk_rank=True), **kwargs)
     assert all(r["ntk_gram_rank"] == 8 and r["ntk_full_rank"] is True and r["ntk_rank"] is True for r in on)
-    off = run_width_threshold(**kwargs)
+    off = run(**kwargs)
     assert all(r["ntk_gram_rank"] is None and r["ntk_full_rank"] is None for r in off)
 
 
 def test_resolved_options_are_the_record_columns():
-    from landscape_core.width_threshold import resolve_options
-
     options = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
                               optimizer=dict(name="lbfgs"), probes=dict(loss_tol=1e-8))
     assert options.train.stop_loss == 1e-8  # stop_loss 0 resolves to the global threshold
-    recs = run_width_threshold(width=6, depth=3, activation="gelu", n_samples=4, seeds=[0], data=dict(name="distinct", input_dim=2),
-                               optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8))
+    recs = run(width=6, depth=3, activation="gelu", n_samples=4, seeds=[0], data=dict(name="distinct", input_dim=2),
+               optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8))
     columns = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
                               optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8)).columns()
     assert {key: recs[0][key] for key in columns} == columns

@@ -35,7 +35,7 @@ class SkipNetworks(Experiment):
     random_labels | digits), each defaulting to the experiment group's value. The cell's
     parameters are flat and named as the Parquet columns (``M``, ``M_over_n``,
     ``sgd_lr``, ``n_test``...), every core default explicit; :meth:`core_options` turns
-    them back into ``run_skip_networks``'s arguments.
+    them back into the arguments of the core's ``resolve_options``.
     """
 
     name = "skip_networks"
@@ -160,17 +160,17 @@ class SkipNetworks(Experiment):
 
     def _resolve(self, options: dict, axes: dict, M_source: str) -> dict[str, Any]:
         """The flat cell parameters of ``options`` (the core's arguments), every default
-        explicit, checked by the core's :func:`check_options`; its ValueError mapped to the
+        explicit, checked by the core's :func:`resolve_options`; its ValueError mapped to the
         config path at fault."""
         import inspect
 
-        from landscape_core.skip_networks import check_options
+        from landscape_core.skip_networks import resolve_options
 
-        defaults = {name: p.default for name, p in inspect.signature(check_options).parameters.items()
+        defaults = {name: p.default for name, p in inspect.signature(resolve_options).parameters.items()
                     if p.default is not inspect.Parameter.empty}
         resolved = {**defaults, **options}
         try:
-            spec, M, sgd_spec = check_options(**resolved)
+            core = resolve_options(**resolved)
         except OptionError as exc:
             field, message = exc.field, exc.message
             head, _, rest = field.partition(".")
@@ -193,6 +193,7 @@ class SkipNetworks(Experiment):
             else:
                 path = "experiment"
             raise ConfigError(path, message or str(exc)) from None
+        spec, M, sgd_spec = core.model, core.M, core.sgd
         params = {
             "width": resolved["width"],
             "depth": resolved["depth"],
@@ -218,7 +219,8 @@ class SkipNetworks(Experiment):
         return params
 
     def core_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of ``run_skip_networks`` (but seeds, device) of a cell's flat ``params``."""
+        """The keyword arguments of the core's ``resolve_options`` (the options of ``run_skip_networks``) of a
+        cell's flat ``params``."""
         from landscape_core.training import SGDSpec
 
         keys = ("width", "depth", "activation", "n_samples", "M", "skip_layers", "architecture", "mode", "data",
@@ -227,9 +229,9 @@ class SkipNetworks(Experiment):
                 "sgd": {f.name: params[f"sgd_{f.name}"] for f in fields(SGDSpec)}}
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
-        from landscape_core.skip_networks import run_skip_networks
+        from landscape_core.skip_networks import resolve_options, run_skip_networks
 
-        return run_skip_networks(seeds=list(seeds), device=device, **self.core_options(params))
+        return run_skip_networks(resolve_options(**self.core_options(params)), seeds=list(seeds), device=device)
 
     # --------------------------------------------------------------------- report
 

@@ -269,7 +269,8 @@ class StringSampling(Experiment):
                 raise ConfigError(f"experiment.{key}.{'optimizer' if name == 'name' else name}", message) from None
 
     def core_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of ``run_string_sampling`` (but seeds, device) of a cell's flat ``params``."""
+        """The keyword arguments of the core's ``resolve_options`` (the options of ``run_string_sampling``) of a
+        cell's flat ``params``."""
         from landscape_core.string_sampling import StringSpec
         from landscape_core.training import TrainSpec
 
@@ -283,9 +284,9 @@ class StringSampling(Experiment):
         }
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
-        from landscape_core.string_sampling import run_string_sampling
+        from landscape_core.string_sampling import resolve_options, run_string_sampling
 
-        return run_string_sampling(seeds=list(seeds), device=device, **self.core_options(params))
+        return run_string_sampling(resolve_options(**self.core_options(params)), seeds=list(seeds), device=device)
 
 
 def _as_field_types(values: dict, cls) -> dict:

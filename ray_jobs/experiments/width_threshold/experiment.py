@@ -188,7 +188,8 @@ class WidthThreshold(Experiment):
             raise ConfigError(path, message or str(exc)) from None
 
     def core_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of ``run_width_threshold`` (but seeds, device) of a cell's flat ``params``."""
+        """The keyword arguments of the core's ``resolve_options`` (the options of ``run_width_threshold``) of a
+        cell's flat ``params``."""
         from landscape_core.data import DataSpec
         from landscape_core.training import TrainSpec
         from landscape_core.width_threshold import ProbeSpec
@@ -205,9 +206,9 @@ class WidthThreshold(Experiment):
         }
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
-        from landscape_core.width_threshold import run_width_threshold
+        from landscape_core.width_threshold import resolve_options, run_width_threshold
 
-        return run_width_threshold(seeds=list(seeds), device=device, **self.core_options(params))
+        return run_width_threshold(resolve_options(**self.core_options(params)), seeds=list(seeds), device=device)
 
 
 EXPERIMENT = WidthThreshold
