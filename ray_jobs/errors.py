@@ -35,6 +35,17 @@ class StorageError(RuntimeError):
         self.reason = reason
 
 
+class CorruptFile(StorageError):
+    """A file of the results that cannot be read back (not Parquet, truncated, another
+    schema, other units' rows): ``path`` and what is wrong with it. Exit 3 like a storage
+    fault; the driver moves such a file to ``<sweep>/quarantine/`` and runs its units again."""
+
+    def __init__(self, path, reason: str):
+        RuntimeError.__init__(self, f"cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class FailFast(RuntimeError):
     """The sweep stopped scheduling because too many of its first units failed (``fail_fast``)."""
 
