@@ -86,6 +86,7 @@ def preflight(cfg) -> None:
     path = resolve_results_dir(cfg)
     check_results_dir(path)
     check_writable(path)
+    check_local_resources(cfg)
     uri = cfg.tracking.get("uri") if cfg.tracking.get("enabled") else None
     if uri:
         check_tracking_uri(str(uri))
@@ -93,6 +94,56 @@ def preflight(cfg) -> None:
         from ray_jobs.tracking import check_server
 
         check_server(str(uri))
+
+
+#: (Ray's resource, the resources.* field, what to do) of the per-task resources a node must offer
+RESOURCE_HINTS = (("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
+                  ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"))
+
+
+def check_local_resources(cfg) -> None:
+    """Per-task ``resources.num_cpus`` / ``num_gpus`` that the local cluster this driver would
+    start cannot offer, refused before Ray starts (one line in seconds, no Ray start-up
+    lines): the cluster offers ``cluster.num_cpus`` / ``num_gpus``, or what Ray detects on
+    this machine (its own functions). Ray is imported only for a task asking for more than
+    one CPU or for a GPU. Skipped for a cluster address (``cluster.address``,
+    ``RAY_ADDRESS``), Ray's resource override (``RAY_OVERRIDE_RESOURCES``) or a Ray session
+    open in this process: :func:`ray_jobs.execution.check_feasible` checks those once connected."""
+    if cfg.cluster.get("address") or os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_OVERRIDE_RESOURCES"):
+        return
+    for key, field, hint in RESOURCE_HINTS:
+        asked, offered = float(cfg.resources.get(field) or 0), cfg.cluster.get(field)
+        if asked <= (1 if key == "CPU" else 0) and offered is None:
+            continue  # every machine offers one CPU
+        import ray
+
+        if ray.is_initialized():
+            return
+        if offered is None:
+            try:
+                offered = _detected(key)
+            except Exception:  # Ray's detection failed here: left to the check once Ray is up
+                continue
+        if asked > float(offered):
+            raise ConfigError(f"resources.{field}", f"each task asks for {asked:g} {key}s, but the largest node of the "
+                                                    f"local cluster offers {float(offered):g}; {hint}")
+
+
+def _detected(key: str) -> float:
+    """The CPUs or GPUs Ray finds on this machine when it starts a local cluster (as
+    ``ray._private.resource_and_label_spec`` does: GPUs capped by the visible devices)."""
+    if key == "CPU":
+        from ray._private.utils import get_num_cpus
+
+        return float(get_num_cpus())
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+
+    manager = get_accelerator_manager_for_resource("GPU")
+    if manager is None:
+        return 0.0
+    count = manager.get_current_node_num_accelerators()
+    visible = manager.get_current_process_visible_accelerator_ids()
+    return float(count if visible is None else min(count, len(visible)))
 
 
 #: schemes MLflow 3.17 registers for tracking stores only to refuse them (Unity Catalog is a model registry)
