@@ -332,12 +332,18 @@ def verify_main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(verify_help())
         return EXIT_OK
+    from ray_jobs.plan import plan_sweep
+    from ray_jobs.search import is_search
     from ray_jobs.store import ResultsStore
-    from ray_jobs.verify import planned_units, verify
+    from ray_jobs.validate import validate
+    from ray_jobs.verify import verify
 
     try:
         cfg = _report_config(argv, section=None)
-        units = planned_units(cfg)
+        units = None  # a search's units are chosen as it runs: each unit's seeds checked to be a range
+        if not is_search(cfg):
+            experiment, cells = validate(cfg)
+            units = {unit.unit_id: unit for unit in plan_sweep(cfg, experiment.name, cells).units}
     except ConfigError as error:
         return _fail("landscape-verify", error)
     try:

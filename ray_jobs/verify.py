@@ -45,18 +45,6 @@ class Verification:
                 f"{len(self.problems) or 'no'} problem{'' if len(self.problems) == 1 else 's'}")
 
 
-def planned_units(cfg) -> dict[str, WorkUnit] | None:
-    """The units of a grid sweep's plan by id (None for a search: its units are chosen as it runs)."""
-    from ray_jobs.plan import plan_sweep
-    from ray_jobs.search import is_search
-    from ray_jobs.validate import validate
-
-    if is_search(cfg):
-        return None
-    experiment, cells = validate(cfg)
-    return {unit.unit_id: unit for unit in plan_sweep(cfg, experiment.name, cells).units}
-
-
 def _seeds_by_unit(path: Path) -> dict[str, list[int]] | str:
     """Every row's (unit_id, seed) of ``path``, decoding every column; or why it cannot be read."""
     seeds: dict[str, list[int]] = {}
