@@ -2,14 +2,15 @@
 
 Every compacted part the manifest lists and every loose fragment is read whole (every data
 page of every column decoded, batch by batch) and checked: readable, the key columns
-(:data:`~ray_jobs.store.KEY_COLUMNS`) present with their types, and its rows those of its
-units: a fragment holds only its own unit's rows, a part exactly the units the manifest
-lists and the rows it counts, and each unit one row per seed of its seed range (the seeds
-of the sweep's plan, from the saved ``config.yaml``, for a grid sweep; a contiguous range
-for a search, whose units are chosen as it runs). Nothing is moved or written: the next
-driver of the sweep moves what cannot be read to ``<sweep>/quarantine/`` and runs its
-units again (:meth:`ray_jobs.store.ResultsStore.heal`). Resume checks footers only
-(:func:`ray_jobs.store.footer_problem`); this command also finds damaged data pages.
+(:data:`~ray_jobs.store.KEY_COLUMNS`) of their types, ``unit_id`` and ``seed`` present,
+and its rows those of its units: a fragment holds only its own unit's rows, a part
+exactly the units the manifest lists and the rows it counts, and each unit one row per
+seed of its seed range (the seeds of the sweep's plan, from the saved ``config.yaml``,
+for a grid sweep; a contiguous range for a search, whose units are chosen as it runs).
+Nothing is moved or written: the next driver of the sweep moves what cannot be read to
+``<sweep>/quarantine/`` and runs its units again (:meth:`ray_jobs.store.ResultsStore.heal`).
+Resume checks footers only (:func:`ray_jobs.store.footer_problem`); this command also
+finds damaged data pages.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def _seeds_by_unit(path: Path) -> dict[str, list[int]] | str:
     """Every row's (unit_id, seed) of ``path``, decoding every column; or why it cannot be read."""
     seeds: dict[str, list[int]] = {}
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+        handle = pq.ParquetFile(path)
+        missing = [name for name in ("unit_id", "seed") if name not in handle.schema_arrow.names]
+        if missing:
+            return f"no {missing[0]} column: its rows cannot be told apart"
+        for batch in handle.iter_batches(batch_size=BATCH_ROWS):
             units = batch.column("unit_id").to_pylist()
             for unit, seed in zip(units, batch.column("seed").to_pylist()):
                 seeds.setdefault(unit, []).append(seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def test_the_footer_check_names_each_kind_of_damage(tmp_path):
     assert footer_problem(tmp_path / "empty.parquet") == "Parquet file size is 0 bytes"
     other_schema = tmp_path / "schema.parquet"
     pq.write_table(pa.table({"a": [1, 2, 3]}), other_schema)
-    assert footer_problem(other_schema) == "no cell_id column (not rows of this dataset)"
+    no_keys = "none of the columns cell_id, unit_id, seed, status (not rows of this dataset)"
+    assert footer_problem(other_schema) == no_keys
     pq.write_table(_fragment("u1", range(0, 3)).set_column(2, "seed", pa.array(["0", "1", "2"])), other_schema)
     assert footer_problem(other_schema) == "column seed is string, not int64"
     assert footer_problem(good, unit_id="u1") is None
@@ -261,12 +263,14 @@ def test_resources_a_local_cluster_cannot_offer_are_one_line_without_rays_start_
 def _can_bind_mount() -> str | None:
     if os.geteuid() != 0:
         return "needs root to bind-mount a read-only copy"
-    probe = Path("/tmp/landscape-ro-probe")
-    probe.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "--bind", str(probe), str(probe)], capture_output=True).returncode != 0:
-        return "mount(8) is not permitted here"
-    subprocess.run(["umount", str(probe)], check=True)
-    return None
+    probe = Path(tempfile.mkdtemp(prefix="landscape-ro-probe-"))
+    try:
+        if subprocess.run(["mount", "--bind", str(probe), str(probe)], capture_output=True).returncode != 0:
+            return "mount(8) is not permitted here"
+        subprocess.run(["umount", str(probe)], check=True)
+        return None
+    finally:
+        probe.rmdir()
 
 
 RO_SKIP = _can_bind_mount()

@@ -7,6 +7,7 @@ Layout (the results contract of design.md)::
     <results_dir>/<sweep>/runs/_manifest.json                      the units each compacted part holds
     <results_dir>/<sweep>/report/                                  table.md, table.csv, figures
     <results_dir>/<sweep>/config.yaml                              the resolved sweep config
+    <results_dir>/<sweep>/quarantine/                              files that could not be read back
 
 The driver is the only writer: it holds :class:`DriverLock` on ``<sweep>/.driver.lock``
 (an advisory ``flock``, released by the kernel when the driver dies, so a killed driver's
@@ -50,7 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ray_jobs.errors import ConfigError, CorruptFile, StorageError
-from ray_jobs.store.health import KEY_COLUMNS, footer_problem, read_failure
+from ray_jobs.store.health import KEY_COLUMNS, footer_problem, fragment_problems, read_failure
 from ray_jobs.store.lock import DriverLock
 from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, columns_of, error_table, row_schema, unit_table
 
@@ -187,15 +188,7 @@ class ResultsStore:
 
     def fragment_problems(self) -> list[tuple[Path, str]]:
         """The loose fragments (not in a listed part) that cannot be read back (footers only)."""
-        found = []
-        for path in self._loose(self.manifest()):
-            try:
-                problem = footer_problem(path, unit_id=path.name[: -len(FRAGMENT_SUFFIX)])
-            except FileNotFoundError:  # removed meanwhile (a compaction): not a file of the dataset any more
-                continue
-            if problem is not None:
-                found.append((path, problem))
-        return found
+        return fragment_problems(self._loose(self.manifest()))
 
     def problems(self) -> list[tuple[Path, str]]:
         """Every file of the dataset that cannot be read back, with why: :func:`footer_problem`

@@ -10,11 +10,15 @@ page as well.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+#: threads reading footers at once (pyarrow opens and parses them without the GIL)
+CHECK_THREADS = min(8, os.cpu_count() or 1)
 #: columns every file of the dataset has, with their types: what resume, compaction and the report rely on
 KEY_COLUMNS = {"cell_id": pa.string(), "unit_id": pa.string(), "seed": pa.int64(), "status": pa.string()}
 
@@ -33,13 +37,9 @@ def read_failure(exc: BaseException) -> str | None:
     return text.rstrip(".")[:200]
 
 
-def _min_max(meta: pq.FileMetaData, column: str) -> tuple | None:
-    """(min, max) of a top-level column over every row group, from the footer's statistics;
-    None when a row group has none."""
-    leaves = [meta.schema.column(i).path for i in range(meta.num_columns)]
-    if column not in leaves:
-        return None
-    index = leaves.index(column)
+def _min_max(meta: pq.FileMetaData, index: int) -> tuple | None:
+    """(min, max) of leaf column ``index`` over every row group, from the footer's
+    statistics; None when a row group has none."""
     low = high = None
     for group in range(meta.num_row_groups):
         stats = meta.row_group(group).column(index).statistics
@@ -53,7 +53,7 @@ def _min_max(meta: pq.FileMetaData, column: str) -> tuple | None:
 def footer_problem(path: Path, *, unit_id: str | None = None, rows: int | None = None) -> str | None:
     """Why ``path`` cannot be a file of the dataset, read from its footer alone (no data page;
     0.1-0.2 ms per fragment, docs/reliability.md): the footer does not parse (not Parquet,
-    truncated), a key column (:data:`KEY_COLUMNS`) is missing or of another type, no rows,
+    truncated), none of the key columns (:data:`KEY_COLUMNS`) or one of another type, no rows,
     not the ``rows`` the manifest lists (a part), or, for the fragment of ``unit_id``,
     another unit's id or a row count other than its seed range (footer statistics). None
     when none of these; OSErrors of the operating system (a vanished file) propagate."""
@@ -65,20 +65,38 @@ def footer_problem(path: Path, *, unit_id: str | None = None, rows: int | None =
         if reason is None:
             raise
         return reason
-    for name, kind in KEY_COLUMNS.items():
-        if name not in schema.names:
-            return f"no {name} column (not rows of this dataset)"
-        if schema.field(name).type != kind:
-            return f"column {name} is {schema.field(name).type}, not {kind}"
+    present = [name for name in KEY_COLUMNS if name in schema.names]
+    if not present:  # a missing column reads as null (files of an older code version), but none at all is no fragment
+        return f"none of the columns {', '.join(KEY_COLUMNS)} (not rows of this dataset)"
+    for name in present:
+        if schema.field(name).type != KEY_COLUMNS[name]:
+            return f"column {name} is {schema.field(name).type}, not {KEY_COLUMNS[name]}"
     if meta.num_rows == 0:
         return "no rows"
     if rows is not None and meta.num_rows != rows:
         return f"{meta.num_rows} rows, the manifest lists {rows}"
     if unit_id is not None:
-        ids = _min_max(meta, "unit_id")
+        leaves = {meta.schema.column(i).path: i for i in range(meta.num_columns)}  # top-level key columns: their paths
+        ids = _min_max(meta, leaves["unit_id"]) if "unit_id" in leaves else None
         if ids is not None and ids != (unit_id, unit_id):
             return f"holds rows of unit {ids[0] if ids[0] != unit_id else ids[1]}, not only of {unit_id}"
-        seeds = _min_max(meta, "seed")
+        seeds = _min_max(meta, leaves["seed"]) if "seed" in leaves else None
         if seeds is not None and meta.num_rows != seeds[1] - seeds[0] + 1:
             return f"{meta.num_rows} rows for the seeds {seeds[0]}..{seeds[1]}"
     return None
+
+
+def fragment_problems(paths: list[Path], *, threads: int = CHECK_THREADS) -> list[tuple[Path, str]]:
+    """:func:`footer_problem` of each fragment (its name is its unit id) in ``threads``
+    threads: the fragments that cannot be read back, with why. A fragment gone meanwhile (a
+    compaction, a rerun) is skipped."""
+
+    def check(path: Path) -> str | None:
+        try:
+            return footer_problem(path, unit_id=path.name[: -len(".parquet")])
+        except FileNotFoundError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        found = pool.map(check, paths, chunksize=256)
+        return [(path, problem) for path, problem in zip(paths, found) if problem is not None]
