@@ -39,10 +39,13 @@ class Verification:
     rows: int = 0
     units: int = 0
     outside_plan: int = 0  # units recorded that the saved config's plan does not have (an earlier grid)
+    not_recorded: int = 0  # units of the plan without rows (not run yet, or moved to quarantine): not a problem
 
     def line(self) -> str:
         outside = f", {self.outside_plan} of them outside the saved config's plan" if self.outside_plan else ""
-        return (f"{self.files} files, {self.units} units{outside}, {self.rows} rows checked: "
+        plural = "s" if self.not_recorded != 1 else ""
+        missing = f" ({self.not_recorded} unit{plural} of the plan not recorded yet)" if self.not_recorded else ""
+        return (f"{self.files} files, {self.units} units{outside}{missing}, {self.rows} rows checked: "
                 f"{len(self.problems) or 'no'} problem{'' if len(self.problems) == 1 else 's'}")
 
 
@@ -92,6 +95,7 @@ def verify(store: ResultsStore, units: Mapping[str, WorkUnit] | None = None) -> 
     listed: list[tuple[Path, set[str] | None, int | None]] = [
         (store.runs_dir / part, set(info["units"]), int(info["rows"])) for part, info in sorted(manifest.parts.items())]
     loose = [path for path in store.fragment_paths() if path.name[: -len(FRAGMENT_SUFFIX)] not in manifest.unit_part]
+    seen: set[str] = set()
     for path, expected, rows in [*listed, *[(path, None, None) for path in loose]]:
         result.files += 1
         unit_id = None if expected is not None else path.name[: -len(FRAGMENT_SUFFIX)]
@@ -105,6 +109,7 @@ def verify(store: ResultsStore, units: Mapping[str, WorkUnit] | None = None) -> 
             continue
         result.rows += sum(map(len, seeds.values()))
         result.units += len(seeds)
+        seen.update(seeds)
         result.outside_plan += 0 if units is None else len(seeds.keys() - units.keys())
         wanted = expected if expected is not None else {path.name[: -len(FRAGMENT_SUFFIX)]}
         if seeds.keys() != wanted:
@@ -116,4 +121,5 @@ def verify(store: ResultsStore, units: Mapping[str, WorkUnit] | None = None) -> 
             problem = _unit_problem(unit, unit_seeds, units)
             if problem is not None:
                 result.problems.append(f"{path}: {problem}")
+    result.not_recorded = 0 if units is None else len(units.keys() - seen)
     return result

@@ -3,7 +3,7 @@
 :func:`footer_problem` is what resume checks on every fragment and part
 (:meth:`ray_jobs.store.ResultsStore.heal`) and what ``landscape-report`` checks before
 reading: it reads the footer (schema, row count, column statistics), no data page, so it
-costs about as much as opening the file (0.1-0.2 ms per fragment on a shared 2-core
+costs 1.3-2x a bare ``read_metadata`` (0.24-0.37 ms per fragment on a shared 2-core
 machine, docs/reliability.md). ``landscape-verify`` (:mod:`ray_jobs.verify`) reads every
 page as well.
 """
@@ -52,7 +52,7 @@ def _min_max(meta: pq.FileMetaData, index: int) -> tuple | None:
 
 def footer_problem(path: Path, *, unit_id: str | None = None, rows: int | None = None) -> str | None:
     """Why ``path`` cannot be a file of the dataset, read from its footer alone (no data page;
-    0.1-0.2 ms per fragment, docs/reliability.md): the footer does not parse (not Parquet,
+    0.24-0.37 ms per fragment, docs/reliability.md): the footer does not parse (not Parquet,
     truncated), none of the key columns (:data:`KEY_COLUMNS`) or one of another type, no rows,
     not the ``rows`` the manifest lists (a part), or, for the fragment of ``unit_id``,
     another unit's id or a row count other than its seed range (footer statistics). None
