@@ -293,3 +293,36 @@ def test_report_on_a_read_only_results_dir_is_one_line_naming_it(reference, tmp_
             f"Read-only file system; give a writable directory")
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_resume_reads_the_footers_of_new_or_changed_fragments_only(tmp_path, monkeypatch):
+    from ray_jobs.store import health
+
+    store = ResultsStore(tmp_path, "s")
+    store.prepare()
+    for index in range(5):
+        store.write_fragment(f"u{index}", _fragment(f"u{index}", range(3 * index, 3 * index + 3)))
+    store.close()
+    read: list[str] = []
+    real = health.footer_problem
+
+    def counted(path, **kwargs):
+        read.append(path.name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(health, "footer_problem", counted)
+    store.prepare()  # the first check after the fragments were written reads them all
+    store.close()
+    assert sorted(read) == [f"u{index}.parquet" for index in range(5)]
+    read.clear()
+    time.sleep(0.05)  # file-system timestamps are coarse (a few ms)
+    store.prepare()
+    store.close()
+    assert read == []  # checked before, unchanged since
+    time.sleep(0.05)
+    store.fragment_path("u3").write_bytes(os.urandom(3000))  # damaged after the check: a newer mtime
+    store.prepare()
+    store.close()
+    assert read == ["u3.parquet"] and (store.quarantine_dir / "u3.parquet").exists()
+    assert store.completed_unit_ids() == {"u0", "u1", "u2", "u4"}
+    assert [path.name for path in store.runs_dir.iterdir() if not path.name.endswith(".parquet")] == ["_footers_checked"]

@@ -5,6 +5,7 @@ Layout (the results contract of design.md)::
     <results_dir>/<sweep>/runs/<unit_id>.parquet                  one fragment per finished unit
     <results_dir>/<sweep>/runs/compacted/<cell_id>/part-*.parquet  fragments merged by compaction
     <results_dir>/<sweep>/runs/_manifest.json                      the units each compacted part holds
+    <results_dir>/<sweep>/runs/_footers_checked                    its mtime: when resume last checked the footers
     <results_dir>/<sweep>/report/                                  table.md, table.csv, figures
     <results_dir>/<sweep>/config.yaml                              the resolved sweep config
     <results_dir>/<sweep>/quarantine/                              files that could not be read back
@@ -51,7 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ray_jobs.errors import ConfigError, CorruptFile, StorageError
-from ray_jobs.store.health import KEY_COLUMNS, footer_problem, fragment_problems, read_failure
+from ray_jobs.store.health import KEY_COLUMNS, checked_before, footer_problem, fragment_problems, read_failure
 from ray_jobs.store.lock import DriverLock
 from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, columns_of, error_table, row_schema, unit_table
 
@@ -200,10 +201,14 @@ class ResultsStore:
         (one warning line each) and drop the parts among them from the manifest, so that
         their units count as not recorded and run again. Parts first: the fragments of a
         dropped part's units (a compaction killed after its commit) then stay, as loose
-        fragments, and are checked in turn. Returns where the files went."""
+        fragments, and are checked in turn; a fragment an earlier heal checked and not
+        modified since is not read again (:func:`~ray_jobs.store.health.checked_before`).
+        Returns where the files went."""
         moved = [self._quarantine(path, problem) for path, problem in self.part_problems()]
         self._drop_parts(moved)
-        moved += [self._quarantine(path, problem) for path, problem in self.fragment_problems()]
+        with checked_before(self.runs_dir) as skip:
+            loose = [path for path in self._loose(self.manifest()) if not skip(path)]
+            moved += [self._quarantine(path, problem) for path, problem in fragment_problems(loose)]
         return [target for _, target in moved if target is not None]
 
     def _drop_parts(self, moved: list[tuple[str, Path | None]]) -> None:
