@@ -6,7 +6,10 @@ Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows), or
 or arguments, unwritable or locked results directory, unreachable service or cluster,
 infeasible resources; nothing written); 3 the driver stopped on a storage fault (one
 line) or crashed (an unexpected error, traceback printed); what was recorded stays;
-130 interrupted (what was recorded stays, the same command resumes).
+130 interrupted (what was recorded stays, the same command resumes). A results file that
+cannot be read back is a storage fault: one line naming it, exit 3 (the next
+``landscape-sweep`` moves it to quarantine and runs its units again). ``landscape-verify``:
+0 no problem, 1 problems found (listed), 2 invalid arguments.
 """
 
 from __future__ import annotations
@@ -112,7 +115,9 @@ parent run>, with the report settings and code version as params, the cells and 
 metrics (and the experiment's headline series as histories), the table as an MLflow table
 (report/table.json), the report files (figures also as images) and the config as
 artifacts. Rebuilds with other settings then compare like runs. A tracking server that
-does not answer is refused with one line before anything is rebuilt (exit 2).
+does not answer is refused with one line before anything is rebuilt (exit 2), so is a
+results directory that cannot be written; a results file that cannot be read back is named
+in one line (exit 3): the sweep's command moves it to quarantine and runs its units again.
 
 sweeps:
 """ + "\n".join(_sweep_descriptions()) + "\n"
@@ -255,7 +260,7 @@ def report_main(argv: list[str] | None = None) -> int:
         fault = storage_fault(exc)
         if fault is None:
             return _crashed("landscape-report", exc)
-        print(f"landscape-report: stopped: {fault} (exit {EXIT_CRASHED})", file=sys.stderr)  # the data, not a bug: one line
+        print(f"landscape-report: stopped: {fault} (exit {EXIT_CRASHED})", file=sys.stderr)  # the data, not a bug
         return EXIT_CRASHED
     print(report.markdown)
     print(f"Report: {store.report_dir}{logged}", file=sys.stderr)

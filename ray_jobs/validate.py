@@ -191,7 +191,7 @@ def _check_store_directory(uri: str, directory: Path) -> None:
         handle, probe = tempfile.mkstemp(prefix=".landscape-write-check-", dir=directory)
     except OSError as exc:
         raise ConfigError("tracking.uri", f"{uri!r}: cannot write in {directory}: {exc.strerror or exc}; give a "
-                                          f"writable directory, or tracking=sqlite (a store under results_dir)") from None
+                                          f"writable directory, or tracking=sqlite (under results_dir)") from None
     os.close(handle)
     os.unlink(probe)
 

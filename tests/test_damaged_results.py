@@ -325,4 +325,5 @@ def test_resume_reads_the_footers_of_new_or_changed_fragments_only(tmp_path, mon
     store.close()
     assert read == ["u3.parquet"] and (store.quarantine_dir / "u3.parquet").exists()
     assert store.completed_unit_ids() == {"u0", "u1", "u2", "u4"}
-    assert [path.name for path in store.runs_dir.iterdir() if not path.name.endswith(".parquet")] == ["_footers_checked"]
+    assert all(path.name.endswith(".parquet") for path in store.runs_dir.iterdir())  # nothing else in runs/
+    assert (store.sweep_dir / ".footers_checked").is_file() and not list(store.sweep_dir.glob(".footers_checked.*"))

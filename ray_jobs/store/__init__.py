@@ -5,10 +5,10 @@ Layout (the results contract of design.md)::
     <results_dir>/<sweep>/runs/<unit_id>.parquet                  one fragment per finished unit
     <results_dir>/<sweep>/runs/compacted/<cell_id>/part-*.parquet  fragments merged by compaction
     <results_dir>/<sweep>/runs/_manifest.json                      the units each compacted part holds
-    <results_dir>/<sweep>/runs/_footers_checked                    its mtime: when resume last checked the footers
     <results_dir>/<sweep>/report/                                  table.md, table.csv, figures
     <results_dir>/<sweep>/config.yaml                              the resolved sweep config
     <results_dir>/<sweep>/quarantine/                              files that could not be read back
+    <results_dir>/<sweep>/.footers_checked                         its mtime: when resume last checked the footers
 
 The driver is the only writer: it holds :class:`DriverLock` on ``<sweep>/.driver.lock``
 (an advisory ``flock``, released by the kernel when the driver dies, so a killed driver's
@@ -206,7 +206,7 @@ class ResultsStore:
         Returns where the files went."""
         moved = [self._quarantine(path, problem) for path, problem in self.part_problems()]
         self._drop_parts(moved)
-        with checked_before(self.runs_dir) as skip:
+        with checked_before(self.sweep_dir) as skip:
             loose = [path for path in self._loose(self.manifest()) if not skip(path)]
             moved += [self._quarantine(path, problem) for path, problem in fragment_problems(loose)]
         return [target for _, target in moved if target is not None]

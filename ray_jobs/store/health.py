@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 #: threads reading footers at once (pyarrow opens and parses them without the GIL)
 CHECK_THREADS = min(8, os.cpu_count() or 1)
-#: under runs/ (the ``_`` prefix: no reader takes it for data): its mtime is when the last complete check began
-CHECK_MARK = "_footers_checked"
+#: in the sweep's folder, beside runs/: its mtime is when the last complete check of the footers began
+CHECK_MARK = ".footers_checked"
 #: columns every file of the dataset has, with their types: what resume, compaction and the report rely on
 KEY_COLUMNS = {"cell_id": pa.string(), "unit_id": pa.string(), "seed": pa.int64(), "status": pa.string()}
 
@@ -107,21 +107,22 @@ def fragment_problems(paths: list[Path], *, threads: int = CHECK_THREADS) -> lis
 
 
 @contextmanager
-def checked_before(runs_dir: Path) -> Iterator[Callable[[Path], bool]]:
+def checked_before(sweep_dir: Path) -> Iterator[Callable[[Path], bool]]:
     """Yields ``skip(path)``: True for a fragment the last complete check (the driver's,
     under the lock) found sound and that was not modified since (its mtime older than the
     check's start), so that a resume reads only the footers of fragments new or changed
-    since. The check's start is the mtime of a mark file created on entry by the same file
-    system (no clock of this host involved) and put in place on a normal exit. A file
+    since. The check's start is the mtime of a mark file (``<sweep>/.footers_checked``)
+    created on entry by the same file system (no clock of this host involved) and put in
+    place on a normal exit. A file
     damaged without a new mtime (bit rot, a copy keeping times) is not seen here:
     ``landscape-verify`` reads every file."""
     try:
-        before = (runs_dir / CHECK_MARK).stat().st_mtime_ns
+        before = (sweep_dir / CHECK_MARK).stat().st_mtime_ns
     except OSError:
         before = None
-    staging = runs_dir / f"{CHECK_MARK}.{os.getpid()}.tmp"
+    staging = sweep_dir / f"{CHECK_MARK}.{os.getpid()}.tmp"
     try:
-        for stale in runs_dir.glob(f"{CHECK_MARK}.*.tmp"):  # a killed driver's
+        for stale in sweep_dir.glob(f"{CHECK_MARK}.*.tmp"):  # a killed driver's
             stale.unlink(missing_ok=True)
         staging.touch()
     except OSError:  # not writable: nothing is marked (the driver's next write names the fault)
@@ -139,4 +140,4 @@ def checked_before(runs_dir: Path) -> Iterator[Callable[[Path], bool]]:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    os.replace(staging, runs_dir / CHECK_MARK)
+    os.replace(staging, sweep_dir / CHECK_MARK)

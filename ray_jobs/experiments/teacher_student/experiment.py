@@ -123,7 +123,8 @@ class TeacherStudent(Experiment):
             if "step" in options and options["step"] is None:
                 del options["step"]  # step given as step_times_k: `step: null` says only that
             from_experiment = {key for key in experiment if key not in self.service_keys and key not in protocol}
-            self._check_with_core(k, n, options, width_axis, grid_step="step" in values, from_experiment=from_experiment)
+            self._check_with_core(k, n, options, width_axis, grid_step="step" in values,
+                                  from_experiment=from_experiment)
             params = {
                 "experiment": self.name,
                 "k": k,
