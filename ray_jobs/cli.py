@@ -1,12 +1,15 @@
-"""Console entry points: ``landscape-sweep``, ``landscape-report`` and ``landscape-compact``
-(thin: parse, call, exit).
+"""Console entry points: ``landscape-sweep``, ``landscape-report``, ``landscape-compact`` and
+``landscape-verify`` (thin: parse, call, exit).
 
 Exit codes: 0 done; 1 done but some units failed (recorded as `error` rows), or
 ``fail_fast`` stopped the sweep; 2 the invocation could not start (invalid configuration
 or arguments, unwritable or locked results directory, unreachable service or cluster,
 infeasible resources; nothing written); 3 the driver stopped on a storage fault (one
 line) or crashed (an unexpected error, traceback printed); what was recorded stays;
-130 interrupted (what was recorded stays, the same command resumes).
+130 interrupted (what was recorded stays, the same command resumes). A results file that
+cannot be read back is a storage fault: one line naming it, exit 3 (the next
+``landscape-sweep`` moves it to quarantine and runs its units again). ``landscape-verify``:
+0 no problem, 1 problems found (listed), 2 invalid arguments.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ray_jobs.config import CONF_DIR, GROUPS, available_options, available_searches, available_sweeps, search_to_sweep, sweep_file
-from ray_jobs.errors import ConfigError, storage_fault
+from ray_jobs.errors import ConfigError, CorruptFile, storage_fault
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -115,7 +118,9 @@ parent run>, with the report settings and code version as params, the cells and 
 metrics (and the experiment's headline series as histories), the table as an MLflow table
 (report/table.json), the report files (figures also as images) and the config as
 artifacts. Rebuilds with other settings then compare like runs. A tracking server that
-does not answer is refused with one line before anything is rebuilt (exit 2).
+does not answer is refused with one line before anything is rebuilt (exit 2), so is a
+results directory that cannot be written; a results file that cannot be read back is named
+in one line (exit 3): the sweep's command moves it to quarantine and runs its units again.
 
 sweeps:
 """ + "\n".join(_sweep_descriptions()) + "\n"
@@ -189,9 +194,10 @@ def sweep_main(argv: list[str] | None = None) -> int:
     return EXIT_UNITS_FAILED if result.units_failed or result.stopped else EXIT_OK
 
 
-def _report_config(argv: list[str], *, section: str = "report"):
+def _report_config(argv: list[str], *, section: str | None = "report"):
     """The saved config of the sweep named in ``argv``, with ``section``.* overrides applied
-    (``report`` for landscape-report, ``compaction`` for landscape-compact)."""
+    (``report`` for landscape-report, ``compaction`` for landscape-compact, None for
+    landscape-verify)."""
     from ray_jobs.validate import resolve_results_dir
 
     try:
@@ -200,9 +206,9 @@ def _report_config(argv: list[str], *, section: str = "report"):
         raise ConfigError("arguments", f"cannot parse {argv!r} ({exc}); use key=value") from None
     unknown = set(args) - {"results_dir", "sweep_name", section}
     if unknown:
-        keys = {"report": "report.confidence, report.figure, report.<a setting of the experiment's report layout>",
-                "compaction": "compaction.max_rows, compaction.row_group_rows"}[section]
-        raise ConfigError(sorted(unknown)[0], f"unknown argument; allowed: results_dir, sweep_name, {keys}")
+        keys = {"report": ", report.confidence, report.figure, report.<a setting of the experiment's report layout>",
+                "compaction": ", compaction.max_rows, compaction.row_group_rows", None: ""}[section]
+        raise ConfigError(sorted(unknown)[0], f"unknown argument; allowed: results_dir, sweep_name{keys}")
     results_dir = resolve_results_dir(OmegaConf.create({"results_dir": args.get("results_dir", "results")}))
     present = sorted(path.parent.name for path in results_dir.glob("*/config.yaml"))
     name = args.get("sweep_name")
@@ -212,7 +218,7 @@ def _report_config(argv: list[str], *, section: str = "report"):
         given = "required" if name is None else f"no results for {name!r} under {results_dir}"
         raise ConfigError("sweep_name", f"{given}; sweeps with results there: {', '.join(present) or 'none'}")
     cfg = OmegaConf.load(results_dir / name / "config.yaml")
-    cfg = OmegaConf.merge(cfg, {"results_dir": str(results_dir)}, {section: args.get(section) or {}})
+    cfg = OmegaConf.merge(cfg, {"results_dir": str(results_dir)}, {section: args.get(section) or {}} if section else {})
     return cfg
 
 
@@ -227,7 +233,7 @@ def report_main(argv: list[str] | None = None) -> int:
     from ray_jobs.store import ResultsStore
     from ray_jobs.provenance import code_version
     from ray_jobs.tracking import SweepTracker, log_report
-    from ray_jobs.validate import check_report, resolve_reference
+    from ray_jobs.validate import check_report, check_writable, resolve_reference
 
     try:
         cfg = _report_config(argv)
@@ -235,12 +241,18 @@ def report_main(argv: list[str] | None = None) -> int:
         check_report(cfg.report, experiment)
         layout = get_layout(experiment, cfg.report)
         reference = resolve_reference(cfg)
+        store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
+        check_writable(store.report_dir)  # a read-only results directory: one line, before anything is read
         tracked = cfg.get("tracking") is not None and cfg.tracking.get("enabled", False)
         tracker = SweepTracker.from_config(cfg, Path(cfg.results_dir)) if tracked else None  # a dead server: refused here
     except ConfigError as error:
         return _fail("landscape-report", error)
-    store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
     try:
+        problems = store.problems()  # footers only: a damaged file is named, not a traceback
+        if problems:
+            more = f" (and {len(problems) - 1} more: landscape-verify lists them)" if len(problems) > 1 else ""
+            raise CorruptFile(problems[0][0], f"{problems[0][1]}{more}; run the sweep's command again: it moves "
+                                              f"such files to {store.quarantine_dir} and runs their units again")
         report = build_report(store, layout, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
                               reference=reference, figure=bool(cfg.report.figure))
         logged = ""
@@ -252,7 +264,11 @@ def report_main(argv: list[str] | None = None) -> int:
                                 paths=report.paths, config_path=store.config_path)
             logged = f"; MLflow run {run_id} in {tracker.tracking_uri}"
     except Exception as exc:
-        return _crashed("landscape-report", exc)
+        fault = storage_fault(exc)
+        if fault is None:
+            return _crashed("landscape-report", exc)
+        print(f"landscape-report: stopped: {fault} (exit {EXIT_CRASHED})", file=sys.stderr)  # the data, not a bug
+        return EXIT_CRASHED
     print(report.markdown)
     print(f"Report: {store.report_dir}{logged}", file=sys.stderr)
     return EXIT_OK
@@ -306,6 +322,50 @@ def compact_main(argv: list[str] | None = None) -> int:
         store.close()
     print(result.line(), file=sys.stderr)
     return EXIT_OK
+
+
+def verify_help() -> str:
+    return """usage: landscape-verify [results_dir=PATH] sweep_name=<name>
+
+Check every file of a sweep's results without running anything: each compacted part the
+manifest lists and each loose fragment is read whole and must hold the key columns and its
+units' rows, one per seed of each unit's seed range (the plan of the saved config.yaml).
+Prints one line per problem (<path>: <what is wrong>), then a summary line. Moves nothing:
+the next landscape-sweep of the sweep moves files that cannot be read to
+<results_dir>/<sweep>/quarantine/ and runs their units again.
+
+exit codes: 0 no problem, 1 problems found (listed), 2 invalid arguments or no such sweep.
+"""
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """``landscape-verify results_dir=PATH sweep_name=<name>``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(verify_help())
+        return EXIT_OK
+    from ray_jobs.plan import plan_sweep
+    from ray_jobs.search import is_search
+    from ray_jobs.store import ResultsStore
+    from ray_jobs.validate import validate
+    from ray_jobs.verify import verify
+
+    try:
+        cfg = _report_config(argv, section=None)
+        units = None  # a search's units are chosen as it runs: each unit's seeds checked to be a range
+        if not is_search(cfg):
+            experiment, cells = validate(cfg)
+            units = {unit.unit_id: unit for unit in plan_sweep(cfg, experiment.name, cells).units}
+    except ConfigError as error:
+        return _fail("landscape-verify", error)
+    try:
+        result = verify(ResultsStore(Path(cfg.results_dir), cfg.sweep.name), units)
+    except Exception as exc:
+        return _crashed("landscape-verify", exc)
+    for problem in result.problems:
+        print(problem)
+    print(f"landscape-verify: {cfg.sweep.name}: {result.line()}", file=sys.stderr)
+    return EXIT_UNITS_FAILED if result.problems else EXIT_OK
 
 
 if __name__ == "__main__":  # python -m ray_jobs.cli sweep=smoke

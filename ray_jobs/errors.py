@@ -35,6 +35,17 @@ class StorageError(RuntimeError):
         self.reason = reason
 
 
+class CorruptFile(StorageError):
+    """A file of the results that cannot be read back (not Parquet, truncated, another
+    schema, other units' rows): ``path`` and what is wrong with it. Exit 3 like a storage
+    fault; the driver moves such a file to ``<sweep>/quarantine/`` and runs its units again."""
+
+    def __init__(self, path, reason: str):
+        RuntimeError.__init__(self, f"cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 #: operating-system errors that mean "the storage refuses writes", not "the program is wrong"
 STORAGE_ERRNOS = {28: "No space left on device", 30: "Read-only file system", 122: "Disk quota exceeded"}
 #: what sqlite (through MLflow / sqlalchemy) says for the same faults

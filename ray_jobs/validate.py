@@ -9,6 +9,7 @@ experiment (:meth:`ray_jobs.experiments.base.Experiment.cells`).
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -85,11 +86,114 @@ def preflight(cfg) -> None:
     path = resolve_results_dir(cfg)
     check_results_dir(path)
     check_writable(path)
+    check_local_resources(cfg)
     uri = cfg.tracking.get("uri") if cfg.tracking.get("enabled") else None
+    if uri:
+        check_tracking_uri(str(uri))
     if uri and str(uri).startswith(("http://", "https://")):
         from ray_jobs.tracking import check_server
 
         check_server(str(uri))
+
+
+#: (Ray's resource, the resources.* field, what to do) of the per-task resources a node must offer
+RESOURCE_HINTS = (("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
+                  ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"))
+
+
+def check_local_resources(cfg) -> None:
+    """Per-task ``resources.num_cpus`` / ``num_gpus`` that the local cluster this driver would
+    start cannot offer, refused before Ray starts (one line in seconds, no Ray start-up
+    lines): the cluster offers ``cluster.num_cpus`` / ``num_gpus``, or what Ray detects on
+    this machine (its own functions). Ray is imported only for a task asking for more than
+    one CPU or for a GPU. Skipped for a cluster address (``cluster.address``,
+    ``RAY_ADDRESS``), Ray's resource override (``RAY_OVERRIDE_RESOURCES``) or a Ray session
+    open in this process: :func:`ray_jobs.execution.check_feasible` checks those once connected."""
+    if cfg.cluster.get("address") or os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_OVERRIDE_RESOURCES"):
+        return
+    for key, field, hint in RESOURCE_HINTS:
+        asked, offered = float(cfg.resources.get(field) or 0), cfg.cluster.get(field)
+        if asked <= (1 if key == "CPU" else 0) and offered is None:
+            continue  # every machine offers one CPU
+        import ray
+
+        if ray.is_initialized():
+            return
+        if offered is None:
+            try:
+                offered = _detected(key)
+            except Exception:  # Ray's detection failed here: left to the check once Ray is up
+                continue
+        if asked > float(offered):
+            raise ConfigError(f"resources.{field}", f"each task asks for {asked:g} {key}s, but the largest node of the "
+                                                    f"local cluster offers {float(offered):g}; {hint}")
+
+
+def _detected(key: str) -> float:
+    """The CPUs or GPUs Ray finds on this machine when it starts a local cluster (as
+    ``ray._private.resource_and_label_spec`` does: GPUs capped by the visible devices)."""
+    if key == "CPU":
+        from ray._private.utils import get_num_cpus
+
+        return float(get_num_cpus())
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+
+    manager = get_accelerator_manager_for_resource("GPU")
+    if manager is None:
+        return 0.0
+    count = manager.get_current_node_num_accelerators()
+    visible = manager.get_current_process_visible_accelerator_ids()
+    return float(count if visible is None else min(count, len(visible)))
+
+
+#: schemes MLflow 3.17 registers for tracking stores only to refuse them (Unity Catalog is a model registry)
+_REFUSED_TRACKING_SCHEMES = {"databricks-uc", "uc"}
+
+
+def check_tracking_uri(uri: str) -> None:
+    """``tracking.uri`` names a store MLflow can open, refused before anything is written: its
+    scheme one MLflow registers a tracking store for (the registry of
+    ``mlflow.tracking._tracking_service.utils``: http(s), sqlite / postgresql / mysql / mssql,
+    file, databricks), and for a local store (sqlite, file, a path) a directory that exists
+    and takes a file (MLflow would create missing directories, even at the file system's
+    root, or fail after the driver started). Creates nothing."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.uri import get_uri_scheme
+
+    schemes = sorted(scheme for scheme in _tracking_store_registry._registry
+                     if scheme and scheme not in _REFUSED_TRACKING_SCHEMES)
+    allowed = f"allowed schemes: {', '.join(schemes)} (or a local path), or tracking=sqlite / tracking=none"
+    try:
+        scheme = get_uri_scheme(uri)
+    except Exception as exc:  # MLflow's own refusal of a malformed database URI
+        raise ConfigError("tracking.uri", f"{uri!r} is not a tracking URI ({' '.join(str(exc).split())[:200]}); "
+                                          f"{allowed}") from None
+    if scheme and scheme not in schemes:
+        raise ConfigError("tracking.uri", f"{uri!r}: MLflow has no tracking store for the scheme {scheme!r}; {allowed}")
+    if scheme == "sqlite":
+        database = uri.split(":///", 1)[1].split("?", 1)[0] if ":///" in uri else ""
+        if database in ("", ":memory:"):
+            raise ConfigError("tracking.uri", f"{uri!r} is an in-memory database, which keeps nothing; give a file, "
+                                              f"e.g. sqlite:////abs/path/mlflow.db, or tracking=sqlite")
+        _check_store_directory(uri, Path(database).expanduser().absolute().parent)
+    elif scheme in ("", "file"):
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        _check_store_directory(uri, Path(local_file_uri_to_path(uri)).expanduser().absolute().parent)
+
+
+def _check_store_directory(uri: str, directory: Path) -> None:
+    """The directory of a local tracking store exists and takes a file (created, then removed)."""
+    if not directory.is_dir():
+        raise ConfigError("tracking.uri", f"{uri!r}: the directory {directory} does not exist; create it first, "
+                                          f"or use tracking=sqlite (a store under results_dir)")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".landscape-write-check-", dir=directory)
+    except OSError as exc:
+        raise ConfigError("tracking.uri", f"{uri!r}: cannot write in {directory}: {exc.strerror or exc}; give a "
+                                          f"writable directory, or tracking=sqlite (under results_dir)") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def check_unit_count(cells: int, seeds: int, chunk_size: int) -> None:

@@ -31,7 +31,7 @@ PACKAGE = PROJECT_ROOT / "ray_jobs"
 LAYERS = {
     "errors": 0, "plan": 0, "reaper": 0, "plugins": 0,
     "config": 1, "store": 1,
-    "provenance": 2, "tracking": 2, "report": 2, "compaction": 2,
+    "provenance": 2, "tracking": 2, "report": 2, "compaction": 2, "verify": 2,
     "experiments": 3,
     "worker": 4, "validate": 4,
     "execution": 5, "session": 6,

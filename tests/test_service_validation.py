@@ -151,7 +151,7 @@ def test_a_crash_has_its_own_exit_code(tmp_path, capsys, monkeypatch):
     import ray_jobs.sweep
     from ray_jobs.cli import EXIT_CRASHED
 
-    def crash(cfg):
+    def crash(cfg, **_):  # run_sweep also takes the invocation's timings
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(ray_jobs.sweep, "run_sweep", crash)

@@ -8,7 +8,7 @@ import torch
 from landscape_core.networks import forward, unflatten
 from landscape_core.string_sampling import (
     StringSpec,
-    _train_beads,
+    train_beads as _train_beads,
     cyclic_permutation_counterexample,
     dynamic_string_sampling,
     interpolation_losses,

@@ -7,6 +7,8 @@ Layout (the results contract of design.md)::
     <results_dir>/<sweep>/runs/_manifest.json                      the units each compacted part holds
     <results_dir>/<sweep>/report/                                  table.md, table.csv, figures
     <results_dir>/<sweep>/config.yaml                              the resolved sweep config
+    <results_dir>/<sweep>/quarantine/                              files that could not be read back
+    <results_dir>/<sweep>/.footers_checked                         its mtime: when resume last checked the footers
 
 The driver is the only writer: it holds :class:`DriverLock` on ``<sweep>/.driver.lock``
 (an advisory ``flock``, released by the kernel when the driver dies, so a killed driver's
@@ -27,24 +29,35 @@ Units with ``error`` rows are never compacted: their fragment stays loose, so th
 ``retry_errors`` rerun replaces it. :meth:`ResultsStore.files` is the exact file list of
 the dataset at any moment; a directory read (``pd.read_parquet(runs)``, a DuckDB or polars
 glob over ``runs/**/*.parquet``) equals it except while a compaction runs (docs/architecture.md).
+
+Damaged files heal: a fragment or part that cannot be read back (not Parquet, truncated,
+another schema, another unit's rows: :func:`footer_problem`, from the footer alone) is
+moved by the next driver (under the lock, :meth:`ResultsStore.recover`) to
+``<sweep>/quarantine/`` with one warning line naming it; its units are then no longer
+recorded, so the sweep runs them again. A file whose footer is sound but whose data pages
+are not fails when it is read (:class:`~ray_jobs.errors.CorruptFile`, naming it): under the
+lock it is moved aside then, and the next run recomputes its units.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_jobs.errors import ConfigError, StorageError
+from ray_jobs.errors import ConfigError, CorruptFile, StorageError
+from ray_jobs.store.health import KEY_COLUMNS, checked_before, footer_problem, fragment_problems, read_failure
 from ray_jobs.store.lock import DriverLock
 from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, columns_of, error_table, row_schema, unit_table
 
 __all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "columns_of",
-           "encode_fragment", "error_table", "row_schema", "unit_table"]
+           "KEY_COLUMNS", "encode_fragment", "error_table", "footer_problem", "row_schema", "unit_table"]
 
 FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"
@@ -54,6 +67,8 @@ COMPACTED_DIR = "compacted"
 #: under runs/; the ``_`` prefix keeps pyarrow's and pandas' directory reads from taking it for data
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
+#: under the sweep's folder (outside runs/, so no reader of the dataset sees them): files that could not be read back
+QUARANTINE_DIR = "quarantine"
 
 
 def encode_fragment(table: pa.Table) -> bytes:
@@ -62,6 +77,10 @@ def encode_fragment(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
+
+
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def _discard(path: Path) -> None:
@@ -112,7 +131,10 @@ class ResultsStore:
         self.report_dir = self.sweep_dir / "report"
         self.config_path = self.sweep_dir / "config.yaml"
         self.lock = DriverLock(self.sweep_dir / LOCK_NAME)
-        self._manifest: tuple[tuple[int, int], Manifest] | None = None
+        self.quarantine_dir = self.sweep_dir / QUARANTINE_DIR
+        self._manifest: tuple[tuple[int, int] | None, Manifest] | None = None
+        #: where the warning line of each file moved to quarantine goes (stderr)
+        self.warn: Callable[[str], None] = _warn
 
     def prepare(self) -> None:
         """Take the driver lock (ConfigError when another driver holds it), create the
@@ -131,6 +153,7 @@ class ResultsStore:
         (killed after it). Both are copies of rows recorded elsewhere."""
         for stale in self.runs_dir.glob(f".*{STAGING_SUFFIX}"):
             stale.unlink(missing_ok=True)
+        self.heal()
         if not self.compacted_dir.is_dir():
             return
         manifest = self.manifest()
@@ -148,6 +171,91 @@ class ResultsStore:
     def close(self) -> None:
         """Release the driver lock."""
         self.lock.release()
+
+    # --- damaged files --------------------------------------------------------------------
+
+    def part_problems(self) -> list[tuple[Path, str]]:
+        """The parts the manifest lists that are missing or cannot be read back (footers only)."""
+        found = []
+        for part, info in sorted(self.manifest().parts.items()):
+            path = self.runs_dir / part
+            try:
+                problem = footer_problem(path, rows=int(info["rows"]))
+            except FileNotFoundError:
+                problem = "missing, though the manifest lists it"
+            if problem is not None:
+                found.append((path, problem))
+        return found
+
+    def fragment_problems(self) -> list[tuple[Path, str]]:
+        """The loose fragments (not in a listed part) that cannot be read back (footers only)."""
+        return fragment_problems(self._loose(self.manifest()))
+
+    def problems(self) -> list[tuple[Path, str]]:
+        """Every file of the dataset that cannot be read back, with why: :func:`footer_problem`
+        over the parts and the loose fragments (their footers only, no data page)."""
+        return self.part_problems() + self.fragment_problems()
+
+    def heal(self) -> list[Path]:
+        """Under the lock: move every file of :meth:`problems` to ``<sweep>/quarantine/``
+        (one warning line each) and drop the parts among them from the manifest, so that
+        their units count as not recorded and run again. Parts first: the fragments of a
+        dropped part's units (a compaction killed after its commit) then stay, as loose
+        fragments, and are checked in turn; a fragment an earlier heal checked and not
+        modified since is not read again (:func:`~ray_jobs.store.health.checked_before`).
+        Returns where the files went."""
+        moved = [self._quarantine(path, problem) for path, problem in self.part_problems()]
+        self._drop_parts(moved)
+        with checked_before(self.sweep_dir) as skip:
+            loose = [path for path in self._loose(self.manifest()) if not skip(path)]
+            moved += [self._quarantine(path, problem) for path, problem in fragment_problems(loose)]
+        return [target for _, target in moved if target is not None]
+
+    def _drop_parts(self, moved: list[tuple[str, Path | None]]) -> None:
+        """Write the manifest without the parts among ``moved`` (paths relative to runs/)."""
+        manifest = self.manifest()
+        dropped = {relative for relative, _ in moved if relative in manifest.parts}
+        if dropped:
+            self.write_manifest(Manifest({part: info for part, info in manifest.parts.items() if part not in dropped}))
+
+    def _quarantine(self, path: Path, problem: str) -> tuple[str, Path | None]:
+        """Move ``path`` to the quarantine folder (a missing part: nothing to move) and say so;
+        returns its path relative to runs/ and where it went."""
+        relative = path.relative_to(self.runs_dir).as_posix()
+        info = self.manifest().parts.get(relative)
+        units = len(info["units"]) if info else 1
+        what = f"{units} units run" if units != 1 else "its unit runs"
+        if not path.exists():
+            self.warn(f"{path} {problem}; dropped from the manifest, {what} again")
+            return relative, None
+        target = self.quarantine_dir / relative.replace("/", "__")
+        index = 0
+        while target.exists():
+            index += 1
+            target = self.quarantine_dir / f"{relative.replace('/', '__')}.{index}"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError as exc:
+            raise StorageError(target, exc.strerror or str(exc)) from exc
+        self.warn(f"{path} cannot be read ({problem}); moved to {target}, {what} again")
+        return relative, target
+
+    @contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """Turn pyarrow's failure to decode ``path`` into :class:`CorruptFile` naming it; under
+        the lock the file is moved to quarantine first (its units run again next time)."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            reason = read_failure(exc)
+            if reason is None:
+                raise
+            if self.lock.held:
+                moved = self._quarantine(path, reason)
+                self._drop_parts([moved])
+                reason += f"; moved to {moved[1]}: run the same command again to run its units again"
+            raise CorruptFile(path, reason) from None
 
     # --- the manifest ---------------------------------------------------------------------
 
@@ -214,7 +322,8 @@ class ResultsStore:
         """Ids of the units with `error` rows (never compacted: only loose fragments hold them)."""
         failed = set()
         for path in self.fragment_paths():
-            statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+            with self._reading(path):
+                statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
             if ERROR_STATUS in statuses:
                 failed.add(path.name[: -len(FRAGMENT_SUFFIX)])
         return failed
@@ -247,15 +356,16 @@ class ResultsStore:
         paths = self._paths(manifest, wanted)
         tables = []
         for path in paths:
-            handle = pq.ParquetFile(path)
-            present = handle.schema_arrow.names
-            filters = []
-            if wanted is not None and path.parent != self.runs_dir:  # a part holds other units too
-                filters.append(("unit_id", "in", sorted(wanted & set(manifest.parts[path.relative_to(self.runs_dir).as_posix()]["units"]))))
-            if statuses is not None:
-                filters.append(("status", "in", list(statuses)))
-            selected = None if columns is None else [name for name in columns if name in present]
-            tables.append(pq.read_table(path, columns=selected, filters=filters or None))
+            with self._reading(path):
+                handle = pq.ParquetFile(path)
+                present = handle.schema_arrow.names
+                filters = []
+                if wanted is not None and path.parent != self.runs_dir:  # a part holds other units too
+                    filters.append(("unit_id", "in", sorted(wanted & set(manifest.parts[path.relative_to(self.runs_dir).as_posix()]["units"]))))
+                if statuses is not None:
+                    filters.append(("status", "in", list(statuses)))
+                selected = None if columns is None else [name for name in columns if name in present]
+                tables.append(pq.read_table(path, columns=selected, filters=filters or None))
         if not tables:
             return pa.table({})
         table = pa.concat_tables(tables, promote_options="default")
@@ -277,7 +387,10 @@ class ResultsStore:
     def schema(self, unit_ids: Iterable[str] | None = None) -> pa.Schema:
         """The unified schema of the files holding ``unit_ids`` (all when None; footers only)."""
         wanted = None if unit_ids is None else set(unit_ids)
-        schemas = [pq.read_schema(path) for path in self._paths(self.manifest(), wanted)]
+        schemas = []
+        for path in self._paths(self.manifest(), wanted):
+            with self._reading(path):
+                schemas.append(pq.read_schema(path))
         return pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([])
 
     def save_text(self, path: Path, text: str) -> None:

@@ -55,6 +55,11 @@ class DriverLock:
             raise
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (taken by :meth:`acquire`, not released yet)."""
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

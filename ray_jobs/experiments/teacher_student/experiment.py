@@ -109,7 +109,9 @@ class TeacherStudent(Experiment):
                                                    "(step = step_times_k / k)")
             if "step" in options and options["step"] is None:
                 del options["step"]  # step given as step_times_k: `step: null` says only that
-            self._check_with_core(k, n, options, width_axis, grid_step="step" in values)
+            from_experiment = {key for key in experiment if key not in self.service_keys and key not in protocol}
+            self._check_with_core(k, n, options, width_axis, grid_step="step" in values,
+                                  from_experiment=from_experiment)
             params = {
                 "experiment": self.name,
                 "k": k,
@@ -125,8 +127,10 @@ class TeacherStudent(Experiment):
             cells.append(params)
         return cells
 
-    def _check_with_core(self, k, n, options: dict, width_axis: str, grid_step: bool = False) -> None:
-        """Validate one cell with the core's own checks, naming the config path at fault."""
+    def _check_with_core(self, k, n, options: dict, width_axis: str, grid_step: bool = False,
+                         from_experiment: frozenset[str] | set[str] = frozenset()) -> None:
+        """Validate one cell with the core's own checks, naming the config path at fault
+        (``from_experiment``: the options given as ``experiment.*``, the others ``protocol.*``)."""
         from landscape_core.teacher_student import TeacherStudentProtocol
 
         try:
@@ -143,7 +147,7 @@ class TeacherStudent(Experiment):
                 path = f"sweep.grid.{width_axis}"
                 if width_axis == "n_minus_k":
                     message = f"n = k + n_minus_k {message} (k = {k})"
-            elif field in ("d", "teacher"):
+            elif field in ("d", "teacher") or field in from_experiment:
                 path = f"experiment.{field}"
             elif field == "step_times_k" and grid_step:
                 path = "sweep.grid.step"  # the grid's step meets the protocol's step_times_k
