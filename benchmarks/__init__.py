@@ -1,5 +1,3 @@
-
-
 def cpu_and_memory() -> str:
     """``<CPU model>, <cores> cores, <RAM> GiB``: the machine line of every benchmark."""
     import os

@@ -87,13 +87,19 @@ def service_timings(results_dir: Path) -> dict[str, float]:
     experiment = client.get_experiment_by_name(f"landscape-{SWEEP}")
     if experiment is None:
         raise FileNotFoundError(f"no MLflow experiment landscape-{SWEEP} in {results_dir}")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`landscape.role` = 'sweep'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`landscape.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs or not any(key.startswith(TIMING) for key in runs[0].data.metrics):
         raise FileNotFoundError(f"no parent run with timing metrics in {results_dir} (code older than the timings?)")
     metrics = runs[0].data.metrics
-    return {**{key[len(TIMING):]: value for key, value in metrics.items() if key.startswith(TIMING)},
-            "wall_s": metrics.get("wall_s", float("nan"))}
+    return {
+        **{key[len(TIMING) :]: value for key, value in metrics.items() if key.startswith(TIMING)},
+        "wall_s": metrics.get("wall_s", float("nan")),
+    }
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -103,8 +109,13 @@ def _run(command: list[str], *, label: str, log_dir: Path) -> dict:
     """Run ``command`` (cwd: the project), polling its peak resident memory; wall time, exit code."""
     start = time.perf_counter()
     with open(log_dir / f"{label}.out", "w") as out, open(log_dir / f"{label}.err", "w") as err:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=err,
-                                   env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=err,
+            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        )
         hwm = 0
         while process.poll() is None:
             hwm = max(hwm, _status_kib("VmHWM", process.pid))
@@ -117,8 +128,12 @@ def _run(command: list[str], *, label: str, log_dir: Path) -> dict:
 
 
 def _overrides(runs: int, chunk: int, results_dir: Path) -> list[str]:
-    return [f"sweep={SWEEP}", f"sweep.seeds={runs // CELLS}", f"resources.chunk_size={chunk}",
-            f"results_dir={results_dir}"]
+    return [
+        f"sweep={SWEEP}",
+        f"sweep.seeds={runs // CELLS}",
+        f"resources.chunk_size={chunk}",
+        f"results_dir={results_dir}",
+    ]
 
 
 def measure_planning(runs: int, chunk: int, results_dir: Path) -> dict:
@@ -138,8 +153,14 @@ def measure_planning(runs: int, chunk: int, results_dir: Path) -> dict:
     t2 = time.perf_counter()
     todo = units_to_run(ResultsStore(resolve_results_dir(cfg), plan.sweep), plan, retry_errors=False)
     t3 = time.perf_counter()
-    return {"compose_validate_s": t1 - t0, "plan_s": t2 - t1, "resume_check_s": t3 - t2, "total_s": t3 - t0,
-            "units": len(plan.units), "todo": len(todo)}
+    return {
+        "compose_validate_s": t1 - t0,
+        "plan_s": t2 - t1,
+        "resume_check_s": t3 - t2,
+        "total_s": t3 - t0,
+        "units": len(plan.units),
+        "todo": len(todo),
+    }
 
 
 def unit_compute_s(chunk: int, repeats: int = 20) -> float:
@@ -160,8 +181,15 @@ def unit_compute_s(chunk: int, repeats: int = 20) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         columns = columns_of(run_unit("null_run", cells[-1], unit.seeds, use_gpu=False, torch_threads=1))
-        table = unit_table(unit, columns, constants=where, experiment=experiment.name,
-                           column_types=experiment.columns, sweep=SWEEP, code_version="x")
+        table = unit_table(
+            unit,
+            columns,
+            constants=where,
+            experiment=experiment.name,
+            column_types=experiment.columns,
+            sweep=SWEEP,
+            code_version="x",
+        )
         encode_fragment(table)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
@@ -180,32 +208,57 @@ def run_setting(runs: int, chunk: int, root: Path, log_dir: Path, profile: Path 
     sweep = [str(BIN / "landscape-sweep"), *_overrides(runs, chunk, results_dir)]
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-        sweep = [str(BIN / "py-spy"), "record", "-r", "50", "-f", "raw", "-o", str(profile / f"{label}.txt"), "--",
-                 *sweep]
+        sweep = [
+            str(BIN / "py-spy"),
+            "record",
+            "-r",
+            "50",
+            "-f",
+            "raw",
+            "-o",
+            str(profile / f"{label}.txt"),
+            "--",
+            *sweep,
+        ]
     print(f"[{label}] sweep ...", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     done = _run(sweep, label=f"{label}.sweep", log_dir=log_dir)
     if done["exit_code"] not in (0, 1):
         raise SettingStopped(f"the sweep ended with exit code {done['exit_code']}")
-    out["sweep"] = {**service_timings(results_dir), "command_wall_s": done["wall_s"], "hwm_kib": done["hwm_kib"],
-                    "exit_code": done["exit_code"]}
+    out["sweep"] = {
+        **service_timings(results_dir),
+        "command_wall_s": done["wall_s"],
+        "hwm_kib": done["hwm_kib"],
+        "exit_code": done["exit_code"],
+    }
     out["load"] = (load, os.getloadavg()[0])
     out["files_after_sweep"] = _files(sweep_dir)
     compact = BIN / "landscape-compact"
     if compact.exists():
         print(f"[{label}] landscape-compact ...", file=sys.stderr, flush=True)
-        done = _run([str(compact), f"results_dir={results_dir}", f"sweep_name={SWEEP}"], label=f"{label}.compact",
-                    log_dir=log_dir)
+        done = _run(
+            [str(compact), f"results_dir={results_dir}", f"sweep_name={SWEEP}"],
+            label=f"{label}.compact",
+            log_dir=log_dir,
+        )
         out["compact"] = {"wall_s": done["wall_s"], "exit_code": done["exit_code"], "files_after": _files(sweep_dir)}
     print(f"[{label}] landscape-report ...", file=sys.stderr, flush=True)
-    done = _run([str(BIN / "landscape-report"), f"results_dir={results_dir}", f"sweep_name={SWEEP}"],
-                label=f"{label}.report", log_dir=log_dir)
+    done = _run(
+        [str(BIN / "landscape-report"), f"results_dir={results_dir}", f"sweep_name={SWEEP}"],
+        label=f"{label}.report",
+        log_dir=log_dir,
+    )
     out["report"] = {"wall_s": done["wall_s"], "exit_code": done["exit_code"], "hwm_kib": done["hwm_kib"]}
     print(f"[{label}] resume ...", file=sys.stderr, flush=True)
-    done = _run([str(BIN / "landscape-sweep"), *_overrides(runs, chunk, results_dir)], label=f"{label}.resume",
-                log_dir=log_dir)
-    out["resume"] = {**service_timings(results_dir), "command_wall_s": done["wall_s"], "exit_code": done["exit_code"],
-                     "zero_to_run": " 0 to run" in " ".join(done["stderr"].split())}
+    done = _run(
+        [str(BIN / "landscape-sweep"), *_overrides(runs, chunk, results_dir)], label=f"{label}.resume", log_dir=log_dir
+    )
+    out["resume"] = {
+        **service_timings(results_dir),
+        "command_wall_s": done["wall_s"],
+        "exit_code": done["exit_code"],
+        "zero_to_run": " 0 to run" in " ".join(done["stderr"].split()),
+    }
     out["resume_planning"] = measure_planning(runs, chunk, results_dir)
     return out
 
@@ -249,16 +302,20 @@ def machine_description() -> str:
     import pyarrow
     import ray
 
-    return (f"{cpu_and_memory()} RAM; Python {platform.python_version()}, Ray {ray.__version__}, "
-            f"pyarrow {pyarrow.__version__}, MLflow {mlflow.__version__}, {platform.system()} {platform.release()}")
+    return (
+        f"{cpu_and_memory()} RAM; Python {platform.python_version()}, Ray {ray.__version__}, "
+        f"pyarrow {pyarrow.__version__}, MLflow {mlflow.__version__}, {platform.system()} {platform.release()}"
+    )
 
 
 def code_version() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "ray_jobs"], cwd=PROJECT_ROOT, capture_output=True,
-                               text=True)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "ray_jobs"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -291,8 +348,13 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
         "bytes; null_run): " + ", ".join(f"{figures['compute'][c] * 1e3:.2f} ms at chunk {c}" for c in chunks) + ".",
         "",
     ]
-    header = "| | " + " | ".join(f"{r['runs']:,} runs, chunk {r['chunk']} ({r['planning'].get('units', 0):,} units)"
-                                 for r in results) + " | target |"
+    header = (
+        "| | "
+        + " | ".join(
+            f"{r['runs']:,} runs, chunk {r['chunk']} ({r['planning'].get('units', 0):,} units)" for r in results
+        )
+        + " | target |"
+    )
     lines += [header, "|---" * (len(results) + 2) + "|"]
 
     def row(name: str, cell, target: str = "") -> None:
@@ -302,71 +364,123 @@ def render(results: list[dict], figures: dict, args, elapsed: float) -> str:
         return _met(ok) if r["chunk"] == 1000 and r["runs"] == big else ""
 
     d = {id(r): r["derived"] for r in results}
-    row("planning, empty store: compose + validate / plan / units_to_run (s)",
-        lambda r: f"{r['planning']['compose_validate_s']:.2f} / {r['planning']['plan_s']:.2f} / "
-                  f"{r['planning']['resume_check_s']:.2f}")
-    row("planning + resume check, finished store (s, in process)",
-        lambda r: f"{r['resume_planning']['total_s']:.2f} "
-                  f"{_met(r['resume_planning']['total_s'] < TARGET_PLAN_RESUME_S) if r['runs'] == big else ''}",
-        f"< {TARGET_PLAN_RESUME_S:.0f} s at 10^6 runs")
-    row("1-minute load average of the machine before / after the sweep",
-        lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}")
+    row(
+        "planning, empty store: compose + validate / plan / units_to_run (s)",
+        lambda r: (
+            f"{r['planning']['compose_validate_s']:.2f} / {r['planning']['plan_s']:.2f} / "
+            f"{r['planning']['resume_check_s']:.2f}"
+        ),
+    )
+    row(
+        "planning + resume check, finished store (s, in process)",
+        lambda r: (
+            f"{r['resume_planning']['total_s']:.2f} "
+            f"{_met(r['resume_planning']['total_s'] < TARGET_PLAN_RESUME_S) if r['runs'] == big else ''}"
+        ),
+        f"< {TARGET_PLAN_RESUME_S:.0f} s at 10^6 runs",
+    )
+    row(
+        "1-minute load average of the machine before / after the sweep",
+        lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}",
+    )
     row("sweep command wall (s)", lambda r: f"{r['sweep']['command_wall_s']:.0f}")
-    row("of which: compose / plan / Ray start / session open (s)",
-        lambda r: " / ".join(f"{r['sweep'].get(k + '_s', 0):.1f}"
-                             for k in ("compose", "plan", "ray_start", "session_open")))
-    row("of which: loop span, first submit to its end (s; units / s)",
-        lambda r: f"{d[id(r)]['loop_span_s']:.1f} ({d[id(r)]['units_per_s']:.0f})")
-    row("of which: compaction / report / MLflow (parent, children; s)",
-        lambda r: " / ".join(f"{r['sweep'].get(k + '_s', 0):.1f}" for k in ("compact", "report", "mlflow")))
-    row("driver CPU per unit over the loop span (ms)",
+    row(
+        "of which: compose / plan / Ray start / session open (s)",
+        lambda r: " / ".join(
+            f"{r['sweep'].get(k + '_s', 0):.1f}" for k in ("compose", "plan", "ray_start", "session_open")
+        ),
+    )
+    row(
+        "of which: loop span, first submit to its end (s; units / s)",
+        lambda r: f"{d[id(r)]['loop_span_s']:.1f} ({d[id(r)]['units_per_s']:.0f})",
+    )
+    row(
+        "of which: compaction / report / MLflow (parent, children; s)",
+        lambda r: " / ".join(f"{r['sweep'].get(k + '_s', 0):.1f}" for k in ("compact", "report", "mlflow")),
+    )
+    row(
+        "driver CPU per unit over the loop span (ms)",
         lambda r: f"{d[id(r)]['driver_cpu_ms']:.1f} {at_target(r, d[id(r)]['driver_cpu_ms'] < TARGET_UNIT_MS)}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("of which per unit, without the cells' MLflow children: the loop (Ray) and recording (ms)",
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs",
+    )
+    row(
+        "of which per unit, without the cells' MLflow children: the loop (Ray) and recording (ms)",
         lambda r: f"{d[id(r)]['driver_cpu_own_ms']:.1f} {at_target(r, d[id(r)]['driver_cpu_own_ms'] < TARGET_UNIT_MS)}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("of which per cell: its MLflow child, driver CPU per cell (ms; units per cell)",
-        lambda r: f"{d[id(r)]['cells_cpu_ms_per_cell']:.0f} ({r['planning'].get('units', 0) / CELLS:.0f})")
-    row("wall overhead per unit: (loop span - compute / workers) / units (ms)",
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs",
+    )
+    row(
+        "of which per cell: its MLflow child, driver CPU per cell (ms; units per cell)",
+        lambda r: f"{d[id(r)]['cells_cpu_ms_per_cell']:.0f} ({r['planning'].get('units', 0) / CELLS:.0f})",
+    )
+    row(
+        "wall overhead per unit: (loop span - compute / workers) / units (ms)",
         lambda r: f"{d[id(r)]['wall_overhead_ms']:.1f} {at_target(r, d[id(r)]['wall_overhead_ms'] < TARGET_UNIT_MS)}",
-        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs")
-    row("driver wall per unit: the loop (Ray submit, wait, get) / record fragment (ms)",
-        lambda r: f"{d[id(r)]['loop_ms']:.1f} / {d[id(r)]['record_ms']:.1f}")
-    row("driver CPU per unit: the loop (Ray) / record fragment (ms)",
-        lambda r: f"{d[id(r)]['loop_cpu_ms']:.1f} / {d[id(r)]['record_cpu_ms']:.1f}")
-    row("orchestration overhead / compute, null_run: (workers x span - compute) / compute",
-        lambda r: f"{d[id(r)]['overhead_fraction_null']:.0f}x")
-    row("driver CPU per unit / compute of a teacher-student unit (k = n = 10, same chunk; estimate)",
-        lambda r: f"{100 * d[id(r)]['overhead_fraction_ts']:.2f}%")
+        f"< {TARGET_UNIT_MS:.0f} ms at chunk 1,000, 10^6 runs",
+    )
+    row(
+        "driver wall per unit: the loop (Ray submit, wait, get) / record fragment (ms)",
+        lambda r: f"{d[id(r)]['loop_ms']:.1f} / {d[id(r)]['record_ms']:.1f}",
+    )
+    row(
+        "driver CPU per unit: the loop (Ray) / record fragment (ms)",
+        lambda r: f"{d[id(r)]['loop_cpu_ms']:.1f} / {d[id(r)]['record_cpu_ms']:.1f}",
+    )
+    row(
+        "orchestration overhead / compute, null_run: (workers x span - compute) / compute",
+        lambda r: f"{d[id(r)]['overhead_fraction_null']:.0f}x",
+    )
+    row(
+        "driver CPU per unit / compute of a teacher-student unit (k = n = 10, same chunk; estimate)",
+        lambda r: f"{100 * d[id(r)]['overhead_fraction_ts']:.2f}%",
+    )
     row("driver peak RSS at the loop's end (MiB)", lambda r: f"{d[id(r)]['loop_peak_rss_mib']:.0f}", "flat in runs")
     row("driver peak RSS, whole command (MiB; report included)", lambda r: f"{d[id(r)]['driver_hwm_mib']:.0f}")
     row("files under the sweep dir after the sweep", lambda r: f"{r['files_after_sweep']:,}")
     if any("compact" in r for r in results):
-        row("`landscape-compact` (s) / files after",
-            lambda r: f"{r['compact']['wall_s']:.1f} / {r['compact']['files_after']:,}" if "compact" in r else "")
-    row("`landscape-report` wall (s) / peak RSS (MiB)",
-        lambda r: f"{r['report']['wall_s']:.1f} / {_mib(r['report']['hwm_kib'])} "
-                  f"{_met(r['report']['wall_s'] < TARGET_REPORT_S) if r['runs'] == big else ''}",
-        f"< {TARGET_REPORT_S:.0f} s at 10^6 rows")
-    row("resume (0 units to run): command wall (s)",
-        lambda r: f"{r['resume']['command_wall_s']:.1f}{'' if r['resume']['zero_to_run'] else ' (units were left!)'}")
-    row("resume: compose + plan (validate, plan, resume check) inside it (s)",
+        row(
+            "`landscape-compact` (s) / files after",
+            lambda r: f"{r['compact']['wall_s']:.1f} / {r['compact']['files_after']:,}" if "compact" in r else "",
+        )
+    row(
+        "`landscape-report` wall (s) / peak RSS (MiB)",
+        lambda r: (
+            f"{r['report']['wall_s']:.1f} / {_mib(r['report']['hwm_kib'])} "
+            f"{_met(r['report']['wall_s'] < TARGET_REPORT_S) if r['runs'] == big else ''}"
+        ),
+        f"< {TARGET_REPORT_S:.0f} s at 10^6 rows",
+    )
+    row(
+        "resume (0 units to run): command wall (s)",
+        lambda r: f"{r['resume']['command_wall_s']:.1f}{'' if r['resume']['zero_to_run'] else ' (units were left!)'}",
+    )
+    row(
+        "resume: compose + plan (validate, plan, resume check) inside it (s)",
         lambda r: f"{r['resume'].get('compose_s', 0) + r['resume'].get('plan_s', 0):.2f}",
-        f"< {TARGET_PLAN_RESUME_S:.0f} s")
-    row("resume: session open / report / MLflow (s)",
-        lambda r: " / ".join(f"{r['resume'].get(k + '_s', 0):.1f}" for k in ("session_open", "report", "mlflow")))
+        f"< {TARGET_PLAN_RESUME_S:.0f} s",
+    )
+    row(
+        "resume: session open / report / MLflow (s)",
+        lambda r: " / ".join(f"{r['resume'].get(k + '_s', 0):.1f}" for k in ("session_open", "report", "mlflow")),
+    )
     lines.append("")
     flat = []
     for chunk in chunks:
         if (small, chunk) in by and (big, chunk) in by and small != big:
             a, b = by[(small, chunk)]["derived"]["loop_peak_rss_mib"], by[(big, chunk)]["derived"]["loop_peak_rss_mib"]
-            flat.append(f"chunk {chunk}: {a:.0f} MiB at {small:,} runs, {b:.0f} MiB at {big:,} runs "
-                        f"({100 * (b - a) / a:+.0f}%) {_met(b <= a * (1 + FLAT_TOLERANCE))}")
+            flat.append(
+                f"chunk {chunk}: {a:.0f} MiB at {small:,} runs, {b:.0f} MiB at {big:,} runs "
+                f"({100 * (b - a) / a:+.0f}%) {_met(b <= a * (1 + FLAT_TOLERANCE))}"
+            )
     if flat:
-        lines.append(f"Driver memory in the loop, flat in the number of runs (peak within {FLAT_TOLERANCE:.0%} from "
-                     f"{small:,} to {big:,} runs): " + "; ".join(flat) + ".")
-    lines.append("`landscape-compact` was run after each sweep." if any("compact" in r for r in results) else
-                 "No `landscape-compact` command in this checkout: files are counted as the sweep left them.")
+        lines.append(
+            f"Driver memory in the loop, flat in the number of runs (peak within {FLAT_TOLERANCE:.0%} from "
+            f"{small:,} to {big:,} runs): " + "; ".join(flat) + "."
+        )
+    lines.append(
+        "`landscape-compact` was run after each sweep."
+        if any("compact" in r for r in results)
+        else "No `landscape-compact` command in this checkout: files are counted as the sweep left them."
+    )
     return "\n".join(lines)
 
 
@@ -385,8 +499,13 @@ def _shown(argv: list[str]) -> list[str]:
 
 def _settings_s(results: list[dict]) -> float:
     """Wall time of every command of every setting (sweep, compaction, report, resume)."""
-    return sum(r["sweep"]["command_wall_s"] + r.get("compact", {}).get("wall_s", 0.0) + r["report"]["wall_s"]
-               + r["resume"]["command_wall_s"] for r in results)
+    return sum(
+        r["sweep"]["command_wall_s"]
+        + r.get("compact", {}).get("wall_s", 0.0)
+        + r["report"]["wall_s"]
+        + r["resume"]["command_wall_s"]
+        for r in results
+    )
 
 
 def write_section(path: Path, body: str) -> None:
@@ -405,16 +524,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10^5 runs only")
     parser.add_argument("--chunks", default="1000,50", help="chunk sizes (seeds per unit), comma-separated")
-    parser.add_argument("--sizes", default=None,
-                        help="runs per setting, comma-separated (default 100000,1000000; --quick 100000)")
+    parser.add_argument(
+        "--sizes", default=None, help="runs per setting, comma-separated (default 100000,1000000; --quick 100000)"
+    )
     parser.add_argument("--write", type=Path, default=None, help="markdown file whose bench_scale section to rewrite")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="run each sweep under py-spy, raw stacks in this folder")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="run each sweep under py-spy, raw stacks in this folder"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the results directory")
-    parser.add_argument("--render", type=Path, default=None,
-                        help="only render (and --write) the figures saved in this logs folder by an earlier run")
-    parser.add_argument("--append", type=Path, default=None,
-                        help="a logs folder of an earlier run: keep its settings, run only the missing ones")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only render (and --write) the figures saved in this logs folder by an earlier run",
+    )
+    parser.add_argument(
+        "--append",
+        type=Path,
+        default=None,
+        help="a logs folder of an earlier run: keep its settings, run only the missing ones",
+    )
     args = parser.parse_args(argv)
     args.argv = argv
     if args.render:
@@ -434,9 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir()
     print(f"results and logs under {root}", file=sys.stderr)
     started = time.perf_counter()
-    figures = {"workers": os.cpu_count() or 1, "compute": {c: unit_compute_s(c) for c in chunks},
-               "code": code_version(),
-               "date": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+    figures = {
+        "workers": os.cpu_count() or 1,
+        "compute": {c: unit_compute_s(c) for c in chunks},
+        "code": code_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     results = []
     if args.append:  # an earlier run's settings (and their figures) are kept
         saved = json.loads((args.append / "results.json").read_text())
@@ -463,8 +595,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.keep:  # the next setting's reads should not find this one's files in the page cache
                     shutil.rmtree(root / f"r{runs}_c{chunk}", ignore_errors=True)
         elapsed = time.perf_counter() - started
-        (log_dir / "results.json").write_text(json.dumps({"figures": figures, "results": results, "argv": argv,
-                                                          "elapsed_s": elapsed}, indent=1, default=str))
+        (log_dir / "results.json").write_text(
+            json.dumps(
+                {"figures": figures, "results": results, "argv": argv, "elapsed_s": elapsed}, indent=1, default=str
+            )
+        )
         body = render(results, figures, args, elapsed)
         print(body)
         if args.write:

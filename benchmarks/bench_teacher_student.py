@@ -38,6 +38,7 @@ from pathlib import Path
 
 from benchmarks import cpu_and_memory
 
+
 def _markers(k: int, n: int, seeds: int) -> tuple[str, str]:
     """Markdown comment markers of this configuration's section (one section per config)."""
     key = f"bench_teacher_student k={k} n={n} seeds={seeds}"
@@ -97,14 +98,18 @@ def run_pairs(k: int, n: int, seeds: list[int], workers: int, rounds: int) -> in
         loop, proven = run_variant("per_run", k, n, seeds, 1), run_variant("proven", k, n, seeds, workers)
         bad = sum(proven["statuses"][s] != loop["statuses"][s] for s in seeds)
         differ += bad
-        print(f"round {r}: k = n = {k}, {len(seeds)} seeds: per-run loop {loop['wall_s']:.2f} s, proven outcomes "
-              f"({workers} workers) {proven['wall_s']:.2f} s, {loop['wall_s'] / proven['wall_s']:.1f}x, "
-              f"{bad} classifications differ", flush=True)
+        print(
+            f"round {r}: k = n = {k}, {len(seeds)} seeds: per-run loop {loop['wall_s']:.2f} s, proven outcomes "
+            f"({workers} workers) {proven['wall_s']:.2f} s, {loop['wall_s'] / proven['wall_s']:.1f}x, "
+            f"{bad} classifications differ",
+            flush=True,
+        )
     return 1 if differ else 0
 
 
 def _noop(_):
     import torch  # noqa: F401  (import cost is not part of the measurement)
+
     import landscape_core.certification  # noqa: F401  (nor that of the prover's modules)
     import landscape_core.families  # noqa: F401
 
@@ -137,19 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-proven", action="store_true", help="skip the 'batched + proven outcomes' variants")
     parser.add_argument("--write", type=Path, default=None, help="markdown file to update (between markers)")
-    parser.add_argument("--pairs", type=int, default=0, metavar="ROUNDS",
-                        help="only alternate the per-run loop (1 process) and proven outcomes (--workers) ROUNDS "
-                             "times and print each round's ratio: on a machine whose speed drifts, a ratio "
-                             "taken minutes apart scatters less than the table's")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only alternate the per-run loop (1 process) and proven outcomes (--workers) ROUNDS "
+        "times and print each round's ratio: on a machine whose speed drifts, a ratio "
+        "taken minutes apart scatters less than the table's",
+    )
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     if args.pairs:
         return run_pairs(args.k, args.n, seeds, args.workers, args.pairs)
 
-    variants = [
-        run_variant("per_run", args.k, args.n, seeds, 1),
-        run_variant("batched", args.k, args.n, seeds, 1),
-    ]
+    variants = [run_variant("per_run", args.k, args.n, seeds, 1), run_variant("batched", args.k, args.n, seeds, 1)]
     if args.workers > 1:
         variants.append(run_variant("per_run", args.k, args.n, seeds, args.workers))
         variants.append(run_variant("batched", args.k, args.n, seeds, args.workers))
@@ -174,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
     ]
     for v in variants:
-        name = {"per_run": "per-run loop (numpy)", "batched": "batched (torch)",
-                "proven": "batched + proven outcomes (torch)"}[v["impl"]]
+        name = {
+            "per_run": "per-run loop (numpy)",
+            "batched": "batched (torch)",
+            "proven": "batched + proven outcomes (torch)",
+        }[v["impl"]]
         lines.append(
             f"| {name} | {v['workers']} | {v['wall_s']:.2f} | {v['runs_per_s']:.1f} | "
             f"{ref['wall_s'] / v['wall_s']:.1f}x | {v['peak_rss_mb']:.0f} |"

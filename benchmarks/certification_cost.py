@@ -37,9 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     if not runs.is_dir():
         parser.error(f"sweep_dir: no runs/ under {args.sweep_dir}")
     table = ds.dataset(runs, format="parquet").to_table(
-        columns=["cell_id", "k", "n", "d", "seed", "status", "wall_s", "final_weights", "final_loss", "min_eig", "bad_loss_threshold"])
+        columns=[
+            "cell_id",
+            "k",
+            "n",
+            "d",
+            "seed",
+            "status",
+            "wall_s",
+            "final_weights",
+            "final_loss",
+            "min_eig",
+            "bad_loss_threshold",
+        ]
+    )
     rows = table.to_pandas()
-    print("| k | n | runs | spurious | families | training compute s | grouping s | certificates s | certified families | certification / training |")
+    print(
+        "| k | n | runs | spurious | families | training compute s | grouping s | certificates s | certified families | certification / training |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     totals = np.zeros(3)
     for (k, n), cell in sorted(rows.groupby(["k", "n"]), key=lambda item: item[0]):
@@ -53,15 +68,21 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         threshold = float(cell["bad_loss_threshold"].iloc[0] or 1e-3)  # as the report: the row's, else 1e-3
         records = bad[["seed"]].to_dict("records")
-        certified = sum(_family(index, group, records, points, threshold)["certified"] for index, group in enumerate(groups))
+        certified = sum(
+            _family(index, group, records, points, threshold)["certified"] for index, group in enumerate(groups)
+        )
         certifying = time.perf_counter() - start
         totals += (compute, grouping, certifying)
         share = (grouping + certifying) / compute if compute else float("nan")
-        print(f"| {k} | {n} | {len(cell)} | {len(bad)} | {len(groups)} | {compute:.1f} | {grouping:.1f} | {certifying:.1f} "
-              f"| {certified} | {100 * share:.1f}% |")
+        print(
+            f"| {k} | {n} | {len(cell)} | {len(bad)} | {len(groups)} | {compute:.1f} | {grouping:.1f} | {certifying:.1f} "
+            f"| {certified} | {100 * share:.1f}% |"
+        )
     compute, grouping, certifying = totals
-    print(f"\nall cells: training compute {compute:.0f} s, grouping {grouping:.1f} s, certificates {certifying:.1f} s: "
-          f"certification adds {100 * (grouping + certifying) / compute:.1f}% (certificates alone {100 * certifying / compute:.1f}%)")
+    print(
+        f"\nall cells: training compute {compute:.0f} s, grouping {grouping:.1f} s, certificates {certifying:.1f} s: "
+        f"certification adds {100 * (grouping + certifying) / compute:.1f}% (certificates alone {100 * certifying / compute:.1f}%)"
+    )
     return 0
 
 

@@ -35,17 +35,28 @@ def compare(full: pd.DataFrame, fast: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     merged = fast.merge(full, on=KEYS, how="left", suffixes=("_fast", "_full"), validate="one_to_one")
     merged["same"] = merged["status_fast"] == merged["status_full"]
     proven = "proven_iteration_fast" if "proven_iteration_fast" in merged else "proven_iteration"
-    summary = merged.groupby(["k", "n"]).apply(lambda cell: pd.Series({
-        "runs": len(cell),
-        "full: statuses": ", ".join(f"{s} {c}" for s, c in cell["status_full"].value_counts().sort_index().items()),
-        "identical": int(cell["same"].sum()),
-        "differ": int((~cell["same"]).sum()),
-        "proven spurious": int(cell[proven].notna().sum()) if proven in cell else 0,
-        "steps full": int(cell["iterations_full"].sum()),
-        "steps fast": int(cell["iterations_fast"].sum()),
-        "run time full (s)": round(float(cell["wall_s_full"].sum()), 1),
-        "run time fast (s)": round(float(cell["wall_s_fast"].sum()), 1),
-    }), include_groups=False).reset_index()
+    summary = (
+        merged.groupby(["k", "n"])
+        .apply(
+            lambda cell: pd.Series(
+                {
+                    "runs": len(cell),
+                    "full: statuses": ", ".join(
+                        f"{s} {c}" for s, c in cell["status_full"].value_counts().sort_index().items()
+                    ),
+                    "identical": int(cell["same"].sum()),
+                    "differ": int((~cell["same"]).sum()),
+                    "proven spurious": int(cell[proven].notna().sum()) if proven in cell else 0,
+                    "steps full": int(cell["iterations_full"].sum()),
+                    "steps fast": int(cell["iterations_fast"].sum()),
+                    "run time full (s)": round(float(cell["wall_s_full"].sum()), 1),
+                    "run time fast (s)": round(float(cell["wall_s_fast"].sum()), 1),
+                }
+            ),
+            include_groups=False,
+        )
+        .reset_index()
+    )
     return summary, merged[~merged["same"]]
 
 

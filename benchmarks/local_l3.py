@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=10, help="k = n = d, identity teacher")
-    parser.add_argument("--seed", type=int, default=188, help="a seed whose run ends spurious (188: the slowest of 0..199 at k = 10)")
+    parser.add_argument(
+        "--seed", type=int, default=188, help="a seed whose run ends spurious (188: the slowest of 0..199 at k = 10)"
+    )
     parser.add_argument("--directions", type=int, default=20)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     lam = lambda_min(x)
     norms = np.linalg.norm(x, axis=1)
     bound = l3_bound(n=k, k=k, w_min=float(norms.min()), w_max=float(norms.max()), v_max=1.0, rho=0.0)
-    print(f"k = n = {k}, seed {args.seed}: F = {run['final_loss']:.6g}, lambda_min = {lam:.6g}, "
-          f"steps (full protocol) = {run['iterations']}")
+    print(
+        f"k = n = {k}, seed {args.seed}: F = {run['final_loss']:.6g}, lambda_min = {lam:.6g}, "
+        f"steps (full protocol) = {run['iterations']}"
+    )
     print(f"notes' L3 bound at x*: {float(bound.b):.4g}")
     rng = np.random.default_rng(0)
     print("| rho | min over directions of lambda_min | slope (local L3 estimate) |")

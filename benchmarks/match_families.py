@@ -51,9 +51,16 @@ def match(sweep_dir: Path, minima: Path, tol: float) -> pd.DataFrame:
                 nearest = f"nearest {min(distances):.2g}" if distances else "none published"
                 described.append(f"{family.multiplicity} = new ({nearest})")
         missing = [f"#{i} ({counts[i]})" for i in range(len(counts)) if i not in matched]
-        out.append({"k": k, "n": n, "our families": len(cell), "authors' families": len(counts),
-                    "ours: runs = authors' family (its runs; distance)": "; ".join(described),
-                    "authors' families not reached": ", ".join(missing) or "-"})
+        out.append(
+            {
+                "k": k,
+                "n": n,
+                "our families": len(cell),
+                "authors' families": len(counts),
+                "ours: runs = authors' family (its runs; distance)": "; ".join(described),
+                "authors' families not reached": ", ".join(missing) or "-",
+            }
+        )
     return pd.DataFrame(out)
 
 

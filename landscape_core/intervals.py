@@ -63,8 +63,9 @@ def check_gradual_underflow() -> None:
     """The one-ulp enclosure needs IEEE gradual underflow (no flush-to-zero / DAZ)."""
     tiny = np.array([2.0**-1022], dtype=np.float64)
     if not (tiny * 0.5)[0] == 2.0**-1023 or not (np.array([SMALLEST_SUBNORMAL]) * 1.0)[0] == SMALLEST_SUBNORMAL:
-        raise RuntimeError("float64 subnormals are flushed to zero (FTZ/DAZ); "
-                           "the interval bounds need gradual underflow")
+        raise RuntimeError(
+            "float64 subnormals are flushed to zero (FTZ/DAZ); the interval bounds need gradual underflow"
+        )
 
 
 class Intervals:

@@ -11,8 +11,8 @@ function here is written for one model and batched with ``torch.func.vmap``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -147,7 +147,9 @@ def resolve_options(
     if not _is_int(n_test) or n_test < 0:
         raise OptionError("data.n_test", f"must be an integer >= 0, got {n_test!r}")
     if data == "digits" and n_samples + n_test > DIGITS_SAMPLES:
-        raise OptionError("n_samples", f"digits has {DIGITS_SAMPLES} images, n_samples + n_test = {n_samples} + {n_test}")
+        raise OptionError(
+            "n_samples", f"digits has {DIGITS_SAMPLES} images, n_samples + n_test = {n_samples} + {n_test}"
+        )
     if data != "digits":
         if not _is_int(input_dim) or input_dim < 1:
             raise OptionError("data.input_dim", f"must be an integer >= 1, got {input_dim!r}")
@@ -163,12 +165,20 @@ def resolve_options(
         raise OptionError("depth", f"a skip network needs a hidden layer (depth >= 2), got {depth}")
     hidden = list(range(1, depth))
     layers = hidden if skip_layers is None else list(skip_layers)
-    if not layers or any(not _is_int(layer) or layer not in hidden for layer in layers) or len(set(layers)) < len(layers):
-        raise OptionError("skip.layers", f"must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}")
+    if (
+        not layers
+        or any(not _is_int(layer) or layer not in hidden for layer in layers)
+        or len(set(layers)) < len(layers)
+    ):
+        raise OptionError(
+            "skip.layers", f"must be distinct hidden layers among {hidden} (or null = all), got {skip_layers!r}"
+        )
     available = width * len(layers)
     M_value = n_samples if M == "n_samples" else M
     if isinstance(M_value, bool) or not isinstance(M_value, int) or not 1 <= M_value <= available:
-        raise OptionError("skip.M", f"must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}")
+        raise OptionError(
+            "skip.M", f"must be an integer in [1, {available}] (hidden neurons available), got {M_value!r}"
+        )
     sgd = dict(sgd or {})
     allowed = [f.name for f in fields(SGDSpec)]
     for key in sgd:
@@ -189,9 +199,18 @@ def resolve_options(
     if not _is_number(rank_rtol) or not 0 < rank_rtol < 1:
         raise OptionError("rank_rtol", f"must be a number in (0, 1), got {rank_rtol!r}")
     return SkipNetworksOptions(
-        model=spec, M=M_value, sgd=sgd_spec, n_samples=n_samples,
-        skip_layers=None if skip_layers is None else tuple(layers), architecture=architecture, mode=mode, data=data,
-        n_test=n_test, separation=separation, rand_max_iterations=rand_max_iterations, rank_rtol=rank_rtol,
+        model=spec,
+        M=M_value,
+        sgd=sgd_spec,
+        n_samples=n_samples,
+        skip_layers=None if skip_layers is None else tuple(layers),
+        architecture=architecture,
+        mode=mode,
+        data=data,
+        n_test=n_test,
+        separation=separation,
+        rand_max_iterations=rand_max_iterations,
+        rank_rtol=rank_rtol,
     )
 
 
@@ -201,22 +220,27 @@ def _psi_probe(P: torch.Tensor, rank_rtol: float) -> list[dict]:
     (the min(N, M)-th) and the default tolerance; all None for a run whose Psi holds a
     non-finite value (a diverged run)."""
     finite = torch.isfinite(P).all(dim=-1).all(dim=-1)
-    default, loose = numerical_ranks(torch.where(finite[:, None, None], P, torch.zeros_like(P)), rtols=(None, rank_rtol))
+    default, loose = numerical_ranks(
+        torch.where(finite[:, None, None], P, torch.zeros_like(P)), rtols=(None, rank_rtol)
+    )
     out = []
     for i in range(P.shape[0]):
         if not bool(finite[i]):
             out.append(dict(rank=None, rank_loose=None, sigma_min=None, tol=None))
         else:
-            out.append(dict(rank=int(default.rank[i]), rank_loose=int(loose.rank[i]),
-                            sigma_min=float(default.sigma_min[i]), tol=float(default.tol[i])))
+            out.append(
+                dict(
+                    rank=int(default.rank[i]),
+                    rank_loose=int(loose.rank[i]),
+                    sigma_min=float(default.sigma_min[i]),
+                    tol=float(default.tol[i]),
+                )
+            )
     return out
 
 
 def run_skip_networks(
-    options: SkipNetworksOptions,
-    *,
-    seeds: Iterable[int],
-    device: str | torch.device = "cpu",
+    options: SkipNetworksOptions, *, seeds: Iterable[int], device: str | torch.device = "cpu"
 ) -> list[dict]:
     """Train one cell's seeds (plain or skip, sgd or rand) as one batch; one record per seed.
 
@@ -255,7 +279,12 @@ def run_skip_networks(
     Xs, ys, Xts, yts, thetas, skips, gens = [], [], [], [], [], [], []
     for seed in seeds:
         X, y, Xt, yt = make_classification_split(
-            data, n_train=n_samples, n_test=n_test, input_dim=d, classes=m, separation=separation,
+            data,
+            n_train=n_samples,
+            n_test=n_test,
+            input_dim=d,
+            classes=m,
+            separation=separation,
             generator=run_generator(*data_key, seed),
         )
         g = run_generator(*arch_key, seed)
@@ -292,7 +321,6 @@ def run_skip_networks(
 
     iterations = torch.zeros(len(seeds), dtype=torch.int64)
     if mode == "sgd":
-
         theta = train_sgd(ce, theta0, X, y, skip_index, spec=sgd_spec, generators=gens)
         epochs = sgd_spec.epochs
     else:
@@ -313,8 +341,13 @@ def run_skip_networks(
         def convex_loss(w, Phi, yy):
             return F.cross_entropy(Phi @ w.reshape(m, K).T, yy)
 
-        tspec = TrainSpec(optimizer="lbfgs", lr=1.0, grad_tol=1e-10, stop_loss=math.log(2.0) / n_samples,
-                          max_iterations=rand_max_iterations)
+        tspec = TrainSpec(
+            optimizer="lbfgs",
+            lr=1.0,
+            grad_tol=1e-10,
+            stop_loss=math.log(2.0) / n_samples,
+            max_iterations=rand_max_iterations,
+        )
         res = train(convex_loss, w0, feats, y, spec=tspec)
         iterations = res.iterations.cpu()
         theta = _with_output_weights(theta0, res.theta, spec, P_plain, m, M_value, architecture)
@@ -343,7 +376,9 @@ def run_skip_networks(
             "zero_train_error": status == "global",
             "test_accuracy": float(test_acc[i]) if test_acc is not None and not diverged else float("nan"),
             "epochs": epochs,
-            "iterations": int(iterations[i]) if mode == "rand" else epochs * (n_samples // min(sgd_spec.batch_size, n_samples)),
+            "iterations": int(iterations[i])
+            if mode == "rand"
+            else epochs * (n_samples // min(sgd_spec.batch_size, n_samples)),
             "grad_norm": float("nan"),
             "width": width,
             "depth": depth,

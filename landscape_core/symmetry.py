@@ -48,8 +48,16 @@ from scipy.optimize import linear_sum_assignment
 
 from landscape_core.errors import OptionError
 
-__all__ = ["ENUMERATE_MAX", "Alignment", "aligned", "as_matrix", "student_permutation_distance", "symmetric_distance",
-           "teacher_basis", "teacher_coordinates"]
+__all__ = [
+    "ENUMERATE_MAX",
+    "Alignment",
+    "aligned",
+    "as_matrix",
+    "student_permutation_distance",
+    "symmetric_distance",
+    "teacher_basis",
+    "teacher_coordinates",
+]
 
 #: above this k, coordinate permutations are searched (alternating assignments), not enumerated
 ENUMERATE_MAX = 6
@@ -195,8 +203,11 @@ def symmetric_distance(
     B = as_matrix(B, "B")
     if A.shape != B.shape:
         raise OptionError("B", f"has shape {B.shape}, A has {A.shape}")
-    for name, value, minimum in (("enumerate_max", enumerate_max, 0), ("random_starts", random_starts, 0),
-                                 ("max_rounds", max_rounds, 1)):
+    for name, value, minimum in (
+        ("enumerate_max", enumerate_max, 0),
+        ("random_starts", random_starts, 0),
+        ("max_rounds", max_rounds, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise OptionError(name, f"must be an integer >= {minimum}, got {value!r}")
     V = teacher_basis(teacher, A.shape[1])
@@ -217,8 +228,9 @@ def symmetric_distance(
     return _alternating(prob, p_sig, q_sig, lower, random_starts=random_starts, seed=seed, max_rounds=max_rounds)
 
 
-def _alternating(prob: _Problem, p_sig, q_sig, lower: float, *, random_starts: int, seed: int,
-                 max_rounds: int) -> Alignment:
+def _alternating(
+    prob: _Problem, p_sig, q_sig, lower: float, *, random_starts: int, seed: int, max_rounds: int
+) -> Alignment:
     k = prob.CA.shape[1]
     starts = [q_sig, prob.best_cols(p_sig), np.arange(k)]
     rng = np.random.default_rng(seed)

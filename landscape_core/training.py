@@ -20,8 +20,8 @@ Optimizers (all deterministic, full batch):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.func import grad_and_value, vmap
@@ -220,7 +220,9 @@ def _lbfgs_step(vg, vloss, theta, g, f, args, state, move, stalled):
     yy = (y_vec * y_vec).sum(-1)
     state["gamma"] = torch.where(good, sy / torch.where(good, yy, torch.ones_like(yy)), state["gamma"])
     failed = move & ~accepted
-    state["fails"] = torch.where(failed, state["fails"] + 1, torch.where(move, torch.zeros_like(state["fails"]), state["fails"]))
+    state["fails"] = torch.where(
+        failed, state["fails"] + 1, torch.where(move, torch.zeros_like(state["fails"]), state["fails"])
+    )
     if bool(failed.any()):  # reset memory after a failed search; a second failure stalls
         fm = failed.unsqueeze(-1)
         state["rho"] = torch.where(fm, torch.zeros_like(state["rho"]), state["rho"])

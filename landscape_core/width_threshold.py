@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable
 
 import torch
 from torch.func import jacrev, vmap
@@ -195,10 +195,7 @@ def resolve_options(
 
 
 def run_width_threshold(
-    options: WidthThresholdOptions,
-    *,
-    seeds: Iterable[int],
-    device: str | torch.device = "cpu",
+    options: WidthThresholdOptions, *, seeds: Iterable[int], device: str | torch.device = "cpu"
 ) -> list[dict]:
     """Train one cell's seeds as one batch and probe them; one record per seed.
 
@@ -227,10 +224,28 @@ def run_width_threshold(
     # Seeds come from explicitly named values (never "all fields of a dataclass", which
     # would change every seed when a field is added). The activation is left out of the
     # init seed on purpose: activations compared at the same seed share initial weights.
-    data_key = ("width_threshold.data", dspec.name, dspec.n_samples, dspec.input_dim, dspec.output_dim,
-                dspec.classification, dspec.teacher_width, dspec.teacher_depth, dspec.teacher_activation, dspec.noise)
-    init_key = ("width_threshold.init", spec.input_dim, spec.width, spec.depth, spec.output_dim,
-                spec.output_bias, spec.bias, init)
+    data_key = (
+        "width_threshold.data",
+        dspec.name,
+        dspec.n_samples,
+        dspec.input_dim,
+        dspec.output_dim,
+        dspec.classification,
+        dspec.teacher_width,
+        dspec.teacher_depth,
+        dspec.teacher_activation,
+        dspec.noise,
+    )
+    init_key = (
+        "width_threshold.init",
+        spec.input_dim,
+        spec.width,
+        spec.depth,
+        spec.output_dim,
+        spec.output_bias,
+        spec.bias,
+        init,
+    )
     for seed in seeds:
         X, Y = make_dataset(dspec, generator=run_generator(*data_key, seed))
         Wg = run_generator(*init_key, seed)

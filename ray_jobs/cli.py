@@ -21,7 +21,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ray_jobs.config import CONF_DIR, GROUPS, available_options, available_searches, available_sweeps, search_to_sweep, sweep_file
+from ray_jobs.config import (
+    CONF_DIR,
+    GROUPS,
+    available_options,
+    available_searches,
+    available_sweeps,
+    search_to_sweep,
+    sweep_file,
+)
 from ray_jobs.errors import ConfigError, CorruptFile, storage_fault
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -100,7 +108,8 @@ no node offers; nothing written), 3 stopped by a storage fault (one line) or cra
 
 
 def report_help() -> str:
-    return """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.<setting>=...]
+    return (
+        """usage: landscape-report [results_dir=PATH] sweep_name=<name> [report.confidence=0.99] [report.<setting>=...]
 
 Rebuild the report of a sweep from its Parquet rows: per cell the runs and the fraction of
 each status with its Wilson interval, then what the sweep's experiment reports (its own
@@ -123,7 +132,10 @@ results directory that cannot be written; a results file that cannot be read bac
 in one line (exit 3): the sweep's command moves it to quarantine and runs its units again.
 
 sweeps:
-""" + "\n".join(_sweep_descriptions()) + "\n"
+"""
+        + "\n".join(_sweep_descriptions())
+        + "\n"
+    )
 
 
 def _fail(program: str, error: ConfigError) -> int:
@@ -135,8 +147,10 @@ def _crashed(program: str, exc: BaseException) -> int:
     """An unexpected error: the traceback, then one line saying what crashed; exit 3."""
     traceback.print_exc()
     message = " ".join(str(exc).split())
-    print(f"{program}: crashed: {type(exc).__name__}: {message} (recorded units are kept; exit {EXIT_CRASHED})",
-          file=sys.stderr)
+    print(
+        f"{program}: crashed: {type(exc).__name__}: {message} (recorded units are kept; exit {EXIT_CRASHED})",
+        file=sys.stderr,
+    )
     return EXIT_CRASHED
 
 
@@ -169,26 +183,35 @@ def sweep_main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         return _fail("landscape-sweep", error)
     except KeyboardInterrupt:
-        print("landscape-sweep: interrupted; recorded units are kept, run the same command again to resume",
-              file=sys.stderr)
+        print(
+            "landscape-sweep: interrupted; recorded units are kept, run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment failure: its own exit code, never 1 (= failed units)
         fault = storage_fault(exc)
         if fault is None:
             return _crashed("landscape-sweep", exc)
-        print(f"landscape-sweep: stopped: {fault}; the units recorded before are kept and valid, fix the storage "
-              f"and run the same command again to resume (exit {EXIT_CRASHED})", file=sys.stderr)  # the environment, not a bug: one line
+        print(
+            f"landscape-sweep: stopped: {fault}; the units recorded before are kept and valid, fix the storage "
+            f"and run the same command again to resume (exit {EXIT_CRASHED})",
+            file=sys.stderr,
+        )  # the environment, not a bug: one line
         return EXIT_CRASHED
     if is_search(cfg):
         print(result.markdown)
-        print(f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
-              f"{result.units_failed} failed units; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
-              file=sys.stderr)
+        print(
+            f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
+            f"{result.units_failed} failed units; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+            file=sys.stderr,
+        )
         return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
     print(result.report.markdown)
-    print(f"{result.plan.sweep}: {result.units_scheduled} units scheduled, {result.units_skipped} already recorded, "
-          f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
-          file=sys.stderr)
+    print(
+        f"{result.plan.sweep}: {result.units_scheduled} units scheduled, {result.units_skipped} already recorded, "
+        f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+        file=sys.stderr,
+    )
     if result.stopped:
         print(f"landscape-sweep: stopped early: {result.stopped}", file=sys.stderr)
     return EXIT_UNITS_FAILED if result.units_failed or result.stopped else EXIT_OK
@@ -206,8 +229,11 @@ def _report_config(argv: list[str], *, section: str | None = "report"):
         raise ConfigError("arguments", f"cannot parse {argv!r} ({exc}); use key=value") from None
     unknown = set(args) - {"results_dir", "sweep_name", section}
     if unknown:
-        keys = {"report": ", report.confidence, report.figure, report.<a setting of the experiment's report layout>",
-                "compaction": ", compaction.max_rows, compaction.row_group_rows", None: ""}[section]
+        keys = {
+            "report": ", report.confidence, report.figure, report.<a setting of the experiment's report layout>",
+            "compaction": ", compaction.max_rows, compaction.row_group_rows",
+            None: "",
+        }[section]
         raise ConfigError(sorted(unknown)[0], f"unknown argument; allowed: results_dir, sweep_name{keys}")
     results_dir = resolve_results_dir(OmegaConf.create({"results_dir": args.get("results_dir", "results")}))
     present = sorted(path.parent.name for path in results_dir.glob("*/config.yaml"))
@@ -229,9 +255,9 @@ def report_main(argv: list[str] | None = None) -> int:
         print(report_help())
         return EXIT_OK
     from ray_jobs.experiments.registry import get_experiment, get_layout
+    from ray_jobs.provenance import code_version
     from ray_jobs.report import build_report
     from ray_jobs.store import ResultsStore
-    from ray_jobs.provenance import code_version
     from ray_jobs.tracking import SweepTracker, log_report
     from ray_jobs.validate import check_report, check_writable, resolve_reference
 
@@ -244,24 +270,41 @@ def report_main(argv: list[str] | None = None) -> int:
         store = ResultsStore(Path(cfg.results_dir), cfg.sweep.name)
         check_writable(store.report_dir)  # a read-only results directory: one line, before anything is read
         tracked = cfg.get("tracking") is not None and cfg.tracking.get("enabled", False)
-        tracker = SweepTracker.from_config(cfg, Path(cfg.results_dir)) if tracked else None  # a dead server: refused here
+        tracker = (
+            SweepTracker.from_config(cfg, Path(cfg.results_dir)) if tracked else None
+        )  # a dead server: refused here
     except ConfigError as error:
         return _fail("landscape-report", error)
     try:
         problems = store.problems()  # footers only: a damaged file is named, not a traceback
         if problems:
             more = f" (and {len(problems) - 1} more: landscape-verify lists them)" if len(problems) > 1 else ""
-            raise CorruptFile(problems[0][0], f"{problems[0][1]}{more}; run the sweep's command again: it moves "
-                                              f"such files to {store.quarantine_dir} and runs their units again")
-        report = build_report(store, layout, sweep=cfg.sweep.name, confidence=float(cfg.report.confidence),
-                              reference=reference, figure=bool(cfg.report.figure))
+            raise CorruptFile(
+                problems[0][0],
+                f"{problems[0][1]}{more}; run the sweep's command again: it moves "
+                f"such files to {store.quarantine_dir} and runs their units again",
+            )
+        report = build_report(
+            store,
+            layout,
+            sweep=cfg.sweep.name,
+            confidence=float(cfg.report.confidence),
+            reference=reference,
+            figure=bool(cfg.report.figure),
+        )
         logged = ""
         if tracker is not None:
             settings = {"confidence": cfg.report.confidence, **layout.values, "figure": cfg.report.figure}
-            run_id = log_report(tracker, sweep=cfg.sweep.name, results_dir=Path(cfg.results_dir),
-                                params={**settings, "code_version": code_version()}, table=report.table,
-                                series=layout.headline_series(report.table) if not report.table.empty else {},
-                                paths=report.paths, config_path=store.config_path)
+            run_id = log_report(
+                tracker,
+                sweep=cfg.sweep.name,
+                results_dir=Path(cfg.results_dir),
+                params={**settings, "code_version": code_version()},
+                table=report.table,
+                series=layout.headline_series(report.table) if not report.table.empty else {},
+                paths=report.paths,
+                config_path=store.config_path,
+            )
             logged = f"; MLflow run {run_id} in {tracker.tracking_uri}"
     except Exception as exc:
         fault = storage_fault(exc)

@@ -27,15 +27,24 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_jobs.store import (COMPACTED_DIR, ERROR_STATUS, FRAGMENT_SUFFIX, STAGING_SUFFIX, Manifest, ResultsStore,
-                            StorageError, _discard, _fsync_dir)
+from ray_jobs.store import (
+    COMPACTED_DIR,
+    ERROR_STATUS,
+    FRAGMENT_SUFFIX,
+    STAGING_SUFFIX,
+    Manifest,
+    ResultsStore,
+    StorageError,
+    _discard,
+    _fsync_dir,
+)
 
 #: rows per compacted file at most (a cell with more gets several parts)
 MAX_ROWS = 1_000_000
@@ -57,9 +66,11 @@ class CompactionResult:
     def line(self) -> str:
         if not self.fragments:
             return f"compaction: nothing to compact ({self.kept_loose} fragments with error rows stay loose)"
-        return (f"compaction: {self.fragments} fragments{f' and {self.parts_rewritten} earlier parts' if self.parts_rewritten else ''} "
-                f"-> {self.parts_written} parts, {self.rows} rows, in {self.wall_s:.1f} s"
-                f"{f'; {self.kept_loose} fragments with error rows stay loose' if self.kept_loose else ''}")
+        return (
+            f"compaction: {self.fragments} fragments{f' and {self.parts_rewritten} earlier parts' if self.parts_rewritten else ''} "
+            f"-> {self.parts_written} parts, {self.rows} rows, in {self.wall_s:.1f} s"
+            f"{f'; {self.kept_loose} fragments with error rows stay loose' if self.kept_loose else ''}"
+        )
 
 
 def _cell_of(path: Path) -> str:
@@ -75,8 +86,12 @@ def _cell_of(path: Path) -> str:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in order (missing ones null)."""
-    columns = [table.column(field.name).cast(field.type) if field.name in table.column_names
-               else pa.nulls(table.num_rows, field.type) for field in schema]
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -113,7 +128,9 @@ class _PartWriter:
             return
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            token = hashlib.sha256(f"{time.time_ns()}-{os.getpid()}-{self.cell_id}-{len(self.written)}".encode()).hexdigest()[:12]
+            token = hashlib.sha256(
+                f"{time.time_ns()}-{os.getpid()}-{self.cell_id}-{len(self.written)}".encode()
+            ).hexdigest()[:12]
             self._final = self.folder / f"part-{token}{FRAGMENT_SUFFIX}"
             self._staging = self.folder / f".part-{token}{STAGING_SUFFIX}"
             self._handle = open(self._staging, "wb")
@@ -152,8 +169,14 @@ class _PartWriter:
             _discard(self._staging)
 
 
-def compact(store: ResultsStore, *, unit_cells: Mapping[str, str] | None = None, max_rows: int = MAX_ROWS,
-            row_group_rows: int = ROW_GROUP_ROWS, on_part: Callable[[str], None] | None = None) -> CompactionResult:
+def compact(
+    store: ResultsStore,
+    *,
+    unit_cells: Mapping[str, str] | None = None,
+    max_rows: int = MAX_ROWS,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    on_part: Callable[[str], None] | None = None,
+) -> CompactionResult:
     """Compact the loose fragments of ``store`` (the caller holds its driver lock and has run
     :meth:`~ResultsStore.recover`, as :meth:`~ResultsStore.prepare` does).
 

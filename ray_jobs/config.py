@@ -52,8 +52,16 @@ def sweep_file(name: str) -> Path:
 
 def experiment_groups() -> tuple[str, ...]:
     """The config groups of conf/ that only some experiments read (a folder each, sorted)."""
-    return tuple(sorted({path.name for conf in conf_dirs() for path in conf.iterdir()
-                         if path.is_dir() and path.name != "sweep" and path.name not in SERVICE_GROUPS}))
+    return tuple(
+        sorted(
+            {
+                path.name
+                for conf in conf_dirs()
+                for path in conf.iterdir()
+                if path.is_dir() and path.name != "sweep" and path.name not in SERVICE_GROUPS
+            }
+        )
+    )
 
 
 #: Hydra groups of conf/ besides `sweep`: the experiment, the experiments' own groups, then
@@ -94,9 +102,11 @@ def search_to_sweep(overrides: list[str]) -> tuple[list[str], bool]:
     out, named = [], False
     for arg in overrides:
         if arg.startswith("search="):
-            name = arg[len("search="):]
+            name = arg[len("search=") :]
             if name not in available_searches():
-                raise ConfigError("search", f"unknown search {name!r}; allowed: {', '.join(available_searches()) or 'none'}")
+                raise ConfigError(
+                    "search", f"unknown search {name!r}; allowed: {', '.join(available_searches()) or 'none'}"
+                )
             out.append(f"sweep={name}")
             named = True
         else:
@@ -124,8 +134,11 @@ def _parse_overrides(overrides: list[str]):
 
 def _check_group_choices(parsed) -> None:
     """Unknown or missing group options (``sweep=nope``) -> ConfigError listing the allowed ones."""
-    chosen = {o.key_or_group: o.value() for o in parsed
-              if o.key_or_group in (*GROUPS, "sweep") and not (o.is_delete() and o.key_or_group != "sweep")}
+    chosen = {
+        o.key_or_group: o.value()
+        for o in parsed
+        if o.key_or_group in (*GROUPS, "sweep") and not (o.is_delete() and o.key_or_group != "sweep")
+    }
     if "sweep" not in chosen:
         raise ConfigError("sweep", f"required: sweep=<name>; allowed: {', '.join(available_sweeps())}")
     for group, value in chosen.items():
@@ -164,7 +177,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
     except yaml.YAMLError as exc:  # a config or sweep file that is not YAML
         raise ConfigError(_file_field(exc), f"not valid YAML: {_yaml_problem(exc)}") from None
     if any(o.key_or_group == "sweep.grid" and o.value() in ({}, []) for o in parsed):
-        raise ConfigError("sweep.grid", "empty grid; give the axes to sweep (sweep.grid={} would keep the sweep's grid)")
+        raise ConfigError(
+            "sweep.grid", "empty grid; give the axes to sweep (sweep.grid={} would keep the sweep's grid)"
+        )
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -206,7 +221,7 @@ def unknown_key_message(key: str, cfg) -> str:
     return f"no such key in the config{' (' + '; '.join(hints) + ')' if hints else ''}{allowed}"
 
 
-def _file_field(exc: "yaml.YAMLError") -> str:
+def _file_field(exc: yaml.YAMLError) -> str:
     """``sweep`` for a file of sweeps/, ``<group>`` for one of conf/<group>/, else ``config``."""
     mark = getattr(exc, "problem_mark", None)
     path = Path(mark.name) if mark is not None else None
@@ -215,7 +230,7 @@ def _file_field(exc: "yaml.YAMLError") -> str:
     return "sweep" if path.parent.resolve() in {folder.resolve() for folder in sweeps_dirs()} else path.parent.name
 
 
-def _yaml_problem(exc: "yaml.YAMLError") -> str:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
     """``<file>, line L, column C: <problem>`` on one line."""
     mark = getattr(exc, "problem_mark", None)
     where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -225,11 +240,13 @@ def _yaml_problem(exc: "yaml.YAMLError") -> str:
 def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
     """A one-line ConfigError for a failed override (most often: a key not in the config)."""
     text = f"{exc} {exc.__cause__ or ''}"
-    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Could not append to config\. An item is already at '([^']+)'", text
+    )
     key = match.group(1) if match else "overrides"
     if key.startswith("sweep.grid."):
         remaining = [o for o in overrides if not _override_key(o).startswith(key)]
-        return UnknownGridAxis(key[len("sweep.grid."):], remaining)
+        return UnknownGridAxis(key[len("sweep.grid.") :], remaining)
     if "not in struct" not in text:
         return ConfigError(key, str(exc).strip().splitlines()[0])
     try:  # the keys beside it, from the config without this override

@@ -89,7 +89,9 @@ def seed_chunks(seed_start: int, seeds: int, chunk_size: int) -> list[tuple[int,
 
 def plan_sweep(cfg, experiment_name: str, cell_params: list[dict[str, Any]]) -> SweepPlan:
     """Cells and units of a validated config (``cell_params`` from the experiment)."""
-    cells = list({cell.cell_id: cell for cell in map(make_cell, cell_params)}.values())  # a repeated grid value is one cell
+    cells = list(
+        {cell.cell_id: cell for cell in map(make_cell, cell_params)}.values()
+    )  # a repeated grid value is one cell
     chunks = seed_chunks(int(cfg.sweep.get("seed_start", 0)), int(cfg.sweep.seeds), int(cfg.resources.chunk_size))
     units = [make_unit(cell, lo, hi) for cell in cells for lo, hi in chunks]
     return SweepPlan(sweep=str(cfg.sweep.name), experiment=experiment_name, cells=cells, units=units)

@@ -111,9 +111,14 @@ def start_reaper() -> subprocess.Popen | None:
         return None
     driver = os.getpid()
     os.environ[MARK_ENV] = f"{driver}-{start_time(driver)}"  # inherited by every process Ray starts from here
-    return subprocess.Popen([sys.executable, "-m", "ray_jobs.reaper", str(driver), str(start_time(driver))],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    return subprocess.Popen(
+        [sys.executable, "-m", "ray_jobs.reaper", str(driver), str(start_time(driver))],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
 if __name__ == "__main__":  # python -m ray_jobs.reaper <driver pid> <driver start time>

@@ -14,9 +14,10 @@ every fragment of the sweep and attaches the report to the MLflow parent run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from rich.console import Console
@@ -56,7 +57,7 @@ class Session:
             raise
         self.units_failed = 0
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,8 +80,9 @@ class Session:
         with parent_run(self.tracker, self.sweep, params=params, tags=tags):
             yield
 
-    def record(self, outcome: "UnitOutcome", *, columns: dict[str, tuple[pa.DataType, Any]] | None = None,
-               context: str = "") -> pa.Table:
+    def record(
+        self, outcome: UnitOutcome, *, columns: dict[str, tuple[pa.DataType, Any]] | None = None, context: str = ""
+    ) -> pa.Table:
         """Write the unit's fragment: its rows, or ``error`` rows when its task failed (the
         failure is printed, naming the unit and ``context``); ``columns`` (name -> (type,
         value)) are added to every row. Returns the rows written."""
@@ -88,16 +90,30 @@ class Session:
         fragment = None
         if outcome.error is None:  # the task built and encoded the rows; the same rows again, from its columns
             fragment = outcome.fragment
-            table = unit_table(unit, {name: outcome.records.column(name) for name in outcome.records.column_names},
-                               constants=outcome.where, experiment=self.experiment.name, column_types=self.experiment.columns,
-                               sweep=self.sweep, code_version=self.version)
+            table = unit_table(
+                unit,
+                {name: outcome.records.column(name) for name in outcome.records.column_names},
+                constants=outcome.where,
+                experiment=self.experiment.name,
+                column_types=self.experiment.columns,
+                sweep=self.sweep,
+                code_version=self.version,
+            )
         else:
             self.units_failed += 1
             where = context or f"cell {unit.cell.cell_id}"
-            self.console.print(f"[red]unit {unit.unit_id} ({escape(where)}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
-                               f"failed:[/] {escape(outcome.error)}")
-            table = error_table(unit, outcome.error, experiment=self.experiment.name, column_types=self.experiment.columns,
-                                sweep=self.sweep, code_version=self.version)
+            self.console.print(
+                f"[red]unit {unit.unit_id} ({escape(where)}, seeds {unit.seed_lo}..{unit.seed_hi - 1}) "
+                f"failed:[/] {escape(outcome.error)}"
+            )
+            table = error_table(
+                unit,
+                outcome.error,
+                experiment=self.experiment.name,
+                column_types=self.experiment.columns,
+                sweep=self.sweep,
+                code_version=self.version,
+            )
         for name, (kind, value) in (columns or {}).items():
             table = table.append_column(pa.field(name, kind), pa.array([value] * table.num_rows, kind))
             fragment = None  # rows changed: encoded again
@@ -107,11 +123,18 @@ class Session:
     def build_report(self) -> Report:
         """The report over every fragment of the sweep (report.* settings of the config)."""
         report = self.cfg.report
-        return build_report(self.store, self.layout, sweep=self.sweep, confidence=float(report.confidence),
-                            reference=self.reference, figure=bool(report.figure))
+        return build_report(
+            self.store,
+            self.layout,
+            sweep=self.sweep,
+            confidence=float(report.confidence),
+            reference=self.reference,
+            figure=bool(report.figure),
+        )
 
-    def finish(self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None,
-               table=None) -> None:
+    def finish(
+        self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None, table=None
+    ) -> None:
         """Log the invocation's metrics, its report files and the config on the parent run,
         and, given the report ``table``, the table as an MLflow table and the layout's
         headline series as metric histories; ``stopped`` (why the sweep stopped early) ends

@@ -83,13 +83,21 @@ class _CellTracker:
             rows = rows_from_tables([recorded[unit_id] for unit_id in sorted(recorded)], session.layout)
             if earlier:
                 rows = pd.concat([report_rows(session.store, session.layout, earlier), rows], ignore_index=True)
-            row = table_from_rows(rows, session.layout, confidence=float(session.cfg.report.confidence),
-                                  reference=session.reference).iloc[0].to_dict()
-        metrics = {key: value for key, value in row.items()
-                   if key not in cell.params and key not in ("cell_id", "experiment")}
+            row = (
+                table_from_rows(
+                    rows, session.layout, confidence=float(session.cfg.report.confidence), reference=session.reference
+                )
+                .iloc[0]
+                .to_dict()
+            )
+        metrics = {
+            key: value for key, value in row.items() if key not in cell.params and key not in ("cell_id", "experiment")
+        }
         params = {"sweep": self.plan.sweep, "cell_id": cell.cell_id, **cell.params}
         axes = [f"{axis}={cell.params[axis]}" for axis in session.layout.table_axes if axis in cell.params]
-        session.tracker.log_cell(" ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep})
+        session.tracker.log_cell(
+            " ".join(axes) or cell.cell_id, params, metrics, {"cell_id": cell.cell_id, "sweep": self.plan.sweep}
+        )
 
 
 def units_to_run(store: ResultsStore, plan: SweepPlan, *, retry_errors: bool) -> list:
@@ -106,8 +114,10 @@ def fail_fast_reason(fail_fast, finished: int, failed: int) -> str | None:
     if not fail_fast.enabled or finished != int(fail_fast.first_units):
         return None
     if failed > float(fail_fast.max_failed_fraction) * finished:
-        return (f"fail_fast: {failed} of the first {finished} units failed (more than "
-                f"{float(fail_fast.max_failed_fraction):.0%}); pending units cancelled")
+        return (
+            f"fail_fast: {failed} of the first {finished} units failed (more than "
+            f"{float(fail_fast.max_failed_fraction):.0%}); pending units cancelled"
+        )
     return None
 
 
@@ -116,8 +126,12 @@ def compact_after_sweep(store: ResultsStore, plan: SweepPlan, compaction, consol
     and at least ``compaction.min_fragments`` of them are loose."""
     if not compaction.after_sweep or len(store.fragment_paths()) < int(compaction.min_fragments):
         return
-    result = compact(store, unit_cells={unit.unit_id: unit.cell.cell_id for unit in plan.units},
-                     max_rows=int(compaction.max_rows), row_group_rows=int(compaction.row_group_rows))
+    result = compact(
+        store,
+        unit_cells={unit.unit_id: unit.cell.cell_id for unit in plan.units},
+        max_rows=int(compaction.max_rows),
+        row_group_rows=int(compaction.row_group_rows),
+    )
     console.print(result.line())
 
 
@@ -144,8 +158,9 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
 
         def start_ray() -> str:
             if not cluster:
-                ray = timings.around(ray_cluster(cfg.cluster, console, resources=cfg.resources),
-                                     enter="ray_start", leave="ray_stop")
+                ray = timings.around(
+                    ray_cluster(cfg.cluster, console, resources=cfg.resources), enter="ray_start", leave="ray_stop"
+                )
                 cluster.append(stack.enter_context(ray))
             return cluster[0]
 
@@ -156,16 +171,24 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
         store = session.store
         with timings.phase("plan"):
             todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, now under the driver lock
-        console.print(f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
-                      f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. "
-                      f"Results: {store.sweep_dir}")
+        console.print(
+            f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
+            f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. "
+            f"Results: {store.sweep_dir}"
+        )
 
         cells = _CellTracker(session, plan)
         remaining = Counter(unit.cell.cell_id for unit in todo)
-        params = {"sweep": plan.sweep, "experiment": experiment.name, "cells": len(plan.cells),
-                  "units": len(plan.units), "seeds": int(cfg.sweep.seeds),
-                  "seed_start": int(cfg.sweep.get("seed_start", 0)), "chunk_size": int(cfg.resources.chunk_size),
-                  "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+        params = {
+            "sweep": plan.sweep,
+            "experiment": experiment.name,
+            "cells": len(plan.cells),
+            "units": len(plan.units),
+            "seeds": int(cfg.sweep.seeds),
+            "seed_start": int(cfg.sweep.get("seed_start", 0)),
+            "chunk_size": int(cfg.resources.chunk_size),
+            "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
+        }
         stopped = None
         mlflow = timings.stopwatch("mlflow")
         with session.parent_run(params):
@@ -173,8 +196,16 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
             if todo:
                 console.print(f"Scheduling {len(todo)} units on {start_ray()}.")
                 finished = 0
-                loop = run_units(todo, experiment.name, cfg.resources, console, sweep=plan.sweep,
-                                 code_version=session.version, description=plan.sweep, timings=timings)
+                loop = run_units(
+                    todo,
+                    experiment.name,
+                    cfg.resources,
+                    console,
+                    sweep=plan.sweep,
+                    code_version=session.version,
+                    description=plan.sweep,
+                    timings=timings,
+                )
                 with closing(loop) as outcomes:
                     for outcome in outcomes:  # leaving the block closes the loop: pending tasks dropped
                         with timings.phase("record"):
@@ -199,12 +230,30 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
                     if remaining[cell.cell_id] == 0 and cell.cell_id in reported:
                         cells.log(cell, reported[cell.cell_id])
                 wall_s = time.monotonic() - started
-                session.finish(metrics={"units_scheduled": len(todo), "units_skipped": len(plan.units) - len(todo),
-                                        "units_failed": session.units_failed, "runs": plan.runs, "wall_s": wall_s,
-                                        **timings.metrics()},
-                               report_paths=report.paths, stopped=stopped, table=report.table)
+                session.finish(
+                    metrics={
+                        "units_scheduled": len(todo),
+                        "units_skipped": len(plan.units) - len(todo),
+                        "units_failed": session.units_failed,
+                        "runs": plan.runs,
+                        "wall_s": wall_s,
+                        **timings.metrics(),
+                    },
+                    report_paths=report.paths,
+                    stopped=stopped,
+                    table=report.table,
+                )
             mlflow.restart()
         mlflow.lap()  # the parent run closed
-    return SweepResult(plan=plan, results_dir=session.results_dir, units_scheduled=len(todo),
-                       units_skipped=len(plan.units) - len(todo), units_failed=session.units_failed, report=report,
-                       parent_run_id=session.parent_run_id, wall_s=wall_s, stopped=stopped, timings=timings)
+    return SweepResult(
+        plan=plan,
+        results_dir=session.results_dir,
+        units_scheduled=len(todo),
+        units_skipped=len(plan.units) - len(todo),
+        units_failed=session.units_failed,
+        report=report,
+        parent_run_id=session.parent_run_id,
+        wall_s=wall_s,
+        stopped=stopped,
+        timings=timings,
+    )

@@ -34,10 +34,11 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ray_jobs.config import PROJECT_ROOT
 from ray_jobs.errors import ConfigError
@@ -85,8 +86,11 @@ def check_server(uri: str, *, timeout: float = SERVER_TIMEOUT_S) -> None:
         reason = f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = str(getattr(exc, "reason", exc))
-    raise ConfigError("tracking.uri", f"no MLflow server answers at {uri} ({reason}); start one "
-                                      f"(mlflow server --host 127.0.0.1 --port 5000), or use tracking=sqlite or tracking=none")
+    raise ConfigError(
+        "tracking.uri",
+        f"no MLflow server answers at {uri} ({reason}); start one "
+        f"(mlflow server --host 127.0.0.1 --port 5000), or use tracking=sqlite or tracking=none",
+    )
 
 
 class _FileLock:
@@ -174,7 +178,9 @@ class SweepTracker:
         else:
             self.experiment_id = experiment.experiment_id
         if self.client.get_experiment(self.experiment_id).tags.get(KIND_TAG) is None:
-            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, MODEL_TRAINING)  # the UI's runs table, not its GenAI view
+            self.client.set_experiment_tag(
+                self.experiment_id, KIND_TAG, MODEL_TRAINING
+            )  # the UI's runs table, not its GenAI view
         self.parent_run_id: str | None = None
         self.logged_cells: set[str] = set()  # cell ids with a child under the parent (a continued parent has some)
         self.failed_reason: str | None = None
@@ -183,7 +189,7 @@ class SweepTracker:
         self.warned_many = False
 
     @classmethod
-    def from_config(cls, cfg, results_dir: Path) -> "SweepTracker | None":
+    def from_config(cls, cfg, results_dir: Path) -> SweepTracker | None:
         """The tracker the config asks for, or None when ``tracking.enabled`` is false."""
         if not cfg.tracking.enabled:
             return None
@@ -203,15 +209,19 @@ class SweepTracker:
 
         now = int(time.time() * 1000)
         param_list = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in (params or {}).items()]
-        metric_list = [Metric(key, number, now, 0) for key, value in (metrics or {}).items()
-                       if (number := _metric_value(value)) is not None]
+        metric_list = [
+            Metric(key, number, now, 0)
+            for key, value in (metrics or {}).items()
+            if (number := _metric_value(value)) is not None
+        ]
         self.client.log_batch(run_id, metrics=metric_list, params=param_list)
 
     def _parents(self, sweep: str, results_dir: str) -> list:
         """Parent runs of ``sweep`` with results in ``results_dir``, newest first."""
         query = f"tags.`{PARENT_TAG}` = 'sweep' and tags.sweep = '{sweep}' and params.results_dir = '{results_dir}'"
-        return self.client.search_runs([self.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
-                                       max_results=100)
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=100
+        )
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Open the parent run of this invocation, or continue the last one of this sweep and
@@ -235,8 +245,11 @@ class SweepTracker:
             self.parent_run_id = last.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, RESUMED_TAG, str(int(last.data.tags.get(RESUMED_TAG, "0")) + 1))
-            children = self.client.search_runs([self.experiment_id], max_results=50000,
-                                               filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+            children = self.client.search_runs(
+                [self.experiment_id],
+                max_results=50000,
+                filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+            )
             self.logged_cells = {run.data.tags["cell_id"] for run in children if "cell_id" in run.data.tags}
             self.children = len(children)
             return self.parent_run_id
@@ -245,11 +258,19 @@ class SweepTracker:
         self._log(self.parent_run_id, params=params)
         return self.parent_run_id
 
-    def log_cell(self, run_name: str, params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str], *,
-                 kind: str = "cell") -> str:
+    def log_cell(
+        self,
+        run_name: str,
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        tags: dict[str, str],
+        *,
+        kind: str = "cell",
+    ) -> str:
         """A finished child run under the parent: one cell of a sweep, or one trial of a search (``kind``)."""
         run = self.client.create_run(
-            self.experiment_id, run_name=run_name,
+            self.experiment_id,
+            run_name=run_name,
             tags={"mlflow.parentRunId": self.parent_run_id, PARENT_TAG: kind, **tags},
         )
         self._log(run.info.run_id, params=params, metrics=metrics)
@@ -266,9 +287,11 @@ class SweepTracker:
         if self.warned_many or runs <= UI_MAX_RUNS:
             return
         self.warned_many = True
-        logger.warning(f"MLflow: {runs:,} child runs (cells, trials) under one parent; the MLflow UI lists more than "
-                       f"{UI_MAX_RUNS:,} runs poorly (slow paging, search and charts): compare cells in the report "
-                       f"table and the Parquet dataset {self.runs_dir} (pandas.read_parquet or duckdb; docs/architecture.md)")
+        logger.warning(
+            f"MLflow: {runs:,} child runs (cells, trials) under one parent; the MLflow UI lists more than "
+            f"{UI_MAX_RUNS:,} runs poorly (slow paging, search and charts): compare cells in the report "
+            f"table and the Parquet dataset {self.runs_dir} (pandas.read_parquet or duckdb; docs/architecture.md)"
+        )
 
     @property
     def runs_dir(self) -> Path:
@@ -285,10 +308,14 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(name, number, now, int(step)) for name, points in series.items() for step, value in points
-                   if (number := _metric_value(value)) is not None]
+        metrics = [
+            Metric(name, number, now, int(step))
+            for name, points in series.items()
+            for step, value in points
+            if (number := _metric_value(value)) is not None
+        ]
         for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(self.parent_run_id, metrics=metrics[start:start + 1000])
+            self.client.log_batch(self.parent_run_id, metrics=metrics[start : start + 1000])
 
     def log_table(self, table, artifact_file: str) -> None:
         """The report table as an MLflow table artifact of the parent (the UI's table view);
@@ -308,10 +335,15 @@ class SweepTracker:
         if figures:
             from PIL import Image
 
-            logged = {Path(item.path).name.split("+step+")[0] for item in self.client.list_artifacts(self.parent_run_id, "images")}
+            logged = {
+                Path(item.path).name.split("+step+")[0]
+                for item in self.client.list_artifacts(self.parent_run_id, "images")
+            }
             for path in (path for path in figures if path.stem not in logged):
                 with Image.open(path) as image:
-                    self.client.log_image(self.parent_run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
+                    self.client.log_image(
+                        self.parent_run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True
+                    )
 
     def publish_view(self) -> None:
         """Save the experiment's view ``Cells of the latest run`` (:data:`CELLS_VIEW`) of the
@@ -319,31 +351,46 @@ class SweepTracker:
         under their collapsed parent), as columns in this order the params that differ between
         them, ``runs`` and each metric with an interval (``m``, ``m_lo``, ``m_hi``) not zero in
         every child; and the experiment's description (unless a user wrote one) links it."""
-        children = self.client.search_runs([self.experiment_id], max_results=UI_MAX_RUNS,
-                                           filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+        children = self.client.search_runs(
+            [self.experiment_id],
+            max_results=UI_MAX_RUNS,
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+        )
         if not children:
             return
         first = children[0].data
-        axes = [key for key in first.params if key != "cell_id"
-                and len({child.data.params.get(key) for child in children}) > 1] or sorted(first.params)[:1]
+        axes = [
+            key
+            for key in first.params
+            if key != "cell_id" and len({child.data.params.get(key) for child in children}) > 1
+        ] or sorted(first.params)[:1]
         metrics = ["runs"] if "runs" in first.metrics else []
         for key in first.metrics:
             if {f"{key}_lo", f"{key}_hi"} <= set(first.metrics) and any(c.data.metrics.get(key, 0) for c in children):
                 metrics += [key, f"{key}_lo", f"{key}_hi"]
         columns = [f"params.`{key}`" for key in axes] + [f"metrics.`{key}`" for key in metrics]  # axes first
-        state = {"searchFilter": f"tags.mlflow.parentRunId = '{self.parent_run_id}'", "orderByAsc": True,
-                 "orderByKey": f"params.`{axes[0]}`" if axes else "attributes.run_name",
-                 "selectedColumns": columns, "columnOrder": columns}
+        state = {
+            "searchFilter": f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+            "orderByAsc": True,
+            "orderByKey": f"params.`{axes[0]}`" if axes else "attributes.run_name",
+            "selectedColumns": columns,
+            "columnOrder": columns,
+        }
         now = int(time.time() * 1000)
         view = {"name": "Cells of the latest run", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + CELLS_VIEW, json.dumps(view))
         note = self.client.get_experiment(self.experiment_id).tags.get(NOTE_TAG, NOTE_START)
         if note.startswith(NOTE_START):
-            self.client.set_experiment_tag(self.experiment_id, NOTE_TAG, (
-                f"{NOTE_START} one parent run per invocation, a child per cell; `landscape-report` rebuilds are runs of "
-                f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
-                f"the swept axes and the metrics with an interval. Per-run rows: the Parquet dataset "
-                f"`{self.runs_dir}` (pandas, duckdb)."))
+            self.client.set_experiment_tag(
+                self.experiment_id,
+                NOTE_TAG,
+                (
+                    f"{NOTE_START} one parent run per invocation, a child per cell; `landscape-report` rebuilds are runs of "
+                    f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
+                    f"the swept axes and the metrics with an interval. Per-run rows: the Parquet dataset "
+                    f"`{self.runs_dir}` (pandas, duckdb)."
+                ),
+            )
 
     def fail(self, reason: str) -> None:
         """Mark the parent to end FAILED (instead of FINISHED), ``reason`` as the tag ``landscape.stopped``."""
@@ -362,14 +409,18 @@ class SweepTracker:
 
 
 @contextmanager
-def parent_run(tracker: SweepTracker | None, sweep: str, *, params: dict[str, Any], tags: dict[str, str]) -> Iterator[None]:
+def parent_run(
+    tracker: SweepTracker | None, sweep: str, *, params: dict[str, Any], tags: dict[str, str]
+) -> Iterator[None]:
     """The invocation's MLflow parent run around the block (nothing when ``tracker`` is None):
     named ``<sweep>@<UTC time>``; ended FINISHED, KILLED on an interrupt (re-raised), FAILED
     on any other exception (re-raised)."""
     if tracker is None:
         yield
         return
-    tracker.start(run_name=f"{sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}", params=params, tags=tags)
+    tracker.start(
+        run_name=f"{sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}", params=params, tags=tags
+    )
     status = "FAILED"
     try:
         yield
@@ -381,8 +432,17 @@ def parent_run(tracker: SweepTracker | None, sweep: str, *, params: dict[str, An
         tracker.finish(status)
 
 
-def log_report(tracker: SweepTracker, *, sweep: str, results_dir: Path, params: dict[str, Any], table,
-               series: dict[str, list[tuple[int, float]]], paths: list[Path], config_path: Path) -> str:
+def log_report(
+    tracker: SweepTracker,
+    *,
+    sweep: str,
+    results_dir: Path,
+    params: dict[str, Any],
+    table,
+    series: dict[str, list[tuple[int, float]]],
+    paths: list[Path],
+    config_path: Path,
+) -> str:
     """``landscape-report``'s run ``<sweep>-report@<UTC time>``, role ``report``, in the sweep's
     experiment beside its parents (one per rebuild: rebuilds compare like runs): ``params``
     (report settings, code version), tag ``landscape.sweep_run`` = the sweep's latest parent,
@@ -390,16 +450,24 @@ def log_report(tracker: SweepTracker, *, sweep: str, results_dir: Path, params: 
     the report files (figures also as images) and the config as artifacts. Ends FINISHED,
     KILLED on an interrupt, FAILED on an error (both re-raised); returns the run's id."""
     parents = tracker._parents(sweep, str(results_dir))
-    tags = {PARENT_TAG: "report", "sweep": sweep, "code_version": str(params.get("code_version", "")), **source_tags(),
-            **({"landscape.sweep_run": parents[0].info.run_id} if parents else {})}
-    run = tracker.client.create_run(tracker.experiment_id, run_name=f"{sweep}-report@{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}",
-                                    tags=tags)
+    tags = {
+        PARENT_TAG: "report",
+        "sweep": sweep,
+        "code_version": str(params.get("code_version", "")),
+        **source_tags(),
+        **({"landscape.sweep_run": parents[0].info.run_id} if parents else {}),
+    }
+    run = tracker.client.create_run(
+        tracker.experiment_id, run_name=f"{sweep}-report@{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}", tags=tags
+    )
     tracker.parent_run_id = run.info.run_id  # the log_* methods write to the invocation's run
     status = "FAILED"
     try:
         tracker._log(run.info.run_id, params={"sweep": sweep, "results_dir": str(results_dir), **params})
         if table is not None and not table.empty:
-            tracker.log_parent_metrics({"cells": len(table), "runs": int(table["runs"].sum()) if "runs" in table else None})
+            tracker.log_parent_metrics(
+                {"cells": len(table), "runs": int(table["runs"].sum()) if "runs" in table else None}
+            )
             tracker.log_history(series)
             tracker.log_table(table, "report/table.json")
         tracker.log_artifacts(paths, artifact_path="report")

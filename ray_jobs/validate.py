@@ -62,7 +62,9 @@ def check_results_dir(path: Path) -> None:
         if candidate.exists():
             if not candidate.is_dir():
                 what = "is a file" if candidate == path else f"is under the file {candidate}"
-                raise ConfigError("results_dir", f"{str(path)!r} {what}; give a directory (or a path that does not exist yet)")
+                raise ConfigError(
+                    "results_dir", f"{str(path)!r} {what}; give a directory (or a path that does not exist yet)"
+                )
             return
 
 
@@ -75,8 +77,9 @@ def check_writable(path: Path) -> None:
         probe = tempfile.mkdtemp(prefix=".landscape-write-check-", dir=existing)
         Path(probe, "probe").write_bytes(b"0" * 4096)
     except OSError as exc:
-        raise ConfigError("results_dir", f"cannot write under {existing}: {exc.strerror or exc}; "
-                                         f"give a writable directory") from None
+        raise ConfigError(
+            "results_dir", f"cannot write under {existing}: {exc.strerror or exc}; give a writable directory"
+        ) from None
     shutil.rmtree(probe, ignore_errors=True)
 
 
@@ -97,8 +100,10 @@ def preflight(cfg) -> None:
 
 
 #: (Ray's resource, the resources.* field, what to do) of the per-task resources a node must offer
-RESOURCE_HINTS = (("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
-                  ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"))
+RESOURCE_HINTS = (
+    ("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
+    ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"),
+)
 
 
 def check_local_resources(cfg) -> None:
@@ -125,8 +130,11 @@ def check_local_resources(cfg) -> None:
             except Exception:  # Ray's detection failed here: left to the check once Ray is up
                 continue
         if asked > float(offered):
-            raise ConfigError(f"resources.{field}", f"each task asks for {asked:g} {key}s, but the largest node of the "
-                                                    f"local cluster offers {float(offered):g}; {hint}")
+            raise ConfigError(
+                f"resources.{field}",
+                f"each task asks for {asked:g} {key}s, but the largest node of the "
+                f"local cluster offers {float(offered):g}; {hint}",
+            )
 
 
 def _detected(key: str) -> float:
@@ -160,21 +168,26 @@ def check_tracking_uri(uri: str) -> None:
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     from mlflow.utils.uri import get_uri_scheme
 
-    schemes = sorted(scheme for scheme in _tracking_store_registry._registry
-                     if scheme and scheme not in _REFUSED_TRACKING_SCHEMES)
+    schemes = sorted(
+        scheme for scheme in _tracking_store_registry._registry if scheme and scheme not in _REFUSED_TRACKING_SCHEMES
+    )
     allowed = f"allowed schemes: {', '.join(schemes)} (or a local path), or tracking=sqlite / tracking=none"
     try:
         scheme = get_uri_scheme(uri)
     except Exception as exc:  # MLflow's own refusal of a malformed database URI
-        raise ConfigError("tracking.uri", f"{uri!r} is not a tracking URI ({' '.join(str(exc).split())[:200]}); "
-                                          f"{allowed}") from None
+        raise ConfigError(
+            "tracking.uri", f"{uri!r} is not a tracking URI ({' '.join(str(exc).split())[:200]}); {allowed}"
+        ) from None
     if scheme and scheme not in schemes:
         raise ConfigError("tracking.uri", f"{uri!r}: MLflow has no tracking store for the scheme {scheme!r}; {allowed}")
     if scheme == "sqlite":
         database = uri.split(":///", 1)[1].split("?", 1)[0] if ":///" in uri else ""
         if database in ("", ":memory:"):
-            raise ConfigError("tracking.uri", f"{uri!r} is an in-memory database, which keeps nothing; give a file, "
-                                              f"e.g. sqlite:////abs/path/mlflow.db, or tracking=sqlite")
+            raise ConfigError(
+                "tracking.uri",
+                f"{uri!r} is an in-memory database, which keeps nothing; give a file, "
+                f"e.g. sqlite:////abs/path/mlflow.db, or tracking=sqlite",
+            )
         _check_store_directory(uri, Path(database).expanduser().absolute().parent)
     elif scheme in ("", "file"):
         from mlflow.utils.file_utils import local_file_uri_to_path
@@ -185,13 +198,19 @@ def check_tracking_uri(uri: str) -> None:
 def _check_store_directory(uri: str, directory: Path) -> None:
     """The directory of a local tracking store exists and takes a file (created, then removed)."""
     if not directory.is_dir():
-        raise ConfigError("tracking.uri", f"{uri!r}: the directory {directory} does not exist; create it first, "
-                                          f"or use tracking=sqlite (a store under results_dir)")
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r}: the directory {directory} does not exist; create it first, "
+            f"or use tracking=sqlite (a store under results_dir)",
+        )
     try:
         handle, probe = tempfile.mkstemp(prefix=".landscape-write-check-", dir=directory)
     except OSError as exc:
-        raise ConfigError("tracking.uri", f"{uri!r}: cannot write in {directory}: {exc.strerror or exc}; give a "
-                                          f"writable directory, or tracking=sqlite (under results_dir)") from None
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r}: cannot write in {directory}: {exc.strerror or exc}; give a "
+            f"writable directory, or tracking=sqlite (under results_dir)",
+        ) from None
     os.close(handle)
     os.unlink(probe)
 
@@ -200,9 +219,12 @@ def check_unit_count(cells: int, seeds: int, chunk_size: int) -> None:
     """A plan the driver can hold: at most :data:`MAX_UNITS` work units."""
     units = cells * math.ceil(seeds / chunk_size)
     if units > MAX_UNITS:
-        raise ConfigError("sweep.seeds", f"{cells} cells x {seeds} seeds at resources.chunk_size={chunk_size} make {units} "
-                                         f"work units; at most {MAX_UNITS} per sweep: raise resources.chunk_size "
-                                         f"(>= {math.ceil(cells * seeds / MAX_UNITS)}) or lower sweep.seeds")
+        raise ConfigError(
+            "sweep.seeds",
+            f"{cells} cells x {seeds} seeds at resources.chunk_size={chunk_size} make {units} "
+            f"work units; at most {MAX_UNITS} per sweep: raise resources.chunk_size "
+            f"(>= {math.ceil(cells * seeds / MAX_UNITS)}) or lower sweep.seeds",
+        )
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -212,7 +234,9 @@ def compose(overrides: list[str]) -> DictConfig:
         return compose_config(overrides)
     except UnknownGridAxis as error:
         experiment = get_experiment(compose_config(error.overrides).experiment.name)
-        raise ConfigError(error.field, f"{error.message} for {experiment.name}; allowed: {', '.join(experiment.axes)}") from None
+        raise ConfigError(
+            error.field, f"{error.message} for {experiment.name}; allowed: {', '.join(experiment.axes)}"
+        ) from None
 
 
 def check_report(report, experiment: Experiment) -> None:
@@ -247,8 +271,10 @@ def check_compaction(compaction) -> None:
     _require_int("compaction.max_rows", compaction.get("max_rows"), 1)
     _require_int("compaction.row_group_rows", compaction.get("row_group_rows"), 1)
     if compaction.row_group_rows > compaction.max_rows:
-        raise ConfigError("compaction.row_group_rows", f"must be at most compaction.max_rows ({compaction.max_rows}), "
-                                                       f"got {compaction.row_group_rows}")
+        raise ConfigError(
+            "compaction.row_group_rows",
+            f"must be at most compaction.max_rows ({compaction.max_rows}), got {compaction.row_group_rows}",
+        )
 
 
 def check_groups(cfg, experiment: Experiment) -> None:
@@ -257,12 +283,18 @@ def check_groups(cfg, experiment: Experiment) -> None:
     for group in experiment_groups():
         present = cfg.get(group) is not None
         if group in experiment.groups and not present:
-            raise ConfigError(group, f"required by {experiment.name}: choose {group}=<option>; "
-                                     f"allowed: {', '.join(available_options(group))}")
+            raise ConfigError(
+                group,
+                f"required by {experiment.name}: choose {group}=<option>; "
+                f"allowed: {', '.join(available_options(group))}",
+            )
         if present and group not in experiment.groups:
             uses = ", ".join(experiment.groups) or "none"
-            raise ConfigError(group, f"not used by {experiment.name} (its groups: {uses}); "
-                                     f"drop it (~{group} on the command line, `override /{group}: null` in a sweep)")
+            raise ConfigError(
+                group,
+                f"not used by {experiment.name} (its groups: {uses}); "
+                f"drop it (~{group} on the command line, `override /{group}: null` in a sweep)",
+            )
 
 
 def validate(cfg) -> tuple[Experiment, list[dict]]:
@@ -283,7 +315,9 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
     _require_number("resources.num_gpus", resources.num_gpus, minimum=0, strict=False)
     _require_int("resources.chunk_size", resources.chunk_size, 1)
     if not is_int(resources.max_retries) or resources.max_retries < -1:
-        raise ConfigError("resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}")
+        raise ConfigError(
+            "resources.max_retries", f"must be an integer >= 0 (or -1 = retry forever), got {resources.max_retries!r}"
+        )
     _require_int("resources.torch_threads", resources.torch_threads, 1)
     check_unit_count(len(cells), int(sweep.seeds), int(resources.chunk_size))
 
@@ -297,13 +331,17 @@ def validate(cfg) -> tuple[Experiment, list[dict]]:
         if value is not None:
             _require_number(f"cluster.{key}", value, minimum=0, strict=False)
     if cluster.get("bind") not in (None, "127.0.0.1"):
-        raise ConfigError("cluster.bind", f"must be 127.0.0.1 (loopback only) or null (Ray's default), got {cluster.get('bind')!r}")
+        raise ConfigError(
+            "cluster.bind", f"must be 127.0.0.1 (loopback only) or null (Ray's default), got {cluster.get('bind')!r}"
+        )
     if cluster.get("object_store_memory") is not None:
         _require_int("cluster.object_store_memory", cluster.object_store_memory, 75 * 1024**2)
 
     reference = resolve_reference(cfg)
     if reference is not None and not reference.is_file():
-        raise ConfigError("sweep.reference", f"no such file {str(reference)!r}; give a CSV path (relative to the project) or null")
+        raise ConfigError(
+            "sweep.reference", f"no such file {str(reference)!r}; give a CSV path (relative to the project) or null"
+        )
 
     check_results_dir(resolve_results_dir(cfg))
     return experiment, cells

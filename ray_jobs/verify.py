@@ -45,8 +45,10 @@ class Verification:
         outside = f", {self.outside_plan} of them outside the saved config's plan" if self.outside_plan else ""
         plural = "s" if self.not_recorded != 1 else ""
         missing = f" ({self.not_recorded} unit{plural} of the plan not recorded yet)" if self.not_recorded else ""
-        return (f"{self.files} files, {self.units} units{outside}{missing}, {self.rows} rows checked: "
-                f"{len(self.problems) or 'no'} problem{'' if len(self.problems) == 1 else 's'}")
+        return (
+            f"{self.files} files, {self.units} units{outside}{missing}, {self.rows} rows checked: "
+            f"{len(self.problems) or 'no'} problem{'' if len(self.problems) == 1 else 's'}"
+        )
 
 
 def _seeds_by_unit(path: Path) -> dict[str, list[int]] | str:
@@ -75,8 +77,10 @@ def _unit_problem(unit_id: str, seeds: list[int], units: Mapping[str, WorkUnit] 
     if units is not None and unit_id in units:
         expected = units[unit_id].seeds
         if ordered != expected:
-            return (f"unit {unit_id} has {len(seeds)} rows (seeds {_span(ordered)}), its plan "
-                    f"{len(expected)} (seeds {_span(expected)})")
+            return (
+                f"unit {unit_id} has {len(seeds)} rows (seeds {_span(ordered)}), its plan "
+                f"{len(expected)} (seeds {_span(expected)})"
+            )
         return None
     if ordered != list(range(ordered[0], ordered[0] + len(ordered))):
         return f"unit {unit_id} has {len(seeds)} rows for the seeds {_span(ordered)}: not one per seed of a range"
@@ -93,7 +97,8 @@ def verify(store: ResultsStore, units: Mapping[str, WorkUnit] | None = None) -> 
     result = Verification()
     manifest = store.manifest()
     listed: list[tuple[Path, set[str] | None, int | None]] = [
-        (store.runs_dir / part, set(info["units"]), int(info["rows"])) for part, info in sorted(manifest.parts.items())]
+        (store.runs_dir / part, set(info["units"]), int(info["rows"])) for part, info in sorted(manifest.parts.items())
+    ]
     loose = [path for path in store.fragment_paths() if path.name[: -len(FRAGMENT_SUFFIX)] not in manifest.unit_part]
     seen: set[str] = set()
     for path, expected, rows in [*listed, *[(path, None, None) for path in loose]]:
@@ -114,8 +119,10 @@ def verify(store: ResultsStore, units: Mapping[str, WorkUnit] | None = None) -> 
         wanted = expected if expected is not None else {path.name[: -len(FRAGMENT_SUFFIX)]}
         if seeds.keys() != wanted:
             extra, absent = sorted(seeds.keys() - wanted), sorted(wanted - seeds.keys())
-            result.problems.append(f"{path}: holds {len(extra)} units it should not ({', '.join(extra[:3])}) and lacks "
-                                   f"{len(absent)} it should hold ({', '.join(absent[:3])})")
+            result.problems.append(
+                f"{path}: holds {len(extra)} units it should not ({', '.join(extra[:3])}) and lacks "
+                f"{len(absent)} it should hold ({', '.join(absent[:3])})"
+            )
             continue
         for unit, unit_seeds in sorted(seeds.items()):
             problem = _unit_problem(unit, unit_seeds, units)

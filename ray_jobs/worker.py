@@ -15,7 +15,6 @@ from typing import Any
 
 from ray_jobs.experiments.registry import get_experiment
 
-
 #: environment variable naming a file each injected fault appends a line to (tests count attempts)
 FAULT_LOG_ENV = "LANDSCAPE_FAULT_LOG"
 
@@ -34,7 +33,9 @@ def select_device(use_gpu: bool) -> str:
     return "cpu"
 
 
-def run_unit(experiment_name: str, params: dict[str, Any], seeds: list[int], *, use_gpu: bool, torch_threads: int) -> list[dict]:
+def run_unit(
+    experiment_name: str, params: dict[str, Any], seeds: list[int], *, use_gpu: bool, torch_threads: int
+) -> list[dict]:
     """Records of ``seeds`` of the cell ``params`` (one per seed, in order).
 
     Raises :class:`InjectedFault` when a seed is in ``params["fail_on_seeds"]``, and

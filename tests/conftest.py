@@ -64,15 +64,22 @@ def driver_env(ray_session):
     return env
 
 
-def run_cli(args: list[str], *, env: dict | None = None, timeout: float = 300, module: str = "ray_jobs.cli",
-            entry: str = "sweep_main") -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str],
+    *,
+    env: dict | None = None,
+    timeout: float = 300,
+    module: str = "ray_jobs.cli",
+    entry: str = "sweep_main",
+) -> subprocess.CompletedProcess:
     """Run an entry point of ray_jobs.cli in a fresh interpreter (as the console script does)."""
     code = f"import sys; from {module} import {entry}; sys.exit({entry}(sys.argv[1:]))"
     if env is None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_usage_error(args: list[str], field_message: str, allowed: str, tmp_path: Path, capsys) -> None:
@@ -93,8 +100,13 @@ def sigkill_driver_when(args: list[str], *, env: dict, ready, timeout: float = 2
     """Start ``landscape-sweep args`` in a subprocess, SIGKILL it as soon as ``ready()`` is
     true (polled every 50 ms), and wait for it; fails if the driver ended before that."""
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and driver.poll() is None and not ready():
@@ -106,7 +118,6 @@ def sigkill_driver_when(args: list[str], *, env: dict, ready, timeout: float = 2
         if driver.poll() is None:
             driver.kill()
         driver.stderr.close()
-
 
 
 def mlflow_client(results_dir: Path):

@@ -23,9 +23,16 @@ from ray_jobs.reaper import descendants
 from tests.conftest import PROJECT_ROOT, TINY_SWEEP
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-SWEEP = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0]", "resources.chunk_size=1",
-         "protocol.early_stop_global=false", "protocol.max_iterations=30000", "cluster.num_cpus=2",
-         f"cluster.object_store_memory={200 * 1024**2}"]
+SWEEP = [
+    *TINY_SWEEP,
+    "sweep.grid.k=[3]",
+    "sweep.grid.n_minus_k=[0]",
+    "resources.chunk_size=1",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=30000",
+    "cluster.num_cpus=2",
+    f"cluster.object_store_memory={200 * 1024**2}",
+]
 
 
 def _address(hex_address: str) -> str:
@@ -36,7 +43,7 @@ def _address(hex_address: str) -> str:
     raw = bytes.fromhex(host)
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw[::-1]))
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four little-endian 32-bit words
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four little-endian 32-bit words
     address = ipaddress.IPv6Address(words)
     return f"::ffff:{address.ipv4_mapped}" if address.ipv4_mapped else str(address)
 
@@ -68,12 +75,22 @@ def listeners_of(pids: set[int]) -> list[tuple[int, str]]:
 
 
 def _listeners_while_running(tmp_path: Path, *overrides: str) -> list[tuple[int, str]]:
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     results = tmp_path / "results"
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", code, *SWEEP, *overrides, f"results_dir={results}"], cwd=PROJECT_ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code, *SWEEP, *overrides, f"results_dir={results}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not list((results / "smoke" / "runs").glob("*.parquet")):  # the cluster is up and running units
@@ -124,8 +141,13 @@ def test_make_ui_listens_on_loopback_only(tmp_path):
         pytest.skip("make is not installed")
     ensure_sqlite_store(tmp_path)
     port = _free_port()
-    ui = subprocess.Popen(["make", "-s", "ui", f"RESULTS={tmp_path}", f"UI_PORT={port}"], cwd=PROJECT_ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen(
+        ["make", "-s", "ui", f"RESULTS={tmp_path}", f"UI_PORT={port}"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -24,13 +24,11 @@ from landscape_core.certification import (
     pair_enclosures,
 )
 from landscape_core.errors import OptionError
-from landscape_core.teacher_student import (
-    hessian_extreme_eigenvalues,
-    population_hessian,
-    population_loss,
-)
+from landscape_core.teacher_student import hessian_extreme_eigenvalues, population_hessian, population_loss
 
-MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
+MINIMA = (
+    Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
+)  # the authors' data (shipped copy of ../shared/reference)
 needs_minima = pytest.mark.skipif(not MINIMA.exists(), reason="reference minima file not available")
 F64 = torch.float64
 
@@ -125,7 +123,8 @@ def test_closed_form_hessian_matches_torch_func(n, k, d):
     H_lo, H_hi = hessian_enclosure(W, V)
     mid = 0.5 * (H_lo + H_hi)
     ref = torch.func.hessian(lambda w: population_loss(w.reshape(1, n, d), torch.tensor(V)[None]).sum())(
-        torch.tensor(W).reshape(-1)).numpy()
+        torch.tensor(W).reshape(-1)
+    ).numpy()
     np.testing.assert_allclose(mid, ref, rtol=0, atol=1e-10)
     analytic = population_hessian(torch.tensor(W)[None], torch.tensor(V)[None])[0].numpy()
     assert np.all(H_lo <= analytic + 1e-13) and np.all(analytic - 1e-13 <= H_hi)
@@ -315,14 +314,23 @@ def test_inputs_are_not_modified_and_options_checked():
     certify_minimum(Wt)
     newton_polish(W, steps=2)
     assert np.array_equal(W, copy_np) and torch.equal(Wt, copy_t)
-    for bad in (dict(family_distance=-1.0), dict(newton_steps=-1), dict(precision_bits=20),
-                dict(family_distance=float("nan"))):
+    for bad in (
+        dict(family_distance=-1.0),
+        dict(newton_steps=-1),
+        dict(precision_bits=20),
+        dict(family_distance=float("nan")),
+    ):
         with pytest.raises(OptionError):
             certify_minimum(W, **bad)
     with pytest.raises(OptionError):
         certify_minimum(W, np.eye(5))
-    assert set(REASONS) >= {"certified", "non_differentiable", "hessian_not_positive_definite",
-                            "discriminant_negative", "radius_too_large"}
+    assert set(REASONS) >= {
+        "certified",
+        "non_differentiable",
+        "hessian_not_positive_definite",
+        "discriminant_negative",
+        "radius_too_large",
+    }
 
 
 @needs_minima

@@ -33,18 +33,34 @@ KEY = ["unit_id", "seed"]
 
 
 def _fragment(cell: str, unit: str, seeds: range, *, status: str = "global", extra: dict | None = None) -> pa.Table:
-    rows = [{"sweep": "s", "experiment": "null", "cell_id": cell, "unit_id": unit, "seed": seed, "status": status,
-             "final_loss": seed * 0.5, "final_weights": [float(seed), float(seed) + 0.25], **(extra or {})} for seed in seeds]
+    rows = [
+        {
+            "sweep": "s",
+            "experiment": "null",
+            "cell_id": cell,
+            "unit_id": unit,
+            "seed": seed,
+            "status": status,
+            "final_loss": seed * 0.5,
+            "final_weights": [float(seed), float(seed) + 0.25],
+            **(extra or {}),
+        }
+        for seed in seeds
+    ]
     return pa.Table.from_pylist(rows)
 
 
-def _store(tmp_path: Path, *, cells: int = 3, units: int = 8, seeds: int = 5, errors: set[tuple[int, int]] = frozenset()) -> ResultsStore:
+def _store(
+    tmp_path: Path, *, cells: int = 3, units: int = 8, seeds: int = 5, errors: set[tuple[int, int]] = frozenset()
+) -> ResultsStore:
     store = ResultsStore(tmp_path / "results", "s")
     store.prepare()
     for c in range(cells):
         for u in range(units):
             status = "error" if (c, u) in errors else "global"
-            store.write_fragment(f"u{c}x{u:03d}", _fragment(f"c{c}", f"u{c}x{u:03d}", range(u * seeds, (u + 1) * seeds), status=status))
+            store.write_fragment(
+                f"u{c}x{u:03d}", _fragment(f"c{c}", f"u{c}x{u:03d}", range(u * seeds, (u + 1) * seeds), status=status)
+            )
     return store
 
 
@@ -69,12 +85,17 @@ def test_compaction_keeps_every_row_once_and_lists_every_unit_in_the_manifest(tm
         path = store.runs_dir / relative
         assert path.parent.name == part["cell_id"] and path.parent.parent == store.compacted_dir
         meta = pq.read_metadata(path)
-        assert meta.num_rows == part["rows"] and {meta.row_group(i).num_rows for i in range(meta.num_row_groups - 1)} == {10}
+        assert meta.num_rows == part["rows"] and {
+            meta.row_group(i).num_rows for i in range(meta.num_row_groups - 1)
+        } == {10}
         assert set(pq.read_table(path, columns=["unit_id"]).column("unit_id").to_pylist()) == set(part["units"])
     # the vectors survive, and a projected read of some units returns only those
     picked = store.read(["u0x001", "u2x007", "u1x002", "nope"], columns=["unit_id", "seed", "final_weights", "absent"])
     assert sorted(set(picked.column("unit_id").to_pylist())) == ["u0x001", "u1x002", "u2x007"]
-    assert picked.column_names == ["unit_id", "seed", "final_weights", "absent"] and picked.column("absent").null_count == 15
+    assert (
+        picked.column_names == ["unit_id", "seed", "final_weights", "absent"]
+        and picked.column("absent").null_count == 15
+    )
     weights = dict(zip(picked.column("seed").to_pylist(), picked.column("final_weights").to_pylist()))
     assert weights[36] == [36.0, 36.25]
     assert store.read(columns=["seed"], statuses=["error"]).num_rows == 5
@@ -143,7 +164,9 @@ def test_a_compaction_killed_at_each_step_loses_and_duplicates_nothing(tmp_path,
     store = _store(tmp_path)
     before, units = _rows(store.read()), store.completed_unit_ids()
     store.close()
-    proc = subprocess.run([sys.executable, "-c", _KILLER, moment, str(store.results_dir)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, moment, str(store.results_dir)], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert _rows(store.read()).equals(before) and store.completed_unit_ids() == units  # exact even before recovery
     store.prepare()  # the next driver: recovery
@@ -163,9 +186,17 @@ def test_compactions_killed_at_random_moments_lose_and_duplicate_nothing(tmp_pat
     store.close()
     rng = random.Random(0)
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", "from ray_jobs.compaction import compact; from ray_jobs.store import ResultsStore; "
-                                 f"s = ResultsStore({str(store.results_dir)!r}, 's'); s.prepare(); compact(s, max_rows=100, row_group_rows=50)"],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from ray_jobs.compaction import compact; from ray_jobs.store import ResultsStore; "
+                f"s = ResultsStore({str(store.results_dir)!r}, 's'); s.prepare(); compact(s, max_rows=100, row_group_rows=50)",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(rng.uniform(0.3, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -175,7 +206,9 @@ def test_compactions_killed_at_random_moments_lose_and_duplicate_nothing(tmp_pat
         store.close()
         for u in range(3):  # new units keep arriving between compactions
             unit = f"late{len(units)}"
-            store.write_fragment(unit, _fragment("c0", unit, range(10_000 + len(units) * 2, 10_000 + len(units) * 2 + 2)))
+            store.write_fragment(
+                unit, _fragment("c0", unit, range(10_000 + len(units) * 2, 10_000 + len(units) * 2 + 2))
+            )
             units = units | {unit}
         before = _rows(store.read())
 
@@ -191,9 +224,16 @@ def _readers(runs: Path) -> dict[str, pd.DataFrame]:
 
     return {
         "pandas": pd.read_parquet(runs, columns=["cell_id", "unit_id", "seed", "status", "final_loss"]),
-        "pyarrow": ds.dataset(runs, format="parquet").to_table(columns=["cell_id", "unit_id", "seed", "status", "final_loss"]).to_pandas(),
-        "polars": pl.scan_parquet(f"{runs}/**/*.parquet").select("cell_id", "unit_id", "seed", "status", "final_loss").collect().to_pandas(),
-        "duckdb": duckdb.sql(f"SELECT cell_id, unit_id, seed, status, final_loss FROM read_parquet('{runs}/**/*.parquet')").df(),
+        "pyarrow": ds.dataset(runs, format="parquet")
+        .to_table(columns=["cell_id", "unit_id", "seed", "status", "final_loss"])
+        .to_pandas(),
+        "polars": pl.scan_parquet(f"{runs}/**/*.parquet")
+        .select("cell_id", "unit_id", "seed", "status", "final_loss")
+        .collect()
+        .to_pandas(),
+        "duckdb": duckdb.sql(
+            f"SELECT cell_id, unit_id, seed, status, final_loss FROM read_parquet('{runs}/**/*.parquet')"
+        ).df(),
     }
 
 
@@ -208,8 +248,10 @@ def test_pandas_pyarrow_polars_and_duckdb_read_the_same_rows_before_and_after_co
         assert _rows(frame).equals(expected), name
     import duckdb
 
-    counts = duckdb.sql(f"SELECT cell_id, count(*) AS runs, avg(final_loss) AS mean_loss FROM read_parquet('{store.runs_dir}/**/*.parquet') "
-                        "GROUP BY cell_id ORDER BY cell_id").df()
+    counts = duckdb.sql(
+        f"SELECT cell_id, count(*) AS runs, avg(final_loss) AS mean_loss FROM read_parquet('{store.runs_dir}/**/*.parquet') "
+        "GROUP BY cell_id ORDER BY cell_id"
+    ).df()
     assert counts["runs"].tolist() == [40, 40, 40]
     assert np.allclose(counts["mean_loss"], expected.groupby("cell_id")["final_loss"].mean().to_numpy())
 
@@ -217,7 +259,9 @@ def test_pandas_pyarrow_polars_and_duckdb_read_the_same_rows_before_and_after_co
 # --- through the service --------------------------------------------------------------------
 
 
-def test_a_sweep_compacts_after_itself_resumes_from_the_manifest_and_reports_the_same(ray_session, tmp_path, driver_env):
+def test_a_sweep_compacts_after_itself_resumes_from_the_manifest_and_reports_the_same(
+    ray_session, tmp_path, driver_env
+):
     """The tiny sweep with a failing seed, compacted after it runs: the error unit stays loose
     and is retried, the rest is read from the parts; a rerun schedules nothing; the report
     equals the one over the fragments; landscape-compact is refused while a driver holds
@@ -240,7 +284,11 @@ def test_a_sweep_compacts_after_itself_resumes_from_the_manifest_and_reports_the
     assert retried.units_scheduled == 4 and len(pd.read_parquet(store.runs_dir)) == 24
 
     plain = tmp_path / "plain"
-    run_sweep(compose_config([*TINY_SWEEP, f"results_dir={plain}", "experiment.fail_on_seeds=[4]", "compaction.after_sweep=false"]))
+    run_sweep(
+        compose_config(
+            [*TINY_SWEEP, f"results_dir={plain}", "experiment.fail_on_seeds=[4]", "compaction.after_sweep=false"]
+        )
+    )
     assert len(ResultsStore(plain, "smoke").fragment_paths()) == TINY_UNITS
     copy = tmp_path / "copy"
     shutil.copytree(plain, copy)
@@ -250,13 +298,21 @@ def test_a_sweep_compacts_after_itself_resumes_from_the_manifest_and_reports_the
     proc = run_cli([f"results_dir={copy}", "sweep_name=smoke"], env=driver_env, entry="compact_main")
     assert proc.returncode == 2 and "being run by another driver" in proc.stderr.strip().splitlines()[-1], proc.stderr
     holder.close()
-    proc = run_cli([f"results_dir={copy}", "sweep_name=smoke", "compaction.row_group_rows=0"], env=driver_env, entry="compact_main")
+    proc = run_cli(
+        [f"results_dir={copy}", "sweep_name=smoke", "compaction.row_group_rows=0"], env=driver_env, entry="compact_main"
+    )
     assert proc.returncode == 2 and "compaction.row_group_rows" in proc.stderr, proc.stderr
-    proc = run_cli([f"results_dir={copy}", "sweep_name=smoke", "compaction.row_group_rows=2"], env=driver_env, entry="compact_main")
+    proc = run_cli(
+        [f"results_dir={copy}", "sweep_name=smoke", "compaction.row_group_rows=2"], env=driver_env, entry="compact_main"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("compaction: 4 fragments -> 4 parts, 12 rows")
     assert len(ResultsStore(copy, "smoke").fragment_paths()) == 4
     # the report over the parts equals the report over the fragments, value for value
-    proc = run_cli([f"results_dir={copy}", "sweep_name=smoke", "report.figure=false"], env=driver_env, entry="report_main")
+    proc = run_cli(
+        [f"results_dir={copy}", "sweep_name=smoke", "report.figure=false"], env=driver_env, entry="report_main"
+    )
     assert proc.returncode == 0, proc.stderr
-    assert (copy / "smoke" / "report" / "table.csv").read_text() == (plain / "smoke" / "report" / "table.csv").read_text()
+    assert (copy / "smoke" / "report" / "table.csv").read_text() == (
+        plain / "smoke" / "report" / "table.csv"
+    ).read_text()

@@ -91,11 +91,7 @@ CASES = {
         "width",
         "must be an integer >= 1, got 0",
     ),
-    "training.sgd.gamma": (
-        lambda: SGDSpec(gamma=0.0).validate(),
-        "sgd.gamma",
-        "must be in (0, 1], got 0.0",
-    ),
+    "training.sgd.gamma": (lambda: SGDSpec(gamma=0.0).validate(), "sgd.gamma", "must be in (0, 1], got 0.0"),
     "training.optimizer.beta2": (
         lambda: TrainSpec(beta2=1.0).validate(),
         "optimizer.beta2",
@@ -112,9 +108,7 @@ CASES = {
         "must be an integer in [1, 4] (hidden neurons available), got 5000",
     ),
     "skip_networks.sgd_key": (  # field computed: f"sgd.{key}"
-        lambda: skip_networks.resolve_options(
-            width=4, depth=2, activation="relu", n_samples=2, sgd={"momentum": "x"}
-        ),
+        lambda: skip_networks.resolve_options(width=4, depth=2, activation="relu", n_samples=2, sgd={"momentum": "x"}),
         "sgd.momentum",
         "must be a finite number, got 'x'",
     ),
@@ -162,8 +156,11 @@ def test_option_error_is_a_value_error_for_existing_callers():
     with pytest.raises(ValueError, match=r"^step: must be a positive finite number"):
         teacher_student.TeacherStudentProtocol(step=0.0).validate(k=2, n=2)
     exc = OptionError("data.n_samples", "must be an integer >= 1, got 0")
-    assert (exc.field, exc.message, str(exc)) == ("data.n_samples", "must be an integer >= 1, got 0",
-                                                   "data.n_samples: must be an integer >= 1, got 0")
+    assert (exc.field, exc.message, str(exc)) == (
+        "data.n_samples",
+        "must be an integer >= 1, got 0",
+        "data.n_samples: must be an integer >= 1, got 0",
+    )
 
 
 def test_activation_error_suppresses_the_key_error_context():

@@ -79,7 +79,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -141,8 +141,12 @@ def test_no_core_file_over_the_size_cap():
 
 
 def test_core_never_imports_the_service_libraries():
-    found = [f"{name}: {target}" for name, path in _modules(CORE).items()
-             for target, _, _ in _imports(name, path) if target.split(".")[0] in FORBIDDEN]
+    found = [
+        f"{name}: {target}"
+        for name, path in _modules(CORE).items()
+        for target, _, _ in _imports(name, path)
+        if target.split(".")[0] in FORBIDDEN
+    ]
     assert found == []
 
 

@@ -59,9 +59,16 @@ def one_line(err: str, prefix: str) -> str:
 
 # --- the footer check, file by file (no Ray) ---------------------------------------------
 
+
 def _fragment(unit: str, seeds: range) -> pa.Table:
-    return pa.table({"cell_id": ["c"] * len(seeds), "unit_id": [unit] * len(seeds),
-                     "seed": pa.array(list(seeds), pa.int64()), "status": ["global"] * len(seeds)})
+    return pa.table(
+        {
+            "cell_id": ["c"] * len(seeds),
+            "unit_id": [unit] * len(seeds),
+            "seed": pa.array(list(seeds), pa.int64()),
+            "status": ["global"] * len(seeds),
+        }
+    )
 
 
 def test_the_footer_check_names_each_kind_of_damage(tmp_path):
@@ -115,6 +122,7 @@ def test_a_page_damaged_under_a_sound_footer_is_named_when_read_and_moved_aside_
 
 # --- damaged fragments and parts of a real sweep -------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def reference(ray_session, tmp_path_factory):
     """The tiny sweep run once, uninterrupted: its results directory and its rows."""
@@ -148,8 +156,9 @@ def test_damaged_fragments_are_quarantined_named_and_run_again_to_the_same_rows(
     assert verify_main([f"results_dir={results}", "sweep_name=smoke"]) == EXIT_UNITS_FAILED
     out, err = capsys.readouterr()
     assert sorted(line.split(": ")[0] for line in out.strip().splitlines()) == sorted(map(str, damaged))
-    assert err.strip() == ("landscape-verify: smoke: 8 files, 4 units (4 units of the plan not recorded yet), "
-                           "12 rows checked: 4 problems")
+    assert err.strip() == (
+        "landscape-verify: smoke: 8 files, 4 units (4 units of the plan not recorded yet), 12 rows checked: 4 problems"
+    )
 
     started = time.monotonic()
     result = run_sweep(compose_config([*TINY_SWEEP, f"results_dir={results}", "tracking=none"]))
@@ -203,6 +212,7 @@ def test_a_damaged_compacted_part_is_quarantined_and_its_units_run_again(referen
 
 # --- bad tracking URIs, refused in the preflight -------------------------------------------
 
+
 def _local_env() -> dict:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
@@ -212,15 +222,26 @@ def _local_env() -> dict:
 ALLOWED = "allowed schemes: databricks, file, http, https, mssql, mysql, postgresql, sqlite (or a local path)"
 
 
-@pytest.mark.parametrize(("uri", "line", "bad_path"), [
-    ("ftp://nowhere", f"tracking.uri: 'ftp://nowhere': MLflow has no tracking store for the scheme 'ftp'; {ALLOWED}",
-     None),
-    ("sqlite:////proc/x/mlflow.db", "tracking.uri: 'sqlite:////proc/x/mlflow.db': the directory /proc/x does not exist",
-     "/proc/x"),
-    ("sqlite:////nonexistent_dir/mlflow.db",
-     "tracking.uri: 'sqlite:////nonexistent_dir/mlflow.db': the directory /nonexistent_dir does not exist",
-     "/nonexistent_dir"),
-])
+@pytest.mark.parametrize(
+    ("uri", "line", "bad_path"),
+    [
+        (
+            "ftp://nowhere",
+            f"tracking.uri: 'ftp://nowhere': MLflow has no tracking store for the scheme 'ftp'; {ALLOWED}",
+            None,
+        ),
+        (
+            "sqlite:////proc/x/mlflow.db",
+            "tracking.uri: 'sqlite:////proc/x/mlflow.db': the directory /proc/x does not exist",
+            "/proc/x",
+        ),
+        (
+            "sqlite:////nonexistent_dir/mlflow.db",
+            "tracking.uri: 'sqlite:////nonexistent_dir/mlflow.db': the directory /nonexistent_dir does not exist",
+            "/nonexistent_dir",
+        ),
+    ],
+)
 def test_bad_tracking_uris_are_refused_in_one_line_before_anything_is_written(tmp_path, uri, line, bad_path):
     results = tmp_path / "results"
     started = time.monotonic()
@@ -237,19 +258,34 @@ def test_bad_tracking_uris_are_refused_in_one_line_before_anything_is_written(tm
 
 # --- smaller ones ------------------------------------------------------------------------
 
+
 def test_an_unknown_experiment_key_is_named_experiment_not_protocol(tmp_path, capsys):
-    assert_usage_error([*TINY_SWEEP, "+experiment.foo=1"], "experiment.foo: unknown teacher-student option",
-                       "allowed: ", tmp_path, capsys)
+    assert_usage_error(
+        [*TINY_SWEEP, "+experiment.foo=1"],
+        "experiment.foo: unknown teacher-student option",
+        "allowed: ",
+        tmp_path,
+        capsys,
+    )
 
 
-@pytest.mark.parametrize(("overrides", "line"), [
-    (["resources.num_cpus=64", "cluster.num_cpus=1"],
-     "resources.num_cpus: each task asks for 64 CPUs, but the largest node of the local cluster offers 1"),
-    (["resources=gpu", "cluster.num_cpus=1"],
-     "resources.num_gpus: each task asks for 0.25 GPUs, but the largest node of the local cluster offers 0"),
-    (["resources.num_cpus=4096"],
-     "resources.num_cpus: each task asks for 4096 CPUs, but the largest node of the local cluster"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["resources.num_cpus=64", "cluster.num_cpus=1"],
+            "resources.num_cpus: each task asks for 64 CPUs, but the largest node of the local cluster offers 1",
+        ),
+        (
+            ["resources=gpu", "cluster.num_cpus=1"],
+            "resources.num_gpus: each task asks for 0.25 GPUs, but the largest node of the local cluster offers 0",
+        ),
+        (
+            ["resources.num_cpus=4096"],
+            "resources.num_cpus: each task asks for 4096 CPUs, but the largest node of the local cluster",
+        ),
+    ],
+)
 def test_resources_a_local_cluster_cannot_offer_are_one_line_without_rays_start_lines(tmp_path, overrides, line):
     results = tmp_path / "results"
     started = time.monotonic()
@@ -290,7 +326,8 @@ def test_report_on_a_read_only_results_dir_is_one_line_naming_it(reference, tmp_
         assert report_main([f"results_dir={mountpoint}", "sweep_name=smoke"]) == EXIT_USAGE
         assert one_line(capsys.readouterr().err, "landscape-report: error: ") == (
             f"landscape-report: error: results_dir: cannot write under {mountpoint}/smoke/report: "
-            f"Read-only file system; give a writable directory")
+            f"Read-only file system; give a writable directory"
+        )
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 

@@ -61,8 +61,18 @@ def _digest_records(records: list[dict]) -> str:
 
 def _digest_descent(result) -> str:
     h = hashlib.sha256()
-    for name in ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
-                 "stopped_early", "monotone", "proven"):
+    for name in (
+        "weights",
+        "grad_norm",
+        "iterations",
+        "restarts",
+        "final_step",
+        "converged",
+        "diverged",
+        "stopped_early",
+        "monotone",
+        "proven",
+    ):
         h.update(getattr(result, name).contiguous().numpy().tobytes())
     return h.hexdigest()
 

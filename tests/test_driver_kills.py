@@ -40,7 +40,13 @@ from tests.conftest import PROJECT_ROOT, TINY_SWEEP, children_of, mlflow_client
 SWEEP = [*TINY_SWEEP, "resources.chunk_size=1", "cluster.num_cpus=2", f"cluster.object_store_memory={200 * 1024**2}"]
 UNITS, ROWS = 24, 24
 #: columns that legitimately differ between two runs of the same unit
-VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids", "code_version"]  # code_version: the tree may change between runs
+VOLATILE = [
+    "wall_s",
+    "hostname",
+    "node_id",
+    "gpu_ids",
+    "code_version",
+]  # code_version: the tree may change between runs
 
 
 def _env() -> dict:
@@ -51,8 +57,14 @@ def _env() -> dict:
 
 def _driver(results: Path) -> subprocess.Popen:
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *SWEEP, f"results_dir={results}"], cwd=PROJECT_ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *SWEEP, f"results_dir={results}"],
+        cwd=PROJECT_ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _fragments(results: Path) -> int:
@@ -108,8 +120,14 @@ def _kill_at(results: Path, *, delay: float | None = None, fragments: int | None
         time.sleep(0.25)
         waited += 0.25
         left = _alive(tree)
-    return {"at_s": round(time.monotonic() - started, 2), "finished": finished, "left": left, "processes": len(tree),
-            "cleanup_s": waited, "fragments": _fragments(results)}
+    return {
+        "at_s": round(time.monotonic() - started, 2),
+        "finished": finished,
+        "left": left,
+        "processes": len(tree),
+        "cleanup_s": waited,
+        "fragments": _fragments(results),
+    }
 
 
 def _kills() -> int:
@@ -137,7 +155,9 @@ def _property(tmp_path: Path, kills: int) -> list[dict]:
     keys = ["cell_id", "seed"]
     got = got.drop(columns=VOLATILE).sort_values(keys).reset_index(drop=True)
     want = want.drop(columns=VOLATILE).sort_values(keys).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got.drop(columns=["final_weights"]), want.drop(columns=["final_weights"]), check_exact=True)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["final_weights"]), want.drop(columns=["final_weights"]), check_exact=True
+    )
     assert all(list(a) == list(b) for a, b in zip(got["final_weights"], want["final_weights"]))
     assert not list((interrupted / "smoke" / "runs").glob(".*"))
 
@@ -146,8 +166,12 @@ def _property(tmp_path: Path, kills: int) -> list[dict]:
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`landscape.role` = 'sweep'")
     assert [run.info.status for run in parents].count("RUNNING") == 0
     assert parents[0].info.status == "FINISHED"  # the newest: the completing invocation (or the one it continued)
-    cells = [run.data.tags["cell_id"] for parent in parents for run in children_of(client, parent.info.run_id, role="cell")
-             if parent.info.status == "FINISHED"]
+    cells = [
+        run.data.tags["cell_id"]
+        for parent in parents
+        for run in children_of(client, parent.info.run_id, role="cell")
+        if parent.info.status == "FINISHED"
+    ]
     assert len(set(cells)) == 4
     print(f"kills: {seen}")
     return seen

@@ -20,7 +20,9 @@ from landscape_core.families import aligned, group_points, group_records, symmet
 from landscape_core.symmetry import student_permutation_distance as permutation_distance  # was teacher_student's
 from landscape_core.teacher_student import population_loss
 
-MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
+MINIMA = (
+    Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
+)  # the authors' data (shipped copy of ../shared/reference)
 needs_minima = pytest.mark.skipif(not MINIMA.exists(), reason="reference minima file not available")
 
 #: representatives of the .npz that are ONE point under coordinate permutations (found by
@@ -140,8 +142,11 @@ def test_npz_representatives():
     for key in (k for k in data.files if k.startswith("W_")):
         Ws = data[key]
         d = Ws.shape[-1]
-        student_only = [permutation_distance(torch.tensor(Ws[a]), torch.tensor(Ws[b]))
-                        for a in range(len(Ws)) for b in range(a + 1, len(Ws))]
+        student_only = [
+            permutation_distance(torch.tensor(Ws[a]), torch.tensor(Ws[b]))
+            for a in range(len(Ws))
+            for b in range(a + 1, len(Ws))
+        ]
         assert min(student_only, default=math.inf) > 1.0, key
         loss = population_loss(torch.tensor(Ws), torch.eye(d, dtype=torch.float64)[None].expand(len(Ws), d, d))
         fams = group_points(list(Ws), tol=tol, objectives=loss.tolist(), min_eigs=[0.0] * len(Ws))
@@ -181,10 +186,19 @@ def test_group_records_identity_and_orthonormal_teachers():
     for seed in range(4):
         X = W if seed == 0 else _copy(W, rng)
         F = float(population_loss(torch.tensor(X)[None], torch.eye(d, dtype=torch.float64)[None]))
-        records.append({**base, "seed": seed, "teacher": "identity", "final_weights": X.ravel().tolist(),
-                        "final_loss": F})
-    records.append({**base, "seed": 9, "teacher": "identity", "status": "global",
-                    "final_weights": np.eye(d).ravel().tolist(), "final_loss": 0.0})
+        records.append(
+            {**base, "seed": seed, "teacher": "identity", "final_weights": X.ravel().tolist(), "final_loss": F}
+        )
+    records.append(
+        {
+            **base,
+            "seed": 9,
+            "teacher": "identity",
+            "status": "global",
+            "final_weights": np.eye(d).ravel().tolist(),
+            "final_loss": 0.0,
+        }
+    )
     fams = group_records(records)
     assert len(fams) == 1 and fams[0]["multiplicity"] == 4 and fams[0]["seeds"] == [0, 1, 2, 3]
     assert fams[0]["max_member_distance"] < 1e-12 and fams[0]["family"] == 0
@@ -196,8 +210,9 @@ def test_group_records_identity_and_orthonormal_teachers():
     for seed in (11, 12, 13):
         _, V = initial_points(k, n, [seed], protocol)
         X = _copy(W, rng) @ V[0].numpy()  # the same point in each run's teacher basis
-        orth.append({**base, "seed": seed, "teacher": "orthonormal", "final_weights": X.ravel().tolist(),
-                     "final_loss": 0.02})
+        orth.append(
+            {**base, "seed": seed, "teacher": "orthonormal", "final_weights": X.ravel().tolist(), "final_loss": 0.02}
+        )
     fams = group_records(orth)
     assert len(fams) == 1 and fams[0]["multiplicity"] == 3
     with pytest.raises(OptionError):

@@ -20,7 +20,9 @@ from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS
 from ray_jobs.report import build_report
 from ray_jobs.store import ResultsStore
 
-MINIMA = Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"  # the authors' data (shipped copy of ../shared/reference)
+MINIMA = (
+    Path(__file__).resolve().parents[1] / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
+)  # the authors' data (shipped copy of ../shared/reference)
 
 
 def _rows(*, members: int = 6, runs: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -33,11 +35,28 @@ def _rows(*, members: int = 6, runs: int = 50, seed: int = 0) -> pd.DataFrame:
         spurious = index < members
         P, Q = np.eye(8)[rng.permutation(8)], np.eye(8)[rng.permutation(8)]
         point = P @ W @ Q if spurious else np.eye(8)
-        rows.append({"sweep": "s", "experiment": "teacher_student", "cell_id": "cell-8-8", "unit_id": f"u{index // 10}",
-                     "seed": index, "status": "spurious" if spurious else "global", "k": 8, "n": 8, "d": 8,
-                     "teacher": "identity", "final_loss": 0.021508 if spurious else 0.0, "grad_norm": 1e-10,
-                     "iterations": 1000, "wall_s": 0.1, "min_eig": 0.0213 if spurious else 0.0908,
-                     "bad_loss_threshold": 1e-3, "final_weights": point.ravel().tolist(), "error_message": None})
+        rows.append(
+            {
+                "sweep": "s",
+                "experiment": "teacher_student",
+                "cell_id": "cell-8-8",
+                "unit_id": f"u{index // 10}",
+                "seed": index,
+                "status": "spurious" if spurious else "global",
+                "k": 8,
+                "n": 8,
+                "d": 8,
+                "teacher": "identity",
+                "final_loss": 0.021508 if spurious else 0.0,
+                "grad_norm": 1e-10,
+                "iterations": 1000,
+                "wall_s": 0.1,
+                "min_eig": 0.0213 if spurious else 0.0908,
+                "bad_loss_threshold": 1e-3,
+                "final_weights": point.ravel().tolist(),
+                "error_message": None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -97,7 +116,10 @@ def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_p
     line = next(text for text in report.markdown.splitlines() if text.startswith("| 8 | 8 |"))
     assert "| 12.6 | yes |" in line and "| 1 | " in line
     # the families table: ours (one family of 6 runs, certified) beside the authors' (one of 126)
-    assert report.table.loc[0, "family_multiplicities"] == "[6]" and report.table.loc[0, "ref_family_multiplicities"] == "[126]"
+    assert (
+        report.table.loc[0, "family_multiplicities"] == "[6]"
+        and report.table.loc[0, "ref_family_multiplicities"] == "[126]"
+    )
     assert "| 8 | 8 | 1 | [6] | 1 | 6 | 1 | [126] |" in report.markdown.splitlines()
 
 

@@ -25,7 +25,16 @@ from ray_jobs.cli import EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNITS_FAI
 from ray_jobs.config import compose_config
 from ray_jobs.store import STAGING_SUFFIX, ResultsStore
 from ray_jobs.sweep import run_sweep
-from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, children_of, mlflow_client, run_cli
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_CELLS,
+    TINY_SEEDS,
+    TINY_SWEEP,
+    TINY_UNITS,
+    children_of,
+    mlflow_client,
+    run_cli,
+)
 
 ROWS = TINY_CELLS * TINY_SEEDS
 
@@ -45,8 +54,14 @@ def python(code: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     """A fresh interpreter running ``code`` with the project importable."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # --- two drivers, one results directory ---------------------------------------------------
@@ -61,7 +76,9 @@ time.sleep(600)
 """
 
 
-def test_a_second_driver_is_refused_naming_the_first_and_a_dead_drivers_lock_is_taken_over(ray_session, tmp_path, capsys):
+def test_a_second_driver_is_refused_naming_the_first_and_a_dead_drivers_lock_is_taken_over(
+    ray_session, tmp_path, capsys
+):
     results = tmp_path / "results"
     holder = python(HOLD_LOCK, str(results))
     try:
@@ -99,7 +116,8 @@ def test_two_drivers_started_together_record_every_run_once(driver_env, tmp_path
     assert_each_run_once(results)
     parents = mlflow_client(results).search_runs(
         [mlflow_client(results).get_experiment_by_name("landscape-smoke").experiment_id],
-        filter_string="tags.`landscape.role` = 'sweep'")
+        filter_string="tags.`landscape.role` = 'sweep'",
+    )
     assert all(run.info.status == "FINISHED" for run in parents)
 
 
@@ -162,6 +180,7 @@ def test_drivers_creating_the_store_together_all_succeed(tmp_path):
 
 # --- MLflow parents of killed drivers ------------------------------------------------------
 
+
 def test_a_killed_drivers_parent_is_continued_by_the_next_invocation_not_duplicated(ray_session, tmp_path):
     """A parent left RUNNING (its driver was killed) is marked KILLED by the next invocation
     of the same sweep, which continues it: one parent, one child per cell. A later
@@ -219,21 +238,32 @@ def test_the_drivers_sigterm_handler_survives_ray_init_and_ray_shutdown(tmp_path
 
 # --- fail fast -------------------------------------------------------------------------
 
+
 def test_fail_fast_stops_scheduling_with_the_reason_and_exit_1(ray_session, tmp_path, capsys):
     results = tmp_path / "results"
-    args = [*TINY_SWEEP, f"results_dir={results}", "experiment.fail_on_seeds=[0,1,2,3,4,5]",
-            "fail_fast.enabled=true", "fail_fast.first_units=2", "fail_fast.max_failed_fraction=0.5"]
+    args = [
+        *TINY_SWEEP,
+        f"results_dir={results}",
+        "experiment.fail_on_seeds=[0,1,2,3,4,5]",
+        "fail_fast.enabled=true",
+        "fail_fast.first_units=2",
+        "fail_fast.max_failed_fraction=0.5",
+    ]
     assert sweep_main(args) == EXIT_UNITS_FAILED
     err = capsys.readouterr().err
     assert "stopped early: fail_fast: 2 of the first 2 units failed (more than 50%); pending units cancelled" in err
     rows = read_rows(results)
     assert 2 * 3 <= len(rows) < ROWS and (rows["status"] == "error").all()
     # off (the default): every unit runs and is recorded as error rows
-    assert sweep_main([*TINY_SWEEP, f"results_dir={tmp_path / 'off'}", "experiment.fail_on_seeds=[0,1,2,3,4,5]"]) == EXIT_UNITS_FAILED
+    assert (
+        sweep_main([*TINY_SWEEP, f"results_dir={tmp_path / 'off'}", "experiment.fail_on_seeds=[0,1,2,3,4,5]"])
+        == EXIT_UNITS_FAILED
+    )
     assert len(read_rows(tmp_path / "off")) == ROWS
 
 
 # --- refusals before anything is written, in seconds ---------------------------------------
+
 
 def _local_env() -> dict:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -241,23 +271,46 @@ def _local_env() -> dict:
     return env
 
 
-@pytest.mark.parametrize(("overrides", "line"), [
-    (["tracking=server"], "tracking.uri: no MLflow server answers at http://127.0.0.1:5000"),
-    (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: no MLflow server answers at http://127.0.0.1:9"),
-    (["cluster.address=127.0.0.1:9"], "cluster.address: cannot reach the Ray cluster at 127.0.0.1:9"),
-    (["cluster.address=nonsense"], "cluster.address: 'nonsense' is not an address"),
-    (["resources.num_cpus=64", "cluster.num_cpus=1"], "resources.num_cpus: each task asks for 64 CPUs, but the largest node of the local cluster offers 1"),
-    (["resources=gpu", "cluster.num_cpus=1"], "resources.num_gpus: each task asks for 0.25 GPUs, but the largest node of the local cluster offers 0"),
-    (["sweep.seeds=1000000000", "resources.chunk_size=1"], "sweep.seeds: 4 cells x 1000000000 seeds at resources.chunk_size=1 make 4000000000 work units; at most 1000000"),
-    (["sweep.grid.k=[100000]"], "sweep.grid.k: k=100000, n=100000: one run's Hessian has"),
-    (["fail_fast.max_failed_fraction=1.5"], "fail_fast.max_failed_fraction: must be a number in [0, 1)"),
-    (["+fail_fast.first_unit=3"], "fail_fast.first_unit: no such key in the config (did you mean fail_fast.first_units?)"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["tracking=server"], "tracking.uri: no MLflow server answers at http://127.0.0.1:5000"),
+        (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: no MLflow server answers at http://127.0.0.1:9"),
+        (["cluster.address=127.0.0.1:9"], "cluster.address: cannot reach the Ray cluster at 127.0.0.1:9"),
+        (["cluster.address=nonsense"], "cluster.address: 'nonsense' is not an address"),
+        (
+            ["resources.num_cpus=64", "cluster.num_cpus=1"],
+            "resources.num_cpus: each task asks for 64 CPUs, but the largest node of the local cluster offers 1",
+        ),
+        (
+            ["resources=gpu", "cluster.num_cpus=1"],
+            "resources.num_gpus: each task asks for 0.25 GPUs, but the largest node of the local cluster offers 0",
+        ),
+        (
+            ["sweep.seeds=1000000000", "resources.chunk_size=1"],
+            "sweep.seeds: 4 cells x 1000000000 seeds at resources.chunk_size=1 make 4000000000 work units; at most 1000000",
+        ),
+        (["sweep.grid.k=[100000]"], "sweep.grid.k: k=100000, n=100000: one run's Hessian has"),
+        (["fail_fast.max_failed_fraction=1.5"], "fail_fast.max_failed_fraction: must be a number in [0, 1)"),
+        (
+            ["+fail_fast.first_unit=3"],
+            "fail_fast.first_unit: no such key in the config (did you mean fail_fast.first_units?)",
+        ),
+    ],
+)
 def test_unservable_invocations_fail_in_seconds_with_one_line_and_write_nothing(tmp_path, overrides, line):
     results = tmp_path / "results"
     started = time.monotonic()
-    proc = run_cli([*TINY_SWEEP, *overrides, f"results_dir={results}", "tracking=sqlite" if overrides == ["tracking.uri=http://127.0.0.1:9"] else "report.figure=true"],
-                   env=_local_env(), timeout=120)
+    proc = run_cli(
+        [
+            *TINY_SWEEP,
+            *overrides,
+            f"results_dir={results}",
+            "tracking=sqlite" if overrides == ["tracking.uri=http://127.0.0.1:9"] else "report.figure=true",
+        ],
+        env=_local_env(),
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     errors = [text for text in proc.stderr.splitlines() if text.startswith("landscape-sweep:")]
     assert proc.returncode == EXIT_USAGE, proc.stderr[-3000:]
@@ -270,17 +323,24 @@ def test_unservable_invocations_fail_in_seconds_with_one_line_and_write_nothing(
 def test_a_results_dir_that_cannot_be_written_is_one_line_and_exit_2(capsys):
     assert sweep_main([*TINY_SWEEP, "results_dir=/proc/landscape-results"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
-    assert err == "landscape-sweep: error: results_dir: cannot write under /proc: No such file or directory; give a writable directory"
+    assert (
+        err
+        == "landscape-sweep: error: results_dir: cannot write under /proc: No such file or directory; give a writable directory"
+    )
 
 
 # --- storage faults mid-sweep (a real tmpfs, a real read-only mount) -----------------------
+
 
 def _can_mount() -> str | None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return "needs root and mount(8) to make a small or read-only file system"
     probe = Path("/tmp/landscape-mount-probe")
     probe.mkdir(exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True).returncode
+        == 0
+    )
     if ok:
         subprocess.run(["umount", str(probe)], check=True)
     return None if ok else "mount(8) is not permitted here (a container without CAP_SYS_ADMIN)"
@@ -300,7 +360,12 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
-SLOW_UNITS_SWEEP = [*TINY_SWEEP, "protocol.early_stop_global=false", "protocol.max_iterations=20000", "resources.chunk_size=1"]
+SLOW_UNITS_SWEEP = [
+    *TINY_SWEEP,
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=20000",
+    "resources.chunk_size=1",
+]
 
 
 def _driver(args: list[str], env: dict) -> subprocess.Popen:
@@ -328,7 +393,9 @@ def test_a_disk_filling_mid_sweep_stops_with_one_line_and_the_rerun_completes(dr
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == EXIT_CRASHED, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith("landscape-sweep: stopped: ") and "No space left on device" in last or "disk is full" in last, last
+    assert (
+        last.startswith("landscape-sweep: stopped: ") and "No space left on device" in last or "disk is full" in last
+    ), last
     assert "Traceback" not in err
     recorded = pd.read_parquet(runs)  # whatever was recorded reads back whole
     assert 2 <= len(recorded) < ROWS
@@ -348,7 +415,11 @@ def test_a_results_dir_turning_read_only_mid_sweep_stops_with_one_line_and_the_r
     try:
         results = mountpoint / "results"
         runs = results / "smoke" / "runs"
-        args = [*SLOW_UNITS_SWEEP, f"results_dir={results}", "tracking=none"]  # sqlite holds its file open: no ro remount
+        args = [
+            *SLOW_UNITS_SWEEP,
+            f"results_dir={results}",
+            "tracking=none",
+        ]  # sqlite holds its file open: no ro remount
         driver = _driver(args, driver_env)
         _when(lambda: len(list(runs.glob("*.parquet"))) >= 2)
         subprocess.run(["mount", "-o", "remount,bind,ro", str(mountpoint)], check=True)
@@ -384,8 +455,15 @@ def test_sigterm_at_any_moment_is_exit_130_with_the_parent_killed_and_nothing_le
 
     results = tmp_path / "results"
     runs = results / "smoke" / "runs"
-    driver = _driver([*SLOW_UNITS_SWEEP, f"results_dir={results}", "cluster.num_cpus=2",
-                      f"cluster.object_store_memory={200 * 1024**2}"], _local_env())
+    driver = _driver(
+        [
+            *SLOW_UNITS_SWEEP,
+            f"results_dir={results}",
+            "cluster.num_cpus=2",
+            f"cluster.object_store_memory={200 * 1024**2}",
+        ],
+        _local_env(),
+    )
     tree: dict[int, int] = {}
 
     def ready() -> bool:
@@ -407,13 +485,16 @@ def test_sigterm_at_any_moment_is_exit_130_with_the_parent_killed_and_nothing_le
         assert not results.exists()  # Ray starts before anything is written
     else:
         client = mlflow_client(results)
-        parents = client.search_runs([client.get_experiment_by_name("landscape-smoke").experiment_id],
-                                     filter_string="tags.`landscape.role` = 'sweep'")
+        parents = client.search_runs(
+            [client.get_experiment_by_name("landscape-smoke").experiment_id],
+            filter_string="tags.`landscape.role` = 'sweep'",
+        )
         assert [run.info.status for run in parents] == ["KILLED"]
         assert len(pd.read_parquet(runs)) >= 1
 
 
 # --- small pieces ------------------------------------------------------------------------
+
 
 def test_storage_fault_names_the_first_file_system_fault_of_a_chain():
     import errno
@@ -431,13 +512,19 @@ def test_storage_fault_names_the_first_file_system_fault_of_a_chain():
 
     full = OSError(errno.ENOSPC, "No space left on device", "/x/runs/a.parquet")
     assert storage_fault(full) == "cannot write /x/runs/a.parquet: No space left on device"
-    assert storage_fault(StorageError("/x/runs/a.parquet", "Read-only file system")) == \
-        "cannot write /x/runs/a.parquet: Read-only file system"
-    mlflow_after = chained(StorageError("/x/runs/a.parquet", "No space left on device"),
-                           RuntimeError("(sqlite3.OperationalError) database or disk is full"))
+    assert (
+        storage_fault(StorageError("/x/runs/a.parquet", "Read-only file system"))
+        == "cannot write /x/runs/a.parquet: Read-only file system"
+    )
+    mlflow_after = chained(
+        StorageError("/x/runs/a.parquet", "No space left on device"),
+        RuntimeError("(sqlite3.OperationalError) database or disk is full"),
+    )
     assert storage_fault(mlflow_after) == "cannot write /x/runs/a.parquet: No space left on device"
-    assert storage_fault(RuntimeError("(sqlite3.OperationalError) database or disk is full")) == \
-        "the MLflow store refused a write (database or disk is full)"
+    assert (
+        storage_fault(RuntimeError("(sqlite3.OperationalError) database or disk is full"))
+        == "the MLflow store refused a write (database or disk is full)"
+    )
     assert storage_fault(OSError(errno.ENOENT, "No such file or directory")) is None
     assert storage_fault(ValueError("a bug")) is None
 
@@ -465,7 +552,10 @@ def test_unit_count_bound_names_the_chunk_size_that_fits():
     from ray_jobs.validate import MAX_UNITS, check_unit_count
 
     check_unit_count(1000, 1000, 1)  # exactly MAX_UNITS
-    with pytest.raises(ConfigError, match=r"sweep.seeds: 2 cells x 1000000 seeds at resources.chunk_size=1 make 2000000 "
-                                          r"work units; at most 1000000 per sweep: raise resources.chunk_size \(>= 2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"sweep.seeds: 2 cells x 1000000 seeds at resources.chunk_size=1 make 2000000 "
+        r"work units; at most 1000000 per sweep: raise resources.chunk_size \(>= 2\)",
+    ):
         check_unit_count(2, 1_000_000, 1)
     assert MAX_UNITS == 1_000_000

@@ -53,10 +53,12 @@ from tests.conftest import PROJECT_ROOT
 
 F64 = torch.float64
 DRY_RUN = os.environ.get("GPU_CHECK_DRY_RUN") == "1"
-NO_CUDA = (f"no CUDA device visible to torch {torch.__version__} (CUDA build: {torch.version.cuda}, "
-           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): the gpu checks need an NVIDIA "
-           f"GPU "
-           f"and a CUDA build of torch (docs/gpu.md)")
+NO_CUDA = (
+    f"no CUDA device visible to torch {torch.__version__} (CUDA build: {torch.version.cuda}, "
+    f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): the gpu checks need an NVIDIA "
+    f"GPU "
+    f"and a CUDA build of torch (docs/gpu.md)"
+)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -102,20 +104,24 @@ def test_teacher_student_closed_forms_equal_the_cpus(device):
         Wd, Vd = W.to(dev), V.to(dev)
         assert Wd.dtype == F64
         worst["loss"] = max(worst["loss"], float((population_loss(Wd, Vd).cpu() - population_loss(W, V)).abs().max()))
-        worst["gradient"] = max(worst["gradient"],
-                                float((population_gradient(Wd, Vd).cpu() - population_gradient(W, V)).abs().max()))
-        worst["hessian"] = max(worst["hessian"],
-                               float((population_hessian(Wd, Vd).cpu() - population_hessian(W, V)).abs().max()))
+        worst["gradient"] = max(
+            worst["gradient"], float((population_gradient(Wd, Vd).cpu() - population_gradient(W, V)).abs().max())
+        )
+        worst["hessian"] = max(
+            worst["hessian"], float((population_hessian(Wd, Vd).cpu() - population_hessian(W, V)).abs().max())
+        )
         (lo_d, hi_d), (lo, hi) = hessian_extreme_eigenvalues(Wd, Vd), hessian_extreme_eigenvalues(W, V)
-        worst["hessian eigenvalues"] = max(worst["hessian eigenvalues"], float((lo_d.cpu() - lo).abs().max()),
-                                           float((hi_d.cpu() - hi).abs().max()))
+        worst["hessian eigenvalues"] = max(
+            worst["hessian eigenvalues"], float((lo_d.cpu() - lo).abs().max()), float((hi_d.cpu() - hi).abs().max())
+        )
         Wr = Wd.clone().requires_grad_(True)
         population_loss(Wr, Vd).sum().backward()
         assert Wr.grad is not None
         worst["autograd"] = max(worst["autograd"], float((Wr.grad - population_gradient(Wd, Vd)).abs().max()))
     for name, value in worst.items():
-        record(CORES, CORES_HEADER,
-               f"| teacher-student {name} ({device} vs cpu) | max abs diff {value:.2e} (<= 1e-12) |")
+        record(
+            CORES, CORES_HEADER, f"| teacher-student {name} ({device} vs cpu) | max abs diff {value:.2e} (<= 1e-12) |"
+        )
     assert max(worst.values()) <= 1e-12, worst
 
 
@@ -130,12 +136,22 @@ def test_teacher_student_runs_classify_as_on_the_cpu(device):
         wall = time.perf_counter() - started
         same_it = sum(a["iterations"] == b["iterations"] for a, b in zip(cpu, dev))
         dloss = max(abs(a["final_loss"] - b["final_loss"]) for a, b in zip(cpu, dev))
-        deig = max((abs(a["min_eig"] - b["min_eig"]) for a, b in zip(cpu, dev)
-                    if a["min_eig"] == a["min_eig"] and b["min_eig"] == b["min_eig"]), default=0.0)  # NaN: not computed
+        deig = max(
+            (
+                abs(a["min_eig"] - b["min_eig"])
+                for a, b in zip(cpu, dev)
+                if a["min_eig"] == a["min_eig"] and b["min_eig"] == b["min_eig"]
+            ),
+            default=0.0,
+        )  # NaN: not computed
         statuses = dict(sorted(Counter(r["status"] for r in cpu).items()))
-        record(CORES, CORES_HEADER, f"| teacher-student run k={k} n={n}, {seeds} seeds | statuses {statuses}; same "
-               f"iteration count {same_it}/{seeds}; max abs dF {dloss:.1e} (<= 1e-8), max abs d(min_eig) {deig:.1e} "
-               f"(<= 1e-6); {device} {wall:.1f} s |")
+        record(
+            CORES,
+            CORES_HEADER,
+            f"| teacher-student run k={k} n={n}, {seeds} seeds | statuses {statuses}; same "
+            f"iteration count {same_it}/{seeds}; max abs dF {dloss:.1e} (<= 1e-8), max abs d(min_eig) {deig:.1e} "
+            f"(<= 1e-6); {device} {wall:.1f} s |",
+        )
         assert [a["status"] for a in cpu] == [b["status"] for b in dev], (k, n)
         assert dloss <= 1e-8 and deig <= 1e-6, (k, n, dloss, deig)
 
@@ -148,8 +164,9 @@ def test_width_threshold_ranks_and_hessian_extremes_equal_the_cpus(device):
         M = torch.randn(rows, rank, generator=gen, dtype=F64) @ torch.randn(rank, cols, generator=gen, dtype=F64)
         assert int(numerical_rank(M.to(dev)).rank) == int(numerical_rank(M).rank) == rank
     spec = MLPSpec(input_dim=3, width=5, depth=3, activation="tanh", output_dim=2)
-    theta = torch.stack([flatten(init_parameters(spec, generator=torch.Generator().manual_seed(s)), spec)
-                         for s in range(3)])  # [3, P]
+    theta = torch.stack(
+        [flatten(init_parameters(spec, generator=torch.Generator().manual_seed(s)), spec) for s in range(3)]
+    )  # [3, P]
     X, Y = rand((3, 7, 3), 1), rand((3, 7, 2), 2)  # [3, 7, in], [3, 7, out]
 
     def loss(t, x, y):
@@ -158,8 +175,12 @@ def test_width_threshold_ranks_and_hessian_extremes_equal_the_cpus(device):
     lo, hi = exact_hessian_extremes(loss, theta, X, Y)
     lo_d, hi_d = exact_hessian_extremes(loss, theta.to(dev), X.to(dev), Y.to(dev))
     diff = max(float((lo_d.cpu() - lo).abs().max()), float((hi_d.cpu() - hi).abs().max()))
-    record(CORES, CORES_HEADER, "| width-threshold numerical rank of known-rank matrices | 5 matrices, ranks equal to "
-           "the truth on both devices |")
+    record(
+        CORES,
+        CORES_HEADER,
+        "| width-threshold numerical rank of known-rank matrices | 5 matrices, ranks equal to "
+        "the truth on both devices |",
+    )
     record(CORES, CORES_HEADER, f"| width-threshold exact Hessian extremes | max abs diff {diff:.2e} (<= 1e-10) |")
     assert diff <= 1e-10
 
@@ -172,9 +193,14 @@ def test_width_threshold_runs_classify_as_on_the_cpu(device):
     keys = ("status", "full_rank", "init_full_rank", "last_layer_rank", "init_last_layer_rank")
     mismatches, dloss, total, started = [], 0.0, 0, time.perf_counter()
     for width, depth, act in cells:
-        options = resolve_options(width=width, depth=depth, activation=act, n_samples=6,
-                                  data=dict(name="random_labels", input_dim=2),
-                                  optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000 if full else 200, grad_tol=1e-9))
+        options = resolve_options(
+            width=width,
+            depth=depth,
+            activation=act,
+            n_samples=6,
+            data=dict(name="random_labels", input_dim=2),
+            optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000 if full else 200, grad_tol=1e-9),
+        )
         cpu, dev = (run_width_threshold(options, seeds=seeds, device=d) for d in ("cpu", on(device)))
         for a, b in zip(cpu, dev):
             total += 1
@@ -183,9 +209,13 @@ def test_width_threshold_runs_classify_as_on_the_cpu(device):
                 mismatches.append((width, depth, act, a["seed"], differ))
             elif a["status"] in ("global", "spurious", "saddle"):
                 dloss = max(dloss, abs(a["final_loss"] - b["final_loss"]) / max(1.0, abs(a["final_loss"])))
-    record(CORES, CORES_HEADER, f"| width-threshold runs, {len(cells)} cells x {len(seeds)} seeds (n = 6) | "
-           f"{total - len(mismatches)}/{total} runs with identical status and ranks; converged runs' max rel dF "
-           f"{dloss:.1e} (<= 1e-6); {time.perf_counter() - started:.1f} s for both devices |")
+    record(
+        CORES,
+        CORES_HEADER,
+        f"| width-threshold runs, {len(cells)} cells x {len(seeds)} seeds (n = 6) | "
+        f"{total - len(mismatches)}/{total} runs with identical status and ranks; converged runs' max rel dF "
+        f"{dloss:.1e} (<= 1e-6); {time.perf_counter() - started:.1f} s for both devices |",
+    )
     assert not mismatches, mismatches[:20]
     assert dloss <= 1e-6
 
@@ -211,16 +241,19 @@ def test_bench_cell_on_the_device_classifies_as_one_cpu_thread(device):
             same_status = [r["status"] for r in cpu] == [r["status"] for r in other]
             same_it = [r["iterations"] for r in cpu] == [r["iterations"] for r in other]
             counts = dict(sorted(Counter(r["status"] for r in cpu).items()))
-            record("(c) the make-bench cell vs one CPU thread",
-                   f"| seeds | cpu 1 thread wall (s) | cpu runs / s | {device} wall (s) | {device} runs / s | "
-                   "speed-up | identical classifications | identical iteration counts | statuses |\n"
-                   "|---|---|---|---|---|---|---|---|---|",
-                   f"| {seeds} | {walls['cpu']:.2f} | {seeds / walls['cpu']:.1f} | {walls[device]:.2f} | "
-                   f"{seeds / walls[device]:.1f} | {walls['cpu'] / walls[device]:.1f}x | "
-                   f"{'yes' if same_status else 'NO'} | "
-                   f"{'yes' if same_it else 'no'} | {counts}, {sum(r['iterations'] for r in cpu):,} steps |")
-            assert same_status, [(a["seed"], a["status"], b["status"]) for a, b in zip(cpu, other)
-                                 if a["status"] != b["status"]][:20]
+            record(
+                "(c) the make-bench cell vs one CPU thread",
+                f"| seeds | cpu 1 thread wall (s) | cpu runs / s | {device} wall (s) | {device} runs / s | "
+                "speed-up | identical classifications | identical iteration counts | statuses |\n"
+                "|---|---|---|---|---|---|---|---|---|",
+                f"| {seeds} | {walls['cpu']:.2f} | {seeds / walls['cpu']:.1f} | {walls[device]:.2f} | "
+                f"{seeds / walls[device]:.1f} | {walls['cpu'] / walls[device]:.1f}x | "
+                f"{'yes' if same_status else 'NO'} | "
+                f"{'yes' if same_it else 'no'} | {counts}, {sum(r['iterations'] for r in cpu):,} steps |",
+            )
+            assert same_status, [
+                (a["seed"], a["status"], b["status"]) for a, b in zip(cpu, other) if a["status"] != b["status"]
+            ][:20]
     finally:
         torch.set_num_threads(threads)
 
@@ -231,8 +264,9 @@ def _sweep(args: list[str], limit_s: float) -> float:
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=limit_s)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=limit_s
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return time.perf_counter() - started
 
@@ -250,26 +284,40 @@ def test_smoke_sweep_with_resources_gpu_runs_every_unit_on_the_gpu(device, tmp_p
     merged = gpu.merge(cpu, on=["cell_id", "seed"], suffixes=("_gpu", "_cpu"))
     expected = on(device)
     checks = {
-        "rows (gpu sweep / cpu sweep / matched)": (f"{len(gpu)} / {len(cpu)} / {len(merged)}",
-                                                   len(gpu) == len(cpu) == len(merged) > 0),
+        "rows (gpu sweep / cpu sweep / matched)": (
+            f"{len(gpu)} / {len(cpu)} / {len(merged)}",
+            len(gpu) == len(cpu) == len(merged) > 0,
+        ),
         "error rows": (int((gpu["status"] == "error").sum()), bool((gpu["status"] != "error").all())),
-        f"rows with device = {expected}": (f"{int((gpu['device'] == expected).sum())}/{len(gpu)}",
-                                           bool((gpu["device"] == expected).all())),
-        "rows with a GPU id": (f"{int((gpu['gpu_ids'].fillna('') != '').sum())}/{len(gpu)}",
-                               bool((gpu["gpu_ids"].fillna("") != "").all())),
+        f"rows with device = {expected}": (
+            f"{int((gpu['device'] == expected).sum())}/{len(gpu)}",
+            bool((gpu["device"] == expected).all()),
+        ),
+        "rows with a GPU id": (
+            f"{int((gpu['gpu_ids'].fillna('') != '').sum())}/{len(gpu)}",
+            bool((gpu["gpu_ids"].fillna("") != "").all()),
+        ),
         "identical classifications (gpu sweep vs cpu sweep)": (
             f"{int((merged['status_gpu'] == merged['status_cpu']).sum())}/{len(merged)}",
-            bool((merged["status_gpu"] == merged["status_cpu"]).all())),
+            bool((merged["status_gpu"] == merged["status_cpu"]).all()),
+        ),
         "identical iteration counts": (
-            f"{int((merged['iterations_gpu'] == merged['iterations_cpu']).sum())}/{len(merged)}", True),
+            f"{int((merged['iterations_gpu'] == merged['iterations_cpu']).sum())}/{len(merged)}",
+            True,
+        ),
         "units (gpu sweep)": (gpu["unit_id"].nunique(), True),
         "wall (gpu sweep, cpu sweep)": (f"{gpu_wall:.0f} s, {cpu_wall:.0f} s", True),
         "median wall_s per run (gpu rows, cpu rows)": (
-            f"{gpu['wall_s'].median():.3f} s, {cpu['wall_s'].median():.3f} s", True),
+            f"{gpu['wall_s'].median():.3f} s, {cpu['wall_s'].median():.3f} s",
+            True,
+        ),
     }
     for name, (figure, ok) in checks.items():
-        record("(d) landscape-sweep sweep=smoke resources=gpu vs the same sweep on CPUs",
-               "| check | figure | |\n|---|---|---|", f"| {name} | {figure} | {'ok' if ok else 'FAIL'} |")
+        record(
+            "(d) landscape-sweep sweep=smoke resources=gpu vs the same sweep on CPUs",
+            "| check | figure | |\n|---|---|---|",
+            f"| {name} | {figure} | {'ok' if ok else 'FAIL'} |",
+        )
     assert all(ok for _, ok in checks.values()), {name: figure for name, (figure, ok) in checks.items() if not ok}
 
 

@@ -36,9 +36,16 @@ AT_ONCE = int(CLUSTER_GPUS / TASK_GPUS)
 N_PROBES = AT_ONCE + 2
 
 #: the sweep: the tiny teacher-student sweep (8 units) asking for a quarter GPU per unit
-GPU_SWEEP = [*TINY_SWEEP, "resources=gpu", f"resources.num_cpus={TASK_CPUS}", f"cluster.num_cpus={CLUSTER_CPUS}",
-             f"cluster.num_gpus={CLUSTER_GPUS}", f"cluster.object_store_memory={100 * 1024**2}", "tracking=none",
-             "report.figure=false"]
+GPU_SWEEP = [
+    *TINY_SWEEP,
+    "resources=gpu",
+    f"resources.num_cpus={TASK_CPUS}",
+    f"cluster.num_cpus={CLUSTER_CPUS}",
+    f"cluster.num_gpus={CLUSTER_GPUS}",
+    f"cluster.object_store_memory={100 * 1024**2}",
+    "tracking=none",
+    "report.figure=false",
+]
 
 # Each probe asks for what a unit of GPU_SWEEP asks (0.25 GPU, 0.25 CPU), records what Ray
 # gave it and when it ran. A probe holds its slot until AT_ONCE probes are running (marker
@@ -108,24 +115,41 @@ def gpu_cluster(tmp_path_factory):
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", GPU_CLUSTER_SCRIPT, str(marks), str(AT_ONCE), str(N_PROBES),
-                           json.dumps([*GPU_SWEEP, f"results_dir={results}"])],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=480)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            GPU_CLUSTER_SCRIPT,
+            str(marks),
+            str(AT_ONCE),
+            str(N_PROBES),
+            json.dumps([*GPU_SWEEP, f"results_dir={results}"]),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     wall_s = time.monotonic() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("GPU_CLUSTER ")]
     assert proc.returncode == 0 and len(lines) == 1, (proc.stdout[-2000:], proc.stderr[-4000:])
-    summary = json.loads(lines[0][len("GPU_CLUSTER "):])
+    summary = json.loads(lines[0][len("GPU_CLUSTER ") :])
     return summary, pd.read_parquet(results / "smoke" / "runs"), wall_s
 
 
 # --- the CPU fallback ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("use_gpu", "cuda", "expected"), [
-    (True, True, "cuda"),    # a GPU task where torch sees CUDA
-    (True, False, "cpu"),    # a GPU task where torch sees none: the fallback
-    (False, True, "cpu"),    # a CPU task never takes the GPU, even when one is there
-    (False, False, "cpu"),
-])
+
+@pytest.mark.parametrize(
+    ("use_gpu", "cuda", "expected"),
+    [
+        (True, True, "cuda"),  # a GPU task where torch sees CUDA
+        (True, False, "cpu"),  # a GPU task where torch sees none: the fallback
+        (False, True, "cpu"),  # a CPU task never takes the GPU, even when one is there
+        (False, False, "cpu"),
+    ],
+)
 def test_select_device_falls_back_to_cpu_when_torch_sees_no_cuda(monkeypatch, use_gpu, cuda, expected):
     import torch
 
@@ -142,6 +166,7 @@ def test_max_overlap_counts_concurrent_intervals():
 
 
 # --- 8 tasks at a time, measured ---------------------------------------------------------------
+
 
 def test_the_local_cluster_declares_two_gpus_on_a_cpu_machine(gpu_cluster):
     summary, _, _ = gpu_cluster
@@ -175,6 +200,7 @@ def test_each_task_gets_one_gpu_id_and_cuda_visible_devices(gpu_cluster):
 
 # --- a real sweep through the service on the declared GPUs ------------------------------------
 
+
 def test_sweep_with_resources_gpu_records_cpu_device_and_the_gpu_ids_ray_gave(gpu_cluster):
     summary, rows, _ = gpu_cluster
     assert (summary["units_scheduled"], summary["units_failed"]) == (TINY_UNITS, 0) == (8, 0)
@@ -203,8 +229,11 @@ def test_the_rows_do_not_depend_on_where_the_unit_ran(gpu_cluster, one_torch_thr
     experiment, cell_params = validate(cfg)
     plan = plan_sweep(cfg, experiment.name, cell_params)
     assert sorted(unit.unit_id for unit in plan.units) == sorted(rows["unit_id"].unique())
-    local = {(unit.unit_id, record["seed"]): record for unit in plan.units
-             for record in run_unit(experiment.name, unit.cell.params, unit.seeds, use_gpu=True, torch_threads=1)}
+    local = {
+        (unit.unit_id, record["seed"]): record
+        for unit in plan.units
+        for record in run_unit(experiment.name, unit.cell.params, unit.seeds, use_gpu=True, torch_threads=1)
+    }
     assert len(local) == len(rows) == 24
     for row in rows.itertuples():
         record = local[(row.unit_id, row.seed)]

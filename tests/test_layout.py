@@ -29,13 +29,24 @@ PACKAGE = PROJECT_ROOT / "ray_jobs"
 #: rank of each part of ray_jobs: a module may import only parts of a lower rank, or
 #: modules of its own package (acyclically)
 LAYERS = {
-    "errors": 0, "plan": 0, "reaper": 0, "plugins": 0,
-    "config": 1, "store": 1,
-    "provenance": 2, "tracking": 2, "report": 2, "compaction": 2, "verify": 2,
+    "errors": 0,
+    "plan": 0,
+    "reaper": 0,
+    "plugins": 0,
+    "config": 1,
+    "store": 1,
+    "provenance": 2,
+    "tracking": 2,
+    "report": 2,
+    "compaction": 2,
+    "verify": 2,
     "experiments": 3,
-    "worker": 4, "validate": 4,
-    "execution": 5, "session": 6,
-    "sweep": 7, "search": 7,
+    "worker": 4,
+    "validate": 4,
+    "execution": 5,
+    "session": 6,
+    "sweep": 7,
+    "search": 7,
     "cli": 8,
 }
 
@@ -69,7 +80,9 @@ def runtime_imports(module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
         for child in ast.iter_child_nodes(node):
@@ -83,8 +96,15 @@ GRAPH = {module: runtime_imports(module) for module in MODULES}
 
 
 def test_the_graph_is_read_from_every_module():
-    assert {"ray_jobs.cli", "ray_jobs.session", "ray_jobs.execution", "ray_jobs.sweep", "ray_jobs.search.driver",
-            "ray_jobs.experiments.registry", "ray_jobs.report.aggregate"} <= set(GRAPH)
+    assert {
+        "ray_jobs.cli",
+        "ray_jobs.session",
+        "ray_jobs.execution",
+        "ray_jobs.sweep",
+        "ray_jobs.search.driver",
+        "ray_jobs.experiments.registry",
+        "ray_jobs.report.aggregate",
+    } <= set(GRAPH)
     assert "ray_jobs.session" in GRAPH["ray_jobs.sweep"] and "ray_jobs.execution" in GRAPH["ray_jobs.search.driver"]
     assert {part_of(m) for m in MODULES} - {""} == set(LAYERS), "a part of ray_jobs without a layer"
 
@@ -96,8 +116,9 @@ def test_dependencies_run_one_way(module):
         theirs = part_of(target)
         if theirs == mine or not theirs:
             continue
-        assert LAYERS[theirs] < LAYERS[mine], f"{module} imports {target}: {mine} (rank {LAYERS[mine]}) may not import " \
-                                              f"{theirs} (rank {LAYERS[theirs]})"
+        assert LAYERS[theirs] < LAYERS[mine], (
+            f"{module} imports {target}: {mine} (rank {LAYERS[mine]}) may not import {theirs} (rank {LAYERS[theirs]})"
+        )
 
 
 def test_no_import_circle():
@@ -107,7 +128,7 @@ def test_no_import_circle():
         state[module] = 1
         for target in sorted(GRAPH[module]):
             if state.get(target) == 1:
-                raise AssertionError("import circle: " + " -> ".join([*path[path.index(target):], target]))
+                raise AssertionError("import circle: " + " -> ".join([*path[path.index(target) :], target]))
             if target not in state:
                 visit(target, [*path, target])
         state[module] = 2
@@ -139,9 +160,14 @@ def test_only_an_experiment_imports_its_folder(module):
 
 def _code_strings(tree: ast.AST) -> set[str]:
     """String constants and names of a module's code (docstrings left out)."""
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
@@ -151,8 +177,9 @@ def _code_strings(tree: ast.AST) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("ray_jobs.experiments.")
-                                          or m.count(".") < 3))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if not m.startswith("ray_jobs.experiments.") or m.count(".") < 3)
+)
 def test_no_module_outside_an_experiment_names_it(module):
     """The service knows no experiment: its name appears in no code outside its folder."""
     words = _code_strings(ast.parse(MODULES[module].read_text()))
@@ -165,23 +192,40 @@ def test_a_worker_imports_only_the_experiment_it_runs(tmp_path):
     from ray_jobs.config import compose_config
     from ray_jobs.validate import validate
 
-    _, cells = validate(compose_config(["sweep=smoke", "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0]",
-                                        "protocol.max_iterations=50"]))
-    code = ("import json, sys\n"
-            "from ray_jobs.worker import run_unit\n"
-            "records = run_unit('teacher_student', json.loads(sys.argv[1]), [0, 1], use_gpu=False, torch_threads=1)\n"
-            "assert [r['seed'] for r in records] == [0, 1]\n"
-            "print(json.dumps(sorted(sys.modules)))\n")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(cells[0])], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    _, cells = validate(
+        compose_config(["sweep=smoke", "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0]", "protocol.max_iterations=50"])
+    )
+    code = (
+        "import json, sys\n"
+        "from ray_jobs.worker import run_unit\n"
+        "records = run_unit('teacher_student', json.loads(sys.argv[1]), [0, 1], use_gpu=False, torch_threads=1)\n"
+        "assert [r['seed'] for r in records] == [0, 1]\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cells[0])],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "ray_jobs.experiments.teacher_student.experiment" in loaded
-    others = [m for m in loaded if m.startswith("ray_jobs.experiments.") and m.split(".")[2] in experiment_folders()
-              and m.split(".")[2] != "teacher_student"]
+    others = [
+        m
+        for m in loaded
+        if m.startswith("ray_jobs.experiments.")
+        and m.split(".")[2] in experiment_folders()
+        and m.split(".")[2] != "teacher_student"
+    ]
     assert others == []
     assert not {m for m in loaded if m.split(".")[0] in ("pandas", "pyarrow", "mlflow", "optuna", "matplotlib")}
-    assert not {m for m in loaded if m.startswith(("ray_jobs.report", "ray_jobs.store", "ray_jobs.experiments.teacher_student.layout"))}
+    assert not {
+        m
+        for m in loaded
+        if m.startswith(("ray_jobs.report", "ray_jobs.store", "ray_jobs.experiments.teacher_student.layout"))
+    }
 
 
 def test_every_shipped_experiment_is_an_entry_point():
@@ -199,8 +243,11 @@ def test_every_shipped_experiment_is_an_entry_point():
 
 
 def test_no_file_of_the_service_is_over_420_lines():
-    long = {str(path.relative_to(PROJECT_ROOT)): n for path in PACKAGE.rglob("*.py")
-            if (n := len(path.read_text().splitlines())) > 420}
+    long = {
+        str(path.relative_to(PROJECT_ROOT)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 420
+    }
     assert long == {}
 
 
@@ -219,7 +266,7 @@ def run_toy(*, a: float, steps: int, seeds, device: str = "cpu") -> list[dict]:
             for s, l, xi in zip(seeds, loss, x)]
 '''
 
-TOY_EXPERIMENT = '''from ray_jobs.experiments.base import Experiment
+TOY_EXPERIMENT = """from ray_jobs.experiments.base import Experiment
 from ray_jobs.experiments.grid import GridAxes, grid_points
 
 
@@ -244,9 +291,9 @@ class Toy(Experiment):
 
 
 EXPERIMENT = Toy
-'''
+"""
 
-TOY_SWEEP = '''# @package _global_
+TOY_SWEEP = """# @package _global_
 defaults:
   - override /experiment: toy
 
@@ -256,7 +303,7 @@ sweep:
   grid:
     a: [1, 2]
   seeds: 4
-'''
+"""
 
 
 def test_an_experiment_added_by_the_how_to_runs_with_no_other_edit(tmp_path):
@@ -266,26 +313,41 @@ def test_an_experiment_added_by_the_how_to_runs_with_no_other_edit(tmp_path):
 
     root = tmp_path / "project"
     for part in ("ray_jobs", "landscape_core", "conf", "sweeps"):
-        shutil.copytree(PROJECT_ROOT / part, root / part, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_ROOT / part, root / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     before = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
     (root / "landscape_core" / "toy.py").write_text(TOY_CORE)
     (root / "ray_jobs" / "experiments" / "toy").mkdir()
     (root / "ray_jobs" / "experiments" / "toy" / "__init__.py").write_text('"""A toy experiment."""\n')
     (root / "ray_jobs" / "experiments" / "toy" / "experiment.py").write_text(TOY_EXPERIMENT)
-    (root / "conf" / "experiment" / "toy.yaml").write_text("name: toy\nsteps: 60   # GD steps of 0.25 x gradient\nfail_on_seeds: []\n")
+    (root / "conf" / "experiment" / "toy.yaml").write_text(
+        "name: toy\nsteps: 60   # GD steps of 0.25 x gradient\nfail_on_seeds: []\n"
+    )
     (root / "sweeps" / "toy_smoke.yaml").write_text(TOY_SWEEP)
     assert all(path.read_bytes() == content for path, content in before.items())  # no existing file edited
 
     env = {key: value for key, value in __import__("os").environ.items() if key != "RAY_ADDRESS"}
     env.update(PYTHONPATH=str(root), LANDSCAPE_PROJECT_ROOT=str(root))
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    shown = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-c", code, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert shown.returncode == 0 and "toy               a (required)" in shown.stdout and "toy_smoke" in shown.stdout
-    done = subprocess.run([sys.executable, "-c", code, "sweep=toy_smoke", "tracking=none", "cluster.num_cpus=1",
-                           f"results_dir={tmp_path / 'results'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sweep=toy_smoke",
+            "tracking=none",
+            "cluster.num_cpus=1",
+            f"results_dir={tmp_path / 'results'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     import pandas as pd
 

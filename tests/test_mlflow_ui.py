@@ -35,12 +35,22 @@ import pytest
 from ray_jobs.tracking import CELLS_VIEW, NOTE_TAG, view_path
 from tests.conftest import children_of, mlflow_client, run_cli, wait_for_health
 
-BROWSER = next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-                if (found := shutil.which(name))), None)
+BROWSER = next(
+    (
+        found
+        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+        if (found := shutil.which(name))
+    ),
+    None,
+)
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(BROWSER is None, reason="no chromium, chromium-browser or google-chrome on PATH "
-                                                         "(Debian: apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        BROWSER is None,
+        reason="no chromium, chromium-browser or google-chrome on PATH (Debian: apt-get install chromium)",
+    ),
+]
 
 #: seconds the UI has to start, and a page to show what is asserted (2 busy cores: both are slow)
 UI_START_S, PAGE_S = 240, 120
@@ -53,8 +63,12 @@ class WebSocket:
         parts = urllib.parse.urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._chunk()
@@ -77,8 +91,13 @@ class WebSocket:
     def send(self, text: str) -> None:
         payload, mask = text.encode(), os.urandom(4)
         size = len(payload)
-        header = bytes([0x81]) + (bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack(">H", size)
-                                  if size < 1 << 16 else bytes([0x80 | 127]) + struct.pack(">Q", size))
+        header = bytes([0x81]) + (
+            bytes([0x80 | size])
+            if size < 126
+            else bytes([0x80 | 126]) + struct.pack(">H", size)
+            if size < 1 << 16
+            else bytes([0x80 | 127]) + struct.pack(">Q", size)
+        )
         self.sock.sendall(header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload)))
 
     def recv(self) -> str:
@@ -105,10 +124,23 @@ class Chromium:
     def __init__(self, binary: str, *, timeout: float = 60):
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             "--window-size=3840,2160", f"--user-data-dir={self.profile}", "--remote-debugging-address=127.0.0.1",
-             "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=3840,2160",
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             port_file = Path(self.profile) / "DevToolsActivePort"  # the port Chromium chose, once it listens
             deadline = time.monotonic() + timeout
@@ -155,7 +187,9 @@ class Chromium:
                 return value
             if time.monotonic() > deadline:
                 text = self.evaluate("document.body ? document.body.innerText : ''")
-                pytest.fail(f"{url}: not shown after {timeout} s; the page reads: {' | '.join(text.split(chr(10)))[:3000]}")
+                pytest.fail(
+                    f"{url}: not shown after {timeout} s; the page reads: {' | '.join(text.split(chr(10)))[:3000]}"
+                )
             time.sleep(0.5)
 
     def close(self) -> None:
@@ -204,13 +238,33 @@ def mlflow_ui(smoke_results) -> str:
     port = _free_port()
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
     log = open(smoke_results.parent / "mlflow_ui.log", "w")
-    server = subprocess.Popen([mlflow, "ui", "--backend-store-uri", f"sqlite:///{smoke_results / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=smoke_results.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            mlflow,
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{smoke_results / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=smoke_results.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(address, server, timeout=UI_START_S, name="mlflow ui",
-                        output=lambda: (smoke_results.parent / "mlflow_ui.log").read_text()[-3000:])
+        wait_for_health(
+            address,
+            server,
+            timeout=UI_START_S,
+            name="mlflow ui",
+            output=lambda: (smoke_results.parent / "mlflow_ui.log").read_text()[-3000:],
+        )
         yield address
     finally:
         os.killpg(server.pid, 9)
@@ -233,20 +287,28 @@ def _number(text: str) -> float:
 
 def test_the_cells_view_shows_one_row_per_cell_with_its_axes_and_metric_values(smoke_results, mlflow_ui, browser):
     client = mlflow_client(smoke_results)
-    (parent,) = client.search_runs([client.get_experiment_by_name("landscape-smoke").experiment_id],
-                                   filter_string="tags.`landscape.role` = 'sweep'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("landscape-smoke").experiment_id],
+        filter_string="tags.`landscape.role` = 'sweep'",
+    )
     experiment_id = parent.info.experiment_id
     table = pd.read_csv(smoke_results / "smoke" / "report" / "table.csv")
     children = {child.info.run_id: child for child in children_of(client, parent.info.run_id, role="cell")}
     assert len(children) == len(table) == 6
 
-    page = browser.wait_for(f"{mlflow_ui}/{view_path(experiment_id)}", TABLE,
-                            lambda page: len(page["rows"]) >= len(table)
-                            and all("metrics.`runs`" in cells for cells in page["rows"].values()))
+    page = browser.wait_for(
+        f"{mlflow_ui}/{view_path(experiment_id)}",
+        TABLE,
+        lambda page: (
+            len(page["rows"]) >= len(table) and all("metrics.`runs`" in cells for cells in page["rows"].values())
+        ),
+    )
     assert "Cells of the latest run" in page["text"]  # the saved view, named in the Views menu
     rows = page["rows"]
     assert set(rows) == set(children)  # the cells of the last parent, flat, and nothing else
-    metric_columns = {column[len("metrics.`"):-1] for cells in rows.values() for column in cells if column.startswith("metrics.")}
+    metric_columns = {
+        column[len("metrics.`") : -1] for cells in rows.values() for column in cells if column.startswith("metrics.")
+    }
     assert {"runs", "frac_global", "frac_global_lo", "frac_global_hi"} <= metric_columns
     for run_id, cells in rows.items():
         name = cells["attributes.`Run Name`"]
@@ -265,7 +327,10 @@ def test_the_runs_page_opens_on_the_parent_and_links_the_cells_view(smoke_result
     experiment = client.get_experiment_by_name("landscape-smoke")
     (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`landscape.role` = 'sweep'")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert experiment.tags[NOTE_TAG].startswith("Landscape sweep:") and str(smoke_results / "smoke" / "runs") in experiment.tags[NOTE_TAG]
+    assert (
+        experiment.tags[NOTE_TAG].startswith("Landscape sweep:")
+        and str(smoke_results / "smoke" / "runs") in experiment.tags[NOTE_TAG]
+    )
     # what the parent carries for the UI: the report table, the figures as images, the headline against k
     tags = client.get_run(parent.info.run_id).data.tags
     assert {"path": "report/table.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
@@ -276,8 +341,11 @@ def test_the_runs_page_opens_on_the_parent_and_links_the_cells_view(smoke_result
     assert sorted(point.step for point in history) == [6, 7, 8]
 
     # the model-training workflow (the UI's own default is GenAI): the runs table with the parent
-    page = browser.wait_for(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
-                            TABLE, lambda page: parent.info.run_id in page["rows"])
+    page = browser.wait_for(
+        f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+        TABLE,
+        lambda page: parent.info.run_id in page["rows"],
+    )
     assert parent.info.run_name in page["rows"][parent.info.run_id]["attributes.`Run Name`"]
     assert ["Cells of the latest run", view_path(experiment.experiment_id)] in page["links"]  # the description's link
     assert "Model registry" in page["text"]  # the model-training sidebar, not the GenAI one

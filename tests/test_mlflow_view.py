@@ -23,8 +23,16 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from ray_jobs.tracking import (CELLS_VIEW, NOTE_TAG, UI_MAX_RUNS, VIEW_TAG, SweepTracker, default_tracking_uri,
-                               ensure_sqlite_store, view_path)
+from ray_jobs.tracking import (
+    CELLS_VIEW,
+    NOTE_TAG,
+    UI_MAX_RUNS,
+    VIEW_TAG,
+    SweepTracker,
+    default_tracking_uri,
+    ensure_sqlite_store,
+    view_path,
+)
 from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of, mlflow_client
 
 
@@ -43,8 +51,11 @@ def store(tmp_path_factory) -> Path:
 
 
 def warnings_of(caplog) -> list[str]:
-    return [record.getMessage() for record in caplog.records
-            if record.name == "ray_jobs.tracking" and record.levelno == logging.WARNING]
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "ray_jobs.tracking" and record.levelno == logging.WARNING
+    ]
 
 
 def test_more_cells_than_the_ui_lists_warns_once_pointing_at_the_parquet_dataset(store, tmp_path, caplog):
@@ -76,14 +87,23 @@ def test_no_warning_up_to_the_limit_and_one_when_the_children_pass_it(store, tmp
 
 def test_the_warning_is_one_line_on_the_console(store, tmp_path):
     """In a fresh interpreter (as the CLI runs it), with no logging set up: one stderr line."""
-    code = ("import sys; from pathlib import Path; from tests.test_mlflow_view import tracker_on; "
-            "t = tracker_on(Path(sys.argv[2]), 'console'); "
-            "t.start('big@now', {'cells': 5000, 'results_dir': sys.argv[1]}, {'sweep': 'big'})")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(store)], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys; from pathlib import Path; from tests.test_mlflow_view import tracker_on; "
+        "t = tracker_on(Path(sys.argv[2]), 'console'); "
+        "t.start('big@now', {'cells': 5000, 'results_dir': sys.argv[1]}, {'sweep': 'big'})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), str(store)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if "child runs" in line]
-    assert len(lines) == 1 and str(tmp_path / "big" / "runs") in lines[0] and "5,000 child runs" in lines[0], done.stderr
+    assert len(lines) == 1 and str(tmp_path / "big" / "runs") in lines[0] and "5,000 child runs" in lines[0], (
+        done.stderr
+    )
 
 
 def view_of(client, experiment_id: str) -> dict:
@@ -96,18 +116,38 @@ def test_the_cells_view_shows_the_last_parents_children_with_axes_and_interval_m
     tracker = tracker_on(store, "view")
     tracker.start("s@1", {"cells": 3, "results_dir": str(tmp_path)}, {"sweep": "s"})
     for k in (2, 3, 10):
-        tracker.log_cell(f"k={k} n=4", {"sweep": "s", "cell_id": f"c{k}", "k": k, "n": 4},
-                         {"runs": 6, "frac_spurious": 0.5 if k == 10 else 0.0, "frac_spurious_lo": 0.1, "frac_spurious_hi": 0.9,
-                          "frac_saddle": 0.0, "frac_saddle_lo": 0.0, "frac_saddle_hi": 0.4, "n_spurious": 3.0},
-                         {"cell_id": f"c{k}", "sweep": "s"})
+        tracker.log_cell(
+            f"k={k} n=4",
+            {"sweep": "s", "cell_id": f"c{k}", "k": k, "n": 4},
+            {
+                "runs": 6,
+                "frac_spurious": 0.5 if k == 10 else 0.0,
+                "frac_spurious_lo": 0.1,
+                "frac_spurious_hi": 0.9,
+                "frac_saddle": 0.0,
+                "frac_saddle_lo": 0.0,
+                "frac_saddle_hi": 0.4,
+                "n_spurious": 3.0,
+            },
+            {"cell_id": f"c{k}", "sweep": "s"},
+        )
     tracker.finish("FINISHED")
     view = view_of(tracker.client, tracker.experiment_id)
     state = view["state"]
     assert view["name"] == "Cells of the latest run" and isinstance(view["createdAt"], int)
     assert state["searchFilter"] == f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'"
     assert state["orderByKey"] == "params.`k`" and state["orderByAsc"] is True  # not by date: MLflow would nest them
-    assert state["selectedColumns"] == state["columnOrder"] == [
-        "params.`k`", "metrics.`runs`", "metrics.`frac_spurious`", "metrics.`frac_spurious_lo`", "metrics.`frac_spurious_hi`"]
+    assert (
+        state["selectedColumns"]
+        == state["columnOrder"]
+        == [
+            "params.`k`",
+            "metrics.`runs`",
+            "metrics.`frac_spurious`",
+            "metrics.`frac_spurious_lo`",
+            "metrics.`frac_spurious_hi`",
+        ]
+    )
     note = tracker.client.get_experiment(tracker.experiment_id).tags[NOTE_TAG]  # the description links the view
     assert note.startswith("Landscape sweep:") and f"({view_path(tracker.experiment_id)})" in note
     assert str(tmp_path / "s" / "runs") in note
@@ -115,16 +155,22 @@ def test_the_cells_view_shows_the_last_parents_children_with_axes_and_interval_m
 
     again = tracker_on(store, "view")  # the next invocation: the view follows its parent
     again.start("s@2", {"cells": 3, "results_dir": str(tmp_path)}, {"sweep": "s"})
-    again.log_cell("k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"})
+    again.log_cell(
+        "k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"}
+    )
     again.finish("KILLED")  # an interrupted invocation leaves the view alone
     assert view_of(again.client, again.experiment_id)["state"]["searchFilter"].endswith(f"'{first}'")
     again.start("s@3", {"cells": 3, "results_dir": str(tmp_path), "other": 1}, {"sweep": "s"})
-    again.log_cell("k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"})
+    again.log_cell(
+        "k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"}
+    )
     again.finish("FINISHED")
     assert view_of(again.client, again.experiment_id)["state"]["searchFilter"].endswith(f"'{again.parent_run_id}'")
     again.client.set_experiment_tag(again.experiment_id, NOTE_TAG, "my own notes")  # a user's description stays
     again.start("s@4", {"cells": 3, "results_dir": str(tmp_path), "other": 2}, {"sweep": "s"})
-    again.log_cell("k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"})
+    again.log_cell(
+        "k=2 n=4", {"sweep": "s", "cell_id": "c2", "k": 2, "n": 4}, {"runs": 6}, {"cell_id": "c2", "sweep": "s"}
+    )
     again.finish("FINISHED")
     assert again.client.get_experiment(again.experiment_id).tags[NOTE_TAG] == "my own notes"
 
@@ -144,8 +190,10 @@ def test_figures_are_logged_as_images_too_once_per_run(store, tmp_path):
     for _ in range(2):  # a continued parent logs its report again
         tracker.log_artifacts([tmp_path / "table.md", figure_path], artifact_path="report")
     run_id = tracker.parent_run_id
-    assert {item.path for item in tracker.client.list_artifacts(run_id, "report")} == {"report/table.md",
-                                                                                      "report/spurious_fraction_vs_k.png"}
+    assert {item.path for item in tracker.client.list_artifacts(run_id, "report")} == {
+        "report/table.md",
+        "report/spurious_fraction_vs_k.png",
+    }
     images = [item.path for item in tracker.client.list_artifacts(run_id, "images")]
     assert len([path for path in images if path.endswith(".png")]) == 1, images
     assert images[0].startswith("images/spurious_fraction_vs_k+step+0+")
@@ -191,8 +239,14 @@ def test_a_sweep_saves_the_cells_view_of_its_parent(tracked_sweep):
     state = view_of(client, experiment_id)["state"]
     assert state["searchFilter"] == f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
     assert state["orderByKey"] == "params.`k`"
-    assert {"params.`k`", "params.`n`", "metrics.`runs`", "metrics.`frac_global`", "metrics.`frac_global_lo`",
-            "metrics.`frac_global_hi`"} <= set(state["selectedColumns"])
+    assert {
+        "params.`k`",
+        "params.`n`",
+        "metrics.`runs`",
+        "metrics.`frac_global`",
+        "metrics.`frac_global_lo`",
+        "metrics.`frac_global_hi`",
+    } <= set(state["selectedColumns"])
     assert "params.`step`" not in state["selectedColumns"]  # not swept
     assert f"({view_path(experiment_id)})" in client.get_experiment(experiment_id).tags[NOTE_TAG]
 
@@ -215,7 +269,9 @@ def test_landscape_report_logs_the_rebuilt_report_as_a_report_run(tracked_sweep,
     local = client.download_artifacts(run.info.run_id, "report/table.md", str(results.parent))
     assert Path(local).read_text() == (results / "smoke" / "report" / "table.md").read_text()
     assert {item.path for item in client.list_artifacts(run.info.run_id, "config")} == {"config/config.yaml"}
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report/table.json", str(results.parent))).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "report/table.json", str(results.parent))).read_text()
+    )
     table = pd.DataFrame(logged["data"], columns=logged["columns"])
     csv = pd.read_csv(results / "smoke" / "report" / "table.csv")
     assert len(table) == TINY_CELLS and list(table["frac_global_lo"]) == pytest.approx(list(csv["frac_global_lo"]))
@@ -244,8 +300,9 @@ def test_landscape_report_with_a_dead_server_is_one_line_and_exit_2(tracked_swee
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    where = copy_of_sweep(results, tmp_path / "results",
-                          {"enabled": True, "uri": f"http://127.0.0.1:{port}", "experiment_name": None})
+    where = copy_of_sweep(
+        results, tmp_path / "results", {"enabled": True, "uri": f"http://127.0.0.1:{port}", "experiment_name": None}
+    )
     code, err = report([f"results_dir={where}", "sweep_name=smoke"], capsys)
     assert code == 2
     (line,) = err.strip().splitlines()

@@ -51,8 +51,16 @@ pytestmark = pytest.mark.slow
 
 #: 2 cells (k = 3, n = 4, 5) x 8 seeds in one-seed units of about a second (no early stop):
 #: 16 units, long enough that a node removed mid-sweep is running one
-SWEEP = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[1,2]", "sweep.seeds=8", "resources.chunk_size=1",
-         "protocol.early_stop_global=false", "protocol.max_iterations=15000", "tracking=none"]
+SWEEP = [
+    *TINY_SWEEP,
+    "sweep.grid.k=[3]",
+    "sweep.grid.n_minus_k=[1,2]",
+    "sweep.seeds=8",
+    "resources.chunk_size=1",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=15000",
+    "tracking=none",
+]
 UNITS = ROWS = 16
 #: columns that legitimately differ between two runs of the same unit
 VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids"]
@@ -210,13 +218,25 @@ def multinode():
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env.update(RAY_TMPDIR=str(private), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        RAY_TMPDIR=str(private),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     results = private / "results"
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, str(results), json.dumps(SWEEP)], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(results), json.dumps(SWEEP)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = process.communicate(timeout=400)
     except subprocess.TimeoutExpired:
@@ -228,16 +248,21 @@ def multinode():
     lines = [line for line in out.splitlines() if line.startswith("MULTINODE_RESULT ")]
     try:
         assert process.returncode == 0 and lines, f"rc={process.returncode}\n{out[-2000:]}\n{err[-5000:]}"
-        data = json.loads(lines[-1][len("MULTINODE_RESULT "):])
+        data = json.loads(lines[-1][len("MULTINODE_RESULT ") :])
         data["results"] = results
         data["script_s"] = time.monotonic() - started
         data["undisturbed_rows"] = pd.read_parquet(results / "undisturbed" / "smoke" / "runs")
-        data["node_loss_rows"] = pd.read_parquet(results / "node_loss" / "smoke" / "runs") \
-            if (results / "node_loss" / "smoke" / "runs").is_dir() else None
-        print(f"\nmulti-node: cluster up in {data['cluster_start_s']:.1f} s, undisturbed sweep "
-              f"{data['undisturbed']['wall_s']:.1f} s, with node loss "
-              f"{data.get('node_loss', {}).get('wall_s', float('nan')):.1f} s, "
-              f"removal {json.dumps(data.get('removal'))}, whole script {data['script_s']:.1f} s")
+        data["node_loss_rows"] = (
+            pd.read_parquet(results / "node_loss" / "smoke" / "runs")
+            if (results / "node_loss" / "smoke" / "runs").is_dir()
+            else None
+        )
+        print(
+            f"\nmulti-node: cluster up in {data['cluster_start_s']:.1f} s, undisturbed sweep "
+            f"{data['undisturbed']['wall_s']:.1f} s, with node loss "
+            f"{data.get('node_loss', {}).get('wall_s', float('nan')):.1f} s, "
+            f"removal {json.dumps(data.get('removal'))}, whole script {data['script_s']:.1f} s"
+        )
         yield data
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -279,9 +304,13 @@ def test_losing_a_worker_node_mid_sweep_loses_nothing_and_changes_no_row(multino
 
     want = multinode["undisturbed_rows"].drop(columns=VOLATILE).sort_values(KEYS).reset_index(drop=True)
     got = rows.drop(columns=VOLATILE).sort_values(KEYS).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got.drop(columns=["final_weights"]), want.drop(columns=["final_weights"]), check_exact=True)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["final_weights"]), want.drop(columns=["final_weights"]), check_exact=True
+    )
     assert all(list(a) == list(b) for a, b in zip(got["final_weights"], want["final_weights"]))
-    print(f"\nnode loss: stall {removal['stall_s']:.2f} s across the removal (longest gap before it "
-          f"{removal['longest_gap_before_s'] or 0:.2f} s); interrupted unit recorded "
-          f"{max(removal['interrupted_recorded_after_s'].values()):.2f} s after the removal; node marked dead after "
-          f"{removal.get('marked_dead_after_s', float('nan')):.1f} s")
+    print(
+        f"\nnode loss: stall {removal['stall_s']:.2f} s across the removal (longest gap before it "
+        f"{removal['longest_gap_before_s'] or 0:.2f} s); interrupted unit recorded "
+        f"{max(removal['interrupted_recorded_after_s'].values()):.2f} s after the removal; node marked dead after "
+        f"{removal.get('marked_dead_after_s', float('nan')):.1f} s"
+    )

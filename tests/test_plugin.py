@@ -106,16 +106,16 @@ class ToyLayout(ReportLayout):
 LAYOUT = ToyLayout
 '''
 
-EXPERIMENT_YAML = '''# @package _global_
+EXPERIMENT_YAML = """# @package _global_
 experiment:
   name: toy_plugin
   steps: 60   # halvings of the distance to a
   fail_on_seeds: []
 report:
   toy_digits: 3   # digits of mean x in the toy's table (the toy layout's setting)
-'''
+"""
 
-SWEEP_YAML = '''# @package _global_
+SWEEP_YAML = """# @package _global_
 defaults:
   - override /experiment: toy_plugin
 
@@ -125,7 +125,7 @@ sweep:
   grid:
     a: [1, 2]
   seeds: 4
-'''
+"""
 
 
 def _write_plugin(root: Path) -> Path:
@@ -150,8 +150,13 @@ def toy_plugin(tmp_path):
     """The toy plugin installed into this venv for the test, uninstalled after it."""
     assert not _installed(), f"{DIST} is installed already: uninstall it first"
     source = _write_plugin(tmp_path / "plugin")
-    done = subprocess.run([*PIP, "install", "-q", "--no-deps", "--no-build-isolation", "--no-cache-dir", str(source)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*PIP, "install", "-q", "--no-deps", "--no-build-isolation", "--no-cache-dir", str(source)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         assert done.returncode == 0, done.stderr[-3000:]
         yield tmp_path
@@ -170,32 +175,59 @@ def test_an_experiment_of_another_package_runs_its_sweep_and_report(toy_plugin):
     import pandas as pd
 
     results = toy_plugin / "results"
-    shown = subprocess.run([str(BIN / "landscape-sweep"), "--help"], cwd=toy_plugin, env=_env(), capture_output=True,
-                           text=True, timeout=120)
+    shown = subprocess.run(
+        [str(BIN / "landscape-sweep"), "--help"],
+        cwd=toy_plugin,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "toy_plugin        a (required)" in shown.stdout and "toy_plugin_smoke" in shown.stdout
 
     sweep = [str(BIN / "landscape-sweep"), "sweep=toy_plugin_smoke", "tracking=none"]
-    done = subprocess.run([*sweep, "cluster.num_cpus=1", f"results_dir={results}"], cwd=toy_plugin, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*sweep, "cluster.num_cpus=1", f"results_dir={results}"],
+        cwd=toy_plugin,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(results / "toy_plugin_smoke" / "runs")
     assert len(rows) == 8 and set(rows["status"]) == {"global"} and set(rows["experiment"]) == {"toy_plugin"}
     assert sorted(set(rows["a"])) == [1.0, 2.0] and (rows["x"] - rows["a"]).abs().max() < 1e-6
     report = results / "toy_plugin_smoke" / "report"
-    table = ["# toy_plugin_smoke (toy)", "", "| a | runs | mean x |", "|---|---|---|", "| 1 | 4 | 1.000 |",
-             "| 2 | 4 | 2.000 |"]
+    table = [
+        "# toy_plugin_smoke (toy)",
+        "",
+        "| a | runs | mean x |",
+        "|---|---|---|",
+        "| 1 | 4 | 1.000 |",
+        "| 2 | 4 | 2.000 |",
+    ]
     assert (report / "table.md").read_text().splitlines()[:6] == table
     assert pd.read_csv(report / "toy.csv")["mean_x"].round(6).tolist() == [1.0, 2.0]
 
     # the layout's own setting, from the command line of either tool; a bad value is its one-line error
     report_cli = [str(BIN / "landscape-report"), f"results_dir={results}", "sweep_name=toy_plugin_smoke"]
-    again = subprocess.run([*report_cli, "report.toy_digits=1"], cwd=toy_plugin, env=_env(), capture_output=True,
-                           text=True, timeout=120)
+    again = subprocess.run(
+        [*report_cli, "report.toy_digits=1"], cwd=toy_plugin, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "| 1 | 4 | 1.0 |" in (report / "table.md").read_text()
-    bad = subprocess.run([*sweep, "report.toy_digits=0", f"results_dir={toy_plugin / 'other'}"], cwd=toy_plugin,
-                         env=_env(), capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == \
-        "landscape-sweep: error: report.toy_digits: must be an integer >= 1, got 0"
+    bad = subprocess.run(
+        [*sweep, "report.toy_digits=0", f"results_dir={toy_plugin / 'other'}"],
+        cwd=toy_plugin,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "landscape-sweep: error: report.toy_digits: must be an integer >= 1, got 0"
+    )
     assert not (toy_plugin / "other").exists()

@@ -34,8 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 F64 = torch.float64
 #: protocols.md, "The 2021 protocol"
-PROTOCOL_2021 = dict(step_times_k=5, init_variance="1/k", stopping_norm="frobenius", grad_tol=1e-12,
-                     restart_grad_norm=None)
+PROTOCOL_2021 = dict(
+    step_times_k=5, init_variance="1/k", stopping_norm="frobenius", grad_tol=1e-12, restart_grad_norm=None
+)
 
 
 def _random(shape, seed):
@@ -89,7 +90,9 @@ def test_records_carry_the_effective_values():
         assert record["status"] == "global" and record["grad_norm"] <= 1e-12 and record["restarts"] == 0
     (old,) = run_teacher_student(6, 6, [0], keep_weights=False, max_iterations=50)
     assert old["step"] == 0.1 and old["step_times_k"] is None and old["init_variance"] == "1/d"
-    assert old["init_variance_value"] == 1 / 6 and old["stopping_norm"] == "max_neuron" and old["restart_grad_norm"] == 1e4
+    assert (
+        old["init_variance_value"] == 1 / 6 and old["stopping_norm"] == "max_neuron" and old["restart_grad_norm"] == 1e4
+    )
 
 
 def test_2021_protocol_batched_equals_one_by_one_and_plain_loop():
@@ -115,7 +118,9 @@ def test_no_restart_rule_when_restart_grad_norm_is_none():
     (300 iterations: restarted, step halved), without the rule the run ends `diverged` and
     never restarts."""
     (with_rule,) = run_teacher_student(3, 3, [0], keep_weights=False, step=60.0, max_iterations=300)
-    (without,) = run_teacher_student(3, 3, [0], keep_weights=False, step=60.0, max_iterations=300, restart_grad_norm=None)
+    (without,) = run_teacher_student(
+        3, 3, [0], keep_weights=False, step=60.0, max_iterations=300, restart_grad_norm=None
+    )
     assert with_rule["restarts"] > 0 and with_rule["final_step"] < 60.0
     assert without["restarts"] == 0 and without["status"] == "diverged" and without["restart_grad_norm"] is None
 
@@ -139,14 +144,30 @@ def test_invalid_grid_dependent_options_name_the_field(options, field, text):
 
 # --------------------------------------------------------------------------- the service
 #: cell ids of safran_shamir_table1 (k = 6..20), computed with the code before the 2021 keys
-TABLE1_CELL_IDS = ["14fabe1d0963", "a620bd9970fd", "9e871789ac4e", "6d96f1cb8721", "83eb30219155", "c7c36e759d9f",
-                   "08ecf344f705", "06d8872a335b", "967632db48ba", "a7e6a622ac57", "e35169dfadd8", "e73703ded739",
-                   "ba016fa3aa25", "39b1af264fb0", "420588ea4760"]
+TABLE1_CELL_IDS = [
+    "14fabe1d0963",
+    "a620bd9970fd",
+    "9e871789ac4e",
+    "6d96f1cb8721",
+    "83eb30219155",
+    "c7c36e759d9f",
+    "08ecf344f705",
+    "06d8872a335b",
+    "967632db48ba",
+    "a7e6a622ac57",
+    "e35169dfadd8",
+    "e73703ded739",
+    "ba016fa3aa25",
+    "39b1af264fb0",
+    "420588ea4760",
+]
 TABLE1_FIRST_UNITS = ["71444ecdbf9a7195", "2d17cb691155de07", "52f625dd2beed104"]
-TABLE1_K6_PARAMS = ('{"activation":"relu","bad_loss_threshold":0.001,"compact_every":64,"d":6,"early_stop_global":false,'
-                    '"eig_margin":1e-06,"experiment":"teacher_student","fail_on_seeds":[],"grad_tol":1e-09,"init_scale":1.0,'
-                    '"k":6,"keep_weights":true,"max_iterations":200000,"max_restarts":30,"monotone_rtol":1e-12,"n":6,'
-                    '"restart_grad_norm":10000.0,"step":0.1,"teacher":"identity"}')
+TABLE1_K6_PARAMS = (
+    '{"activation":"relu","bad_loss_threshold":0.001,"compact_every":64,"d":6,"early_stop_global":false,'
+    '"eig_margin":1e-06,"experiment":"teacher_student","fail_on_seeds":[],"grad_tol":1e-09,"init_scale":1.0,'
+    '"k":6,"keep_weights":true,"max_iterations":200000,"max_restarts":30,"monotone_rtol":1e-12,"n":6,'
+    '"restart_grad_norm":10000.0,"step":0.1,"teacher":"identity"}'
+)
 SMOKE_CELL_IDS = ["9082286b3abf", "81658716f161", "3f62e2ae5f0c", "697e349d7359", "c1f952642378", "2ad2a6f66bb4"]
 
 
@@ -178,9 +199,19 @@ def test_the_2021_sweep_has_the_published_protocol():
     assert not set(TABLE1_CELL_IDS) & {cell.cell_id for cell in plan.cells}
     # larger k as an override; the same 2018 sweep given the 2021 values is the same science, the same ids
     assert [c.params["k"] for c in _plan(["sweep=sys2021_global_rates", "sweep.grid.k=[25,30]"]).cells] == [25, 30]
-    same = _plan(["sweep=safran_shamir_table1", "sweep.grid.k=[6]", "protocol.step=null", "+protocol.step_times_k=5",
-                  "+protocol.init_variance=1/k", "+protocol.stopping_norm=frobenius", "protocol.grad_tol=1e-12",
-                  "protocol.restart_grad_norm=null", "~protocol.max_restarts"])
+    same = _plan(
+        [
+            "sweep=safran_shamir_table1",
+            "sweep.grid.k=[6]",
+            "protocol.step=null",
+            "+protocol.step_times_k=5",
+            "+protocol.init_variance=1/k",
+            "+protocol.stopping_norm=frobenius",
+            "protocol.grad_tol=1e-12",
+            "protocol.restart_grad_norm=null",
+            "~protocol.max_restarts",
+        ]
+    )
     assert same.cells[0].cell_id == plan.cells[0].cell_id
 
 
@@ -189,25 +220,54 @@ def test_the_2021_cell_records_what_it_ran():
     experiment, cells = validate(cfg)
     records = experiment.run(cells[0], [0, 1], "cpu")
     for record in records:
-        assert record["step"] == 5 / 6 and record["init_variance_value"] == 1 / 6 and record["stopping_norm"] == "frobenius"
-        assert set(record) <= set(experiment.columns) | {"seed", "status", "final_loss", "grad_norm", "iterations",
-                                                          "wall_s", "device"}
+        assert (
+            record["step"] == 5 / 6
+            and record["init_variance_value"] == 1 / 6
+            and record["stopping_norm"] == "frobenius"
+        )
+        assert set(record) <= set(experiment.columns) | {
+            "seed",
+            "status",
+            "final_loss",
+            "grad_norm",
+            "iterations",
+            "wall_s",
+            "device",
+        }
 
 
 CONFIG_ERRORS = {
-    "step twice": (["protocol=safran_yehudai_shamir_2021", "+protocol.step=0.1"],
-                   "protocol.step_times_k: the step is given twice", "give either step (a number) or step_times_k"),
-    "grid step meets step_times_k": (["protocol=safran_yehudai_shamir_2021", "+sweep.grid.step=[0.1]"],
-                                     "sweep.grid.step: the step is given twice", "step = step_times_k / k"),
-    "added to the 2018 step": (["+protocol.step_times_k=5"], "protocol.step_times_k: the step is given twice",
-                               "set the other to null"),
+    "step twice": (
+        ["protocol=safran_yehudai_shamir_2021", "+protocol.step=0.1"],
+        "protocol.step_times_k: the step is given twice",
+        "give either step (a number) or step_times_k",
+    ),
+    "grid step meets step_times_k": (
+        ["protocol=safran_yehudai_shamir_2021", "+sweep.grid.step=[0.1]"],
+        "sweep.grid.step: the step is given twice",
+        "step = step_times_k / k",
+    ),
+    "added to the 2018 step": (
+        ["+protocol.step_times_k=5"],
+        "protocol.step_times_k: the step is given twice",
+        "set the other to null",
+    ),
     "no step": (["protocol.step=null"], "protocol.step: no step", "protocol.step_times_k"),
-    "step_times_k as code": (["protocol=safran_yehudai_shamir_2021", "protocol.step_times_k=5/k"],
-                             "protocol.step_times_k: must be a positive finite number", "got '5/k'"),
-    "init variance": (["protocol=safran_yehudai_shamir_2021", "protocol.init_variance=1/n"],
-                      "protocol.init_variance: '1/n' is not one of", "1/d, 1/k"),
-    "stopping norm": (["protocol=safran_yehudai_shamir_2021", "protocol.stopping_norm=l2"],
-                      "protocol.stopping_norm: 'l2' is not one of", "max_neuron, frobenius"),
+    "step_times_k as code": (
+        ["protocol=safran_yehudai_shamir_2021", "protocol.step_times_k=5/k"],
+        "protocol.step_times_k: must be a positive finite number",
+        "got '5/k'",
+    ),
+    "init variance": (
+        ["protocol=safran_yehudai_shamir_2021", "protocol.init_variance=1/n"],
+        "protocol.init_variance: '1/n' is not one of",
+        "1/d, 1/k",
+    ),
+    "stopping norm": (
+        ["protocol=safran_yehudai_shamir_2021", "protocol.stopping_norm=l2"],
+        "protocol.stopping_norm: 'l2' is not one of",
+        "max_neuron, frobenius",
+    ),
 }
 
 
@@ -223,10 +283,17 @@ def test_a_step_of_5_over_k_is_one_headline_series():
     from ray_jobs.experiments.registry import get_layout
     from ray_jobs.experiments.teacher_student.experiment import TeacherStudent
 
-    rows = [dict(k=k, n=k, step=5 / k, init_scale=1.0, frac_spurious=0.1 * i, frac_certified_spurious=math.nan)
-            for i, k in enumerate(range(6, 10))]
+    rows = [
+        dict(k=k, n=k, step=5 / k, init_scale=1.0, frac_spurious=0.1 * i, frac_certified_spurious=math.nan)
+        for i, k in enumerate(range(6, 10))
+    ]
     assert list(get_layout(TeacherStudent()).headline_series(pd.DataFrame(rows))) == ["frac_spurious_vs_k"]
-    grid = [dict(k=k, n=k, step=step, init_scale=1.0, frac_spurious=step, frac_certified_spurious=math.nan)
-            for k in (6, 7) for step in (0.05, 0.1)]
+    grid = [
+        dict(k=k, n=k, step=step, init_scale=1.0, frac_spurious=step, frac_certified_spurious=math.nan)
+        for k in (6, 7)
+        for step in (0.05, 0.1)
+    ]
     assert sorted(get_layout(TeacherStudent()).headline_series(pd.DataFrame(grid))) == [
-        "frac_spurious_vs_k/n_minus_k:0/step:0.05", "frac_spurious_vs_k/n_minus_k:0/step:0.1"]
+        "frac_spurious_vs_k/n_minus_k:0/step:0.05",
+        "frac_spurious_vs_k/n_minus_k:0/step:0.1",
+    ]

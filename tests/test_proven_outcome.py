@@ -83,8 +83,17 @@ def test_option_off_is_the_old_descent_bit_for_bit():
     W0, V = initial_points(6, 6, seeds, protocol)
     old = gradient_descent(W0, V, protocol)
     off = gradient_descent(W0, V, TeacherStudentProtocol(max_iterations=3000, stop_when_proven=False))
-    for name in ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
-                 "stopped_early", "monotone"):
+    for name in (
+        "weights",
+        "grad_norm",
+        "iterations",
+        "restarts",
+        "final_step",
+        "converged",
+        "diverged",
+        "stopped_early",
+        "monotone",
+    ):
         assert torch.equal(getattr(old, name), getattr(off, name)), name
     assert torch.equal(off.proven, torch.full_like(off.proven, -1))
     records = run_teacher_student(6, 6, seeds, max_iterations=3000)

@@ -46,8 +46,15 @@ pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 RAY = shutil.which("ray", path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
 #: 2 cells x 8 seeds in one-seed units of about a second: 16 units, one running on every node most of the time
-SWEEP = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[1,2]", "sweep.seeds=8", "resources.chunk_size=1",
-         "protocol.early_stop_global=false", "protocol.max_iterations=15000"]
+SWEEP = [
+    *TINY_SWEEP,
+    "sweep.grid.k=[3]",
+    "sweep.grid.n_minus_k=[1,2]",
+    "sweep.seeds=8",
+    "resources.chunk_size=1",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=15000",
+]
 UNITS = ROWS = 16
 KEYS = ["cell_id", "seed"]
 VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids"]
@@ -125,12 +132,25 @@ class RayStartCluster:
 
     def env(self, *, auth: bool = True) -> dict:
         """The environment of every node, driver and CLI call (``auth=False``: no token auth)."""
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
-                              "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-        env.update(RAY_TMPDIR=str(self.root), PYTHONUNBUFFERED="1", PATH=os.pathsep.join([str(VENV_BIN), env.get("PATH", "")]),
-                   PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                   RAY_USAGE_STATS_ENABLED="0")
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key
+            not in (
+                "RAY_ADDRESS",
+                "RAY_AUTH_MODE",
+                "RAY_AUTH_TOKEN",
+                "RAY_AUTH_TOKEN_PATH",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+            )
+        }
+        env.update(
+            RAY_TMPDIR=str(self.root),
+            PYTHONUNBUFFERED="1",
+            PATH=os.pathsep.join([str(VENV_BIN), env.get("PATH", "")]),
+            PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            RAY_USAGE_STATS_ENABLED="0",
+        )
         if auth:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
         return env
@@ -142,11 +162,24 @@ class RayStartCluster:
         if name == "head":  # the autoscaler's and dashboard's metrics ports are fixed by default: others may hold them
             env.update(AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
         started = time.monotonic()
-        process = subprocess.Popen([RAY, "start", *args, "--num-cpus=1", f"--object-store-memory={OBJECT_STORE}",
-                                    f"--temp-dir={node_dir}", f"--dashboard-agent-listen-port={free_port()}",
-                                    "--disable-usage-stats"],
-                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [
+                RAY,
+                "start",
+                *args,
+                "--num-cpus=1",
+                f"--object-store-memory={OBJECT_STORE}",
+                f"--temp-dir={node_dir}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.groups.append(process.pid)
         self.nodes[name] = node_dir
         out, _ = process.communicate(timeout=120)
@@ -154,9 +187,17 @@ class RayStartCluster:
         return time.monotonic() - started
 
     def start_head(self) -> float:
-        return self._ray_start("head", ["--head", f"--port={self.port}", "--include-dashboard=true",
-                                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                                        f"--ray-client-server-port={free_port()}"])
+        return self._ray_start(
+            "head",
+            [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+        )
 
     def add_worker(self, name: str) -> float:
         return self._ray_start(name, [f"--address={self.address}"])
@@ -171,8 +212,9 @@ class RayStartCluster:
         return {name: raylet_of(node_dir)[1] for name, node_dir in self.nodes.items()}
 
     def status(self) -> str:
-        return subprocess.run([RAY, "status", f"--address={self.address}"], env=self.env(), capture_output=True,
-                              text=True, timeout=60).stdout
+        return subprocess.run(
+            [RAY, "status", f"--address={self.address}"], env=self.env(), capture_output=True, text=True, timeout=60
+        ).stdout
 
     def alive_nodes(self) -> int:
         """Nodes `ray status` lists as active or idle (it refreshes every few seconds)."""
@@ -232,27 +274,34 @@ def _check_rows(rows: pd.DataFrame, node_ids: set[str]) -> None:
 def test_the_cli_on_a_ray_start_cluster_with_token_auth_spreads_units_over_the_nodes(ray_start_cluster, tmp_path):
     cluster = ray_start_cluster
     started = time.monotonic()
-    proc = run_cli([*SWEEP, f"cluster.address={cluster.address}", f"results_dir={tmp_path}"], env=cluster.env(),
-                   timeout=280)
+    proc = run_cli(
+        [*SWEEP, f"cluster.address={cluster.address}", f"results_dir={tmp_path}"], env=cluster.env(), timeout=280
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert cluster.address in proc.stderr  # "Scheduling 16 units on Ray cluster at <address>"
     rows = _rows(tmp_path)
     node_ids = set(cluster.node_ids().values())
     _check_rows(rows, node_ids)
     assert rows["node_id"].nunique() >= 2, rows["node_id"].value_counts()
-    print(f"\nCLI sweep on 3 nodes: {time.monotonic() - started:.1f} s, units per node "
-          f"{rows['node_id'].str[:8].value_counts().to_dict()}")
+    print(
+        f"\nCLI sweep on 3 nodes: {time.monotonic() - started:.1f} s, units per node "
+        f"{rows['node_id'].str[:8].value_counts().to_dict()}"
+    )
 
 
 def _refused(cluster, env: dict, tmp_path: Path, label: str) -> str:
     """Run the CLI against ``cluster`` with ``env``; assert one error line (the last), exit 2,
     under 40 s, nothing written; return the line."""
     started = time.monotonic()
-    proc = run_cli([*SWEEP, f"cluster.address={cluster.address}", f"results_dir={tmp_path / 'r'}"], env=env, timeout=120)
+    proc = run_cli(
+        [*SWEEP, f"cluster.address={cluster.address}", f"results_dir={tmp_path / 'r'}"], env=env, timeout=120
+    )
     elapsed = time.monotonic() - started
     errors = [line for line in proc.stderr.splitlines() if line.startswith("landscape-sweep:")]
-    print(f"\n{label}: exit {proc.returncode} after {elapsed:.1f} s, {len(proc.stderr.splitlines())} lines on "
-          f"stderr (Ray's own retries), the last: {errors}")
+    print(
+        f"\n{label}: exit {proc.returncode} after {elapsed:.1f} s, {len(proc.stderr.splitlines())} lines on "
+        f"stderr (Ray's own retries), the last: {errors}"
+    )
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert len(errors) == 1 and errors[0] == proc.stderr.strip().splitlines()[-1], proc.stderr[-4000:]
     assert errors[0].startswith(f"{REFUSED} {cluster.address}")
@@ -287,19 +336,49 @@ def test_ray_job_submit_runs_the_smoke_sweep_and_writes_rows_and_mlflow_to_the_s
     excludes = [".git", ".venv", "results", "benchmarks", "**/__pycache__", "*.egg-info"]
     started = time.monotonic()
     submit = subprocess.run(
-        [RAY, "job", "submit", f"--address={cluster.dashboard}", f"--submission-id={job_id}",
-         f"--working-dir={PROJECT_ROOT}", f"--runtime-env-json={json.dumps({'excludes': excludes})}", "--",
-         "python", "-m", "ray_jobs.cli", *SWEEP, f"results_dir={results}"],
-        cwd=PROJECT_ROOT, env=cluster.env(), capture_output=True, text=True, timeout=280)
+        [
+            RAY,
+            "job",
+            "submit",
+            f"--address={cluster.dashboard}",
+            f"--submission-id={job_id}",
+            f"--working-dir={PROJECT_ROOT}",
+            f"--runtime-env-json={json.dumps({'excludes': excludes})}",
+            "--",
+            "python",
+            "-m",
+            "ray_jobs.cli",
+            *SWEEP,
+            f"results_dir={results}",
+        ],
+        cwd=PROJECT_ROOT,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     elapsed = time.monotonic() - started
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
     assert "succeeded" in submit.stdout.lower(), submit.stdout[-4000:]
     # the job's driver found this cluster: the job supervisor sets RAY_ADDRESS to the head's GCS address
     assert f"Ray cluster at {cluster.node_ip}:{cluster.port}" in " ".join(submit.stdout.split()), submit.stdout[-4000:]
     # the same job seen with the token as a header instead of the environment
-    status = subprocess.run([RAY, "job", "status", f"--address={cluster.dashboard}", job_id,
-                             "--headers", json.dumps({"Authorization": f"Bearer {cluster.token_path.read_text()}"})],
-                            cwd=PROJECT_ROOT, env=cluster.env(auth=False), capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [
+            RAY,
+            "job",
+            "status",
+            f"--address={cluster.dashboard}",
+            job_id,
+            "--headers",
+            json.dumps({"Authorization": f"Bearer {cluster.token_path.read_text()}"}),
+        ],
+        cwd=PROJECT_ROOT,
+        env=cluster.env(auth=False),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
 
     rows = _rows(results)
@@ -324,8 +403,14 @@ def test_a_worker_node_lost_mid_sweep_loses_nothing_and_its_unit_runs_again(ray_
     runs = results / "smoke" / "runs"
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
     args = [*SWEEP, f"cluster.address={cluster.address}", f"results_dir={results}"]
-    driver = subprocess.Popen([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=cluster.env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=PROJECT_ROOT,
+        env=cluster.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed_at, interrupted = None, []
     try:
         deadline = time.monotonic() + 240
@@ -335,8 +420,11 @@ def test_a_worker_node_lost_mid_sweep_loses_nothing_and_its_unit_runs_again(ray_
                 continue
             node_processes = processes_of(str(cluster.nodes["doomed"]))
             titles = {pid: _cmdline(pid).split(b"\0")[0].decode(errors="replace") for pid in node_processes}
-            interrupted = [title[len("ray::unit-"):] for pid, title in titles.items()
-                           if title.startswith("ray::unit-") and _ppids().get(pid) == raylet]
+            interrupted = [
+                title[len("ray::unit-") :]
+                for pid, title in titles.items()
+                if title.startswith("ray::unit-") and _ppids().get(pid) == raylet
+            ]
             if interrupted:
                 killed_at = time.time()
                 kill_all(node_processes)  # kill -9 of the raylet, its workers and agents at once
@@ -370,6 +458,8 @@ def test_a_worker_node_lost_mid_sweep_loses_nothing_and_its_unit_runs_again(ray_
             dead_after = time.time() - killed_at
         else:
             time.sleep(0.5)
-    print(f"\nnode loss (ray start cluster): stall {stall:.2f} s across the kill (longest gap before it "
-          f"{max(gaps(before), default=0.0):.2f} s), the interrupted unit recorded {redone:.2f} s after the kill, "
-          f"node gone from `ray status` after {dead_after if dead_after is None else round(dead_after, 1)} s")
+    print(
+        f"\nnode loss (ray start cluster): stall {stall:.2f} s across the kill (longest gap before it "
+        f"{max(gaps(before), default=0.0):.2f} s), the interrupted unit recorded {redone:.2f} s after the kill, "
+        f"node gone from `ray status` after {dead_after if dead_after is None else round(dead_after, 1)} s"
+    )

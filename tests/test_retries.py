@@ -25,9 +25,23 @@ from ray_jobs.worker import FAULT_LOG_ENV
 from tests.conftest import PROJECT_ROOT, TINY_SWEEP
 
 #: 2 cells x 4 seeds in one-seed units that do not stop early (a few seconds each)
-SLOW = [*TINY_SWEEP, "sweep.grid.k=[3]", "sweep.grid.n_minus_k=[0,1]", "sweep.seeds=4", "resources.chunk_size=1",
-        "protocol.early_stop_global=false", "protocol.max_iterations=30000"]
-VOLATILE = ["wall_s", "hostname", "node_id", "gpu_ids", "code_version", "final_weights"]  # code_version: the tree may change between runs
+SLOW = [
+    *TINY_SWEEP,
+    "sweep.grid.k=[3]",
+    "sweep.grid.n_minus_k=[0,1]",
+    "sweep.seeds=4",
+    "resources.chunk_size=1",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=30000",
+]
+VOLATILE = [
+    "wall_s",
+    "hostname",
+    "node_id",
+    "gpu_ids",
+    "code_version",
+    "final_weights",
+]  # code_version: the tree may change between runs
 
 
 def unit_workers() -> dict[int, str]:
@@ -47,8 +61,14 @@ def unit_workers() -> dict[int, str]:
 def test_a_worker_killed_mid_unit_is_retried_and_the_rows_equal_an_undisturbed_run(driver_env, tmp_path):
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", code, *SLOW, f"results_dir={killed_dir}"], cwd=PROJECT_ROOT,
-                              env=driver_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code, *SLOW, f"results_dir={killed_dir}"],
+        cwd=PROJECT_ROOT,
+        env=driver_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     victim = None
     deadline = time.monotonic() + 240
     while victim is None and time.monotonic() < deadline and driver.poll() is None:
@@ -76,11 +96,20 @@ def test_a_deterministic_raise_is_retried_as_configured_then_recorded_as_error_r
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env.update(PYTHONPATH=str(PROJECT_ROOT), **{FAULT_LOG_ENV: str(log)})
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    args = [*TINY_SWEEP, "sweep.grid.k=[2]", "sweep.grid.n_minus_k=[0]", f"results_dir={tmp_path / 'r'}",
-            "experiment.fail_on_seeds=[4]", "resources.retry_exceptions=true", "resources.max_retries=2",
-            "cluster.num_cpus=2", f"cluster.object_store_memory={200 * 1024**2}"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    args = [
+        *TINY_SWEEP,
+        "sweep.grid.k=[2]",
+        "sweep.grid.n_minus_k=[0]",
+        f"results_dir={tmp_path / 'r'}",
+        "experiment.fail_on_seeds=[4]",
+        "resources.retry_exceptions=true",
+        "resources.max_retries=2",
+        "cluster.num_cpus=2",
+        f"cluster.object_store_memory={200 * 1024**2}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]  # done, with failed units
     attempts = log.read_text().splitlines()
     assert [line.split()[0] for line in attempts] == ["3-5"] * 3  # the unit of seeds 3..5: 1 run + 2 retries
@@ -88,4 +117,6 @@ def test_a_deterministic_raise_is_retried_as_configured_then_recorded_as_error_r
     assert len(rows) == 6
     assert rows.loc[rows["seed"] >= 3, "status"].eq("error").all()
     assert rows.loc[rows["seed"] < 3, "status"].ne("error").all()
-    assert rows.loc[rows["seed"] >= 3, "error_message"].str.startswith("InjectedFault: fault injected for seeds [4]").all()
+    assert (
+        rows.loc[rows["seed"] >= 3, "error_message"].str.startswith("InjectedFault: fault injected for seeds [4]").all()
+    )

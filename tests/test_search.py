@@ -29,9 +29,18 @@ def stub_experiment(params, seeds):
 
 
 def _spec(**over):
-    raw = dict(name="width_threshold_stub", kind="threshold", axes={"width": {"type": "int", "low": 4, "high": 32}},
-               fixed={"depth": 2}, target=0.95, trials=14, seeds_per_stage=25, max_stages=4, sampler="tpe",
-               parallel_trials=2)
+    raw = dict(
+        name="width_threshold_stub",
+        kind="threshold",
+        axes={"width": {"type": "int", "low": 4, "high": 32}},
+        fixed={"depth": 2},
+        target=0.95,
+        trials=14,
+        seeds_per_stage=25,
+        max_stages=4,
+        sampler="tpe",
+        parallel_trials=2,
+    )
     raw.update(over)
     return SearchSpec.from_dict(raw)
 
@@ -70,10 +79,16 @@ def test_killed_search_resumes_from_journal_without_evaluating_twice(tmp_path):
 
     with pytest.raises(Killed):
         run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=tmp_path / "journal.log")
-    completed_before = {t.number for t in optuna.load_study(
-        study_name="resume", storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))).get_trials()
-        if t.state == optuna.trial.TrialState.COMPLETE}
+    completed_before = {
+        t.number
+        for t in optuna.load_study(
+            study_name="resume",
+            storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+            ),
+        ).get_trials()
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
     outcome = run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=tmp_path / "journal.log")
     assert len(calls) == len(set(calls)) + 1  # only the request that died is ever asked again
     assert {t["number"] for t in outcome.trials} >= completed_before  # finished trials kept, not re-run
@@ -92,8 +107,17 @@ def test_protocol_search_minimises_failure_fraction(tmp_path):
         p = 0.6 - params["step"]
         return [{"seed": s, "status": "spurious" if _uniform(params["step"], s) < p else "global"} for s in seeds]
 
-    spec = SearchSpec.from_dict(dict(name="protocol", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
-                                     trials=10, seeds_per_stage=40, max_stages=2, sampler="tpe"))
+    spec = SearchSpec.from_dict(
+        dict(
+            name="protocol",
+            kind="protocol",
+            axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+            trials=10,
+            seeds_per_stage=40,
+            max_stages=2,
+            sampler="tpe",
+        )
+    )
     outcome = run_search(spec, InProcessEvaluator(experiment), storage_path=tmp_path / "j.log")
     assert outcome.best["params"]["step"] > 0.3
     assert outcome.runs_spent <= 10 * 80
@@ -101,10 +125,15 @@ def test_protocol_search_minimises_failure_fraction(tmp_path):
 
 @pytest.mark.parametrize(
     "over,field",
-    [(dict(kind="bisect"), "search.kind"), (dict(axes={}), "search.axes"),
-     (dict(axes={"width": {"type": "int", "low": 10, "high": 4}}), "search.axes.width.low"),
-     (dict(axes={"width": {"type": "float", "low": 1.0, "high": 4.0}}), "search.axes"),
-     (dict(trials=0), "search.trials"), (dict(sampler="cmaes"), "search.sampler"), (dict(target=1.5), "search.target")],
+    [
+        (dict(kind="bisect"), "search.kind"),
+        (dict(axes={}), "search.axes"),
+        (dict(axes={"width": {"type": "int", "low": 10, "high": 4}}), "search.axes.width.low"),
+        (dict(axes={"width": {"type": "float", "low": 1.0, "high": 4.0}}), "search.axes"),
+        (dict(trials=0), "search.trials"),
+        (dict(sampler="cmaes"), "search.sampler"),
+        (dict(target=1.5), "search.target"),
+    ],
 )
 def test_invalid_search_configs_name_the_field(over, field):
     with pytest.raises(ConfigError) as err:
@@ -130,7 +159,9 @@ def test_threshold_search_closes_the_bracket_and_stops(tmp_path):
 
     outcome = run_search(spec, InProcessEvaluator(counting), storage_path=tmp_path / "j.log")
     decided = {t["params"]["width"]: t["decision"] for t in outcome.trials if "repeat_of" not in t}
-    assert outcome.best["threshold"] == TRUE_THRESHOLD and outcome.best["largest_infeasible_below"] == TRUE_THRESHOLD - 1
+    assert (
+        outcome.best["threshold"] == TRUE_THRESHOLD and outcome.best["largest_infeasible_below"] == TRUE_THRESHOLD - 1
+    )
     assert decided[TRUE_THRESHOLD - 1].startswith("infeasible")
     assert len(decided) < 32 - 4 + 1  # stopped before trying every width
     assert len(calls) == len(set(calls))  # no (width, stage) evaluated twice
@@ -154,8 +185,10 @@ def test_two_drivers_share_a_study_without_taking_over_live_trials(tmp_path):
         return stub_experiment(params, seeds)
 
     first = run_search(spec, InProcessEvaluator(counting, cache=cache), storage_path=journal)
-    trials = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    trials = optuna.load_study(
+        study_name="shared",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    ).trials
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)]
     assert len(calls) == len(set(calls))  # the shared cache stands for the shared Parquet store
     assert second and second[0].reached and first.reached
@@ -167,14 +200,30 @@ def test_enqueued_baseline_is_the_first_trial(tmp_path):
         p = 0.6 - params["step"]
         return [{"seed": s, "status": "spurious" if _uniform(params["step"], s) < p else "global"} for s in seeds]
 
-    spec = SearchSpec.from_dict(dict(name="baseline", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
-                                     trials=4, seeds_per_stage=40, max_stages=2, parallel_trials=1, enqueue=[{"step": 0.1}]))
+    spec = SearchSpec.from_dict(
+        dict(
+            name="baseline",
+            kind="protocol",
+            axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+            trials=4,
+            seeds_per_stage=40,
+            max_stages=2,
+            parallel_trials=1,
+            enqueue=[{"step": 0.1}],
+        )
+    )
     outcome = run_search(spec, InProcessEvaluator(experiment), storage_path=tmp_path / "j.log")
     first = min(outcome.trials, key=lambda t: t["number"])
     assert first["params"] == {"step": 0.1} and first["runs"] == 80
     with pytest.raises(ConfigError) as err:
-        SearchSpec.from_dict(dict(name="b", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
-                                  enqueue=[{"step": 0.9}]))
+        SearchSpec.from_dict(
+            dict(
+                name="b",
+                kind="protocol",
+                axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+                enqueue=[{"step": 0.9}],
+            )
+        )
     assert err.value.field == "search.enqueue.step"
 
 
@@ -208,35 +257,60 @@ def test_a_value_whose_runs_all_fail_is_reported_undecided_and_not_asked_again(t
 
 def test_every_trial_failing_is_a_result(tmp_path):
     spec = _spec(name="all_fail", trials=3, parallel_trials=1, sampler="random")
-    outcome = run_search(spec, InProcessEvaluator(lambda p, seeds: [{"seed": s, "status": "error"} for s in seeds]),
-                         storage_path=tmp_path / "j.log")
+    outcome = run_search(
+        spec,
+        InProcessEvaluator(lambda p, seeds: [{"seed": s, "status": "error"} for s in seeds]),
+        storage_path=tmp_path / "j.log",
+    )
     assert not outcome.reached and outcome.message.startswith("every trial failed")
 
 
 def test_total_runs_is_never_exceeded(tmp_path):
-    spec = SearchSpec.from_dict(dict(name="budget", kind="protocol", axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
-                                     trials=10, seeds_per_stage=25, max_stages=4, total_runs=125, parallel_trials=2))
+    spec = SearchSpec.from_dict(
+        dict(
+            name="budget",
+            kind="protocol",
+            axes={"step": {"type": "float", "low": 0.05, "high": 0.5}},
+            trials=10,
+            seeds_per_stage=25,
+            max_stages=4,
+            total_runs=125,
+            parallel_trials=2,
+        )
+    )
     coin = lambda p, seeds: [{"seed": s, "status": "spurious" if s % 2 else "global"} for s in seeds]  # undecided
     outcome = run_search(spec, InProcessEvaluator(coin), storage_path=tmp_path / "j.log")
     assert 0 < outcome.runs_spent <= 125
 
 
 def test_grid_of_a_float_axis_stays_in_range_without_float_noise():
-    spec = SearchSpec.from_dict(dict(name="g", kind="protocol", sampler="grid",
-                                     axes={"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0.35}}))
+    spec = SearchSpec.from_dict(
+        dict(
+            name="g",
+            kind="protocol",
+            sampler="grid",
+            axes={"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0.35}},
+        )
+    )
     assert [p["step"] for p in spec.grid_points()] == [0.1, 0.45, 0.8]
 
 
 @pytest.mark.parametrize(
     "axes,over,field",
-    [({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0}}, {}, "search.axes.step.step"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": "a"}}, {}, "search.axes.step.step"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}}, {}, "search.axes.step.step"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"sampler": "grid"}, "search.axes.step.step"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"target": "x"}, "search.target"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"failure_statuses": "spurious"}, "search.failure_statuses"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"total_runs": 50}, "search.total_runs"),
-     ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"seed_start": -1}, "search.seed_start")],
+    [
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": 0}}, {}, "search.axes.step.step"),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0, "step": "a"}}, {}, "search.axes.step.step"),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}}, {}, "search.axes.step.step"),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"sampler": "grid"}, "search.axes.step.step"),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"target": "x"}, "search.target"),
+        (
+            {"step": {"type": "float", "low": 0.1, "high": 1.0}},
+            {"failure_statuses": "spurious"},
+            "search.failure_statuses",
+        ),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"total_runs": 50}, "search.total_runs"),
+        ({"step": {"type": "float", "low": 0.1, "high": 1.0}}, {"seed_start": -1}, "search.seed_start"),
+    ],
 )
 def test_invalid_axis_and_budget_settings_name_the_field(axes, over, field):
     with pytest.raises(ConfigError) as err:

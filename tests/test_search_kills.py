@@ -34,17 +34,30 @@ from ray_jobs.store import ResultsStore
 from tests.conftest import PROJECT_ROOT, mlflow_client
 
 #: slow units (k = 3, no early-global rule): a kill lands while units run; 2 CPUs, a small object store
-SEARCH = ["search=search_smoke", "sweep.grid.k=[3]", "protocol.early_stop_global=false",
-          "protocol.max_iterations=40000", "search.seeds_per_stage=4", "search.max_stages=2", "cluster.num_cpus=2",
-          f"cluster.object_store_memory={200 * 1024**2}"]
+SEARCH = [
+    "search=search_smoke",
+    "sweep.grid.k=[3]",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=40000",
+    "search.seeds_per_stage=4",
+    "search.max_stages=2",
+    "cluster.num_cpus=2",
+    f"cluster.object_store_memory={200 * 1024**2}",
+]
 
 
 def _driver(args: list[str]) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # its own local cluster
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     code = "import sys; from ray_jobs.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _fragments(results: Path) -> int:
@@ -96,8 +109,11 @@ def test_a_killed_and_a_stopped_search_exit_cleanly_and_the_rerun_completes_ever
     for setting in plan.settings:
         trials = optuna.load_study(study_name=setting.study, storage=storage).trials
         assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        finished = [t for t in trials
-                    if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs["summary"]]
+        finished = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs["summary"]
+        ]
         assert finished
         for trial in finished:  # each finished trial's runs are its cell's first stages' rows, once each
             summary = trial.user_attrs["summary"]
@@ -107,8 +123,10 @@ def test_a_killed_and_a_stopped_search_exit_cleanly_and_the_rerun_completes_ever
             assert (mine["status"] == "global").sum() == round(summary["fraction"] * summary["runs"])
 
     client = mlflow_client(tmp_path)
-    parents = client.search_runs([client.get_experiment_by_name("landscape-search_smoke").experiment_id],
-                                 filter_string="tags.`landscape.role` = 'sweep'")
+    parents = client.search_runs(
+        [client.get_experiment_by_name("landscape-search_smoke").experiment_id],
+        filter_string="tags.`landscape.role` = 'sweep'",
+    )
     assert parents and "RUNNING" not in [run.info.status for run in parents]
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["timing/units_recorded"] >= 0 and "timing/loop_s" in parents[0].data.metrics

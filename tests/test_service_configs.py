@@ -6,21 +6,28 @@ validates (running them needs a GPU, an MLflow server or a cluster, which CI has
 from __future__ import annotations
 
 import pytest
-
 from omegaconf import OmegaConf
 
 from ray_jobs.config import SWEEPS_DIR, available_searches, available_sweeps, compose_config
 from ray_jobs.validate import validate
 
-
-TEACHER_STUDENT_SWEEPS = [name for name in available_sweeps() if name not in available_searches()
-                          and OmegaConf.load(SWEEPS_DIR / f"{name}.yaml").get("defaults", [{}])[0].get("override /experiment")
-                          == "teacher_student"]
+TEACHER_STUDENT_SWEEPS = [
+    name
+    for name in available_sweeps()
+    if name not in available_searches()
+    and OmegaConf.load(SWEEPS_DIR / f"{name}.yaml").get("defaults", [{}])[0].get("override /experiment")
+    == "teacher_student"
+]
 
 
 def test_every_teacher_student_sweep_is_listed():
-    assert {"smoke", "safran_shamir_table1", "safran_shamir_table2", "teacher_student_threshold_grid",
-            "sys2021_global_rates"} <= set(TEACHER_STUDENT_SWEEPS)
+    assert {
+        "smoke",
+        "safran_shamir_table1",
+        "safran_shamir_table2",
+        "teacher_student_threshold_grid",
+        "sys2021_global_rates",
+    } <= set(TEACHER_STUDENT_SWEEPS)
 
 
 #: the published step and tolerance of each protocol file (protocols.md section 1 and "The
@@ -28,8 +35,14 @@ def test_every_teacher_student_sweep_is_listed():
 #: ||dF/dW||_F <= 1e-12, no restart rule
 PUBLISHED = {
     "safran_shamir_2018": {"step": 0.1, "grad_tol": 1e-9, "restart_grad_norm": 1e4},
-    "safran_yehudai_shamir_2021": {"step": None, "step_times_k": 5, "grad_tol": 1e-12, "stopping_norm": "frobenius",
-                                   "init_variance": "1/k", "restart_grad_norm": None},
+    "safran_yehudai_shamir_2021": {
+        "step": None,
+        "step_times_k": 5,
+        "grad_tol": 1e-12,
+        "stopping_norm": "frobenius",
+        "init_variance": "1/k",
+        "restart_grad_norm": None,
+    },
 }
 
 
@@ -41,8 +54,11 @@ def test_teacher_student_sweeps_keep_the_published_step_and_tolerance(sweep):
     _, cells = validate(cfg)
     first_k = compose_config([f"sweep={sweep}"]).sweep.grid.k[0]
     params = cells[0]
-    protocol = next(entry["override /protocol"] for entry in OmegaConf.load(SWEEPS_DIR / f"{sweep}.yaml").defaults
-                    if "override /protocol" in entry)
+    protocol = next(
+        entry["override /protocol"]
+        for entry in OmegaConf.load(SWEEPS_DIR / f"{sweep}.yaml").defaults
+        if "override /protocol" in entry
+    )
     assert params["k"] == first_k
     assert {key: params.get(key) for key in PUBLISHED[protocol]} == PUBLISHED[protocol]
     assert params["max_iterations"] == 300

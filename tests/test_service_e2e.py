@@ -16,12 +16,21 @@ import pytest
 from scipy.stats import binomtest
 
 from ray_jobs.config import compose_config
-from ray_jobs.sweep import run_sweep
-from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.experiments.base import RUN_STATUSES as EXPERIMENT_STATUSES
+from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.store import CONTRACT_COLUMNS
-from tests.conftest import (PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, TINY_UNITS, children_of, mlflow_client, run_cli,
-                            sigkill_driver_when)
+from ray_jobs.sweep import run_sweep
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_CELLS,
+    TINY_SEEDS,
+    TINY_SWEEP,
+    TINY_UNITS,
+    children_of,
+    mlflow_client,
+    run_cli,
+    sigkill_driver_when,
+)
 from tests.service_helpers import smoke_run
 
 RUN_STATUSES = list(EXPERIMENT_STATUSES)
@@ -183,8 +192,15 @@ def test_failing_task_becomes_error_rows_and_the_sweep_goes_on(ray_session, tmp_
 
 
 #: slower units for the kill test: runs that do not converge before max_iterations
-SLOW_SWEEP = [*TINY_SWEEP, "sweep.grid.k=[3,4]", "sweep.grid.n_minus_k=[1]", "sweep.seeds=8",
-              "resources.chunk_size=2", "protocol.early_stop_global=false", "protocol.max_iterations=40000"]
+SLOW_SWEEP = [
+    *TINY_SWEEP,
+    "sweep.grid.k=[3,4]",
+    "sweep.grid.n_minus_k=[1]",
+    "sweep.seeds=8",
+    "resources.chunk_size=2",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=40000",
+]
 SLOW_UNITS = 8
 
 
@@ -197,8 +213,11 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
 def test_killed_driver_resumes_to_the_same_rows(driver_env, tmp_path):
     interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
     runs_dir = interrupted / "smoke" / "runs"
-    sigkill_driver_when([*SLOW_SWEEP, f"results_dir={interrupted}"], env=driver_env,
-                        ready=lambda: len(list(runs_dir.glob("*.parquet"))) >= 2)
+    sigkill_driver_when(
+        [*SLOW_SWEEP, f"results_dir={interrupted}"],
+        env=driver_env,
+        ready=lambda: len(list(runs_dir.glob("*.parquet"))) >= 2,
+    )
     done_at_kill = len(list(runs_dir.glob("*.parquet")))
     assert 1 <= done_at_kill < SLOW_UNITS
 
@@ -219,8 +238,17 @@ def test_cli_starts_and_stops_its_own_local_cluster(tmp_path):
     """No RAY_ADDRESS: the driver starts a 2-CPU local cluster, prints the table, exits 0."""
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
-    proc = run_cli([*TINY_SWEEP, "sweep.grid.k=[2]", "sweep.grid.n_minus_k=[0]", f"results_dir={tmp_path / 'r'}",
-                    "cluster.num_cpus=2", f"cluster.object_store_memory={200 * 1024**2}"], env=env)
+    proc = run_cli(
+        [
+            *TINY_SWEEP,
+            "sweep.grid.k=[2]",
+            "sweep.grid.n_minus_k=[0]",
+            f"results_dir={tmp_path / 'r'}",
+            "cluster.num_cpus=2",
+            f"cluster.object_store_memory={200 * 1024**2}",
+        ],
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| k | n | runs |" in proc.stdout and "| 2 | 2 | 6 |" in proc.stdout
     assert "local Ray cluster (2 CPUs), stopped at the end" in proc.stderr

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from landscape_core.statistics import wilson_interval
 from ray_jobs.config import compose_config
 from ray_jobs.plan import plan_sweep, seed_chunks
-from landscape_core.statistics import wilson_interval
 from ray_jobs.validate import validate
 
 
@@ -51,11 +51,14 @@ def test_seed_chunks_are_aligned():
     assert seed_chunks(10, 4, 10) == [(10, 14)]
 
 
-@pytest.mark.parametrize("successes,trials,lo,hi", [  # 99% Wilson, z = 2.5758, worked by hand
-    (0, 1000, 0.0, 0.006591),
-    (126, 1000, 0.10141, 0.15552),  # Table 1, k = 8: 12.6 %
-    (500, 1000, 0.45941, 0.54059),
-])
+@pytest.mark.parametrize(
+    "successes,trials,lo,hi",
+    [  # 99% Wilson, z = 2.5758, worked by hand
+        (0, 1000, 0.0, 0.006591),
+        (126, 1000, 0.10141, 0.15552),  # Table 1, k = 8: 12.6 %
+        (500, 1000, 0.45941, 0.54059),
+    ],
+)
 def test_wilson_interval_99(successes, trials, lo, hi):
     got_lo, got_hi = wilson_interval(successes, trials, 0.99)
     assert got_lo == pytest.approx(lo, abs=1e-5) and got_hi == pytest.approx(hi, abs=1e-5)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-
 import optuna
 import pandas as pd
 import pyarrow.parquet as pq
@@ -38,7 +37,9 @@ def read_rows(results, name="search_smoke") -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- configs
 def test_shipped_searches():
-    assert {"search_smoke", "search_teacher_student_threshold", "search_teacher_student_protocol"} <= set(available_searches())
+    assert {"search_smoke", "search_teacher_student_threshold", "search_teacher_student_protocol"} <= set(
+        available_searches()
+    )
 
 
 @pytest.mark.parametrize("name", available_searches())
@@ -137,7 +138,9 @@ def test_mlflow_child_per_trial_and_optuna_figures_on_the_parent(smoke_search):
     results, result = smoke_search
     client = mlflow_client(results)
     children = children_of(client, result.parent_run_id, role="trial")
-    assert client.get_experiment(client.get_run(result.parent_run_id).info.experiment_id).name == "landscape-search_smoke"
+    assert (
+        client.get_experiment(client.get_run(result.parent_run_id).info.experiment_id).name == "landscape-search_smoke"
+    )
     assert len(children) == sum(len(s.outcome.trials) for s in result.studies)
     some = children[0]
     assert {"fraction", "fraction_lo", "fraction_hi", "runs", "objective"} <= set(some.data.metrics)
@@ -155,29 +158,50 @@ def test_second_invocation_computes_nothing_and_gives_the_same_answers(smoke_sea
 
 def test_infeasible_target_is_a_result_with_exit_0(ray_session, tmp_path, capsys):
     # n = k - 2, k - 1 < k: the student cannot fit the teacher, no run ends global
-    code = sweep_main([*SMOKE, "sweep.grid.k=[4]", "search.axes.n_minus_k.low=-2", "search.axes.n_minus_k.high=-1",
-                       "protocol.max_iterations=2000", f"results_dir={tmp_path}"])
+    code = sweep_main(
+        [
+            *SMOKE,
+            "sweep.grid.k=[4]",
+            "search.axes.n_minus_k.low=-2",
+            "search.axes.n_minus_k.high=-1",
+            "protocol.max_iterations=2000",
+            f"results_dir={tmp_path}",
+        ]
+    )
     assert code == EXIT_OK
     assert "not reached within budget" in (tmp_path / "search_smoke" / "report" / SEARCH_MD).read_text()
 
 
 # ----------------------------------------------------------------------- kill, resume
 #: slow units: at n = k + 1 without the early-global rule most runs go to max_iterations
-SLOW = [*SMOKE, "sweep.grid.k=[3]", "protocol.early_stop_global=false", "protocol.max_iterations=40000",
-        "search.seeds_per_stage=4", "search.max_stages=2"]
+SLOW = [
+    *SMOKE,
+    "sweep.grid.k=[3]",
+    "protocol.early_stop_global=false",
+    "protocol.max_iterations=40000",
+    "search.seeds_per_stage=4",
+    "search.max_stages=2",
+]
 
 
 @pytest.mark.slow  # 23 s alone, ~1 min beside other work: `make test-all`
 def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
     runs_dir = tmp_path / "search_smoke" / "runs"
-    sigkill_driver_when([*SLOW, f"results_dir={tmp_path}"], env=driver_env, ready=lambda: list(runs_dir.glob("*.parquet")))
+    sigkill_driver_when(
+        [*SLOW, f"results_dir={tmp_path}"], env=driver_env, ready=lambda: list(runs_dir.glob("*.parquet"))
+    )
     before = {path.name: (path.stat().st_mtime_ns, pq.read_table(path).num_rows) for path in runs_dir.glob("*.parquet")}
     assert before
 
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "search_smoke" / JOURNAL)))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "search_smoke" / JOURNAL))
+    )
     study = plan_search(compose(*SLOW, f"results_dir={tmp_path}")).settings[0].study
-    running = [t for t in optuna.load_study(study_name=study, storage=storage).trials
-               if t.state == optuna.trial.TrialState.RUNNING]
+    running = [
+        t
+        for t in optuna.load_study(study_name=study, storage=storage).trials
+        if t.state == optuna.trial.TrialState.RUNNING
+    ]
     assert running  # the killed driver left its trials in flight
 
     resumed = run_search_sweep(compose(*SLOW, f"results_dir={tmp_path}"))
@@ -205,12 +229,26 @@ def test_killed_search_resumes_without_recomputing_a_unit(driver_env, tmp_path):
         ([*SMOKE, "+search.axes.depth={type:int,low:1,high:3}"], "search.axes"),  # threshold: one axis
         ([*SMOKE, "search.axes.n_minus_k.low=-9"], "search.axes.n_minus_k"),  # n = 3 - 9 < 1
         ([*SMOKE, "search.axes.n_minus_k.low=5"], "search.axes.n_minus_k.low"),  # low > high
-        (["search=search_teacher_student_protocol", "~search.enqueue", "+search.axes.nope={type:float,low:1,high:2}"],
-         "search.axes.nope"),
+        (
+            [
+                "search=search_teacher_student_protocol",
+                "~search.enqueue",
+                "+search.axes.nope={type:float,low:1,high:2}",
+            ],
+            "search.axes.nope",
+        ),
         (["search=search_teacher_student_protocol", "search.axes.step.low=-1.0"], "search.axes.step.low"),  # log axis
         ([*SMOKE, "+search.pruner=median"], "search.pruner"),
-        (["search=search_width_threshold", "~search.axes.width", "+search.axes.optimizer={type:categorical,choices:[adam]}",
-          "search.kind=protocol", "++sweep.grid.width=[8]"], "search.axes.optimizer"),
+        (
+            [
+                "search=search_width_threshold",
+                "~search.axes.width",
+                "+search.axes.optimizer={type:categorical,choices:[adam]}",
+                "search.kind=protocol",
+                "++sweep.grid.width=[8]",
+            ],
+            "search.axes.optimizer",
+        ),
     ],
 )
 def test_invalid_search_config_exits_2_naming_the_field(tmp_path, capsys, args, field):
@@ -223,20 +261,42 @@ def test_invalid_search_config_exits_2_naming_the_field(tmp_path, capsys, args, 
 
 def test_a_new_question_gets_a_new_study_and_a_new_budget_does_not():
     base = plan_search(compose(*SMOKE)).settings
-    for change in ("search.target=0.5", "search.confidence=0.5", "search.seeds_per_stage=4", "search.axes.n_minus_k.high=2",
-                   "protocol.max_iterations=10000", "+search.success_statuses=[global,saddle]"):
+    for change in (
+        "search.target=0.5",
+        "search.confidence=0.5",
+        "search.seeds_per_stage=4",
+        "search.axes.n_minus_k.high=2",
+        "protocol.max_iterations=10000",
+        "+search.success_statuses=[global,saddle]",
+    ):
         other = plan_search(compose(*SMOKE, change)).settings
         assert [s.study for s in other] != [s.study for s in base], change
-    for same in ("search.trials=9", "search.total_runs=400", "search.parallel_trials=1", "search.sampler=random",
-                 "resources.chunk_size=3", "tracking=none"):
+    for same in (
+        "search.trials=9",
+        "search.total_runs=400",
+        "search.parallel_trials=1",
+        "search.sampler=random",
+        "resources.chunk_size=3",
+        "tracking=none",
+    ):
         assert [s.study for s in plan_search(compose(*SMOKE, same)).settings] == [s.study for s in base], same
 
 
 def test_every_categorical_choice_is_validated_before_anything_runs(tmp_path, capsys):
     results = tmp_path / "r"
-    code = sweep_main(["search=search_width_threshold", "~search.axes.width", "search.kind=protocol", "++sweep.grid.width=[8]",
-                       "~sweep.grid.activation", "+search.axes.activation={type:categorical,choices:[relu,nope,tanh]}",
-                       f"results_dir={results}"])
+    code = sweep_main(
+        [
+            "search=search_width_threshold",
+            "~search.axes.width",
+            "search.kind=protocol",
+            "++sweep.grid.width=[8]",
+            "~sweep.grid.activation",
+            "+search.axes.activation={type:categorical,choices:[relu,nope,tanh]}",
+            f"results_dir={results}",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == EXIT_USAGE and len(err) == 1 and err[0].startswith("landscape-sweep: error: search.axes.activation:"), err
+    assert (
+        code == EXIT_USAGE and len(err) == 1 and err[0].startswith("landscape-sweep: error: search.axes.activation:")
+    ), err
     assert "'nope'" in err[0] and not results.exists()

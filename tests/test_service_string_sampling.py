@@ -43,8 +43,12 @@ SMOKE = list(SMOKE_CASES["string_sampling"].overrides)
 #: the smoke sweep: L0 = 0.1, 0.05 x width 4, 8; 2 pairs per cell, one pair per unit
 SMOKE_CELLS, SMOKE_SEEDS = SMOKE_CASES["string_sampling"].cells, SMOKE_CASES["string_sampling"].seeds
 #: a counterexample sweep small enough for a test: L0 = 0.1, 3 rounds of 300-step beads
-COUNTER = ["sweep=dss_counterexample", "sweep.grid.threshold=[0.1]", "experiment.string.max_rounds=3",
-           "experiment.bead_training.max_iterations=300"]
+COUNTER = [
+    "sweep=dss_counterexample",
+    "sweep.grid.threshold=[0.1]",
+    "experiment.string.max_rounds=3",
+    "experiment.bead_training.max_iterations=300",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
@@ -69,10 +73,26 @@ def test_quadratic_sweep_plans_the_published_setting():
     for cell in plan.cells:
         p = cell.params
         assert (p["problem"], p["width"], p["depth"], p["activation"], p["init"], p["loss"]) == (
-            "quadratic", 4, 3, "sigmoid", "uniform", "mae")
+            "quadratic",
+            4,
+            3,
+            "sigmoid",
+            "uniform",
+            "mae",
+        )
         assert p["n_train"] == p["n_test"] == 10_000 and p["input_dim"] == 1
-        assert (p["endpoint_optimizer"], p["endpoint_lr"], p["bead_optimizer"], p["bead_lr"]) == ("adam", 1e-3, "adam", 1e-3)
-        assert (p["string_pass_factor"], p["string_alpha"], p["string_interp_points"], p["string_max_rounds"]) == (1.1, 0.95, 100, 10)
+        assert (p["endpoint_optimizer"], p["endpoint_lr"], p["bead_optimizer"], p["bead_lr"]) == (
+            "adam",
+            1e-3,
+            "adam",
+            1e-3,
+        )
+        assert (p["string_pass_factor"], p["string_alpha"], p["string_interp_points"], p["string_max_rounds"]) == (
+            1.1,
+            0.95,
+            100,
+            10,
+        )
         assert p["probe_points"] == 100 and p["endpoint_stop_loss"] == pytest.approx(0.95 * p["threshold"])
 
 
@@ -81,30 +101,51 @@ def test_width_sweep_runs_below_and_above_n():
     widths = sorted({c.params["width"] for c in plan.cells})
     n = {c.params["n_train"] for c in plan.cells}
     assert n == {32} and min(widths) < 32 < max(widths) and 32 in widths
-    assert {(c.params["problem"], c.params["depth"], c.params["activation"]) for c in plan.cells} == {("relu_teacher", 2, "relu")}
+    assert {(c.params["problem"], c.params["depth"], c.params["activation"]) for c in plan.cells} == {
+        ("relu_teacher", 2, "relu")
+    }
 
 
 def test_counterexample_cells_record_the_fixed_network():
     _, plan = plan_for("sweep=dss_counterexample")
     for cell in plan.cells:
         p = cell.params
-        assert (p["width"], p["depth"], p["activation"], p["input_dim"], p["n_train"], p["init"]) == (3, 2, "relu", 2, 3, "hand_built")
+        assert (p["width"], p["depth"], p["activation"], p["input_dim"], p["n_train"], p["init"]) == (
+            3,
+            2,
+            "relu",
+            2,
+            3,
+            "hand_built",
+        )
         assert p["threshold"] < 0.27  # below the straight line's peak
 
 
 def test_quadratic_first_cell_with_a_tiny_budget():
-    records = run_first_cell("sweep=dss_quadratic", "experiment.n_train=300", "experiment.n_test=50",
-                             "experiment.endpoint_training.max_iterations=40", "experiment.probe_points=9")
+    records = run_first_cell(
+        "sweep=dss_quadratic",
+        "experiment.n_train=300",
+        "experiment.n_test=50",
+        "experiment.endpoint_training.max_iterations=40",
+        "experiment.probe_points=9",
+    )
     for r in records:  # L0 = 0.125 cannot be reached in 40 Adam steps at lr 1e-3 from U[-1, 1] weights
         assert r["threshold"] == 0.125 and r["status"] == "not_converged" and r["dss_connected"] is None
         assert r["endpoint_iterations"] == [40, 40] and r["iterations"] == 80
         assert len(r["interp_ab_losses"]) == len(r["interp_init_a_losses"]) == 9
-        assert r["interp_ab_losses"][0] == r["endpoint_train_losses"][0] and r["interp_init_b_losses"][-1] == r["endpoint_train_losses"][1]
+        assert (
+            r["interp_ab_losses"][0] == r["endpoint_train_losses"][0]
+            and r["interp_init_b_losses"][-1] == r["endpoint_train_losses"][1]
+        )
 
 
 def test_width_first_cell_with_a_tiny_budget():
-    records = run_first_cell("sweep=dss_width", "experiment.endpoint_training.max_iterations=3000",
-                             "experiment.string.max_rounds=2", "experiment.n_test=50")
+    records = run_first_cell(
+        "sweep=dss_width",
+        "experiment.endpoint_training.max_iterations=3000",
+        "experiment.string.max_rounds=2",
+        "experiment.n_test=50",
+    )
     for r in records:
         assert (r["problem"], r["width"], r["n_train"], r["input_dim"]) == ("relu_teacher", 4, 32, 2)
         assert r["status"] in ("global", "not_converged") and r["iterations"] <= 6000
@@ -113,8 +154,12 @@ def test_width_first_cell_with_a_tiny_budget():
 
 
 def test_counterexample_first_cell_does_not_certify():
-    records = run_first_cell("sweep=dss_counterexample", "experiment.string.max_rounds=2",
-                             "experiment.bead_training.max_iterations=200", seeds=(0,))
+    records = run_first_cell(
+        "sweep=dss_counterexample",
+        "experiment.string.max_rounds=2",
+        "experiment.bead_training.max_iterations=200",
+        seeds=(0,),
+    )
     r = records[0]
     assert r["status"] == "global" and r["final_loss"] < 1e-30 and r["dss_connected"] is False
     assert r["interp_ab_max_loss"] > 0.25 and r["dss_max_interp_loss"] >= 1.1 * r["threshold"]
@@ -161,9 +206,21 @@ def test_ids_depend_on_the_science_only():
     [
         ([*SMOKE, "sweep.grid.threshold=[0]"], "sweep.grid.threshold: must be a number > 0", "L0"),
         ([*SMOKE, "~sweep.grid.threshold"], "sweep.grid.threshold: required", "threshold"),
-        ([*SMOKE, "+sweep.grid.lr=[1]"], "sweep.grid.lr: unknown axis", "problem, threshold, width, depth, activation, n_train"),
-        ([*SMOKE, "experiment.problem=nope"], "experiment.problem: unknown problem 'nope'", "quadratic, relu_teacher, counterexample"),
-        ([*SMOKE, "experiment.activation=nope"], "experiment.activation: unknown activation 'nope'", "relu, leaky_relu"),
+        (
+            [*SMOKE, "+sweep.grid.lr=[1]"],
+            "sweep.grid.lr: unknown axis",
+            "problem, threshold, width, depth, activation, n_train",
+        ),
+        (
+            [*SMOKE, "experiment.problem=nope"],
+            "experiment.problem: unknown problem 'nope'",
+            "quadratic, relu_teacher, counterexample",
+        ),
+        (
+            [*SMOKE, "experiment.activation=nope"],
+            "experiment.activation: unknown activation 'nope'",
+            "relu, leaky_relu",
+        ),
         ([*SMOKE, "sweep.grid.width=[0]"], "sweep.grid.width: must be an integer >= 1", "hidden units"),
         ([*SMOKE, "experiment.loss=hinge"], "experiment.loss: 'hinge' is not one of", "mae, mse"),
         ([*SMOKE, "experiment.init=zeros"], "experiment.init: 'zeros' is not one of", "uniform, lecun, he"),
@@ -174,14 +231,38 @@ def test_ids_depend_on_the_science_only():
         ([*SMOKE, "experiment.string.max_rounds=0"], "experiment.string.max_rounds: must be an integer >= 1", "0"),
         ([*SMOKE, "+experiment.string.threshold=0.1"], "experiment.string.threshold:", "sweep.grid.threshold"),
         ([*SMOKE, "+experiment.string.depth=3"], "experiment.string.depth: unknown DSS setting", "pass_factor, alpha"),
-        ([*SMOKE, "experiment.endpoint_training.lr=-1"], "experiment.endpoint_training.lr: must be a positive number", "-1"),
-        ([*SMOKE, "+experiment.bead_training.optimizer=sgd"], "experiment.bead_training.optimizer:", "gd, momentum, adam, lbfgs"),
-        ([*SMOKE, "+experiment.endpoint_training.stop_loss=0.1"], "experiment.endpoint_training.stop_loss: set by the threshold", "alpha"),
-        ([*SMOKE, "experiment.endpoint_training.max_iterations=ten"], "experiment.endpoint_training.max_iterations: must be an integer", "ten"),
+        (
+            [*SMOKE, "experiment.endpoint_training.lr=-1"],
+            "experiment.endpoint_training.lr: must be a positive number",
+            "-1",
+        ),
+        (
+            [*SMOKE, "+experiment.bead_training.optimizer=sgd"],
+            "experiment.bead_training.optimizer:",
+            "gd, momentum, adam, lbfgs",
+        ),
+        (
+            [*SMOKE, "+experiment.endpoint_training.stop_loss=0.1"],
+            "experiment.endpoint_training.stop_loss: set by the threshold",
+            "alpha",
+        ),
+        (
+            [*SMOKE, "experiment.endpoint_training.max_iterations=ten"],
+            "experiment.endpoint_training.max_iterations: must be an integer",
+            "ten",
+        ),
         ([*SMOKE, "experiment.keep_string=maybe"], "experiment.keep_string: must be true or false", "maybe"),
-        ([*SMOKE, "experiment.fail_on_seeds=oops"], "experiment.fail_on_seeds: must be a list of integer seeds", "oops"),
+        (
+            [*SMOKE, "experiment.fail_on_seeds=oops"],
+            "experiment.fail_on_seeds: must be a list of integer seeds",
+            "oops",
+        ),
         ([*SMOKE, "optimizer=adam"], "optimizer: not used by string_sampling", "~optimizer"),
-        (["sweep=dss_counterexample", "+sweep.grid.width=[4,8]"], "sweep.grid.width: the counterexample's network", "remove the axis"),
+        (
+            ["sweep=dss_counterexample", "+sweep.grid.width=[4,8]"],
+            "sweep.grid.width: the counterexample's network",
+            "remove the axis",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_the_field(args, field_message, allowed, tmp_path, capsys):
@@ -213,7 +294,8 @@ def test_rows_carry_the_cell_and_dss_columns(smoke_run):
     results, _ = smoke_run
     rows = _rows(results)
     assert sorted(rows.groupby(["threshold", "width"]).size().items()) == [
-        ((t, w), SMOKE_SEEDS) for t in (0.05, 0.1) for w in (4, 8)]
+        ((t, w), SMOKE_SEEDS) for t in (0.05, 0.1) for w in (4, 8)
+    ]
     strung = rows[rows["status"] == "global"]
     assert len(strung) >= 6  # lr 0.01, 5000 steps: the endpoints reach 0.95 L0
     for r in strung.to_dict("records"):
@@ -229,7 +311,9 @@ def _independent_aggregate(cell: pd.DataFrame) -> dict:
     not_connected = strung[~strung["dss_connected"].astype(bool)]
     lengths = connected["dss_normalized_length"]
     return {
-        "runs": len(cell), "n_global": len(strung), "n_dss_connected": len(connected),
+        "runs": len(cell),
+        "n_global": len(strung),
+        "n_dss_connected": len(connected),
         "mean_normalized_length": lengths.mean() if len(lengths) else math.nan,
         "median_normalized_length": lengths.median() if len(lengths) else math.nan,
         "max_normalized_length": lengths.max() if len(lengths) else math.nan,
@@ -237,7 +321,9 @@ def _independent_aggregate(cell: pd.DataFrame) -> dict:
         "max_beads": connected["dss_beads"].max() if len(connected) else math.nan,
         "mean_rounds": connected["dss_rounds"].mean() if len(connected) else math.nan,
         "mean_beads_not_connected": not_connected["dss_beads"].mean() if len(not_connected) else math.nan,
-        "mean_max_interp_over_threshold": (strung["dss_max_interp_loss"] / strung["threshold"]).mean() if len(strung) else math.nan,
+        "mean_max_interp_over_threshold": (strung["dss_max_interp_loss"] / strung["threshold"]).mean()
+        if len(strung)
+        else math.nan,
         "mean_interp_ab_barrier": cell["interp_ab_barrier"].mean(),
         "mean_interp_init_max_rise": cell["interp_init_max_rise"].mean(),
     }
@@ -272,7 +358,10 @@ def test_report_against_an_independent_aggregation(smoke_run):
         for record in grid.to_dict("records"):
             cell = table[(table["threshold"] == record["L0"]) & (table["width"] == record["width"])].iloc[0]
             assert _same(record["normalized length mean"], cell["mean_normalized_length"])
-            assert _same(record["frac_connected"], cell["frac_dss_connected"]) and record["pairs strung"] == cell["n_global"]
+            assert (
+                _same(record["frac_connected"], cell["frac_dss_connected"])
+                and record["pairs strung"] == cell["n_global"]
+            )
     markdown = (report / TABLE_MD).read_text()
     assert "## Normalized length and beads vs threshold L0" in markdown and "## Connected fraction vs width" in markdown
     per_cell = markdown.split("## Per cell")[1]
@@ -307,7 +396,9 @@ def test_mlflow_children_metrics_and_report_artifacts(smoke_run):
     client = mlflow_client(results)
     children = children_of(client, result.parent_run_id)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
-    assert {f"report/{name}" for name in (TABLE_MD, LENGTH_CSV, WIDTH_CSV, PCA_PNG, STRINGS_NPZ, STRINGS_CSV)} <= artifacts
+    assert {
+        f"report/{name}" for name in (TABLE_MD, LENGTH_CSV, WIDTH_CSV, PCA_PNG, STRINGS_NPZ, STRINGS_CSV)
+    } <= artifacts
     table = pd.read_csv(results / "dss_smoke" / "report" / TABLE_CSV).set_index("cell_id")
     for child in children:
         cell_id, metrics = child.data.params["cell_id"], child.data.metrics
@@ -325,7 +416,13 @@ def test_counterexample_sweep_does_not_certify(ray_session, tmp_path):
     assert row["status"] == "global" and not row["dss_connected"] and row["dss_rounds"] == 3
     assert row["dss_max_interp_loss"] >= 1.1 * 0.1 and row["interp_ab_max_loss"] > 0.25
     table = pd.read_csv(tmp_path / "dss_counterexample" / "report" / TABLE_CSV)
-    assert list(table["n_global"]) == [1] and list(table["n_dss_connected"]) == [0] and list(table["frac_dss_connected"]) == [0.0]
+    assert (
+        list(table["n_global"]) == [1]
+        and list(table["n_dss_connected"]) == [0]
+        and list(table["frac_dss_connected"]) == [0.0]
+    )
     assert table["mean_normalized_length"].isna().all()  # no connected pair: no geodesic length
-    assert list(table["mean_rounds_not_connected"]) == [3] and list(table["mean_beads_not_connected"]) == [row["dss_beads"]]
+    assert list(table["mean_rounds_not_connected"]) == [3] and list(table["mean_beads_not_connected"]) == [
+        row["dss_beads"]
+    ]
     assert (tmp_path / "dss_counterexample" / "report" / PCA_PNG).stat().st_size > 10_000

@@ -6,46 +6,126 @@ from __future__ import annotations
 import pytest
 
 from ray_jobs.cli import EXIT_USAGE, sweep_main
-from tests.conftest import TINY_SWEEP, run_cli, assert_usage_error
+from tests.conftest import TINY_SWEEP, assert_usage_error, run_cli
 
 CASES = {
     "missing sweep": ([], "sweep: required", "safran_shamir_table1"),
-    "unknown sweep": (["sweep=nope"], "sweep: unknown sweep 'nope'", "safran_shamir_table1, safran_shamir_table1_proven, safran_shamir_table2, "),
-    "unknown axis": ([*TINY_SWEEP, "sweep.grid.width=[4]"], "sweep.grid.width: unknown axis 'width'", "allowed: k, n, n_minus_k"),
-    "unknown axis added": ([*TINY_SWEEP, "+sweep.grid.depth=[2]"], "sweep.grid.depth: unknown axis 'depth'", "allowed: k, n, n_minus_k"),
-    "certify_runs not a bool": ([*TINY_SWEEP, "experiment.certify_runs=maybe"], "experiment.certify_runs: must be true or false", "got 'maybe'"),
-    "certify_runs without weights": ([*TINY_SWEEP, "experiment.certify_runs=true", "experiment.keep_weights=false"],
-                                     "experiment.certify_runs: needs the final weights", "keep_weights=true"),
-    "compaction rows": ([*TINY_SWEEP, "compaction.max_rows=10", "compaction.row_group_rows=20"],
-                        "compaction.row_group_rows: must be at most compaction.max_rows (10)", "got 20"),
-    "empty grid": ([*TINY_SWEEP, "~sweep.grid.k", "~sweep.grid.n_minus_k"], "sweep.grid: empty grid", "allowed axes: k"),
+    "unknown sweep": (
+        ["sweep=nope"],
+        "sweep: unknown sweep 'nope'",
+        "safran_shamir_table1, safran_shamir_table1_proven, safran_shamir_table2, ",
+    ),
+    "unknown axis": (
+        [*TINY_SWEEP, "sweep.grid.width=[4]"],
+        "sweep.grid.width: unknown axis 'width'",
+        "allowed: k, n, n_minus_k",
+    ),
+    "unknown axis added": (
+        [*TINY_SWEEP, "+sweep.grid.depth=[2]"],
+        "sweep.grid.depth: unknown axis 'depth'",
+        "allowed: k, n, n_minus_k",
+    ),
+    "certify_runs not a bool": (
+        [*TINY_SWEEP, "experiment.certify_runs=maybe"],
+        "experiment.certify_runs: must be true or false",
+        "got 'maybe'",
+    ),
+    "certify_runs without weights": (
+        [*TINY_SWEEP, "experiment.certify_runs=true", "experiment.keep_weights=false"],
+        "experiment.certify_runs: needs the final weights",
+        "keep_weights=true",
+    ),
+    "compaction rows": (
+        [*TINY_SWEEP, "compaction.max_rows=10", "compaction.row_group_rows=20"],
+        "compaction.row_group_rows: must be at most compaction.max_rows (10)",
+        "got 20",
+    ),
+    "empty grid": (
+        [*TINY_SWEEP, "~sweep.grid.k", "~sweep.grid.n_minus_k"],
+        "sweep.grid: empty grid",
+        "allowed axes: k",
+    ),
     "no grid": ([*TINY_SWEEP, "sweep.grid=null"], "sweep.grid: empty grid", "allowed axes: k"),
     "empty axis": ([*TINY_SWEEP, "sweep.grid.k=[]"], "sweep.grid.k: empty axis", "at least one value"),
     "k < 1": ([*TINY_SWEEP, "sweep.grid.k=[0,2]"], "sweep.grid.k: must be an integer >= 1", "got 0"),
-    "n < 1 (offset)": ([*TINY_SWEEP, "sweep.grid.n_minus_k=[-3]"], "sweep.grid.n_minus_k: n = k + n_minus_k must be an integer >= 1", "got -1"),
-    "n < 1 (axis)": ([*TINY_SWEEP, "~sweep.grid.n_minus_k", "+sweep.grid.n=[0]"], "sweep.grid.n: must be an integer >= 1", "got 0"),
+    "n < 1 (offset)": (
+        [*TINY_SWEEP, "sweep.grid.n_minus_k=[-3]"],
+        "sweep.grid.n_minus_k: n = k + n_minus_k must be an integer >= 1",
+        "got -1",
+    ),
+    "n < 1 (axis)": (
+        [*TINY_SWEEP, "~sweep.grid.n_minus_k", "+sweep.grid.n=[0]"],
+        "sweep.grid.n: must be an integer >= 1",
+        "got 0",
+    ),
     "seeds < 1": ([*TINY_SWEEP, "sweep.seeds=0"], "sweep.seeds: must be an integer >= 1", "got 0"),
     "step = 0": ([*TINY_SWEEP, "protocol.step=0"], "protocol.step: must be a positive finite number", "got 0"),
-    "step < 0 on an axis": ([*TINY_SWEEP, "+sweep.grid.step=[0.1,-0.5]"], "protocol.step: must be a positive finite number", "got -0.5"),
-    "grad_tol = 0": ([*TINY_SWEEP, "protocol.grad_tol=0"], "protocol.grad_tol: must be a positive finite number", "got 0"),
-    "bad-loss threshold < 0": ([*TINY_SWEEP, "protocol.bad_loss_threshold=-1e-3"], "protocol.bad_loss_threshold: must be a positive", "got -0.001"),
+    "step < 0 on an axis": (
+        [*TINY_SWEEP, "+sweep.grid.step=[0.1,-0.5]"],
+        "protocol.step: must be a positive finite number",
+        "got -0.5",
+    ),
+    "grad_tol = 0": (
+        [*TINY_SWEEP, "protocol.grad_tol=0"],
+        "protocol.grad_tol: must be a positive finite number",
+        "got 0",
+    ),
+    "bad-loss threshold < 0": (
+        [*TINY_SWEEP, "protocol.bad_loss_threshold=-1e-3"],
+        "protocol.bad_loss_threshold: must be a positive",
+        "got -0.001",
+    ),
     "eig margin < 0": ([*TINY_SWEEP, "protocol.eig_margin=-1"], "protocol.eig_margin: must be a number >= 0", "got -1"),
-    "unknown activation": ([*TINY_SWEEP, "experiment.activation=tanh"], "experiment.activation: unknown activation 'tanh'", "allowed: relu"),
-    "unknown teacher": ([*TINY_SWEEP, "experiment.teacher=random"], "experiment.teacher: 'random' is not one of", "identity"),
+    "unknown activation": (
+        [*TINY_SWEEP, "experiment.activation=tanh"],
+        "experiment.activation: unknown activation 'tanh'",
+        "allowed: relu",
+    ),
+    "unknown teacher": (
+        [*TINY_SWEEP, "experiment.teacher=random"],
+        "experiment.teacher: 'random' is not one of",
+        "identity",
+    ),
     "unknown key": ([*TINY_SWEEP, "protocol.stepsize=0.1"], "protocol.stepsize: no such key", "+key=value"),
-    "unknown group option": ([*TINY_SWEEP, "resources=tpu"], "resources: unknown resources option 'tpu'", "allowed: cpu, gpu"),
-    "chunk_size = 0": ([*TINY_SWEEP, "resources.chunk_size=0"], "resources.chunk_size: must be an integer >= 1", "got 0"),
+    "unknown group option": (
+        [*TINY_SWEEP, "resources=tpu"],
+        "resources: unknown resources option 'tpu'",
+        "allowed: cpu, gpu",
+    ),
+    "chunk_size = 0": (
+        [*TINY_SWEEP, "resources.chunk_size=0"],
+        "resources.chunk_size: must be an integer >= 1",
+        "got 0",
+    ),
     "unparsable override": ([*TINY_SWEEP, "sweep.grid.k=[2,"], "overrides: cannot parse", "key=value"),
     # typos are refused whatever the prefix, naming the closest key (issue 11)
     "sweep key typo": ([*TINY_SWEEP, "sweep.seed=10"], "sweep.seed: no such key", "did you mean sweep.seeds?"),
     "sweep key typo added": ([*TINY_SWEEP, "+sweep.seed=10"], "sweep.seed: no such key", "did you mean sweep.seeds?"),
-    "cluster key typo added": ([*TINY_SWEEP, "+cluster.adress=127.0.0.1:6379"], "cluster.adress: no such key",
-                               "did you mean cluster.address?"),
-    "resources key typo added": ([*TINY_SWEEP, "+resources.chunk=5"], "resources.chunk: no such key", "did you mean resources.chunk_size?"),
-    "tracking key typo added": ([*TINY_SWEEP, "+tracking.url=http://127.0.0.1:5000"], "tracking.url: no such key",
-                                "did you mean tracking.uri?"),
-    "report key typo added": ([*TINY_SWEEP, "+report.confidance=0.9"], "report.confidance: no such key", "did you mean report.confidence?"),
-    "top-level typo added": ([*TINY_SWEEP, "+retry_error=true"], "retry_error: no such key", "did you mean retry_errors?"),
+    "cluster key typo added": (
+        [*TINY_SWEEP, "+cluster.adress=127.0.0.1:6379"],
+        "cluster.adress: no such key",
+        "did you mean cluster.address?",
+    ),
+    "resources key typo added": (
+        [*TINY_SWEEP, "+resources.chunk=5"],
+        "resources.chunk: no such key",
+        "did you mean resources.chunk_size?",
+    ),
+    "tracking key typo added": (
+        [*TINY_SWEEP, "+tracking.url=http://127.0.0.1:5000"],
+        "tracking.url: no such key",
+        "did you mean tracking.uri?",
+    ),
+    "report key typo added": (
+        [*TINY_SWEEP, "+report.confidance=0.9"],
+        "report.confidance: no such key",
+        "did you mean report.confidence?",
+    ),
+    "top-level typo added": (
+        [*TINY_SWEEP, "+retry_error=true"],
+        "retry_error: no such key",
+        "did you mean retry_errors?",
+    ),
     "grid set to empty": ([*TINY_SWEEP, "sweep.grid={}"], "sweep.grid: empty grid", "give the axes"),
 }
 
@@ -75,7 +155,9 @@ def test_exit_code_of_the_real_process(tmp_path):
     """The console-script path: a separate interpreter exits with status 2."""
     proc = run_cli([*TINY_SWEEP, "sweep.grid.k=[0]", f"results_dir={tmp_path / 'r'}"])
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("landscape-sweep: error: sweep.grid.k: must be an integer >= 1")
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("landscape-sweep: error: sweep.grid.k: must be an integer >= 1")
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -129,9 +211,14 @@ def test_a_sweep_file_that_is_not_yaml_is_one_line_naming_the_file(tmp_path, cap
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("setting,message", [("report.confidence=2", "report.confidence: must be a number in (0, 1)"),
-                                             ("report.family_tol=-1", "report.family_tol: must be a number >= 0"),
-                                             ("report.figure=maybe", "report.figure: must be true or false")])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("report.confidence=2", "report.confidence: must be a number in (0, 1)"),
+        ("report.family_tol=-1", "report.family_tol: must be a number >= 0"),
+        ("report.figure=maybe", "report.figure: must be true or false"),
+    ],
+)
 def test_landscape_report_refuses_bad_report_settings_in_one_line(tmp_path, capsys, setting, message):
     from ray_jobs.cli import report_main
     from ray_jobs.config import compose_config, to_yaml
@@ -157,4 +244,6 @@ def test_a_crash_has_its_own_exit_code(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ray_jobs.sweep, "run_sweep", crash)
     assert sweep_main([*TINY_SWEEP, f"results_dir={tmp_path / 'results'}"]) == EXIT_CRASHED == 3
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("landscape-sweep: crashed: RuntimeError: disk on fire")
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "landscape-sweep: crashed: RuntimeError: disk on fire"
+    )

@@ -71,8 +71,13 @@ def test_every_data_config_runs(data):
 
 
 def test_cross_entropy_on_digits_runs():
-    records = run_first_cell(*SMOKE, "data=digits", "data.classification=true", "experiment.loss=cross_entropy",
-                             "optimizer.max_iterations=30")
+    records = run_first_cell(
+        *SMOKE,
+        "data=digits",
+        "data.classification=true",
+        "experiment.loss=cross_entropy",
+        "optimizer.max_iterations=30",
+    )
     assert all(r["loss"] == "cross_entropy" for r in records)
 
 
@@ -110,35 +115,107 @@ def test_ntk_rank_probe_columns():
 # -------------------------------------------------------------------------- validation
 ALLOWED_ACTIVATIONS = "allowed: " + ", ".join(ACTIVATIONS)
 INVALID = {
-    "unknown activation": ([*SMOKE, "sweep.grid.activation=[tanh,swishy]"], "sweep.grid.activation: unknown activation 'swishy'", ALLOWED_ACTIVATIONS),
-    "width and ratio": ([*SMOKE, "+sweep.grid.width=[4]"], "sweep.grid.width: give either width or width_over_n", "not both"),
+    "unknown activation": (
+        [*SMOKE, "sweep.grid.activation=[tanh,swishy]"],
+        "sweep.grid.activation: unknown activation 'swishy'",
+        ALLOWED_ACTIVATIONS,
+    ),
+    "width and ratio": (
+        [*SMOKE, "+sweep.grid.width=[4]"],
+        "sweep.grid.width: give either width or width_over_n",
+        "not both",
+    ),
     "no width axis": ([*SMOKE, "~sweep.grid.width_over_n"], "sweep.grid.width: required axis", "width_over_n"),
     "no depth axis": ([*SMOKE, "~sweep.grid.depth"], "sweep.grid.depth: required axis", "sweep.grid.depth=[2,3]"),
     "depth 1": ([*SMOKE, "sweep.grid.depth=[1]"], "sweep.grid.depth: must be an integer >= 2", "got 1"),
-    "width 0": ([*SMOKE, "~sweep.grid.width_over_n", "+sweep.grid.width=[0]"], "sweep.grid.width: must be an integer >= 1", "got 0"),
+    "width 0": (
+        [*SMOKE, "~sweep.grid.width_over_n", "+sweep.grid.width=[0]"],
+        "sweep.grid.width: must be an integer >= 1",
+        "got 0",
+    ),
     "ratio <= 0": ([*SMOKE, "sweep.grid.width_over_n=[-1]"], "sweep.grid.width_over_n: must be a number > 0", "got -1"),
-    "ratio x n not integer": ([*SMOKE, "sweep.grid.width_over_n=[0.3]"], "sweep.grid.width_over_n: width = width_over_n x n_samples must be an integer", "0.3 x 6 = 1.8"),
+    "ratio x n not integer": (
+        [*SMOKE, "sweep.grid.width_over_n=[0.3]"],
+        "sweep.grid.width_over_n: width = width_over_n x n_samples must be an integer",
+        "0.3 x 6 = 1.8",
+    ),
     "n_samples 0": ([*SMOKE, "sweep.grid.n_samples=[0]"], "sweep.grid.n_samples: must be an integer >= 1", "got 0"),
     "empty axis": ([*SMOKE, "sweep.grid.activation=[]"], "sweep.grid.activation: empty axis", "at least one value"),
-    "unknown axis": ([*SMOKE, "sweep.grid.k=[2]"], "sweep.grid.k: unknown axis 'k' for width_threshold", "allowed: width, width_over_n, depth, activation, n_samples"),
-    "unknown axis added": ([*SMOKE, "+sweep.grid.k=[2]"], "sweep.grid.k: unknown axis 'k' for width_threshold", "allowed: width, width_over_n"),
-    "unknown optimizer": ([*SMOKE, "optimizer=sgd"], "optimizer: unknown optimizer option 'sgd'", "allowed: adam, gd, lbfgs, momentum"),
-    "no optimizer": ([*SMOKE, "~optimizer"], "optimizer: required by width_threshold", "allowed: adam, gd, lbfgs, momentum"),
+    "unknown axis": (
+        [*SMOKE, "sweep.grid.k=[2]"],
+        "sweep.grid.k: unknown axis 'k' for width_threshold",
+        "allowed: width, width_over_n, depth, activation, n_samples",
+    ),
+    "unknown axis added": (
+        [*SMOKE, "+sweep.grid.k=[2]"],
+        "sweep.grid.k: unknown axis 'k' for width_threshold",
+        "allowed: width, width_over_n",
+    ),
+    "unknown optimizer": (
+        [*SMOKE, "optimizer=sgd"],
+        "optimizer: unknown optimizer option 'sgd'",
+        "allowed: adam, gd, lbfgs, momentum",
+    ),
+    "no optimizer": (
+        [*SMOKE, "~optimizer"],
+        "optimizer: required by width_threshold",
+        "allowed: adam, gd, lbfgs, momentum",
+    ),
     "grad_tol 0": ([*SMOKE, "optimizer.grad_tol=0"], "optimizer.grad_tol: must be a positive number", "got 0"),
-    "max_iterations 0": ([*SMOKE, "optimizer.max_iterations=0"], "optimizer.max_iterations: must be an integer >= 1", "got 0"),
-    "max_iterations text": ([*SMOKE, "optimizer.max_iterations=many"], "optimizer.max_iterations: must be an integer", "got 'many'"),
-    "momentum 1": ([*SMOKE, "optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum: must be in [0, 1)", "got 1.0"),
-    "unknown data": ([*SMOKE, "data=mnist"], "data: unknown data option 'mnist'", "allowed: digits, distinct, random_labels, teacher"),
+    "max_iterations 0": (
+        [*SMOKE, "optimizer.max_iterations=0"],
+        "optimizer.max_iterations: must be an integer >= 1",
+        "got 0",
+    ),
+    "max_iterations text": (
+        [*SMOKE, "optimizer.max_iterations=many"],
+        "optimizer.max_iterations: must be an integer",
+        "got 'many'",
+    ),
+    "momentum 1": (
+        [*SMOKE, "optimizer=momentum", "optimizer.momentum=1.0"],
+        "optimizer.momentum: must be in [0, 1)",
+        "got 1.0",
+    ),
+    "unknown data": (
+        [*SMOKE, "data=mnist"],
+        "data: unknown data option 'mnist'",
+        "allowed: digits, distinct, random_labels, teacher",
+    ),
     "input_dim 0": ([*SMOKE, "data.input_dim=0"], "data.input_dim: must be an integer >= 1", "got 0"),
-    "digits too many": ([*SMOKE, "data=digits", "sweep.grid.n_samples=[2000]"], "sweep.grid.n_samples: digits has 1797 samples", "got 2000"),
-    "n_samples in data": ([*SMOKE, "+data.n_samples=5"], "data.n_samples: the number of samples is the grid axis", "sweep.grid.n_samples"),
+    "digits too many": (
+        [*SMOKE, "data=digits", "sweep.grid.n_samples=[2000]"],
+        "sweep.grid.n_samples: digits has 1797 samples",
+        "got 2000",
+    ),
+    "n_samples in data": (
+        [*SMOKE, "+data.n_samples=5"],
+        "data.n_samples: the number of samples is the grid axis",
+        "sweep.grid.n_samples",
+    ),
     "loss_tol 0": ([*SMOKE, "experiment.probes.loss_tol=0"], "experiment.probes.loss_tol: must be > 0", "got 0"),
     "unknown probe": ([*SMOKE, "+experiment.probes.colour=1"], "experiment.probes.colour: unknown field", "loss_tol"),
-    "unknown loss": ([*SMOKE, "experiment.loss=hinge"], "experiment.loss: 'hinge' is not one of", "square, cross_entropy"),
-    "cross-entropy on regression": ([*SMOKE, "experiment.loss=cross_entropy"], "data.classification: the cross-entropy loss needs class labels", "classification true"),
-    "unknown init": ([*SMOKE, "experiment.init=xavier"], "experiment.init: 'xavier' is not one of", "lecun, he, uniform"),
+    "unknown loss": (
+        [*SMOKE, "experiment.loss=hinge"],
+        "experiment.loss: 'hinge' is not one of",
+        "square, cross_entropy",
+    ),
+    "cross-entropy on regression": (
+        [*SMOKE, "experiment.loss=cross_entropy"],
+        "data.classification: the cross-entropy loss needs class labels",
+        "classification true",
+    ),
+    "unknown init": (
+        [*SMOKE, "experiment.init=xavier"],
+        "experiment.init: 'xavier' is not one of",
+        "lecun, he, uniform",
+    ),
     "protocol given": ([*SMOKE, "protocol=safran_shamir_2018"], "protocol: not used by width_threshold", "~protocol"),
-    "optimizer for teacher_student": (["sweep=smoke", "optimizer=adam"], "optimizer: not used by teacher_student", "~optimizer"),
+    "optimizer for teacher_student": (
+        ["sweep=smoke", "optimizer=adam"],
+        "optimizer: not used by teacher_student",
+        "~optimizer",
+    ),
 }
 
 
@@ -162,7 +239,8 @@ def test_rows_carry_the_cell_and_probe_columns(smoke_run):
     results, _ = smoke_run
     rows = _rows(results)
     assert sorted(rows.groupby(["activation", "width"]).size().items()) == [
-        ((a, w), SMOKE_SEEDS) for a in ("relu", "tanh") for w in (3, 6, 12)]
+        ((a, w), SMOKE_SEEDS) for a in ("relu", "tanh") for w in (3, 6, 12)
+    ]
     assert (rows["width_over_n"] == rows["width"] / rows["n_samples"]).all()
     assert (rows["full_rank"] == (rows["last_layer_rank"] == rows[["width", "n_samples"]].min(axis=1))).all()
     assert (rows["iterations"] <= 300).all() and (rows["hessian_method"] == "exact").all()
@@ -180,9 +258,11 @@ def test_report_tables_and_heat_map(smoke_run):
     for (activation, width), cell in rows.groupby(["activation", "width"]):
         row = table[(table["activation"] == activation) & (table["width"] == width)].iloc[0]
         assert row["runs"] == len(cell) == SMOKE_SEEDS
-        for column, count in [("global", int((cell["status"] == "global").sum())),
-                              ("full_rank", int(cell["full_rank"].sum())),
-                              ("init_full_rank", int(cell["init_full_rank"].sum()))]:
+        for column, count in [
+            ("global", int((cell["status"] == "global").sum())),
+            ("full_rank", int(cell["full_rank"].sum())),
+            ("init_full_rank", int(cell["init_full_rank"].sum())),
+        ]:
             lo, hi = wilson(count, len(cell))
             assert row[f"n_{column}"] == count
             assert row[f"frac_{column}"] == pytest.approx(count / len(cell))
@@ -215,10 +295,20 @@ def test_mlflow_children_carry_the_report_metrics(smoke_run):
     for child in children:
         cell_id, metrics, params = child.data.params["cell_id"], child.data.metrics, child.data.params
         assert metrics["runs"] == SMOKE_SEEDS
-        for key in ("frac_global", "frac_global_lo", "frac_global_hi", "frac_spurious", "frac_full_rank",
-                    "frac_full_rank_hi", "frac_init_full_rank", "iterations_max"):
+        for key in (
+            "frac_global",
+            "frac_global_lo",
+            "frac_global_hi",
+            "frac_spurious",
+            "frac_full_rank",
+            "frac_full_rank_hi",
+            "frac_init_full_rank",
+            "iterations_max",
+        ):
             assert metrics[key] == pytest.approx(table.loc[cell_id, key]), key
-        assert params["width"] == str(table.loc[cell_id, "width"]) and params["activation"] == table.loc[cell_id, "activation"]
+        assert (
+            params["width"] == str(table.loc[cell_id, "width"])
+            and params["activation"] == table.loc[cell_id, "activation"]
+        )
         assert params["optimizer"] == "lbfgs" and params["optimizer_max_iterations"] == "300"
         assert "n_families" not in metrics
-

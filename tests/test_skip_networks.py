@@ -57,8 +57,18 @@ def test_skip_equals_plain_when_skip_weights_are_zero():
 
 def test_rand_mode_reaches_zero_training_error_when_psi_has_rank_n():
     # random labels: nothing to learn but memorisation; the convex fit interpolates iff features span R^N
-    kw = dict(width=16, depth=4, activation="sigmoid", n_samples=48, seeds=range(3), mode="rand",
-              data="random_labels", classes=3, n_test=0, rand_max_iterations=3000)
+    kw = dict(
+        width=16,
+        depth=4,
+        activation="sigmoid",
+        n_samples=48,
+        seeds=range(3),
+        mode="rand",
+        data="random_labels",
+        classes=3,
+        n_test=0,
+        rand_max_iterations=3000,
+    )
     skip = run(architecture="skip", **kw)  # M = N = 48 of the 48 hidden neurons
     assert all(r["psi_full_rank"] and r["init_psi_rank"] == 48 for r in skip)
     assert all(r["zero_train_error"] and r["status"] == "global" for r in skip)
@@ -70,8 +80,16 @@ def test_rand_mode_reaches_zero_training_error_when_psi_has_rank_n():
 
 def test_batched_equals_per_seed_for_both_modes():
     for mode in ("sgd", "rand"):
-        kw = dict(width=10, depth=3, activation="softplus", n_samples=16, mode=mode, n_test=20,
-                  sgd=dict(epochs=5, batch_size=4, lr=0.05), rand_max_iterations=200)
+        kw = dict(
+            width=10,
+            depth=3,
+            activation="softplus",
+            n_samples=16,
+            mode=mode,
+            n_test=20,
+            sgd=dict(epochs=5, batch_size=4, lr=0.05),
+            rand_max_iterations=200,
+        )
         batched = run(seeds=[3, 4, 5], **kw)
         for rec in batched:
             one = run(seeds=[rec["seed"]], **kw)[0]
@@ -88,8 +106,14 @@ def test_plain_and_skip_share_initial_hidden_weights_per_seed():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [(dict(mode="adam"), "mode"), (dict(architecture="resnet"), "architecture"), (dict(activation="nope"), "activation"),
-     (dict(M=500), "skip.M"), (dict(data="cifar"), "data.name"), (dict(sgd=dict(lr=0)), "sgd.lr")],
+    [
+        (dict(mode="adam"), "mode"),
+        (dict(architecture="resnet"), "architecture"),
+        (dict(activation="nope"), "activation"),
+        (dict(M=500), "skip.M"),
+        (dict(data="cifar"), "data.name"),
+        (dict(sgd=dict(lr=0)), "sgd.lr"),
+    ],
 )
 def test_invalid_skip_options_name_the_field(kwargs, field):
     base = dict(width=6, depth=3, activation="sigmoid", n_samples=8, seeds=[0])
@@ -100,21 +124,40 @@ def test_invalid_skip_options_name_the_field(kwargs, field):
 
 def test_a_diverged_run_is_recorded_without_probes():
     # lr 1e6: seed 1's weights overflow to NaN within 20 epochs (seed 0 stays finite)
-    records = run(width=8, depth=3, activation="softplus", n_samples=16, seeds=[0, 1], mode="sgd", n_test=10,
-                  sgd=dict(lr=1e6, epochs=20, batch_size=4, momentum=0.9))
+    records = run(
+        width=8,
+        depth=3,
+        activation="softplus",
+        n_samples=16,
+        seeds=[0, 1],
+        mode="sgd",
+        n_test=10,
+        sgd=dict(lr=1e6, epochs=20, batch_size=4, momentum=0.9),
+    )
     diverged = records[1]
     assert diverged["status"] == "diverged" and not diverged["zero_train_error"]
     assert diverged["psi_rank"] is None and diverged["psi_full_rank"] is None and diverged["init_psi_rank"] == 16
-    assert diverged["test_accuracy"] != diverged["test_accuracy"] and diverged["train_error"] != diverged["train_error"]  # NaN
+    assert (
+        diverged["test_accuracy"] != diverged["test_accuracy"] and diverged["train_error"] != diverged["train_error"]
+    )  # NaN
     assert records[0]["status"] != "diverged" and isinstance(records[0]["psi_rank"], int)
 
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [(dict(skip_layers=[3]), "skip.layers"), (dict(skip_layers=[1, 1]), "skip.layers"), (dict(M=17, skip_layers=[2]), "skip.M"),
-     (dict(n_test=-1), "data.n_test"), (dict(data="digits", n_samples=1700, n_test=500, width=2000), "n_samples"),
-     (dict(classes=1), "data.classes"), (dict(sgd=dict(beta=1)), "sgd.beta"), (dict(sgd=dict(milestones=["a"])), "sgd.milestones"),
-     (dict(rank_rtol=0), "rank_rtol"), (dict(rand_max_iterations=0), "rand_max_iterations"), (dict(depth=1), "depth")],
+    [
+        (dict(skip_layers=[3]), "skip.layers"),
+        (dict(skip_layers=[1, 1]), "skip.layers"),
+        (dict(M=17, skip_layers=[2]), "skip.M"),
+        (dict(n_test=-1), "data.n_test"),
+        (dict(data="digits", n_samples=1700, n_test=500, width=2000), "n_samples"),
+        (dict(classes=1), "data.classes"),
+        (dict(sgd=dict(beta=1)), "sgd.beta"),
+        (dict(sgd=dict(milestones=["a"])), "sgd.milestones"),
+        (dict(rank_rtol=0), "rank_rtol"),
+        (dict(rand_max_iterations=0), "rand_max_iterations"),
+        (dict(depth=1), "depth"),
+    ],
 )
 def test_resolve_options_names_the_field_before_running(kwargs, field):
     base = dict(width=8, depth=3, activation="sigmoid", n_samples=8)

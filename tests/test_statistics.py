@@ -76,7 +76,9 @@ def test_wilson_is_bitwise_scipys_binomtest(successes, trials, confidence):
     assert wilson_interval(successes, trials, confidence) == (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
-@pytest.mark.parametrize(("successes", "trials", "confidence"), [(-1, 10, 0.9), (11, 10, 0.9), (3, 10, 1.5), (3, 10, -0.1)])
+@pytest.mark.parametrize(
+    ("successes", "trials", "confidence"), [(-1, 10, 0.9), (11, 10, 0.9), (3, 10, 1.5), (3, 10, -0.1)]
+)
 def test_wilson_refuses_counts_or_levels_out_of_range(successes, trials, confidence):
     with pytest.raises(ValueError):
         wilson_interval(successes, trials, confidence)
@@ -142,7 +144,9 @@ def test_interval_shrinks_with_trials(interval):
 
 def _coverage(interval, n: int, p: float, confidence: float) -> float:
     """Exact coverage: the probability, over X ~ Binomial(n, p), that the interval holds p."""
-    return sum(binom.pmf(k, n, p) for k in range(n + 1) if interval(k, n, confidence)[0] <= p <= interval(k, n, confidence)[1])
+    return sum(
+        binom.pmf(k, n, p) for k in range(n + 1) if interval(k, n, confidence)[0] <= p <= interval(k, n, confidence)[1]
+    )
 
 
 @pytest.mark.parametrize("p", [0.05, 0.126, 0.3, 0.5, 0.8])

@@ -8,12 +8,14 @@ import torch
 from landscape_core.networks import forward, unflatten
 from landscape_core.string_sampling import (
     StringSpec,
-    train_beads as _train_beads,
     cyclic_permutation_counterexample,
     dynamic_string_sampling,
     interpolation_losses,
     resolve_options,
     run_string_sampling,
+)
+from landscape_core.string_sampling import (
+    train_beads as _train_beads,
 )
 from landscape_core.training import TrainSpec
 
@@ -57,7 +59,9 @@ def test_interpolation_reproduces_endpoints_exactly():
 def test_convex_problem_certifies_with_no_beads_and_unit_length():
     loss, X, y, a, b = _linear_regression()
     L0 = 1.0001 * max(float(loss(a, X, y)), float(loss(b, X, y)))
-    rec = dynamic_string_sampling(loss, a, b, X, y, spec=StringSpec(threshold=L0), bead_training=TrainSpec(optimizer="adam", lr=0.01))
+    rec = dynamic_string_sampling(
+        loss, a, b, X, y, spec=StringSpec(threshold=L0), bead_training=TrainSpec(optimizer="adam", lr=0.01)
+    )
     assert rec["dss_connected"] and rec["dss_beads"] == 0 and rec["dss_rounds"] == 0
     assert rec["dss_normalized_length"] == pytest.approx(1.0, abs=1e-12)
 
@@ -67,8 +71,13 @@ def test_double_well_with_barrier_above_threshold_does_not_certify():
         return ((t * t - 1.0) ** 2).sum()
 
     a, b = torch.tensor([-1.0], dtype=F64), torch.tensor([1.0], dtype=F64)
-    rec = dynamic_string_sampling(loss, a, b, spec=StringSpec(threshold=0.1, max_rounds=5),
-                                  bead_training=TrainSpec(optimizer="gd", lr=0.05, max_iterations=500))
+    rec = dynamic_string_sampling(
+        loss,
+        a,
+        b,
+        spec=StringSpec(threshold=0.1, max_rounds=5),
+        bead_training=TrainSpec(optimizer="gd", lr=0.05, max_iterations=500),
+    )
     assert not rec["dss_connected"]
     assert rec["dss_max_interp_loss"] >= 0.11
     assert rec["dss_normalized_length"] >= 1.0
@@ -82,8 +91,15 @@ def test_counterexample_is_not_certified(constrained):
         return 0.5 * ((forward(unflatten(t, spec), X, spec) - Y) ** 2).sum(-1).mean()
 
     assert float(loss(A, X, Y)) < 1e-30 and float(loss(B, X, Y)) < 1e-30  # both exact solutions
-    rec = dynamic_string_sampling(loss, A, B, X, Y, spec=StringSpec(threshold=0.01, max_rounds=6, constrained=constrained),
-                                  bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=1500))
+    rec = dynamic_string_sampling(
+        loss,
+        A,
+        B,
+        X,
+        Y,
+        spec=StringSpec(threshold=0.01, max_rounds=6, constrained=constrained),
+        bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=1500),
+    )
     assert not rec["dss_connected"]
     assert rec["dss_normalized_length"] >= 1.0
     assert len(rec["dss_segment_max_losses"]) == rec["dss_beads"] + 1
@@ -106,8 +122,16 @@ def test_batched_bead_training_equals_one_by_one():
 def test_keep_string_returns_endpoints_first_and_last():
     loss, X, y, a, b = _linear_regression()
     L0 = 0.5 * max(float(loss(a, X, y)), float(loss(b, X, y)))  # endpoints above the level: not connected
-    rec = dynamic_string_sampling(loss, a, b, X, y, spec=StringSpec(threshold=L0, max_rounds=2), keep_string=True,
-                                  bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=50))
+    rec = dynamic_string_sampling(
+        loss,
+        a,
+        b,
+        X,
+        y,
+        spec=StringSpec(threshold=L0, max_rounds=2),
+        keep_string=True,
+        bead_training=TrainSpec(optimizer="adam", lr=0.01, max_iterations=50),
+    )
     string = torch.tensor(rec["dss_string"], dtype=F64)
     torch.testing.assert_close(string[0], a, rtol=0, atol=0)
     torch.testing.assert_close(string[-1], b, rtol=0, atol=0)
@@ -120,25 +144,52 @@ def test_keep_string_returns_endpoints_first_and_last():
 
 
 def test_run_string_sampling_protocol_entry_points():
-    counter = run(problem="counterexample", threshold=0.01, seeds=[0], loss="mse",
-                  string=dict(max_rounds=4), bead_training=dict(lr=0.01, max_iterations=1000))
+    counter = run(
+        problem="counterexample",
+        threshold=0.01,
+        seeds=[0],
+        loss="mse",
+        string=dict(max_rounds=4),
+        bead_training=dict(lr=0.01, max_iterations=1000),
+    )
     assert counter[0]["status"] == "global" and not counter[0]["dss_connected"]
-    quad = run(problem="quadratic", threshold=0.05, seeds=[0, 1], n_train=1000, n_test=500,
-               endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=5))
+    quad = run(
+        problem="quadratic",
+        threshold=0.05,
+        seeds=[0, 1],
+        n_train=1000,
+        n_test=500,
+        endpoint_training=dict(lr=1e-2, max_iterations=20_000),
+        string=dict(max_rounds=5),
+    )
     for r in quad:
         assert r["status"] == "global" and max(r["endpoint_train_losses"]) < 0.95 * 0.05
         assert r["dss_normalized_length"] >= 1.0 and r["dss_beads"] == len(r["dss_segment_max_losses"]) - 1
         if r["dss_connected"]:
             assert max(r["dss_segment_max_losses"]) < 1.1 * 0.05
     # endpoints that cannot reach the threshold are reported, not strung
-    hard = run(problem="quadratic", threshold=1e-6, seeds=[0], n_train=200, n_test=50,
-               endpoint_training=dict(max_iterations=50))
+    hard = run(
+        problem="quadratic",
+        threshold=1e-6,
+        seeds=[0],
+        n_train=200,
+        n_test=50,
+        endpoint_training=dict(max_iterations=50),
+    )
     assert hard[0]["status"] == "not_converged" and hard[0]["dss_connected"] is None  # DSS did not run
 
 
 def test_interpolation_probe_records_lines_with_exact_ends():
-    records = run(problem="quadratic", threshold=0.05, seeds=[0], n_train=500, n_test=100, probe_points=7,
-                  endpoint_training=dict(lr=1e-2, max_iterations=20_000), string=dict(max_rounds=3))
+    records = run(
+        problem="quadratic",
+        threshold=0.05,
+        seeds=[0],
+        n_train=500,
+        n_test=100,
+        probe_points=7,
+        endpoint_training=dict(lr=1e-2, max_iterations=20_000),
+        string=dict(max_rounds=3),
+    )
     r = records[0]
     assert r["status"] == "global" and r["probe_points"] == 7
     ab, init_a, init_b = r["interp_ab_losses"], r["interp_init_a_losses"], r["interp_init_b_losses"]
@@ -152,8 +203,15 @@ def test_interpolation_probe_records_lines_with_exact_ends():
     rises = [b - a for line in (init_a, init_b) for a, b in zip(line, line[1:])]
     assert r["interp_init_max_rise"] == pytest.approx(max(0.0, max(rises)), rel=1e-12)
     # the same line from the core's interpolation function: A -> B on the training data, recomputed
-    counter = run(problem="counterexample", threshold=0.01, seeds=[0], loss="mse", probe_points=5,
-                  string=dict(max_rounds=1), bead_training=dict(lr=0.01, max_iterations=10))
+    counter = run(
+        problem="counterexample",
+        threshold=0.01,
+        seeds=[0],
+        loss="mse",
+        probe_points=5,
+        string=dict(max_rounds=1),
+        bead_training=dict(lr=0.01, max_iterations=10),
+    )
     c = counter[0]
     X, Y, A, B, spec = cyclic_permutation_counterexample()
 

@@ -50,17 +50,37 @@ def test_sweep_runs_its_first_cell_with_a_tiny_budget(sweep):
                 assert record[key] == value, key
     columns = columns_of(records)
     where = {"hostname": "node-a", "node_id": "abc", "gpu_ids": ""}
-    table = unit_table(unit, columns, constants=where, experiment=experiment.name, column_types=experiment.columns,
-                       sweep=plan.sweep, code_version="test")
+    table = unit_table(
+        unit,
+        columns,
+        constants=where,
+        experiment=experiment.name,
+        column_types=experiment.columns,
+        sweep=plan.sweep,
+        code_version="test",
+    )
     assert table.num_rows == len(seeds) and table.schema.names[: len(schema.names)] == schema.names
     # built column by column = the rows as dicts through Table.from_pylist (the reference),
     # value for value (the repr of the values: exact for floats, and NaN equals NaN) and type for type
-    contract = {"sweep": plan.sweep, "experiment": experiment.name, "cell_id": unit.cell.cell_id, "unit_id": unit.unit_id,
-                "code_version": "test", "config_json": unit.cell.config_json, "error_message": None}
+    contract = {
+        "sweep": plan.sweep,
+        "experiment": experiment.name,
+        "cell_id": unit.cell.cell_id,
+        "unit_id": unit.unit_id,
+        "code_version": "test",
+        "config_json": unit.cell.config_json,
+        "error_message": None,
+    }
     reference = rows_table([{**record, **where, **contract} for record in records], schema)
     assert table.schema == reference.schema and repr(table.to_pylist()) == repr(reference.to_pylist())
     # the driver's copy: the same rows again from the records' own columns (as Arrow) that cross Ray
-    again = unit_table(unit, {name: table.column(name) for name in columns}, constants=where,
-                       experiment=experiment.name, column_types=experiment.columns, sweep=plan.sweep,
-                       code_version="test")
+    again = unit_table(
+        unit,
+        {name: table.column(name) for name in columns},
+        constants=where,
+        experiment=experiment.name,
+        column_types=experiment.columns,
+        sweep=plan.sweep,
+        code_version="test",
+    )
     assert again.schema == table.schema and repr(again.to_pylist()) == repr(table.to_pylist())

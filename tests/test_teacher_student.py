@@ -8,12 +8,16 @@ import math
 import pytest
 import torch
 
+from landscape_core.families import group_records_student_perm as group_families  # replaces teacher_student's
+from landscape_core.statistics import clopper_pearson_interval as _clopper_pearson
+from landscape_core.symmetry import student_permutation_distance as permutation_distance  # replaces teacher_student's
 from landscape_core.teacher_student import (
     STATUSES,
     TeacherStudentProtocol,
     gradient_descent,
     hessian_extreme_eigenvalues,
     initial_points,
+    main,
     neuron_gradient_norm,
     population_gradient,
     population_hessian,
@@ -21,10 +25,6 @@ from landscape_core.teacher_student import (
     run_teacher_student,
     scaled_gradient,
 )
-from landscape_core.families import group_records_student_perm as group_families  # replaces teacher_student's
-from landscape_core.statistics import clopper_pearson_interval as _clopper_pearson
-from landscape_core.symmetry import student_permutation_distance as permutation_distance  # replaces teacher_student's
-from landscape_core.teacher_student import main
 from landscape_core.teacher_student_reference import run_teacher_student_reference
 
 F64 = torch.float64
@@ -124,11 +124,23 @@ def test_result_independent_of_chunking():
     assert [a[6]["final_weights"], a[3]["final_weights"]] == [b[0]["final_weights"], b[1]["final_weights"]]
 
 
-_DESCENT_FIELDS = ("weights", "grad_norm", "iterations", "restarts", "final_step", "converged", "diverged",
-                   "stopped_early", "monotone", "proven")
+_DESCENT_FIELDS = (
+    "weights",
+    "grad_norm",
+    "iterations",
+    "restarts",
+    "final_step",
+    "converged",
+    "diverged",
+    "stopped_early",
+    "monotone",
+    "proven",
+)
 
 
-@pytest.mark.parametrize("options", [{}, {"early_stop_global": True, "stop_when_proven": True}], ids=["published", "fused"])
+@pytest.mark.parametrize(
+    "options", [{}, {"early_stop_global": True, "stop_when_proven": True}], ids=["published", "fused"]
+)
 def test_one_teacher_per_run_matches_each_run_alone(options):
     """The descent writes a shared teacher's rows into its block slots once, and a batch of
     different teachers' rows every block: a batch of runs with a teacher each (random
@@ -140,21 +152,25 @@ def test_one_teacher_per_run_matches_each_run_alone(options):
     together = gradient_descent(W0, V, p)
     assert len(set(together.iterations.tolist())) > 1  # runs leave the batch at different blocks
     for r in range(6):
-        alone = gradient_descent(W0[r:r + 1], V[r:r + 1], p)
+        alone = gradient_descent(W0[r : r + 1], V[r : r + 1], p)
         for name in _DESCENT_FIELDS:
-            torch.testing.assert_close(getattr(alone, name)[0], getattr(together, name)[r], rtol=0, atol=0,
-                                       equal_nan=True, msg=name)
+            torch.testing.assert_close(
+                getattr(alone, name)[0], getattr(together, name)[r], rtol=0, atol=0, equal_nan=True, msg=name
+            )
 
 
-
-@pytest.mark.parametrize("options", [
-    {},  # the published protocol
-    {"early_stop_global": True},  # F from _student_terms every iteration
-    {"early_stop_global": True, "stop_when_proven": True},  # F from the gradient's angles (fused)
-    {"step": 40.0, "max_iterations": 3000},  # restarts inside blocks
-    {"stopping_norm": "frobenius", "grad_tol": 1e-12, "max_iterations": 4000},
-    {"max_iterations": 777},  # the cap inside a block
-], ids=["published", "early", "fused", "restarts", "frobenius", "cap"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # the published protocol
+        {"early_stop_global": True},  # F from _student_terms every iteration
+        {"early_stop_global": True, "stop_when_proven": True},  # F from the gradient's angles (fused)
+        {"step": 40.0, "max_iterations": 3000},  # restarts inside blocks
+        {"stopping_norm": "frobenius", "grad_tol": 1e-12, "max_iterations": 4000},
+        {"max_iterations": 777},  # the cap inside a block
+    ],
+    ids=["published", "early", "fused", "restarts", "frobenius", "cap"],
+)
 def test_block_length_does_not_change_any_run(options, monkeypatch):
     """Blocks keep every iterate and put each run back at its first event afterwards; that
     must be the one-run loop exactly: block length 1 (an event check after every iteration),
@@ -167,7 +183,9 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
     k = 4
     W0, V = initial_points(k, k, range(10), TeacherStudentProtocol())
     results = [gradient_descent(W0, V, TeacherStudentProtocol(compact_every=c, **options)) for c in (1, 7, 64)]
-    monkeypatch.setattr(ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * 2 * k * k * 8)  # two iterates [W; V] of 10 runs: blocks of 2
+    monkeypatch.setattr(
+        ts, "_BLOCK_BUFFER_BYTES", 3 * 10 * 2 * k * k * 8
+    )  # two iterates [W; V] of 10 runs: blocks of 2
     results.append(gradient_descent(W0, V, TeacherStudentProtocol(compact_every=64, **options)))
     monkeypatch.undo()
     monkeypatch.setattr(ts, "prove_outcomes", lambda prover, cand, runs: torch.zeros_like(cand))
@@ -180,8 +198,9 @@ def test_block_length_does_not_change_any_run(options, monkeypatch):
         assert bool(results[0].stopped_early.any())
     for other in results[1:]:
         for name in _DESCENT_FIELDS:
-            torch.testing.assert_close(getattr(other, name), getattr(results[0], name), rtol=0, atol=0,
-                                       equal_nan=True, msg=name)
+            torch.testing.assert_close(
+                getattr(other, name), getattr(results[0], name), rtol=0, atol=0, equal_nan=True, msg=name
+            )
 
 
 def test_fused_loss_and_gradient_match_the_separate_closed_forms():
@@ -310,12 +329,25 @@ def test_permutation_distance_and_family_grouping():
     assert permutation_distance(A, B) == pytest.approx(0.3, rel=1e-12)
 
     def rec(seed, W, loss):
-        return dict(seed=seed, status="spurious", k=5, n=5, d=5, final_loss=loss, min_eig=0.02,
-                    final_weights=W.reshape(-1).tolist())
+        return dict(
+            seed=seed,
+            status="spurious",
+            k=5,
+            n=5,
+            d=5,
+            final_loss=loss,
+            min_eig=0.02,
+            final_weights=W.reshape(-1).tolist(),
+        )
 
     C = _random((5, 5), 41)
-    records = [rec(0, A, 0.02), rec(1, A[perm], 0.02), rec(2, C, 0.03), rec(3, A[perm.flip(0)] + 1e-7, 0.02),
-               rec(4, B, 0.025)]
+    records = [
+        rec(0, A, 0.02),
+        rec(1, A[perm], 0.02),
+        rec(2, C, 0.03),
+        rec(3, A[perm.flip(0)] + 1e-7, 0.02),
+        rec(4, B, 0.025),
+    ]
     fams = group_families(records, tol=1e-4)
     assert [f["multiplicity"] for f in fams] == [3, 1, 1]
     assert fams[0]["seeds"] == [0, 1, 3] and fams[0]["objective"] == pytest.approx(0.02)

@@ -37,14 +37,31 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    server = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-                               "--artifacts-destination", str(root / "artifacts")],
-                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(uri, server, timeout=120, name="mlflow server",
-                        output=lambda: server.stderr.read().decode()[-3000:])
+        wait_for_health(
+            uri, server, timeout=120, name="mlflow server", output=lambda: server.stderr.read().decode()[-3000:]
+        )
         yield uri, root
     finally:
         os.killpg(server.pid, 9)
@@ -72,22 +89,34 @@ def test_a_sweep_tracked_on_a_server_logs_parent_children_metrics_and_artifacts(
     children = children_of(client, result.parent_run_id, role="cell")
     assert len(children) == TINY_CELLS
     assert all(child.data.metrics["runs"] == TINY_SEEDS for child in children)
-    assert sorted((int(c.data.params["k"]), int(c.data.params["n"])) for c in children) == [(2, 2), (2, 3), (3, 3), (3, 4)]
+    assert sorted((int(c.data.params["k"]), int(c.data.params["n"])) for c in children) == [
+        (2, 2),
+        (2, 3),
+        (3, 3),
+        (3, 4),
+    ]
     artifacts = {item.path for item in client.list_artifacts(result.parent_run_id, "report")}
     assert "report/table.md" in artifacts and "report/table.csv" in artifacts
     local = client.download_artifacts(result.parent_run_id, "report/table.md", str(tmp_path))
     assert open(local).read() == (results / "smoke" / "report" / "table.md").read_text()
     assert (root / "artifacts").is_dir()
     # the parent charts the headline against k by itself: one history per n - k, step = k
-    for name in ("frac_spurious_vs_k/n_minus_k:0", "frac_spurious_vs_k/n_minus_k:1", "frac_certified_spurious_vs_k/n_minus_k:0"):
+    for name in (
+        "frac_spurious_vs_k/n_minus_k:0",
+        "frac_spurious_vs_k/n_minus_k:1",
+        "frac_certified_spurious_vs_k/n_minus_k:0",
+    ):
         history = client.get_metric_history(result.parent_run_id, name)
         assert [point.step for point in sorted(history, key=lambda p: p.step)] == [2, 3]
         assert all(point.value == 0.0 for point in history)  # k = 2, 3: no spurious run
     import json
 
     assert {"path": "report/table.json", "type": "table"} in json.loads(
-        client.get_run(result.parent_run_id).data.tags["mlflow.loggedArtifacts"])  # what the UI's table view reads
-    logged = json.loads(open(client.download_artifacts(result.parent_run_id, "report/table.json", str(tmp_path))).read())
+        client.get_run(result.parent_run_id).data.tags["mlflow.loggedArtifacts"]
+    )  # what the UI's table view reads
+    logged = json.loads(
+        open(client.download_artifacts(result.parent_run_id, "report/table.json", str(tmp_path))).read()
+    )
     table = pd.DataFrame(logged["data"], columns=logged["columns"])
     assert len(table) == TINY_CELLS and {"k", "n", "frac_spurious", "frac_spurious_lo"} <= set(table.columns)
 

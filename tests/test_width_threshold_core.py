@@ -53,17 +53,38 @@ def test_rank_tolerance_edge_and_nearly_singular():
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus"])
 def test_rank_at_init_is_full_for_analytic_activations(activation):
-    recs = run(width=12, depth=3, activation=activation, n_samples=8, seeds=range(3),
-               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(
+        width=12,
+        depth=3,
+        activation=activation,
+        n_samples=8,
+        seeds=range(3),
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(max_iterations=1),
+    )
     assert all(r["init_last_layer_rank"] == 8 and r["init_full_rank"] for r in recs)
-    recs = run(width=5, depth=2, activation=activation, n_samples=8, seeds=range(3),
-               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(
+        width=5,
+        depth=2,
+        activation=activation,
+        n_samples=8,
+        seeds=range(3),
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(max_iterations=1),
+    )
     assert all(r["init_last_layer_rank"] == 5 and r["init_full_rank"] for r in recs)  # min(n, width)
 
 
 def test_linear_network_rank_limited_by_input_dimension():
-    recs = run(width=12, depth=3, activation="linear", n_samples=10, seeds=range(3),
-               data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    recs = run(
+        width=12,
+        depth=3,
+        activation="linear",
+        n_samples=10,
+        seeds=range(3),
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(max_iterations=1),
+    )
     assert all(r["init_last_layer_rank"] == 3 and not r["init_full_rank"] for r in recs)
 
 
@@ -138,24 +159,43 @@ def test_training_reaches_stationary_point_and_gradient_is_small():
 
 
 def test_run_width_threshold_records_and_statuses():
-    recs = run(width=16, depth=2, activation="tanh", n_samples=8, seeds=range(4),
-               data=dict(name="random_labels", input_dim=3),
-               optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9))
+    recs = run(
+        width=16,
+        depth=2,
+        activation="tanh",
+        n_samples=8,
+        seeds=range(4),
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(name="lbfgs", lr=1.0, max_iterations=2000, grad_tol=1e-9),
+    )
     for r in recs:
         assert r["status"] == "global" and r["final_loss"] < 1e-6  # width 2n, analytic activation
         assert r["full_rank"] and r["last_layer_rank"] == 8 and r["hessian_method"] == "exact"
         for key in ("min_eig", "last_layer_sigma_min", "last_layer_rank_tol", "width_over_n", "optimizer_lr"):
             assert key in r
-    quick = run(width=4, depth=2, activation="linear", n_samples=8, seeds=[0],
-                data=dict(name="random_labels", input_dim=3),
-                optimizer=dict(name="lbfgs", lr=1.0, max_iterations=500, grad_tol=1e-9))
+    quick = run(
+        width=4,
+        depth=2,
+        activation="linear",
+        n_samples=8,
+        seeds=[0],
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(name="lbfgs", lr=1.0, max_iterations=500, grad_tol=1e-9),
+    )
     assert quick[0]["status"] == "spurious"  # least squares cannot interpolate 8 random labels from 3 inputs
 
 
 def test_all_activations_run():
     for act in ACTIVATIONS:
-        recs = run(width=4, depth=2, activation=act, n_samples=4, seeds=[0],
-                   data=dict(name="random_labels", input_dim=2), optimizer=dict(max_iterations=5))
+        recs = run(
+            width=4,
+            depth=2,
+            activation=act,
+            n_samples=4,
+            seeds=[0],
+            data=dict(name="random_labels", input_dim=2),
+            optimizer=dict(max_iterations=5),
+        )
         assert recs[0]["status"] in ("global", "spurious", "saddle", "not_converged", "diverged")
 
 
@@ -182,8 +222,15 @@ def test_invalid_width_threshold_options_name_the_field(kwargs, field):
 
 def test_ntk_gram_rank_probe():
     """Claim VI.3's Gram matrix J J^T (n x n here) has rank n for a wide analytic net; null when off."""
-    kwargs = dict(width=12, depth=2, activation="tanh", n_samples=8, seeds=range(2),
-                  data=dict(name="random_labels", input_dim=3), optimizer=dict(max_iterations=1))
+    kwargs = dict(
+        width=12,
+        depth=2,
+        activation="tanh",
+        n_samples=8,
+        seeds=range(2),
+        data=dict(name="random_labels", input_dim=3),
+        optimizer=dict(max_iterations=1),
+    )
     on = run(probes=dict(ntk_rank=True), **kwargs)
     assert all(r["ntk_gram_rank"] == 8 and r["ntk_full_rank"] is True and r["ntk_rank"] is True for r in on)
     off = run(**kwargs)
@@ -191,11 +238,33 @@ def test_ntk_gram_rank_probe():
 
 
 def test_resolved_options_are_the_record_columns():
-    options = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
-                              optimizer=dict(name="lbfgs"), probes=dict(loss_tol=1e-8))
+    options = resolve_options(
+        width=6,
+        depth=3,
+        activation="gelu",
+        n_samples=4,
+        data=dict(name="distinct", input_dim=2),
+        optimizer=dict(name="lbfgs"),
+        probes=dict(loss_tol=1e-8),
+    )
     assert options.train.stop_loss == 1e-8  # stop_loss 0 resolves to the global threshold
-    recs = run(width=6, depth=3, activation="gelu", n_samples=4, seeds=[0], data=dict(name="distinct", input_dim=2),
-               optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8))
-    columns = resolve_options(width=6, depth=3, activation="gelu", n_samples=4, data=dict(name="distinct", input_dim=2),
-                              optimizer=dict(name="lbfgs", max_iterations=3), probes=dict(loss_tol=1e-8)).columns()
+    recs = run(
+        width=6,
+        depth=3,
+        activation="gelu",
+        n_samples=4,
+        seeds=[0],
+        data=dict(name="distinct", input_dim=2),
+        optimizer=dict(name="lbfgs", max_iterations=3),
+        probes=dict(loss_tol=1e-8),
+    )
+    columns = resolve_options(
+        width=6,
+        depth=3,
+        activation="gelu",
+        n_samples=4,
+        data=dict(name="distinct", input_dim=2),
+        optimizer=dict(name="lbfgs", max_iterations=3),
+        probes=dict(loss_tol=1e-8),
+    ).columns()
     assert {key: recs[0][key] for key in columns} == columns

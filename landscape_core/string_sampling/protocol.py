@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import torch
 from torch.func import vmap
@@ -125,23 +125,40 @@ def resolve_options(
         raise OptionError("probe_points", f"must be an integer >= 2 (t = 0 and t = 1 included), got {probe_points!r}")
     sspec = StringSpec(threshold=threshold, **(string or {}))
     sspec.validate()
-    end_kw = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12, **(endpoint_training or {})}
+    end_kw = {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "max_iterations": 100_000,
+        "grad_tol": 1e-12,
+        **(endpoint_training or {}),
+    }
     bead_kw = {**end_kw, **(bead_training or {})}
     end_spec = TrainSpec(**{**end_kw, "stop_loss": sspec.alpha * threshold})
     bead_spec = TrainSpec(**bead_kw)
     end_spec.validate()
     return StringSamplingOptions(
-        problem=problem, threshold=threshold, width=width, depth=depth, activation=activation, init=init, loss=loss,
-        n_train=n_train, n_test=n_test, input_dim=input_dim, teacher_width=teacher_width, data_seed=data_seed,
-        keep_string=keep_string, probe_points=probe_points, string=sspec, endpoint=end_spec, bead=bead_spec,
+        problem=problem,
+        threshold=threshold,
+        width=width,
+        depth=depth,
+        activation=activation,
+        init=init,
+        loss=loss,
+        n_train=n_train,
+        n_test=n_test,
+        input_dim=input_dim,
+        teacher_width=teacher_width,
+        data_seed=data_seed,
+        keep_string=keep_string,
+        probe_points=probe_points,
+        string=sspec,
+        endpoint=end_spec,
+        bead=bead_spec,
     )
 
 
 def run_string_sampling(
-    options: StringSamplingOptions,
-    *,
-    seeds: Iterable[int],
-    device: str | torch.device = "cpu",
+    options: StringSamplingOptions, *, seeds: Iterable[int], device: str | torch.device = "cpu"
 ) -> list[dict]:
     """One DSS pair per seed: train two endpoints independently below ``alpha * threshold``
     (all endpoints of the cell as one batch), then run :func:`dynamic_string_sampling`.
@@ -182,9 +199,14 @@ def run_string_sampling(
     dev = torch.device(device)
     start = time.perf_counter()
 
-    X, Y, Xt, Yt = regression_problem(problem, n_train=n_train, n_test=n_test, input_dim=input_dim,
-                                      teacher_width=teacher_width,
-                                      generator=run_generator("dss.data", problem, n_train, n_test, input_dim, teacher_width, data_seed))
+    X, Y, Xt, Yt = regression_problem(
+        problem,
+        n_train=n_train,
+        n_test=n_test,
+        input_dim=input_dim,
+        teacher_width=teacher_width,
+        generator=run_generator("dss.data", problem, n_train, n_test, input_dim, teacher_width, data_seed),
+    )
     if problem == "counterexample":
         _, _, A, B, spec = cyclic_permutation_counterexample()
         theta_a, theta_b = A.expand(len(seeds), -1), B.expand(len(seeds), -1)
@@ -192,8 +214,12 @@ def run_string_sampling(
         spec = MLPSpec(X.shape[1], width, depth, Y.shape[1], activation)
         spec.validate()
         key = ("dss.init", spec.input_dim, width, depth, spec.output_dim, init)
-        theta_a = torch.stack([flatten(init_parameters(spec, generator=run_generator(*key, s, "A"), init=init), spec) for s in seeds])
-        theta_b = torch.stack([flatten(init_parameters(spec, generator=run_generator(*key, s, "B"), init=init), spec) for s in seeds])
+        theta_a = torch.stack(
+            [flatten(init_parameters(spec, generator=run_generator(*key, s, "A"), init=init), spec) for s in seeds]
+        )
+        theta_b = torch.stack(
+            [flatten(init_parameters(spec, generator=run_generator(*key, s, "B"), init=init), spec) for s in seeds]
+        )
     X, Y, Xt, Yt = X.to(dev), Y.to(dev), Xt.to(dev), Yt.to(dev)
 
     def data_loss(theta, X, Y):
@@ -242,8 +268,15 @@ def run_string_sampling(
             **{f"bead_{k}": v for k, v in asdict(bead_spec).items()},
             "device": str(dev),
             "probe_points": probe_points,
-            **probe_lines(data_loss, ends[i], ends[S + i], X, Y, points=probe_points,
-                          initial=None if initial is None else (initial[i], initial[S + i])),
+            **probe_lines(
+                data_loss,
+                ends[i],
+                ends[S + i],
+                X,
+                Y,
+                points=probe_points,
+                initial=None if initial is None else (initial[i], initial[S + i]),
+            ),
         }
         # dss_connected is None (unknown) where DSS did not run: fractions count strung pairs only
         if not (math.isfinite(la) and math.isfinite(lb)):
@@ -251,8 +284,9 @@ def run_string_sampling(
         elif max(la, lb) >= sspec.alpha * threshold * (1 + 1e-12) and problem != "counterexample":
             rec.update(status="not_converged", dss_connected=None)
         else:
-            dss = dynamic_string_sampling(data_loss, ends[i], ends[S + i], X, Y, spec=sspec, bead_training=bead_spec,
-                                          keep_string=keep_string)
+            dss = dynamic_string_sampling(
+                data_loss, ends[i], ends[S + i], X, Y, spec=sspec, bead_training=bead_spec, keep_string=keep_string
+            )
             rec.update(status="global", **dss)
         rec["wall_s"] = prepare_s + rec.get("dss_wall_s", 0.0)
         records.append(rec)

@@ -185,8 +185,12 @@ def certify_minimum(
     Returns a :class:`Certificate`; refusals carry the first failing step's reason.
     Cost: about 0.2-1 s at k = n = 20 (N = 400), dominated by the mpmath pass and eigh.
     """
-    if isinstance(family_distance, bool) or not isinstance(family_distance, (int, float)) \
-            or not math.isfinite(family_distance) or family_distance < 0:
+    if (
+        isinstance(family_distance, bool)
+        or not isinstance(family_distance, (int, float))
+        or not math.isfinite(family_distance)
+        or family_distance < 0
+    ):
         raise OptionError("family_distance", f"must be a finite number >= 0, got {family_distance!r}")
     if not isinstance(bad_loss_threshold, (int, float)) or not math.isfinite(bad_loss_threshold):
         raise OptionError("bad_loss_threshold", f"must be a finite number, got {bad_loss_threshold!r}")
@@ -213,10 +217,24 @@ def certify_minimum(
         pairs = pair_enclosures(Wc, V, precision_bits=precision_bits)
     nan = float("nan")
     out: dict[str, Any] = dict(
-        certified=False, minimum_certified=False, lambda_lo=nan, lambda_at_point_lo=nan, lambda_at_point_hi=nan,
-        lambda_float=nan, radius=nan, cover_radius=nan, ball_radius=nan, l3=nan, objective_lo=pairs.objective[0],
-        objective_hi=pairs.objective[1], grad_norm_hi=pairs.grad_norm_hi, grad_norm_input=grad_input,
-        family_distance=delta_hi, newton_steps=int(newton_steps), spurious=False)
+        certified=False,
+        minimum_certified=False,
+        lambda_lo=nan,
+        lambda_at_point_lo=nan,
+        lambda_at_point_hi=nan,
+        lambda_float=nan,
+        radius=nan,
+        cover_radius=nan,
+        ball_radius=nan,
+        l3=nan,
+        objective_lo=pairs.objective[0],
+        objective_hi=pairs.objective[1],
+        grad_norm_hi=pairs.grad_norm_hi,
+        grad_norm_input=grad_input,
+        family_distance=delta_hi,
+        newton_steps=int(newton_steps),
+        spurious=False,
+    )
 
     def result(reason: str, **fields) -> Certificate:
         out.update(fields)
@@ -228,8 +246,9 @@ def certify_minimum(
     # step 1: rigorous bounds on lambda_min at the point
     H_lo, H_hi = hessian_enclosure(Wc, V, pairs=pairs)
     eig = lambda_min_lower_bound(H_lo, H_hi)
-    out.update(lambda_lo=eig.lower, lambda_at_point_lo=eig.lower, lambda_at_point_hi=eig.upper,
-               lambda_float=eig.float_min)
+    out.update(
+        lambda_lo=eig.lower, lambda_at_point_lo=eig.lower, lambda_at_point_hi=eig.upper, lambda_float=eig.float_min
+    )
     if not eig.lower > 0:
         return result("hessian_not_positive_definite")
 
@@ -304,17 +323,26 @@ def certify_family(
     teacher = None if V is None else as_float64_matrix(V, "V")
 
     def spread(center: np.ndarray) -> float:
-        return max((symmetric_distance(center, x, teacher=teacher, enumerate_max=0).distance for x in pts),
-                   default=0.0)
+        return max((symmetric_distance(center, x, teacher=teacher, enumerate_max=0).distance for x in pts), default=0.0)
 
     rep = pts[0]
-    cert = certify_minimum(rep, teacher, family_distance=spread(rep) if len(pts) > 1 else 0.0,
-                           bad_loss_threshold=bad_loss_threshold, precision_bits=precision_bits)
+    cert = certify_minimum(
+        rep,
+        teacher,
+        family_distance=spread(rep) if len(pts) > 1 else 0.0,
+        bad_loss_threshold=bad_loss_threshold,
+        precision_bits=precision_bits,
+    )
     if cert.certified or not newton_steps or cert.reason not in ("discriminant_negative", "radius_too_large"):
         return cert
     polished = newton_polish(rep, teacher, steps=newton_steps)
-    again = certify_minimum(polished, teacher, family_distance=spread(polished),
-                            bad_loss_threshold=bad_loss_threshold, precision_bits=precision_bits)
+    again = certify_minimum(
+        polished,
+        teacher,
+        family_distance=spread(polished),
+        bad_loss_threshold=bad_loss_threshold,
+        precision_bits=precision_bits,
+    )
     return dataclasses.replace(again, newton_steps=int(newton_steps), grad_norm_input=cert.grad_norm_input)
 
 
@@ -350,11 +378,16 @@ def certify_points(
     out: list[dict[str, Any] | None] = [None] * len(pts)
     for group in groups:
         order = [group.representative] + [m for m in group.members if m != group.representative]
-        cert = certify_family(np.stack([pts[m] for m in order]), V, newton_steps=newton_steps,
-                              bad_loss_threshold=bad_loss_threshold)
+        cert = certify_family(
+            np.stack([pts[m] for m in order]), V, newton_steps=newton_steps, bad_loss_threshold=bad_loss_threshold
+        )
         reason = cert.reason if not cert.certified else ("certified" if cert.spurious else "objective_below_threshold")
         for member in group.members:
-            out[member] = {"certified": bool(cert.spurious), "certified_lambda_lo": float(cert.lambda_lo),
-                           "certified_radius": float(cert.cover_radius), "certified_reason": reason,
-                           "family_size": int(group.multiplicity)}
+            out[member] = {
+                "certified": bool(cert.spurious),
+                "certified_lambda_lo": float(cert.lambda_lo),
+                "certified_radius": float(cert.cover_radius),
+                "certified_reason": reason,
+                "family_size": int(group.multiplicity),
+            }
     return out  # type: ignore[return-value]

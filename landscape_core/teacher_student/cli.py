@@ -35,17 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     counts = Counter(r["status"] for r in records)
     spurious = counts.get("spurious", 0)
     lo, hi = clopper_pearson_interval(spurious, len(records), 0.99)
-    print(f"k = {args.k}, n = {args.n}, seeds {args.seed_start}..{args.seed_start + args.seeds - 1}: "
-          f"{dict(sorted(counts.items()))} in {wall:.1f} s")
-    line = (f"spurious: {spurious}/{len(records)} = {100 * spurious / len(records):.1f}%, "
-            f"exact 99% interval [{100 * lo:.1f}%, {100 * hi:.1f}%]")
+    print(
+        f"k = {args.k}, n = {args.n}, seeds {args.seed_start}..{args.seed_start + args.seeds - 1}: "
+        f"{dict(sorted(counts.items()))} in {wall:.1f} s"
+    )
+    line = (
+        f"spurious: {spurious}/{len(records)} = {100 * spurious / len(records):.1f}%, "
+        f"exact 99% interval [{100 * lo:.1f}%, {100 * hi:.1f}%]"
+    )
     if args.published is not None:
         inside = lo <= args.published / 100 <= hi
         line += f"; published {args.published}%: {'inside' if inside else 'OUTSIDE'}"
     print(line)
     families = group_records(records, tol=args.family_tol)
-    print(f"{len(families)} families of spurious minima (up to student-neuron and input-coordinate permutations, "
-          f"tol {args.family_tol}):")
+    print(
+        f"{len(families)} families of spurious minima (up to student-neuron and input-coordinate permutations, "
+        f"tol {args.family_tol}):"
+    )
     print("family  multiplicity  objective    min_eig      seeds")
     for fam in families:
         seeds = ", ".join(map(str, fam["seeds"][:6])) + (", ..." if len(fam["seeds"]) > 6 else "")

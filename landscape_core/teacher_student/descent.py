@@ -76,8 +76,10 @@ class _DeferredBuffers:
     def angles(self, B: int, block: int, A: int):
         """(nu (block, A, n + k, 1), cos, theta, sin (block, A, n, n + k)) of the first B = block * A."""
         n, m = self.n, self.m
-        return (self.nu[:B * m].view(block, A, m, 1),
-                *(x[:B * n * m].view(block, A, n, m) for x in (self.cos, self.theta, self.sin)))
+        return (
+            self.nu[: B * m].view(block, A, m, 1),
+            *(x[: B * n * m].view(block, A, n, m) for x in (self.cos, self.theta, self.sin)),
+        )
 
 
 @dataclass
@@ -94,7 +96,6 @@ class DescentResult:
     stopped_early: torch.Tensor  # stopped by the early-global rule (R,) bool
     monotone: torch.Tensor  # F never increased along the run (tracked only with early stop) (R,) bool
     proven: torch.Tensor  # iteration at which the run's outcome was proven (stop_when_proven), -1 if not (R,) int64
-
 
 
 class _Kernels:
@@ -179,8 +180,9 @@ class _ActiveRuns:
 
     def keep(self, mask: torch.Tensor) -> _ActiveRuns:
         """The runs where ``mask`` (A,) is true."""
-        kept: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]
-                                for f in fields(self)}
+        kept: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask] for f in fields(self)
+        }
         return _ActiveRuns(**kept)
 
 
@@ -216,9 +218,18 @@ class _Outputs:
             self.proven[j] = torch.where(proven[finished], it[finished], torch.full_like(it[finished], -1))
 
     def result(self) -> DescentResult:
-        return DescentResult(weights=self.W, grad_norm=self.g, iterations=self.it, restarts=self.restarts,
-                             final_step=self.step, converged=self.conv, diverged=self.div, stopped_early=self.early,
-                             monotone=self.mono, proven=self.proven)
+        return DescentResult(
+            weights=self.W,
+            grad_norm=self.g,
+            iterations=self.it,
+            restarts=self.restarts,
+            final_step=self.step,
+            converged=self.conv,
+            diverged=self.div,
+            stopped_early=self.early,
+            monotone=self.mono,
+            proven=self.proven,
+        )
 
 
 class _BlockStorage:
@@ -243,7 +254,7 @@ class _BlockStorage:
             self.slots = runs.W.new_empty((longest + 1, A, n + self.kernels.k, self.kernels.d))
             if self.shared_teacher:
                 self.slots[:, :, n:] = runs.V[:1]
-        iterates = self.slots[:block + 1, :A]  # (block + 1, A, n + k, d)
+        iterates = self.slots[: block + 1, :A]  # (block + 1, A, n + k, d)
         if not self.shared_teacher:
             iterates[:, :, n:] = runs.V.unsqueeze(0)
         iterates[0, :, :n] = runs.W
@@ -254,8 +265,9 @@ class _BlockStorage:
         later block needs more room."""
         if self.deferred is None:
             k = self.kernels
-            self.deferred = _DeferredBuffers(k.protocol.compact_every * A, k.n, k.k, k.d, dtype=k.dtype,
-                                             device=k.device, angles=k.fused_loss)
+            self.deferred = _DeferredBuffers(
+                k.protocol.compact_every * A, k.n, k.k, k.d, dtype=k.dtype, device=k.device, angles=k.fused_loss
+            )
         return self.deferred
 
 
@@ -283,8 +295,9 @@ def _step_block(storage: _BlockStorage, runs: _ActiveRuns, iterates: torch.Tenso
     return g_seen, loss_seen
 
 
-def _step_block_deferred(storage: _BlockStorage, runs: _ActiveRuns, iterates, Us, Ws, neg_lr, ws: Workspace,
-                         g_seen, loss_seen) -> None:
+def _step_block_deferred(
+    storage: _BlockStorage, runs: _ActiveRuns, iterates, Us, Ws, neg_lr, ws: Workspace, g_seen, loss_seen
+) -> None:
     """:func:`_step_block` for up to ``_DEFER_MAX_RUNS`` runs (where an iteration's cost is
     mostly kernel launches): each iteration only evaluates G and steps, G_t (and the norms
     and angles F needs) kept per iterate; g_t and F_t come afterwards from all of the
@@ -295,7 +308,7 @@ def _step_block_deferred(storage: _BlockStorage, runs: _ActiveRuns, iterates, Us
     B = block * A
     teacher = runs.teacher  # F's constant part (A,), with early_stop_global
     deferred = storage.deferred_buffers(A)
-    G_all = deferred.G[:B * n * d].view(block, A, n, d)
+    G_all = deferred.G[: B * n * d].view(block, A, n, d)
     Gs = G_all.unbind(0)
     if kernels.fused_loss:
         angle_all = deferred.angles(B, block, A)  # nu, cos, theta, sin, each (block, A, ...)
@@ -304,9 +317,20 @@ def _step_block_deferred(storage: _BlockStorage, runs: _ActiveRuns, iterates, Us
             evaluate_into(Us[t], ws, kernels.weights, Gs[t], angles=angle_t[t])
             torch.addcmul(Ws[t], Gs[t], neg_lr, out=Ws[t + 1])
         nu_all, cos_all, theta_all, sin_all = (x.view(B, *x.shape[2:]) for x in angle_all)
-        loss_from_angles(nu_all[:, :n, 0].unsqueeze(-2), nu_all, cos_all, theta_all, sin_all, storage.ws.pi,
-                         kernels.loss_weight, loss_seen.view(-1), pi_minus_theta=theta_all, pair=sin_all,
-                         weighted_nu=deferred.weighted_nu[:B], per_row=deferred.per_row[:B])
+        loss_from_angles(
+            nu_all[:, :n, 0].unsqueeze(-2),
+            nu_all,
+            cos_all,
+            theta_all,
+            sin_all,
+            storage.ws.pi,
+            kernels.loss_weight,
+            loss_seen.view(-1),
+            pi_minus_theta=theta_all,
+            pair=sin_all,
+            weighted_nu=deferred.weighted_nu[:B],
+            per_row=deferred.per_row[:B],
+        )
         assert teacher is not None and loss_seen is not None
         torch.add(loss_seen.view(-1), teacher.repeat(block), out=loss_seen.view(-1))
     else:
@@ -344,8 +368,9 @@ def _advance_block(storage: _BlockStorage, runs: _ActiveRuns) -> None:
         runs.mono, runs.prev_loss = mono_seen[last, index], loss_seen[last, index]
 
 
-def _process_events(kernels: _Kernels, runs: _ActiveRuns, outputs: _Outputs,
-                    prover: SpuriousProver | None) -> _ActiveRuns:
+def _process_events(
+    kernels: _Kernels, runs: _ActiveRuns, outputs: _Outputs, prover: SpuriousProver | None
+) -> _ActiveRuns:
     """Events at the current points (one more evaluation; frozen runs give the same g), in the
     one-run loop's order: diverged, converged, early-global, capped, restart; then the proof
     checks; finished runs are recorded and removed. Returns the runs still active."""
@@ -367,9 +392,19 @@ def _process_events(kernels: _Kernels, runs: _ActiveRuns, outputs: _Outputs,
     proven = None
     if prover is not None:
         candidates = ~finished & ~restart & (it >= runs.next_check)
-        proven = prove_outcomes(prover, candidates, ProofCandidates(
-            weights=runs.W, teachers=runs.V, scaled_grad=G, stopping_norms=g, iterations=it, step_on_grad=runs.lr,
-            next_check=runs.next_check))
+        proven = prove_outcomes(
+            prover,
+            candidates,
+            ProofCandidates(
+                weights=runs.W,
+                teachers=runs.V,
+                scaled_grad=G,
+                stopping_norms=g,
+                iterations=it,
+                step_on_grad=runs.lr,
+                next_check=runs.next_check,
+            ),
+        )
         if bool(proven.any()):
             conv = conv | proven
             finished = finished | proven
@@ -421,12 +456,19 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     outputs = _Outputs(W0, step)
     const_teacher = teacher_term(V) if p.early_stop_global else None
     runs = _ActiveRuns(
-        index=torch.arange(R, device=device), W=W0.clone(), W_init=W0, V=V,
+        index=torch.arange(R, device=device),
+        W=W0.clone(),
+        W_init=W0,
+        V=V,
         lr=torch.full((R,), step / TWO_PI, dtype=dtype, device=device),  # step on G
-        moved=torch.zeros(R, dtype=torch.int64, device=device), base=torch.zeros(R, dtype=torch.int64, device=device),
-        restarts=torch.zeros(R, dtype=torch.int64, device=device), mono=torch.ones(R, dtype=torch.bool, device=device),
+        moved=torch.zeros(R, dtype=torch.int64, device=device),
+        base=torch.zeros(R, dtype=torch.int64, device=device),
+        restarts=torch.zeros(R, dtype=torch.int64, device=device),
+        mono=torch.ones(R, dtype=torch.bool, device=device),
         prev_loss=torch.full((R,), float("inf"), dtype=dtype, device=device),
-        next_check=torch.zeros(R, dtype=torch.int64, device=device), teacher=const_teacher)
+        next_check=torch.zeros(R, dtype=torch.int64, device=device),
+        teacher=const_teacher,
+    )
     prover = SpuriousProver(p, k) if p.stop_when_proven else None
     storage = _BlockStorage(kernels, W0, V)
     while runs.index.numel() > 0:

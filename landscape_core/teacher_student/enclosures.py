@@ -163,7 +163,7 @@ def pair_enclosures(W: Any, V: Any | None = None, *, precision_bits: int = 110) 
         for a in range(k):
             F += sq[n + a] / 4
         for (_, j), (dot, cross, angle) in pairs.items():
-            F += (f_pair(dot, cross, angle) if j < n else -f_pair(dot, cross, angle))
+            F += f_pair(dot, cross, angle) if j < n else -f_pair(dot, cross, angle)
         for dot, cross, angle in teacher_pairs:
             F += f_pair(dot, cross, angle)
 
@@ -211,7 +211,7 @@ def pair_enclosures(W: Any, V: Any | None = None, *, precision_bits: int = 110) 
             s = clamp(s, 0.0, 1.0)
             if not lower_end(s) > 0:
                 parallel.append((i, j))
-            for (a, b) in ((i, j), (j, i)) if j < n else ((i, j),):
+            for a, b in ((i, j), (j, i)) if j < n else ((i, j),):
                 cos_lo[a, b], cos_hi[a, b] = lower_end(c), upper_end(c)
                 sin_lo[a, b], sin_hi[a, b] = lower_end(s), upper_end(s)
                 ang_lo[a, b], ang_hi[a, b] = lower_end(angle), upper_end(angle)
@@ -227,8 +227,10 @@ def pair_enclosures(W: Any, V: Any | None = None, *, precision_bits: int = 110) 
             norm_w=Intervals([lower_end(x) for x in norms[:n]], [upper_end(x) for x in norms[:n]]),
             norm_u=Intervals([lower_end(x) for x in norms], [upper_end(x) for x in norms]),
             objective=(lower_end(F), upper_end(F)),
-            gradient=(np.array([[lower_end(x) for x in row] for row in G]),
-                      np.array([[upper_end(x) for x in row] for row in G])),
+            gradient=(
+                np.array([[lower_end(x) for x in row] for row in G]),
+                np.array([[upper_end(x) for x in row] for row in G]),
+            ),
             grad_norm_hi=upper_end(grad_norm),
             w_min_lo=min(lower_end(x) for x in norms[:n]),
             w_max_hi=max(upper_end(x) for x in norms[:n]),
@@ -243,8 +245,9 @@ def pair_enclosures(W: Any, V: Any | None = None, *, precision_bits: int = 110) 
 # ----------------------------------------------------------------------------------
 # Step 1: Hessian enclosure and the rigorous smallest eigenvalue
 # ----------------------------------------------------------------------------------
-def hessian_enclosure(W: Any, V: Any | None = None, *, pairs: PairEnclosures | None = None,
-                      precision_bits: int = 110) -> tuple[np.ndarray, np.ndarray]:
+def hessian_enclosure(
+    W: Any, V: Any | None = None, *, pairs: PairEnclosures | None = None, precision_bits: int = 110
+) -> tuple[np.ndarray, np.ndarray]:
     """Entrywise enclosure [H_lo, H_hi] of the Hessian of F at W, (n d, n d) each, rows and
     columns in the row-major order of W (neuron-major, as ``teacher_student.population_hessian``).
 
@@ -261,8 +264,9 @@ def hessian_enclosure(W: Any, V: Any | None = None, *, pairs: PairEnclosures | N
     if pairs is None:
         pairs = pair_enclosures(W, V, precision_bits=precision_bits)
     if pairs.zero_rows or pairs.parallel:
-        raise ValueError(f"the closed-form Hessian is undefined: zero rows {pairs.zero_rows}, "
-                         f"parallel pairs {pairs.parallel[:5]}")
+        raise ValueError(
+            f"the closed-form Hessian is undefined: zero rows {pairs.zero_rows}, parallel pairs {pairs.parallel[:5]}"
+        )
     U = np.concatenate([W, V], axis=0)  # (m, d)
     with Precision(53):
         pi = Intervals(lower_end(iv.pi), upper_end(iv.pi))
@@ -290,8 +294,12 @@ def hessian_enclosure(W: Any, V: Any | None = None, *, pairs: PairEnclosures | N
     bb = b[:, :, :, None] * b[:, :, None, :]  # (n, n, d, d)
     bz = b[:, :, :, None] * z[:, :, None, :]  # (n, n, d, d): b_a z_b
     zb = z[:, :, :, None] * b[:, :, None, :]  # z_a b_b
-    off = ((pi - th)[:, :, None, None] * eye_d + (ct * st)[:, :, None, None] * zz
-           - (ct / st)[:, :, None, None] * bb + st[:, :, None, None] * (bz + zb)) / two_pi  # (n, n, d, d)
+    off = (
+        (pi - th)[:, :, None, None] * eye_d
+        + (ct * st)[:, :, None, None] * zz
+        - (ct / st)[:, :, None, None] * bb
+        + st[:, :, None, None] * (bz + zb)
+    ) / two_pi  # (n, n, d, d)
     lo, hi = off.lo.copy(), off.hi.copy()
     idx = np.arange(n)
     lo[idx, idx] = diag.lo
@@ -355,15 +363,24 @@ def lambda_min_lower_bound(H_lo: np.ndarray, H_hi: np.ndarray) -> EigenBound:
         XM = Intervals(X) * mu[None, :]
         R = Intervals(P) - XM
         R_abs = np.maximum(np.abs(R.lo), np.abs(R.hi))
-        r_norm = (up(frobenius_up(R_abs)) + up(gamma) * up(frobenius_up(Hc)) * up(x_f)
-                  + 2 * N * N * iv.mpf(SMALLEST_SUBNORMAL))
+        r_norm = (
+            up(frobenius_up(R_abs))
+            + up(gamma) * up(frobenius_up(Hc)) * up(x_f)
+            + 2 * N * N * iv.mpf(SMALLEST_SUBNORMAL)
+        )
         if not upper_end(delta) < 1:
             raise ArithmeticError(f"eigenvectors too far from orthogonal (delta <= {upper_end(delta)})")
         eps = iv.sqrt(1 + delta) * r_norm / (1 - delta)
         lower = iv.mpf(float(mu[0])) - eps - up(enclosure)
         upper = _rayleigh_upper(H_lo, H_hi, X[:, 0])
-        return EigenBound(lower=lower_end(lower), upper=upper, float_min=float(mu[0]), enclosure=enclosure,
-                          bauer_fike=upper_end(eps), orthogonality=upper_end(delta))
+        return EigenBound(
+            lower=lower_end(lower),
+            upper=upper,
+            float_min=float(mu[0]),
+            enclosure=enclosure,
+            bauer_fike=upper_end(eps),
+            orthogonality=upper_end(delta),
+        )
 
 
 def _rayleigh_upper(H_lo: np.ndarray, H_hi: np.ndarray, x: np.ndarray) -> float:
@@ -402,4 +419,4 @@ def l3_bound(*, n: int, k: int, w_min: float, w_max: float, v_max: float, rho: f
 def l3_estimate(*, n: int, k: int, w_min: float, w_max: float, v_max: float) -> float:
     """The float64 value of :func:`l3_bound`'s formula at rho = 0 (an estimate, not a bound:
     no outward rounding), for choosing when a proof is worth trying."""
-    return n * (math.sqrt(2) * (n - 1) * (w_max + w_min) + k * v_max) / (math.pi * w_min ** 2)
+    return n * (math.sqrt(2) * (n - 1) * (w_max + w_min) + k * v_max) / (math.pi * w_min**2)

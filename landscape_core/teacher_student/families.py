@@ -75,7 +75,7 @@ def _invariants(points: list[np.ndarray], V: np.ndarray | None, *, spectra: bool
     loss = population_loss(W, Vt).numpy()
     eigs = []
     for s in range(0, W.shape[0], 32):
-        H = population_hessian(W[s:s + 32], Vt[s:s + 32])
+        H = population_hessian(W[s : s + 32], Vt[s : s + 32])
         eigs.append(torch.linalg.eigvalsh(0.5 * (H + H.transpose(-1, -2))).numpy())
     ev = np.concatenate(eigs)  # (R, n d) ascending
     return loss, ev[:, 0], (ev if spectra else None)
@@ -135,12 +135,19 @@ def group_points(
                 continue
             if spectra is not None and np.abs(spectra[i] - spectra[r]).max() > spectrum_tol:
                 continue
-            al = symmetric_distance(pts[r], W, teacher=V, enumerate_max=enumerate_max,
-                                    random_starts=random_starts, seed=seed)
+            al = symmetric_distance(
+                pts[r], W, teacher=V, enumerate_max=enumerate_max, random_starts=random_starts, seed=seed
+            )
             unproven = al.lower_bound <= tol < al.distance
             if unproven:  # more starts before deciding by the achieved distance
-                al = symmetric_distance(pts[r], W, teacher=V, enumerate_max=enumerate_max,
-                                        random_starts=8 * random_starts + 16, seed=seed + 1)
+                al = symmetric_distance(
+                    pts[r],
+                    W,
+                    teacher=V,
+                    enumerate_max=enumerate_max,
+                    random_starts=8 * random_starts + 16,
+                    seed=seed + 1,
+                )
                 unproven = al.lower_bound <= tol < al.distance
             if al.distance <= tol:
                 members[f].append(i)
@@ -155,19 +162,24 @@ def group_points(
     fams: list[dict[str, Any]] = []
     for r, mem, ds, und in zip(reps, members, dists, undecided):
         o = obj[mem]
-        fams.append(dict(representative=r, members=tuple(mem), multiplicity=len(mem), objective=float(o.mean()),
-                         objective_spread=float(o.max() - o.min()), min_eig=float(eig[mem].mean()),
-                         max_member_distance=float(max(ds)), undecided=und))
+        fams.append(
+            dict(
+                representative=r,
+                members=tuple(mem),
+                multiplicity=len(mem),
+                objective=float(o.mean()),
+                objective_spread=float(o.max() - o.min()),
+                min_eig=float(eig[mem].mean()),
+                max_member_distance=float(max(ds)),
+                undecided=und,
+            )
+        )
     fams.sort(key=lambda f: (-f["multiplicity"], f["objective"]))
     return [Family(index=i, **f) for i, f in enumerate(fams)]
 
 
 def group_records(
-    records: Sequence[dict],
-    *,
-    tol: float = 1e-4,
-    statuses: Sequence[str] = ("spurious",),
-    **options,
+    records: Sequence[dict], *, tol: float = 1e-4, statuses: Sequence[str] = ("spurious",), **options
 ) -> list[dict]:
     """:func:`group_points` over the records of one (k, n, d) cell of
     ``teacher_student.run_teacher_student`` (those with a status in ``statuses``; their
@@ -194,8 +206,11 @@ def group_records(
     teacher = teachers.pop()
     k, n, d = cells.pop()
     if teacher != "identity" and d != k:
-        raise OptionError("teacher", f"orthonormal teachers with d = {d} > k = {k} have rotations of the "
-                                     "complement as symmetries; families are implemented for d = k")
+        raise OptionError(
+            "teacher",
+            f"orthonormal teachers with d = {d} > k = {k} have rotations of the "
+            "complement as symmetries; families are implemented for d = k",
+        )
     out = []
     for status in dict.fromkeys(r["status"] for r in chosen):
         group = [r for r in chosen if r["status"] == status]
@@ -207,20 +222,27 @@ def group_records(
             if teacher != "identity":
                 W = W @ _record_teacher(r, k, n, d).T  # teacher coordinates, (n, k)
             points.append(W)
-        fams = group_points(points, tol=tol, objectives=[r["final_loss"] for r in group],
-                            min_eigs=[r["min_eig"] for r in group], **options)
+        fams = group_points(
+            points,
+            tol=tol,
+            objectives=[r["final_loss"] for r in group],
+            min_eigs=[r["min_eig"] for r in group],
+            **options,
+        )
         for fam in fams:
-            out.append({
-                "status": status,
-                "multiplicity": fam.multiplicity,
-                "objective": fam.objective,
-                "objective_spread": fam.objective_spread,
-                "min_eig": fam.min_eig,
-                "seeds": [group[m]["seed"] for m in fam.members],
-                "representative": list(map(float, np.asarray(group[fam.representative]["final_weights"]).ravel())),
-                "max_member_distance": fam.max_member_distance,
-                "undecided": fam.undecided,
-            })
+            out.append(
+                {
+                    "status": status,
+                    "multiplicity": fam.multiplicity,
+                    "objective": fam.objective,
+                    "objective_spread": fam.objective_spread,
+                    "min_eig": fam.min_eig,
+                    "seeds": [group[m]["seed"] for m in fam.members],
+                    "representative": list(map(float, np.asarray(group[fam.representative]["final_weights"]).ravel())),
+                    "max_member_distance": fam.max_member_distance,
+                    "undecided": fam.undecided,
+                }
+            )
     out.sort(key=lambda f: (-f["multiplicity"], f["objective"]))
     for i, entry in enumerate(out):
         entry["family"] = i
@@ -235,10 +257,7 @@ def _record_teacher(record: dict, k: int, n: int, d: int) -> np.ndarray:
 
 
 def group_records_student_perm(
-    records: Sequence[dict],
-    *,
-    tol: float = 1e-4,
-    statuses: Sequence[str] = ("spurious",),
+    records: Sequence[dict], *, tol: float = 1e-4, statuses: Sequence[str] = ("spurious",)
 ) -> list[dict]:
     """Group the final points of one (k, n) cell up to permutation of student neurons only
     (no coordinate permutations: the report's ``n_families_student_perm``; superseded by
@@ -260,8 +279,9 @@ def group_records_student_perm(
     chosen = [r for r in records if r["status"] in statuses]
     cells = {(r["k"], r["n"], r.get("d", r["k"])) for r in chosen}
     if len(cells) > 1:
-        raise OptionError("records", f"group_records_student_perm takes records of one (k, n, d) cell, "
-                                     f"got {sorted(cells)}")
+        raise OptionError(
+            "records", f"group_records_student_perm takes records of one (k, n, d) cell, got {sorted(cells)}"
+        )
     families: list[dict] = []
     reps: list[torch.Tensor] = []
     for r in chosen:

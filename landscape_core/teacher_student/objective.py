@@ -142,9 +142,12 @@ class Workspace:
             neuron_norms=new(R, n),  # ||G_i||, for the stopping rule
         )
         if loss:
-            buffers.update(pi_minus_theta=new(R, n, m), pair=new(R, n, m),
-                           weighted_nu=new(R, m, 1),  # lw_j ||u_j||
-                           per_row=new(R, n, 1))
+            buffers.update(
+                pi_minus_theta=new(R, n, m),
+                pair=new(R, n, m),
+                weighted_nu=new(R, m, 1),  # lw_j ||u_j||
+                per_row=new(R, n, 1),
+            )
         self._bind(buffers, n, torch.tensor(math.pi, dtype=dtype, device=device) if loss else None)
 
     def _bind(self, buffers: dict, n: int, pi) -> None:
@@ -163,9 +166,16 @@ class Workspace:
         return ws
 
 
-def evaluate_into(U: torch.Tensor, ws: Workspace, weights, G: torch.Tensor,
-                   loss_weight: torch.Tensor | None = None, student: torch.Tensor | None = None, *,
-                   angles: tuple | None = None) -> None:
+def evaluate_into(
+    U: torch.Tensor,
+    ws: Workspace,
+    weights,
+    G: torch.Tensor,
+    loss_weight: torch.Tensor | None = None,
+    student: torch.Tensor | None = None,
+    *,
+    angles: tuple | None = None,
+) -> None:
     """G = 2 pi dF/dW written into ``G`` (R, n, d), and with ``student`` (R,) (``ws`` made
     with ``loss=True``) the W-dependent part of F written into it, at U = [W; V] (R, n + k, d),
     contiguous. ``angles`` = (nu (R, n + k, 1), cos, theta, sin (R, n, n + k)): buffers that
@@ -200,13 +210,25 @@ def evaluate_into(U: torch.Tensor, ws: Workspace, weights, G: torch.Tensor,
     torch.addcmul(offset, sign, theta, value=-1.0, out=ws.coef)  # c_ij
     torch.baddbmm(torch.mul(ws.radial, ws.Wn, out=ws.radial_w), ws.coef, U, out=G)  # (R, n, d)
     if student is not None:
-        loss_from_angles(ws.nw_row, ws.nu, ws.cos, ws.theta, ws.sin, ws.pi, loss_weight, student,
-                          pi_minus_theta=ws.pi_minus_theta, pair=ws.pair, weighted_nu=ws.weighted_nu,
-                          per_row=ws.per_row)
+        loss_from_angles(
+            ws.nw_row,
+            ws.nu,
+            ws.cos,
+            ws.theta,
+            ws.sin,
+            ws.pi,
+            loss_weight,
+            student,
+            pi_minus_theta=ws.pi_minus_theta,
+            pair=ws.pair,
+            weighted_nu=ws.weighted_nu,
+            per_row=ws.per_row,
+        )
 
 
-def loss_from_angles(nw_row, nu, cos, theta, sin, pi, loss_weight, student, *, pi_minus_theta, pair,
-                      weighted_nu, per_row) -> None:
+def loss_from_angles(
+    nw_row, nu, cos, theta, sin, pi, loss_weight, student, *, pi_minus_theta, pair, weighted_nu, per_row
+) -> None:
     """The W-dependent part of F (formula in :func:`evaluate_into`) written into ``student``
     (R,), from the norms nu (R, n + k, 1) (``nw_row`` (R, 1, n): its student rows as a row) and
     the angles (R, n, n + k) of an evaluation; ``pi`` a 0-d tensor, the other keywords the
@@ -231,12 +253,17 @@ def _fused_scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights) -> torch.T
 def loss_weights(n: int, k: int, *, dtype, device) -> torch.Tensor:
     """Column weights of :func:`fused_gradient_and_loss`'s loss, (n + k, 1): 1 / (4 pi) for
     every student column (the diagonal pair included), -1 / (2 pi) for teacher columns."""
-    return torch.cat([torch.full((n, 1), 0.25 / math.pi, dtype=dtype, device=device),
-                      torch.full((k, 1), -0.5 / math.pi, dtype=dtype, device=device)], dim=0)
+    return torch.cat(
+        [
+            torch.full((n, 1), 0.25 / math.pi, dtype=dtype, device=device),
+            torch.full((k, 1), -0.5 / math.pi, dtype=dtype, device=device),
+        ],
+        dim=0,
+    )
 
 
 def fused_gradient_and_loss(
-    W: torch.Tensor, V: torch.Tensor, weights, loss_weight: torch.Tensor,
+    W: torch.Tensor, V: torch.Tensor, weights, loss_weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """G = 2 pi dF/dW (the same kernels as :func:`_fused_scaled_gradient`, so the same bits)
     and the W-dependent part of F from the same angles (:func:`evaluate_into`); used by the
@@ -250,8 +277,9 @@ def fused_gradient_and_loss(
     return G, student
 
 
-def scaled_gradient(W: torch.Tensor, V: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    ) -> torch.Tensor:
+def scaled_gradient(
+    W: torch.Tensor, V: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     """2 pi * dF/dW, analytic (protocols.md section 1):
 
         dF/dw_i = w_i / 2 + sum_{j != i} g(w_i, w_j) - sum_j g(w_i, v_j)

@@ -73,9 +73,12 @@ class TeacherStudentProtocol:
         if self.teacher not in TEACHERS:
             raise OptionError("teacher", f"{self.teacher!r} is not one of {', '.join(TEACHERS)}")
         if self.step is not None and self.step_times_k is not None:
-            raise OptionError("step_times_k", f"the step is given twice (step = {self.step!r}, step_times_k = "
-                                              f"{self.step_times_k!r}); give either step (a number) or step_times_k "
-                                              "(step = step_times_k / k), and set the other to null")
+            raise OptionError(
+                "step_times_k",
+                f"the step is given twice (step = {self.step!r}, step_times_k = "
+                f"{self.step_times_k!r}); give either step (a number) or step_times_k "
+                "(step = step_times_k / k), and set the other to null",
+            )
         names = ["init_scale", "grad_tol", "bad_loss_threshold"]
         names += [name for name in ("step", "step_times_k", "restart_grad_norm") if getattr(self, name) is not None]
         for name in names:
@@ -83,12 +86,18 @@ class TeacherStudentProtocol:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise OptionError(name, f"must be a positive finite number, got {value!r}")
         if self.init_variance not in INIT_VARIANCES:
-            raise OptionError("init_variance", f"{self.init_variance!r} is not one of {', '.join(INIT_VARIANCES)} "
-                                               "(variance of each coordinate of w_i, times init_scale^2)")
+            raise OptionError(
+                "init_variance",
+                f"{self.init_variance!r} is not one of {', '.join(INIT_VARIANCES)} "
+                "(variance of each coordinate of w_i, times init_scale^2)",
+            )
         if self.stopping_norm not in STOPPING_NORMS:
-            raise OptionError("stopping_norm", f"{self.stopping_norm!r} is not one of {', '.join(STOPPING_NORMS)} "
-                                               "(max_neuron: max_i ||2 pi dF/dw_i||, 2018; "
-                                               "frobenius: ||dF/dW||_F, 2021)")
+            raise OptionError(
+                "stopping_norm",
+                f"{self.stopping_norm!r} is not one of {', '.join(STOPPING_NORMS)} "
+                "(max_neuron: max_i ||2 pi dF/dw_i||, 2018; "
+                "frobenius: ||dF/dW||_F, 2021)",
+            )
         if not isinstance(self.eig_margin, (int, float)) or self.eig_margin < 0:
             raise OptionError("eig_margin", f"must be a number >= 0, got {self.eig_margin!r}")
         if not isinstance(self.stop_when_proven, bool):
@@ -98,11 +107,14 @@ class TeacherStudentProtocol:
         entries = (n * self.input_dim(k)) ** 2
         if 8 * entries > MAX_HESSIAN_BYTES:
             largest = math.isqrt(MAX_HESSIAN_BYTES // 8)
-            raise OptionError("n" if n > k else "k", f"k={k}, n={n}: one run's Hessian has (n*d)^2 = {entries:.3g} "
-                                                     "float64 "
-                                                     f"entries ({8 * entries / 1024**3:.3g} GiB); at most "
-                                                     f"{MAX_HESSIAN_BYTES // 1024**3} GiB per run, so n*d <= {largest} "
-                                                     f"(k = n <= {math.isqrt(largest)})")
+            raise OptionError(
+                "n" if n > k else "k",
+                f"k={k}, n={n}: one run's Hessian has (n*d)^2 = {entries:.3g} "
+                "float64 "
+                f"entries ({8 * entries / 1024**3:.3g} GiB); at most "
+                f"{MAX_HESSIAN_BYTES // 1024**3} GiB per run, so n*d <= {largest} "
+                f"(k = n <= {math.isqrt(largest)})",
+            )
         _check_int("max_iterations", self.max_iterations, minimum=1)
         _check_int("compact_every", self.compact_every, minimum=1)
         _check_int("max_restarts", self.max_restarts, minimum=0)

@@ -88,7 +88,6 @@ class ProvenBall:
     l3: float
 
 
-
 class SpuriousProver:
     """Decides, with a proof, that gradient descent from a point y ends at a spurious strict
     local minimum, and that the full protocol would classify the run ``spurious``.
@@ -129,8 +128,10 @@ class SpuriousProver:
         H_lo, H_hi = hessian_enclosure(c, V, pairs=pairs)
         # >= lambda_max: Gershgorin on the enclosure, or (usually ~2x tighter) lambda_min(-H) bounded
         # below like lambda_min(H) (Weyl + Bauer-Fike, enclosures.lambda_min_lower_bound)
-        big = min(max(sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi))),
-                  -lambda_min_lower_bound(-H_hi, -H_lo).lower)
+        big = min(
+            max(sum_up(row) for row in np.maximum(np.abs(H_lo), np.abs(H_hi))),
+            -lambda_min_lower_bound(-H_hi, -H_lo).lower,
+        )
         n, _ = y.shape
         k = V.shape[0]
         limit = min(pairs.w_min_lo, pairs.row_distance_lo / 2)
@@ -144,10 +145,19 @@ class SpuriousProver:
             l3 = upper_end(L3)
         if not mu > 0:
             return None
-        ball = ProvenBall(center=np.array(c, copy=True), teacher=np.array(V, copy=True), radius=cert.radius,
-                          ball=R, mu=mu, L=L, objective_lo=cert.objective_lo,
-                          objective=float(population_loss(torch.from_numpy(c)[None], torch.from_numpy(V)[None])),
-                          lam=lam, big=big, l3=l3)
+        ball = ProvenBall(
+            center=np.array(c, copy=True),
+            teacher=np.array(V, copy=True),
+            radius=cert.radius,
+            ball=R,
+            mu=mu,
+            L=L,
+            objective_lo=cert.objective_lo,
+            objective=float(population_loss(torch.from_numpy(c)[None], torch.from_numpy(V)[None])),
+            lam=lam,
+            big=big,
+            l3=l3,
+        )
         self.balls.append(ball)
         return ball
 
@@ -256,6 +266,7 @@ class SpuriousProver:
             return None
         return self.covers(new_ball, y, V, step=step, iterations=iterations)
 
+
 @dataclass(frozen=True)
 class ProofCandidates:
     """The active runs of the descent as one check of :func:`prove_outcomes` sees them. The
@@ -324,12 +335,15 @@ def _point_estimates(prover: SpuriousProver, W: torch.Tensor, V: torch.Tensor) -
     nw = torch.linalg.vector_norm(W, dim=-1)
     wmin, wmax = nw.amin(-1).tolist(), nw.amax(-1).tolist()
     vmax = torch.linalg.vector_norm(V, dim=-1).amax(-1).tolist()
-    return [_PointEstimate(loss=f, lam=x, w_min=lo, w_max=hi, v_max=v)
-            for f, x, lo, hi, v in zip(loss, lam, wmin, wmax, vmax)]
+    return [
+        _PointEstimate(loss=f, lam=x, w_min=lo, w_max=hi, v_max=v)
+        for f, x, lo, hi, v in zip(loss, lam, wmin, wmax, vmax)
+    ]
 
 
-def _check_run(prover: SpuriousProver, runs: ProofCandidates, j: int, estimate: _PointEstimate, *,
-               frobenius: float) -> bool:
+def _check_run(
+    prover: SpuriousProver, runs: ProofCandidates, j: int, estimate: _PointEstimate, *, frobenius: float
+) -> bool:
     """Check run ``j`` (``frobenius`` = its ||dF/dW||_F) now, or set when to look again;
     True when its outcome is proven (its final point and stopping norm then in ``runs``)."""
     protocol = prover.protocol
@@ -345,8 +359,15 @@ def _check_run(prover: SpuriousProver, runs: ProofCandidates, j: int, estimate: 
     near = [b.ball for b in prover.balls if abs(b.objective - estimate.loss) <= 1e-6]
     target = max([need] + [_PROOF_REACH * lam * R for R in near])
     if g <= target:
-        out = prover.prove(runs.weights[j].cpu().numpy(), runs.teachers[j].cpu().numpy(), loss=estimate.loss,
-                           step=step, iterations=iteration, est_dist=g / lam, try_certify=g <= need)
+        out = prover.prove(
+            runs.weights[j].cpu().numpy(),
+            runs.teachers[j].cpu().numpy(),
+            loss=estimate.loss,
+            step=step,
+            iterations=iteration,
+            est_dist=g / lam,
+            try_certify=g <= need,
+        )
         if out is not None:
             z, gz = out
             runs.weights[j] = torch.from_numpy(z).to(runs.weights)

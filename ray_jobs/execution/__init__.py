@@ -18,5 +18,18 @@ from ray_jobs.execution.loop import (
 )
 from ray_jobs.execution.timing import Timings
 
-__all__ = ["Execution", "ListSource", "Timings", "UnitOutcome", "UnitSource", "check_feasible", "check_reachable",
-           "describe_failure", "loopback_only", "ray_cluster", "run_units", "session_owned", "unit_task"]
+__all__ = [
+    "Execution",
+    "ListSource",
+    "Timings",
+    "UnitOutcome",
+    "UnitSource",
+    "check_feasible",
+    "check_reachable",
+    "describe_failure",
+    "loopback_only",
+    "ray_cluster",
+    "run_units",
+    "session_owned",
+    "unit_task",
+]

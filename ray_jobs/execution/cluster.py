@@ -41,19 +41,23 @@ def session_owned() -> bool:
 def check_reachable(address: str, field: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Raise ConfigError unless something accepts a TCP connection at ``address``
     (``HOST:PORT`` or ``ray://HOST:PORT``; ``auto`` and other forms are left to Ray)."""
-    target = address[len("ray://"):] if address.startswith("ray://") else address
+    target = address[len("ray://") :] if address.startswith("ray://") else address
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         if address != "auto" and not address.startswith(("ray://", "local")):
-            raise ConfigError(field, f"{address!r} is not an address; give HOST:PORT (e.g. 10.0.0.1:6379), "
-                                     f"ray://HOST:10001 or auto")
+            raise ConfigError(
+                field, f"{address!r} is not an address; give HOST:PORT (e.g. 10.0.0.1:6379), ray://HOST:10001 or auto"
+            )
         return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
         reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
-        raise ConfigError(field, f"cannot reach the Ray cluster at {address} ({reason}); start it with "
-                                 f"`ray start --head` (docs/cluster.md) or fix the address") from None
+        raise ConfigError(
+            field,
+            f"cannot reach the Ray cluster at {address} ({reason}); start it with "
+            f"`ray start --head` (docs/cluster.md) or fix the address",
+        ) from None
 
 
 def check_feasible(resources, where: str) -> None:
@@ -62,14 +66,18 @@ def check_feasible(resources, where: str) -> None:
     import ray
 
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    hints = (("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
-             ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"))
+    hints = (
+        ("CPU", "num_cpus", "lower resources.num_cpus, or cluster.num_cpus=N for a local cluster"),
+        ("GPU", "num_gpus", "use resources=cpu, or cluster.num_gpus=N to declare GPUs of a local cluster"),
+    )
     for key, field, hint in hints:
         asked = float(resources.get(field) or 0)
         largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
         if asked > largest:
-            raise ConfigError(f"resources.{field}", f"each task asks for {asked:g} {key}s, but the largest node of "
-                                                    f"the {where} offers {largest:g}; {hint}")
+            raise ConfigError(
+                f"resources.{field}",
+                f"each task asks for {asked:g} {key}s, but the largest node of the {where} offers {largest:g}; {hint}",
+            )
 
 
 @contextmanager
@@ -102,15 +110,22 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
                     ray.init(address=address, **common)
             except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError...
                 if os.environ.get("RAY_AUTH_MODE") != "token":
-                    hint = ("; a cluster started by `ray start` (Ray >= 2.60) uses token authentication: export "
-                            "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, from "
-                            "`ray get-auth-token` on the head) for the driver")
+                    hint = (
+                        "; a cluster started by `ray start` (Ray >= 2.60) uses token authentication: export "
+                        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, from "
+                        "`ray get-auth-token` on the head) for the driver"
+                    )
                 else:
-                    hint = ("; with RAY_AUTH_MODE=token, check that the driver's token (RAY_AUTH_TOKEN, "
-                            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is the head's "
-                            "(`ray get-auth-token` on the head)")
-                raise ConfigError(field, f"cannot connect to the Ray cluster at {address}: "
-                                         f"{' '.join(str(exc).split())[:300]}{hint} (docs/cluster.md)") from None
+                    hint = (
+                        "; with RAY_AUTH_MODE=token, check that the driver's token (RAY_AUTH_TOKEN, "
+                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is the head's "
+                        "(`ray get-auth-token` on the head)"
+                    )
+                raise ConfigError(
+                    field,
+                    f"cannot connect to the Ray cluster at {address}: "
+                    f"{' '.join(str(exc).split())[:300]}{hint} (docs/cluster.md)",
+                ) from None
             description = f"Ray cluster at {address}"
             where = "cluster"
         else:
@@ -193,5 +208,3 @@ def loopback_only(enabled: bool) -> Iterator[None]:
             os.environ.pop(SINGLE_MACHINE_ENV, None)
         else:
             os.environ[SINGLE_MACHINE_ENV] = previous_env
-
-

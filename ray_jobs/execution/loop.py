@@ -56,8 +56,17 @@ IN_FLIGHT_PER_SLOT, MIN_IN_FLIGHT, MAX_IN_FLIGHT = 8, 32, 2048
 RESIZE_EVERY_S = 15.0
 
 
-def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *, use_gpu: bool,
-              torch_threads: int, sweep: str, code_version: str) -> tuple[bytes, pa.Table, dict[str, str]]:
+def unit_task(
+    experiment_name: str,
+    params: dict,
+    seed_lo: int,
+    seed_hi: int,
+    *,
+    use_gpu: bool,
+    torch_threads: int,
+    sweep: str,
+    code_version: str,
+) -> tuple[bytes, pa.Table, dict[str, str]]:
     """A unit's Ray task: :func:`~ray_jobs.worker.run_unit` on seeds ``seed_lo .. seed_hi - 1``
     (two integers: the arguments stay small whatever the chunk size), then the unit's rows
     (:func:`~ray_jobs.store.unit_table`, with ``hostname``, Ray ``node_id`` and ``gpu_ids``)
@@ -73,11 +82,20 @@ def unit_task(experiment_name: str, params: dict, seed_lo: int, seed_hi: int, *,
     except Exception:
         pass
     columns = columns_of(run_unit(experiment_name, params, unit.seeds, use_gpu=use_gpu, torch_threads=torch_threads))
-    where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
-             "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
-    table = unit_table(unit, columns, constants=where, experiment=experiment_name,
-                       column_types=get_experiment(experiment_name).columns, sweep=sweep,
-                       code_version=code_version)
+    where = {
+        "hostname": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids()),
+    }
+    table = unit_table(
+        unit,
+        columns,
+        constants=where,
+        experiment=experiment_name,
+        column_types=get_experiment(experiment_name).columns,
+        sweep=sweep,
+        code_version=code_version,
+    )
     return encode_fragment(table), table.select(list(columns)), where
 
 
@@ -134,17 +152,28 @@ class Execution:
         # one task name for every unit (``ray::unit-<experiment>`` in the dashboard and the
         # workers' process titles): a name per unit costs the driver ~10 KiB that it never
         # frees (Ray 2.60; measured: +105 MiB over 10,000 units, none with one name)
-        remote = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=int(resources.max_retries),
-                            retry_exceptions=bool(resources.retry_exceptions))
+        remote = ray.remote(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            max_retries=int(resources.max_retries),
+            retry_exceptions=bool(resources.retry_exceptions),
+        )
         self.task: Any = remote(unit_task).options(name=f"unit-{experiment_name}")  # type: ignore[arg-type]
         self.pending: dict = {}  # ObjectRef -> WorkUnit
         self.started = time.monotonic()
 
     def submit(self, unit: WorkUnit) -> None:
         """Start the unit's task (one Ray task)."""
-        ref = self.task.remote(self.experiment_name, unit.cell.params, unit.seed_lo, unit.seed_hi,
-                               use_gpu=self.num_gpus > 0, torch_threads=self.torch_threads, sweep=self.sweep,
-                               code_version=self.code_version)
+        ref = self.task.remote(
+            self.experiment_name,
+            unit.cell.params,
+            unit.seed_lo,
+            unit.seed_hi,
+            use_gpu=self.num_gpus > 0,
+            torch_threads=self.torch_threads,
+            sweep=self.sweep,
+            code_version=self.code_version,
+        )
         self.pending[ref] = unit
 
     def slots(self) -> int:
@@ -240,12 +269,20 @@ class ListSource:
 
     def next_units(self, room: int) -> Sequence[WorkUnit]:
         start, self.next = self.next, min(len(self.units), self.next + room)
-        return self.units[start:self.next]
+        return self.units[start : self.next]
 
 
-def run_units(source: UnitSource | Sequence[WorkUnit], experiment_name: str, resources, console: Console, *, sweep: str,
-              code_version: str, description: str = "sweep",
-              timings: Timings | None = None) -> Generator[UnitOutcome, None, None]:
+def run_units(
+    source: UnitSource | Sequence[WorkUnit],
+    experiment_name: str,
+    resources,
+    console: Console,
+    *,
+    sweep: str,
+    code_version: str,
+    description: str = "sweep",
+    timings: Timings | None = None,
+) -> Generator[UnitOutcome, None, None]:
     """Run one Ray task per unit ``source`` gives (a list of units: in order), keeping
     :meth:`Execution.window` of them in flight (topped up before each outcome is handed over
     and after the caller is done with it); yield each outcome as its task finishes, with a
@@ -279,8 +316,9 @@ def run_units(source: UnitSource | Sequence[WorkUnit], experiment_name: str, res
 
     try:
         with progress_bar(console) as progress:
-            bar = progress.add_task(description, total=source.total, runs=0,
-                                    total_runs="?" if total_runs is None else total_runs, failed=0)
+            bar = progress.add_task(
+                description, total=source.total, runs=0, total_runs="?" if total_runs is None else total_runs, failed=0
+            )
             top_up()
             while execution.pending:
                 if time.monotonic() - resized >= RESIZE_EVERY_S:
@@ -300,10 +338,12 @@ def run_units(source: UnitSource | Sequence[WorkUnit], experiment_name: str, res
                 progress.refresh()
                 if not console.is_terminal and time.monotonic() - last_log >= LOG_EVERY_S:
                     last_log = time.monotonic()
-                    console.print(f"{description}: {done}/{source.total or '?'} units, "
-                                  f"{runs_done}/{'?' if total_runs is None else total_runs} runs, "
-                                  f"{failed} failed units, "
-                                  f"{last_log - execution.started:.0f} s elapsed")
+                    console.print(
+                        f"{description}: {done}/{source.total or '?'} units, "
+                        f"{runs_done}/{'?' if total_runs is None else total_runs} runs, "
+                        f"{failed} failed units, "
+                        f"{last_log - execution.started:.0f} s elapsed"
+                    )
     finally:
         if handed_over:  # stopped by the caller (break, an exception, Ctrl-C) while it held an outcome
             watch.restart()

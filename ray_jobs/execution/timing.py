@@ -38,8 +38,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 #: the phases, in the order a driver goes through them
-PHASES = ("compose", "plan", "ray_start", "session_open", "loop", "record", "search", "mlflow", "compact", "report",
-          "ray_stop")
+PHASES = (
+    "compose",
+    "plan",
+    "ray_start",
+    "session_open",
+    "loop",
+    "record",
+    "search",
+    "mlflow",
+    "compact",
+    "report",
+    "ray_stop",
+)
 #: prefix of the timing metrics on the MLflow parent run
 METRIC_PREFIX = "timing/"
 
@@ -116,18 +127,28 @@ class Timings:
         for name in (name for name in [*PHASES, *sorted(set(self.wall_s) - set(PHASES))] if name in self.wall_s):
             out[f"{METRIC_PREFIX}{name}_s"] = self.wall_s[name]
             out[f"{METRIC_PREFIX}{name}_cpu_s"] = self.cpu_s[name]
-        out.update({f"{METRIC_PREFIX}driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms,
-                    f"{METRIC_PREFIX}units_recorded": float(self.units_recorded),
-                    f"{METRIC_PREFIX}loop_span_s": self.loop_span_s,
-                    f"{METRIC_PREFIX}loop_span_cpu_s": self.loop_span_cpu_s,
-                    f"{METRIC_PREFIX}peak_rss_mib": self.peak_rss_mib})
+        out.update(
+            {
+                f"{METRIC_PREFIX}driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms,
+                f"{METRIC_PREFIX}units_recorded": float(self.units_recorded),
+                f"{METRIC_PREFIX}loop_span_s": self.loop_span_s,
+                f"{METRIC_PREFIX}loop_span_cpu_s": self.loop_span_cpu_s,
+                f"{METRIC_PREFIX}peak_rss_mib": self.peak_rss_mib,
+            }
+        )
         return out
 
     def as_dict(self) -> dict:
         """Plain numbers (JSON): wall and CPU per phase, units, per-unit CPU, peak memory."""
-        return {"wall_s": dict(self.wall_s), "cpu_s": dict(self.cpu_s), "units_recorded": self.units_recorded,
-                "driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms, "loop_span_s": self.loop_span_s,
-                "loop_span_cpu_s": self.loop_span_cpu_s, "peak_rss_mib": self.peak_rss_mib}
+        return {
+            "wall_s": dict(self.wall_s),
+            "cpu_s": dict(self.cpu_s),
+            "units_recorded": self.units_recorded,
+            "driver_cpu_per_unit_ms": self.driver_cpu_per_unit_ms,
+            "loop_span_s": self.loop_span_s,
+            "loop_span_cpu_s": self.loop_span_cpu_s,
+            "peak_rss_mib": self.peak_rss_mib,
+        }
 
     def line(self) -> str:
         """One line for the console: seconds per phase, then the per-unit CPU."""

@@ -12,8 +12,9 @@ integer.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ray_jobs.errors import ConfigError
 
@@ -52,8 +53,11 @@ class Ratio:
         product = ratio * base
         target = round(product)
         if abs(product - target) > 1e-9 or target < 1:
-            raise ConfigError(f"sweep.grid.{self.axis}", f"{self.target} = {self.axis} x {self.base} must be an integer >= 1, "
-                                                         f"got {ratio!r} x {base} = {product:g}")
+            raise ConfigError(
+                f"sweep.grid.{self.axis}",
+                f"{self.target} = {self.axis} x {self.base} must be an integer >= 1, "
+                f"got {ratio!r} x {base} = {product:g}",
+            )
         return target
 
 
@@ -74,8 +78,9 @@ class GridAxes:
         """``sweep.grid`` (a plain dict) as axis -> list of values, validated."""
         allowed = ", ".join(self.names)
         if not grid:
-            least = self.least or ", ".join([*(f"{a.axis} (or {a.other})" for a in self.alternatives if a.example),
-                                             *self.required])
+            least = self.least or ", ".join(
+                [*(f"{a.axis} (or {a.other})" for a in self.alternatives if a.example), *self.required]
+            )
             raise ConfigError("sweep.grid", f"empty grid; give at least {least}; allowed axes: {allowed}")
         for axis in grid:
             if axis not in self.names:
@@ -85,11 +90,15 @@ class GridAxes:
             if a in grid and b in grid:
                 raise ConfigError(f"sweep.grid.{a}", f"give either {a} or {b} ({alternative.how}), not both")
             if alternative.example and a not in grid and b not in grid:
-                raise ConfigError(f"sweep.grid.{a}", f"required axis for {experiment}: {a} or {b} "
-                                                     f"(e.g. sweep.grid.{b}={alternative.example})")
+                raise ConfigError(
+                    f"sweep.grid.{a}",
+                    f"required axis for {experiment}: {a} or {b} (e.g. sweep.grid.{b}={alternative.example})",
+                )
         for axis, example in self.required.items():
             if axis not in grid:
-                raise ConfigError(f"sweep.grid.{axis}", f"required axis for {experiment} (e.g. sweep.grid.{axis}={example})")
+                raise ConfigError(
+                    f"sweep.grid.{axis}", f"required axis for {experiment} (e.g. sweep.grid.{axis}={example})"
+                )
         return {axis: grid_axis_values(axis, values) for axis, values in grid.items()}
 
 

@@ -14,9 +14,10 @@ imports an experiment. Interval statistics come from :mod:`landscape_core.statis
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -52,8 +53,16 @@ def report_rows(store: ResultsStore, layout: ReportLayout, unit_ids: Iterable[st
     rows = store.read(unit_ids, columns=[name for name in names if name not in projection]).combine_chunks().to_pandas()
     for name, statuses in projection.items():
         if statuses and not rows.empty:
-            vectors = store.read(unit_ids, columns=["unit_id", "seed", name], statuses=list(statuses)).combine_chunks().to_pandas()
-            rows = rows.merge(vectors, on=["unit_id", "seed"], how="left") if not vectors.empty else rows.assign(**{name: None})
+            vectors = (
+                store.read(unit_ids, columns=["unit_id", "seed", name], statuses=list(statuses))
+                .combine_chunks()
+                .to_pandas()
+            )
+            rows = (
+                rows.merge(vectors, on=["unit_id", "seed"], how="left")
+                if not vectors.empty
+                else rows.assign(**{name: None})
+            )
     return rows
 
 
@@ -84,8 +93,15 @@ def rows_from_tables(tables: Sequence[pa.Table], layout: ReportLayout) -> pd.Dat
     return table.combine_chunks().to_pandas()
 
 
-def build_report(store: ResultsStore, layout: ReportLayout, *, sweep: str, confidence: float,
-                 reference: Path | None, figure: bool = True) -> Report:
+def build_report(
+    store: ResultsStore,
+    layout: ReportLayout,
+    *,
+    sweep: str,
+    confidence: float,
+    reference: Path | None,
+    figure: bool = True,
+) -> Report:
     """Read the sweep's rows (:func:`report_rows`: no vector column the report does not
     need), aggregate, and write table.md / table.csv and the
     layout's own files (:meth:`ReportLayout.files`: figures, extra tables)."""

@@ -54,15 +54,27 @@ def aggregate_cell(rows: pd.DataFrame, layout: ReportLayout, *, confidence: floa
     for status in layout.statuses:
         count = int(ran["status"].eq(status).sum())
         lo, hi = wilson_interval(count, runs, confidence)
-        out.update({f"n_{status}": count, f"frac_{status}": count / runs if runs else math.nan,
-                    f"frac_{status}_lo": lo, f"frac_{status}_hi": hi})
+        out.update(
+            {
+                f"n_{status}": count,
+                f"frac_{status}": count / runs if runs else math.nan,
+                f"frac_{status}_lo": lo,
+                f"frac_{status}_hi": hi,
+            }
+        )
     for column in layout.fraction_columns:
         known = ran[column].dropna() if column in ran else pd.Series([], dtype=bool)
         trials = len(known)
         count = int(known.astype(bool).sum()) if trials else 0
         lo, hi = wilson_interval(count, trials, confidence)
-        out.update({f"n_{column}": count, f"frac_{column}": count / trials if trials else math.nan,
-                    f"frac_{column}_lo": lo, f"frac_{column}_hi": hi})
+        out.update(
+            {
+                f"n_{column}": count,
+                f"frac_{column}": count / trials if trials else math.nan,
+                f"frac_{column}_lo": lo,
+                f"frac_{column}_hi": hi,
+            }
+        )
     spurious = ran[ran["status"] == "spurious"]
     out["mean_objective_spurious"] = _mean(spurious["final_loss"])
     out["mean_min_eig_spurious"] = _mean(spurious["min_eig"]) if "min_eig" in spurious else math.nan
@@ -109,13 +121,16 @@ def attach_reference(table: pd.DataFrame, reference_csv: Path, layout: ReportLay
     merged = table.merge(reference, on=keys, how="left")
     if "ref_frac_spurious" in merged:
         known = merged["ref_frac_spurious"].notna()
-        inside = (merged["frac_spurious_lo"] <= merged["ref_frac_spurious"]) & (merged["ref_frac_spurious"] <= merged["frac_spurious_hi"])
+        inside = (merged["frac_spurious_lo"] <= merged["ref_frac_spurious"]) & (
+            merged["ref_frac_spurious"] <= merged["frac_spurious_hi"]
+        )
         merged["ref_inside_ci"] = inside.where(known, None).astype("object")
     return merged
 
 
-def table_from_rows(rows: pa.Table | pd.DataFrame, layout: ReportLayout, *, confidence: float,
-                    reference: Path | None) -> pd.DataFrame:
+def table_from_rows(
+    rows: pa.Table | pd.DataFrame, layout: ReportLayout, *, confidence: float, reference: Path | None
+) -> pd.DataFrame:
     """Aggregate rows (Arrow or pandas) and attach the reference when given."""
     frame = rows.to_pandas() if isinstance(rows, pa.Table) else rows
     table = aggregate(frame, layout, confidence=confidence)

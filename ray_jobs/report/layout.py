@@ -93,13 +93,17 @@ class ReportLayout:
         the optional table axes shown only where they vary."""
         from ray_jobs.report.tables import status_markdown
 
-        return status_markdown(table, axes=self.shown_axes(table), statuses=self.statuses, sweep=sweep,
-                               confidence=confidence)
+        return status_markdown(
+            table, axes=self.shown_axes(table), statuses=self.statuses, sweep=sweep, confidence=confidence
+        )
 
     def shown_axes(self, table: pd.DataFrame) -> list[str]:
         """The table axes in ``table``, those of :attr:`optional_table_axes` only when they vary."""
-        return [axis for axis in self.table_axes if axis in table
-                and (axis not in self.optional_table_axes or table[axis].nunique() > 1)]
+        return [
+            axis
+            for axis in self.table_axes
+            if axis in table and (axis not in self.optional_table_axes or table[axis].nunique() > 1)
+        ]
 
     def headline_series(self, table: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
         """The headline report column against an integer grid axis, for the MLflow parent's
@@ -107,8 +111,9 @@ class ReportLayout:
         the axis value as the step). Default: none."""
         return {}
 
-    def files(self, table: pd.DataFrame, store: ResultsStore, *, sweep: str, confidence: float,
-              figure: bool) -> list[Path]:
+    def files(
+        self, table: pd.DataFrame, store: ResultsStore, *, sweep: str, confidence: float, figure: bool
+    ) -> list[Path]:
         """Write the report's extra files (CSVs; figures when ``figure``) under
         ``store.report_dir`` from the per-cell table (non-empty); return their paths.
         ``table.md`` and ``table.csv`` are written by the caller."""

@@ -4,7 +4,7 @@ default status table of an experiment without a layout of its own."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -64,12 +64,16 @@ def ratio_table(table: pd.DataFrame, *, keys: list[str], ratio: str, label: str,
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """GitHub markdown lines of a table."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(cells) + " |" for cells in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(cells) + " |" for cells in rows),
+    ]
 
 
-def status_markdown(table: pd.DataFrame, *, axes: Sequence[str], statuses: Sequence[str], sweep: str,
-                    confidence: float) -> str:
+def status_markdown(
+    table: pd.DataFrame, *, axes: Sequence[str], statuses: Sequence[str], sweep: str, confidence: float
+) -> str:
     """The default report of an experiment: one row per cell with its table ``axes``, runs,
     the percentage of each of its ``statuses`` with the Wilson interval, and errors."""
     level = f"{100 * confidence:g}%"

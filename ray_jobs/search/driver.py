@@ -62,8 +62,16 @@ class StudyUnits:
     A unit whose fragment exists is read, not run; a unit already asked for by another trial
     is waited for, not run twice. ``runs_computed`` counts runs that ran here."""
 
-    def __init__(self, plan: SearchPlan, setting: Setting, session: Session, journal: Path, *, retry_errors: bool,
-                 timings: Timings):
+    def __init__(
+        self,
+        plan: SearchPlan,
+        setting: Setting,
+        session: Session,
+        journal: Path,
+        *,
+        retry_errors: bool,
+        timings: Timings,
+    ):
         self.plan, self.setting, self.session, self.timings = plan, setting, session, timings
         self.retry_errors = retry_errors
         self.waiting: dict[str, list[EvalRequest]] = {}  # unit_id -> requests waiting for it (queued or running)
@@ -71,8 +79,9 @@ class StudyUnits:
         self.ready: deque[tuple[EvalRequest, list[dict]]] = deque()  # results not yet told to the searcher
         self.runs_computed = self.runs_read = self.units_failed = 0
         session.console.print(f"[bold]study {escape(setting.study)}[/]")
-        self.searcher = Searcher(plan.spec_for(setting), self, journal, on_trial=self.on_trial,
-                                 retry_errors=retry_errors)
+        self.searcher = Searcher(
+            plan.spec_for(setting), self, journal, on_trial=self.on_trial, retry_errors=retry_errors
+        )
 
     def on_trial(self, summary: dict) -> None:
         self.session.console.print("  " + escape(trial_line(summary)))
@@ -128,8 +137,10 @@ class StudyUnits:
 
     def result(self) -> StudyResult:
         outcome = self.searcher.outcome()
-        self.session.console.print(f"  -> {escape(outcome.message)} ({self.runs_computed} runs computed now, "
-                                   f"{self.runs_read} read from earlier fragments)")
+        self.session.console.print(
+            f"  -> {escape(outcome.message)} ({self.runs_computed} runs computed now, "
+            f"{self.runs_read} read from earlier fragments)"
+        )
         return StudyResult(self.setting, outcome, self.runs_computed, self.runs_read, self.units_failed)
 
 
@@ -152,8 +163,14 @@ class SearchUnits:
                 if not self.settings:
                     return []
                 with self.timings.phase("search"):
-                    self.study = StudyUnits(self.plan, self.settings.popleft(), self.session, self.journal,
-                                            retry_errors=self.retry_errors, timings=self.timings)
+                    self.study = StudyUnits(
+                        self.plan,
+                        self.settings.popleft(),
+                        self.session,
+                        self.journal,
+                        retry_errors=self.retry_errors,
+                        timings=self.timings,
+                    )
                     self.study.searcher.start()
             units = self.study.next_units(room)
             if units or not self.study.done:
@@ -194,8 +211,10 @@ def trial_line(summary: dict) -> str:
     if summary["decision"] == "error":
         return f"trial {summary['number']}: {params}: every run of a stage failed (error rows recorded)"
     lo, hi = summary["interval"]
-    return (f"trial {summary['number']}: {params}: {summary['fraction']:.3f} [{lo:.3f}, {hi:.3f}] "
-            f"over {summary['runs']} runs, {summary['decision']}")
+    return (
+        f"trial {summary['number']}: {params}: {summary['fraction']:.3f} [{lo:.3f}, {hi:.3f}] "
+        f"over {summary['runs']} runs, {summary['decision']}"
+    )
 
 
 def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dict) -> None:
@@ -204,17 +223,23 @@ def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dic
     if session.tracker is None:
         return
     params = {"study": setting.study, "trial": summary["number"], **setting.values, **summary["params"]}
-    metrics = {**{f"n_{k}": v for k, v in (summary.get("statuses") or {}).items()},
-               "fraction": summary["fraction"], "fraction_lo": summary["interval"][0],
-               "fraction_hi": summary["interval"][1], "runs": summary["runs"],
-               "stages": summary["stages"], "objective": summary["value"]}
+    metrics = {
+        **{f"n_{k}": v for k, v in (summary.get("statuses") or {}).items()},
+        "fraction": summary["fraction"],
+        "fraction_lo": summary["interval"][0],
+        "fraction_hi": summary["interval"][1],
+        "runs": summary["runs"],
+        "stages": summary["stages"],
+        "objective": summary["value"],
+    }
     name = f"trial {summary['number']} " + " ".join(f"{k}={fmt(v)}" for k, v in summary["params"].items())
     tags = {"study": setting.study, "sweep": plan.sweep, "decision": summary["decision"]}
     session.tracker.log_cell(name, params, metrics, tags, kind="trial")
 
 
-def write_search_report(plan: SearchPlan, studies: list[StudyResult], session: Session,
-                        journal: Path) -> tuple[Report, str, list[Path]]:
+def write_search_report(
+    plan: SearchPlan, studies: list[StudyResult], session: Session, journal: Path
+) -> tuple[Report, str, list[Path]]:
     """The experiment's per-cell report of every cell the search ran, then search.md,
     trials.csv and the Optuna figures; returns the report, search.md's text and every file."""
     store = session.store
@@ -226,8 +251,9 @@ def write_search_report(plan: SearchPlan, studies: list[StudyResult], session: S
     return report, markdown, [*report.paths, store.report_dir / SEARCH_MD, store.report_dir / TRIALS_CSV, *figures]
 
 
-def run_search_sweep(cfg: DictConfig, console: Console | None = None, *,
-                     timings: Timings | None = None) -> SearchResult:
+def run_search_sweep(
+    cfg: DictConfig, console: Console | None = None, *, timings: Timings | None = None
+) -> SearchResult:
     """Run (or resume) the search ``cfg``; raises ConfigError (nothing written) when invalid,
     KeyboardInterrupt when interrupted (the journal and fragments stay; the same command resumes).
     Its phases are added to ``timings`` (the caller's, holding the compose step, or a new one)."""
@@ -238,26 +264,43 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None, *,
         plan = plan_search(cfg)
         preflight(cfg)
     with ExitStack() as stack:
-        where = stack.enter_context(timings.around(ray_cluster(cfg.cluster, console, resources=cfg.resources),
-                                                   enter="ray_start", leave="ray_stop"))  # before anything is written
+        where = stack.enter_context(
+            timings.around(
+                ray_cluster(cfg.cluster, console, resources=cfg.resources), enter="ray_start", leave="ray_stop"
+            )
+        )  # before anything is written
         with timings.phase("session_open"):
             session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console))
         journal = session.store.sweep_dir / JOURNAL
         spec = plan.spec
-        console.print(f"[bold]{plan.sweep}[/]: {spec.kind} search over {', '.join(a.name for a in spec.axes)} for "
-                      f"{len(plan.settings)} setting(s), sampler {spec.sampler}, up to {spec.trials} trials x "
-                      f"{spec.max_stages} stages x {spec.seeds_per_stage} seeds each; journal {journal}")
-        params = {"sweep": plan.sweep, "experiment": plan.experiment.name, "settings": len(plan.settings),
-                  "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
-                  "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True))}
+        console.print(
+            f"[bold]{plan.sweep}[/]: {spec.kind} search over {', '.join(a.name for a in spec.axes)} for "
+            f"{len(plan.settings)} setting(s), sampler {spec.sampler}, up to {spec.trials} trials x "
+            f"{spec.max_stages} stages x {spec.seeds_per_stage} seeds each; journal {journal}"
+        )
+        params = {
+            "sweep": plan.sweep,
+            "experiment": plan.experiment.name,
+            "settings": len(plan.settings),
+            "search": canonical_json(OmegaConf.to_container(cfg.search, resolve=True)),
+            "grid": canonical_json(OmegaConf.to_container(cfg.sweep.grid, resolve=True)),
+        }
         mlflow = timings.stopwatch("mlflow")
         with session.parent_run(params, tags={"landscape.search": spec.kind}):
             mlflow.lap()
             console.print(f"Trials run on {where}.")
             source = SearchUnits(plan, session, journal, retry_errors=bool(cfg.retry_errors), timings=timings)
             try:
-                loop = run_units(source, plan.experiment.name, cfg.resources, console, sweep=plan.sweep,
-                                 code_version=session.version, description=plan.sweep, timings=timings)
+                loop = run_units(
+                    source,
+                    plan.experiment.name,
+                    cfg.resources,
+                    console,
+                    sweep=plan.sweep,
+                    code_version=session.version,
+                    description=plan.sweep,
+                    timings=timings,
+                )
                 with closing(loop) as outcomes:
                     for outcome in outcomes:  # leaving the block closes the loop: pending tasks dropped, never forced
                         source.consume(outcome)
@@ -268,12 +311,17 @@ def run_search_sweep(cfg: DictConfig, console: Console | None = None, *,
                 report, markdown, paths = write_search_report(plan, studies, session, journal)
             wall_s = time.monotonic() - started
             with timings.phase("mlflow"):
-                session.finish(metrics={"trials": sum(len(s.outcome.trials) for s in studies),
-                                        "runs_spent": sum(s.outcome.runs_spent for s in studies),
-                                        "runs_computed": sum(s.runs_computed for s in studies),
-                                        "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
-                                        "wall_s": wall_s, **timings.metrics()},
-                               report_paths=paths)
+                session.finish(
+                    metrics={
+                        "trials": sum(len(s.outcome.trials) for s in studies),
+                        "runs_spent": sum(s.outcome.runs_spent for s in studies),
+                        "runs_computed": sum(s.runs_computed for s in studies),
+                        "grid_runs": (plan.grid_runs() or math.nan) * len(plan.settings),
+                        "wall_s": wall_s,
+                        **timings.metrics(),
+                    },
+                    report_paths=paths,
+                )
             mlflow.restart()
         mlflow.lap()  # the parent run closed
     return SearchResult(plan, session.results_dir, studies, report, markdown, session.parent_run_id, wall_s, timings)

@@ -39,7 +39,6 @@ same parameters (their finished stages are not recomputed by an evaluator that k
 results, such as the sweep service's Parquet store), so no trial is evaluated twice.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -144,8 +143,9 @@ def run_search(
     are ``seed_start + s * seeds_per_stage + [0, seeds_per_stage)``: the same seeds for
     every trial (common random numbers across the searched values).
     """
-    searcher = Searcher(spec, evaluator, Path(storage_path), on_records=on_records, on_trial=on_trial,
-                        retry_errors=retry_errors)
+    searcher = Searcher(
+        spec, evaluator, Path(storage_path), on_records=on_records, on_trial=on_trial, retry_errors=retry_errors
+    )
     try:
         searcher.start()
         while not searcher.done:
@@ -163,9 +163,23 @@ class Searcher:
     (:mod:`ray_jobs.search.driver`). :meth:`close` (always) lets another driver of this
     process take over the trials it left RUNNING."""
 
-    def __init__(self, spec: SearchSpec, evaluator: Proposals, storage_path: Path, *, on_records=None, on_trial=None,
-                 retry_errors: bool = False):
-        self.spec, self.evaluator, self.on_records, self.on_trial, self.retry_errors = spec, evaluator, on_records, on_trial, retry_errors
+    def __init__(
+        self,
+        spec: SearchSpec,
+        evaluator: Proposals,
+        storage_path: Path,
+        *,
+        on_records=None,
+        on_trial=None,
+        retry_errors: bool = False,
+    ):
+        self.spec, self.evaluator, self.on_records, self.on_trial, self.retry_errors = (
+            spec,
+            evaluator,
+            on_records,
+            on_trial,
+            retry_errors,
+        )
         self.driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.summaries: list[dict] = []  # one per finished trial (summary dicts, as in the outcome)
         self.known: set[int] = set()  # numbers of the trials in summaries
@@ -185,8 +199,13 @@ class Searcher:
         storage_path.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage_path)))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = self.study = optuna.create_study(storage=storage, study_name=spec.name, sampler=spec.make_sampler(),
-                                                 direction="minimize", load_if_exists=True)
+        study = self.study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            sampler=spec.make_sampler(),
+            direction="minimize",
+            load_if_exists=True,
+        )
         # Trials a dead driver left RUNNING: fail them and ask for the same parameters again.
         # Trials of a driver still alive (another process sharing the study) are left alone.
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -201,7 +220,9 @@ class Searcher:
 
     def refresh(self) -> None:
         """Add trials finished since the last look (by this driver or another one sharing the study)."""
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+        for t in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        ):
             if t.state == optuna.trial.TrialState.FAIL and self.retry_errors:
                 continue  # its values may be asked again (the evaluator reruns units with error rows)
             if t.number not in self.known and "summary" in t.user_attrs:  # (a FAIL with a summary = every run errored)
@@ -212,7 +233,9 @@ class Searcher:
         """Whether the runs left, after those committed to the trials in flight, pay for a whole new trial."""
         spec = self.spec
         committed = sum((spec.max_stages - s.stage) * spec.seeds_per_stage for s in self.in_flight.values())
-        return self.runs_spent + committed + spec.max_stages * spec.seeds_per_stage <= spec.total_runs  # a whole new trial
+        return (
+            self.runs_spent + committed + spec.max_stages * spec.seeds_per_stage <= spec.total_runs
+        )  # a whole new trial
 
     def submit_stage(self, state: TrialState) -> None:
         """Submit the next stage of seeds of ``state``."""
@@ -222,8 +245,11 @@ class Searcher:
     def flying_params(self, exclude: int | None = None) -> list[dict]:
         """Parameters of the trials in flight: this driver's and those another live driver runs."""
         ours = [state.params for state in self.in_flight.values()]
-        others = [dict(t.params) for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                  if t.number not in self.in_flight and t.number != exclude]
+        others = [
+            dict(t.params)
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.number not in self.in_flight and t.number != exclude
+        ]
         return ours + others
 
     def open_threshold_values(self, exclude: int | None = None) -> list:
@@ -240,8 +266,13 @@ class Searcher:
     def start_trials(self) -> None:
         """Ask for trials and submit their first stage while slots, trials, budget and open values remain."""
         spec = self.spec
-        while (len(self.in_flight) < spec.parallel_trials and self.started < spec.trials and self.budget_left()
-               and (self.grid_size is None or self.started < self.grid_size) and not (self.bisect and not self.open_threshold_values())):
+        while (
+            len(self.in_flight) < spec.parallel_trials
+            and self.started < spec.trials
+            and self.budget_left()
+            and (self.grid_size is None or self.started < self.grid_size)
+            and not (self.bisect and not self.open_threshold_values())
+        ):
             self.refresh()
             trial = self.study.ask(self.distributions)
             trial.set_user_attr("driver", self.driver)
@@ -251,8 +282,12 @@ class Searcher:
             params = dict(trial.params)
             done = next((s for s in self.summaries if s["params"] == params and "repeat_of" not in s), None)
             flying = next((p for p in self.flying_params(exclude=trial.number) if p == params), None)
-            outside = (self.bisect and done is None and flying is None
-                       and params[spec.axes[0].name] not in self.open_threshold_values(trial.number))
+            outside = (
+                self.bisect
+                and done is None
+                and flying is None
+                and params[spec.axes[0].name] not in self.open_threshold_values(trial.number)
+            )
             if done is not None or flying is not None or outside:
                 self.skip_proposal(trial, done, flying)
                 continue
@@ -262,8 +297,14 @@ class Searcher:
     def skip_proposal(self, trial: optuna.trial.Trial, done: dict | None, flying: dict | None) -> None:
         """Close, without runs, a proposal that repeats a decided value, is in flight or is outside the bracket."""
         if done is not None and done["decision"] != "error":  # values already decided: the same answer, no runs
-            summary = {**done, "number": trial.number, "runs": 0, "stages": 0, "repeat_of": done["number"],
-                       "decision": f"repeat of trial {done['number']}"}
+            summary = {
+                **done,
+                "number": trial.number,
+                "runs": 0,
+                "stages": 0,
+                "repeat_of": done["number"],
+                "decision": f"repeat of trial {done['number']}",
+            }
             trial.set_user_attr("summary", summary)
             self.study.tell(trial, done["value"])
             self.summaries.append(summary)
@@ -272,7 +313,9 @@ class Searcher:
                 self.on_trial(summary)
         else:  # values of a trial in flight (never evaluated twice), or outside the open
             # bracket of a threshold search (cannot change its answer): dropped, pruned
-            reason = ("errored" if done is not None else "in flight" if flying is not None else "outside the open bracket")
+            reason = (
+                "errored" if done is not None else "in flight" if flying is not None else "outside the open bracket"
+            )
             trial.set_user_attr("skipped", reason)
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         if self.bisect:  # the sampler repeats itself: the next trial bisects the open bracket
@@ -296,7 +339,11 @@ class Searcher:
                 return "worse"
         if state.stage >= spec.max_stages:
             if spec.kind == "threshold":
-                return "feasible (point estimate)" if state.hits / state.runs >= spec.target else "infeasible (point estimate)"
+                return (
+                    "feasible (point estimate)"
+                    if state.hits / state.runs >= spec.target
+                    else "infeasible (point estimate)"
+                )
             return "all stages"
         return None
 
@@ -315,8 +362,16 @@ class Searcher:
         state.trial.set_user_attr("heartbeat", time.time())
         self.runs_spent += len(ran)
         if not ran:  # the whole stage failed: the trial fails (its error rows are stored), others go on
-            summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
-                       "fraction": math.nan, "interval": [math.nan, math.nan], "decision": "error", "value": math.nan}
+            summary = {
+                "number": state.number,
+                "params": state.params,
+                "runs": state.runs,
+                "stages": state.stage,
+                "fraction": math.nan,
+                "interval": [math.nan, math.nan],
+                "decision": "error",
+                "value": math.nan,
+            }
             # in the outcome and trials table; never asked again (rerun: retry_errors)
             self.finish_trial(state, summary, optuna.trial.TrialState.FAIL)
             return
@@ -328,12 +383,24 @@ class Searcher:
         interval = wilson_interval(state.hits, state.runs, spec.confidence)
         if spec.kind == "threshold":
             axis = spec.axes[0]
-            value = float(state.params[axis.name]) if decision.startswith("feasible") else float(axis.high) + 1 + (spec.target - fraction)
+            value = (
+                float(state.params[axis.name])
+                if decision.startswith("feasible")
+                else float(axis.high) + 1 + (spec.target - fraction)
+            )
         else:
             value = fraction
-        summary = {"number": state.number, "params": state.params, "runs": state.runs, "stages": state.stage,
-                   "fraction": fraction, "interval": list(interval), "decision": decision, "value": value,
-                   "statuses": dict(sorted(state.statuses.items()))}
+        summary = {
+            "number": state.number,
+            "params": state.params,
+            "runs": state.runs,
+            "stages": state.stage,
+            "fraction": fraction,
+            "interval": list(interval),
+            "decision": decision,
+            "value": value,
+            "statuses": dict(sorted(state.statuses.items())),
+        }
         self.finish_trial(state, summary, value)
 
     def finish_trial(self, state: TrialState, summary: dict, result: float | optuna.trial.TrialState) -> None:

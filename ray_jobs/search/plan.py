@@ -43,7 +43,7 @@ class SearchPlan:
     experiment: Experiment
     spec: SearchSpec  # the search block (its name is the sweep's; each study gets its own copy)
     settings: list[Setting]
-    cells: "TrialCells"
+    cells: TrialCells
 
     def spec_for(self, setting: Setting) -> SearchSpec:
         return SearchSpec(**{**self.spec.__dict__, "name": setting.study, "fixed": dict(setting.values)})
@@ -111,24 +111,36 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"search.{key}", f"unknown search setting; allowed: {', '.join(sorted(allowed))}")
-    spec = SearchSpec.from_dict({**raw, "name": str(cfg.sweep.name), "seed_start": raw.get("seed_start", int(cfg.sweep.get("seed_start", 0)))})
+    spec = SearchSpec.from_dict(
+        {**raw, "name": str(cfg.sweep.name), "seed_start": raw.get("seed_start", int(cfg.sweep.get("seed_start", 0)))}
+    )
     for key, statuses in (("success_statuses", spec.success_statuses), ("failure_statuses", spec.failure_statuses)):
         unknown = [s for s in statuses if s not in experiment.statuses]
         if unknown or not statuses:
-            raise ConfigError(f"search.{key}", f"{unknown or statuses!r}: give statuses among {', '.join(experiment.statuses)}")
+            raise ConfigError(
+                f"search.{key}", f"{unknown or statuses!r}: give statuses among {', '.join(experiment.statuses)}"
+            )
     searched = tuple(axis.name for axis in spec.axes)
     for name in searched:
         if name in experiment.axes:
             continue
         node = OmegaConf.select(cfg, name, default=_MISSING)
         if node is _MISSING:
-            raise ConfigError(f"search.axes.{name}", f"neither a grid axis of {experiment.name} "
-                                                     f"({', '.join(experiment.axes)}) nor a key of the config (e.g. protocol.step)")
+            raise ConfigError(
+                f"search.axes.{name}",
+                f"neither a grid axis of {experiment.name} "
+                f"({', '.join(experiment.axes)}) nor a key of the config (e.g. protocol.step)",
+            )
         if isinstance(node, (DictConfig, ListConfig)):
-            raise ConfigError(f"search.axes.{name}", "is a config group or section, not a value; search its keys "
-                                                     f"(e.g. {name}.lr), one search per group option")
+            raise ConfigError(
+                f"search.axes.{name}",
+                "is a config group or section, not a value; search its keys "
+                f"(e.g. {name}.lr), one search per group option",
+            )
     grid = OmegaConf.to_container(cfg.sweep.grid, resolve=True) or {}
-    fixed_axes = {axis: (list(v) if isinstance(v, (list, tuple)) else [v]) for axis, v in grid.items() if axis not in searched}
+    fixed_axes = {
+        axis: (list(v) if isinstance(v, (list, tuple)) else [v]) for axis, v in grid.items() if axis not in searched
+    }
     cells = TrialCells(cfg, experiment, searched)
     settings = []
     for point in itertools.product(*fixed_axes.values()):
@@ -137,16 +149,19 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
         # axes at their first value, must make a valid cell
         first = {a.name: (a.choices[0] if a.type == "categorical" else _axis_value(a, a.low)) for a in spec.axes}
         for axis in spec.axes:
-            for value in (axis.choices if axis.type == "categorical" else (axis.low, axis.high)):
+            for value in axis.choices if axis.type == "categorical" else (axis.low, axis.high):
                 cells.cell_for({**values, **first, axis.name: _axis_value(axis, value)})
         # The study's name carries a hash of what decides its trials (the search's target,
         # statuses, confidence, stages, seeds, ranges, and the cell's science config), so a
         # search run again with other such settings starts a new study in the same journal
         # instead of reusing verdicts to another question; units are still shared by id.
-        identity = stable_hash({"search": {**spec.identity(), "fixed": values},
-                                "cell": cells.cell_for({**values, **first}).params}, 8)
+        identity = stable_hash(
+            {"search": {**spec.identity(), "fixed": values}, "cell": cells.cell_for({**values, **first}).params}, 8
+        )
         suffix = ",".join(f"{k}={v}" for k, v in values.items())
-        settings.append(Setting(values, f"{cfg.sweep.name}[{suffix}]#{identity}" if suffix else f"{cfg.sweep.name}#{identity}"))
+        settings.append(
+            Setting(values, f"{cfg.sweep.name}[{suffix}]#{identity}" if suffix else f"{cfg.sweep.name}#{identity}")
+        )
     return SearchPlan(str(cfg.sweep.name), experiment, spec, settings, cells)
 
 

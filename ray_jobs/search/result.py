@@ -30,35 +30,64 @@ def search_outcome(spec: SearchSpec, summaries: list[dict], runs_spent: int) -> 
     errored = sorted({tuple(s["params"].items()) for s in summaries if s["decision"] == "error"})
     decided = [s for s in summaries if s["decision"] != "error"]
     if summaries and not decided:
-        return SearchOutcome(spec.name, summaries, runs_spent, None, False,
-                             f"every trial failed ({len(summaries)} trials; their error rows are recorded; "
-                             "rerun with retry_errors=true)")
+        return SearchOutcome(
+            spec.name,
+            summaries,
+            runs_spent,
+            None,
+            False,
+            f"every trial failed ({len(summaries)} trials; their error rows are recorded; "
+            "rerun with retry_errors=true)",
+        )
     if spec.kind == "threshold":
         axis = spec.axes[0].name
         feasible = sorted((s for s in decided if s["decision"].startswith("feasible")), key=lambda s: s["params"][axis])
         infeasible = [s["params"][axis] for s in decided if s["decision"].startswith("infeasible")]
         if not feasible:
-            return SearchOutcome(spec.name, summaries, runs_spent, None, False,
-                                 f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] "
-                                 f"reached "
-                                 f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs")
+            return SearchOutcome(
+                spec.name,
+                summaries,
+                runs_spent,
+                None,
+                False,
+                f"not reached within budget: no {axis} in [{spec.axes[0].low}, {spec.axes[0].high}] "
+                f"reached "
+                f"{spec.target:.0%} success in {len(summaries)} trials / {runs_spent} runs",
+            )
         best = feasible[0]
         below = max((v for v in infeasible if v < best["params"][axis]), default=None)
-        undecided = sorted(dict(p)[axis] for p in errored if (below is None or dict(p)[axis] > below)
-                           and dict(p)[axis] < best["params"][axis])
+        undecided = sorted(
+            dict(p)[axis]
+            for p in errored
+            if (below is None or dict(p)[axis] > below) and dict(p)[axis] < best["params"][axis]
+        )
         note = f"; undecided, every run failed: {axis} = {undecided}" if undecided else ""
-        return SearchOutcome(spec.name, summaries, runs_spent,
-                             {**best, "threshold": best["params"][axis], "largest_infeasible_below": below,
-                              "undecided_below": undecided}, True,
-                             f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}{note}), "
-                             f"{runs_spent} runs")
+        return SearchOutcome(
+            spec.name,
+            summaries,
+            runs_spent,
+            {
+                **best,
+                "threshold": best["params"][axis],
+                "largest_infeasible_below": below,
+                "undecided_below": undecided,
+            },
+            True,
+            f"threshold {axis} = {best['params'][axis]} (largest infeasible below: {below}{note}), {runs_spent} runs",
+        )
     if not decided:
         return SearchOutcome(spec.name, summaries, runs_spent, None, False, "no trial finished within budget")
     best = min(decided, key=lambda s: (s["fraction"], -s["runs"]))
     values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
     lo, hi = best["interval"]
-    return SearchOutcome(spec.name, summaries, runs_spent, best, True,
-                         f"best {values}: fraction {best['fraction']:.3f} [{lo:.3f}, {hi:.3f}], {runs_spent} runs")
+    return SearchOutcome(
+        spec.name,
+        summaries,
+        runs_spent,
+        best,
+        True,
+        f"best {values}: fraction {best['fraction']:.3f} [{lo:.3f}, {hi:.3f}], {runs_spent} runs",
+    )
 
 
 @dataclass

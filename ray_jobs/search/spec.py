@@ -31,9 +31,13 @@ class SearchAxis:
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         if self.type == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         if self.type == "float":
-            return optuna.distributions.FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+            return optuna.distributions.FloatDistribution(
+                float(self.low), float(self.high), step=self.step, log=self.log
+            )
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
     def contains(self, value) -> bool:
@@ -79,7 +83,7 @@ class SearchSpec:
     enqueue: tuple[dict[str, Any], ...] = ()
 
     @staticmethod
-    def from_dict(raw: dict[str, Any]) -> "SearchSpec":
+    def from_dict(raw: dict[str, Any]) -> SearchSpec:
         """Validate a search config (a plain dict); ConfigError names the offending field."""
         raw = dict(raw)
         name = raw.get("name")
@@ -90,7 +94,9 @@ class SearchSpec:
             raise ConfigError("search.kind", f"{kind!r} is not one of {', '.join(KINDS)}")
         axes_raw = raw.get("axes") or {}
         if not isinstance(axes_raw, dict) or not axes_raw:
-            raise ConfigError("search.axes", "give at least one searched axis, e.g. {width: {type: int, low: 4, high: 64}}")
+            raise ConfigError(
+                "search.axes", "give at least one searched axis, e.g. {width: {type: int, low: 4, high: 64}}"
+            )
         axes = []
         for axis_name, a in axes_raw.items():
             a = dict(a or {})
@@ -103,21 +109,40 @@ class SearchSpec:
             else:
                 low, high = a.get("low"), a.get("high")
                 if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low > high:
-                    raise ConfigError(f"search.axes.{axis_name}.low", f"need numbers low <= high, got {low!r}, {high!r}")
+                    raise ConfigError(
+                        f"search.axes.{axis_name}.low", f"need numbers low <= high, got {low!r}, {high!r}"
+                    )
                 if a.get("log") and low <= 0:
                     raise ConfigError(f"search.axes.{axis_name}.low", "a log axis needs low > 0")
                 step = a.get("step")
                 if step is not None:
                     if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
-                        raise ConfigError(f"search.axes.{axis_name}.step", f"must be a number > 0 (or null), got {step!r}")
+                        raise ConfigError(
+                            f"search.axes.{axis_name}.step", f"must be a number > 0 (or null), got {step!r}"
+                        )
                     if t == "int" and not float(step).is_integer():
-                        raise ConfigError(f"search.axes.{axis_name}.step", f"an int axis needs an integer step, got {step!r}")
+                        raise ConfigError(
+                            f"search.axes.{axis_name}.step", f"an int axis needs an integer step, got {step!r}"
+                        )
                     if a.get("log"):
-                        raise ConfigError(f"search.axes.{axis_name}.step", "a log axis takes no step (Optuna samples it continuously)")
+                        raise ConfigError(
+                            f"search.axes.{axis_name}.step", "a log axis takes no step (Optuna samples it continuously)"
+                        )
                 if t == "int" and not (float(low).is_integer() and float(high).is_integer()):
-                    raise ConfigError(f"search.axes.{axis_name}.low", f"an int axis needs integer ends, got {low!r}, {high!r}")
-            axes.append(SearchAxis(axis_name, t, a.get("low"), a.get("high"), a.get("step"), bool(a.get("log", False)),
-                                   tuple(a.get("choices") or ())))
+                    raise ConfigError(
+                        f"search.axes.{axis_name}.low", f"an int axis needs integer ends, got {low!r}, {high!r}"
+                    )
+            axes.append(
+                SearchAxis(
+                    axis_name,
+                    t,
+                    a.get("low"),
+                    a.get("high"),
+                    a.get("step"),
+                    bool(a.get("log", False)),
+                    tuple(a.get("choices") or ()),
+                )
+            )
         if kind == "threshold" and (len(axes) != 1 or axes[0].type != "int"):
             raise ConfigError("search.axes", "a threshold search has exactly one integer axis (e.g. width)")
         for key in ("target", "confidence"):
@@ -133,15 +158,22 @@ class SearchSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"search.{key}", f"must be an integer >= 0, got {value!r}")
         spec = SearchSpec(
-            name=name, kind=kind, axes=tuple(axes), fixed=dict(raw.get("fixed") or {}),
+            name=name,
+            kind=kind,
+            axes=tuple(axes),
+            fixed=dict(raw.get("fixed") or {}),
             target=float(raw.get("target", 0.99)),
             success_statuses=tuple(raw.get("success_statuses", ("global",))),
             failure_statuses=tuple(raw.get("failure_statuses", ("spurious",))),
             confidence=float(raw.get("confidence", 0.99)),
-            trials=raw.get("trials", 20), seeds_per_stage=raw.get("seeds_per_stage", 25),
-            max_stages=raw.get("max_stages", 4), total_runs=raw.get("total_runs", 100_000),
-            parallel_trials=raw.get("parallel_trials", 2), sampler=raw.get("sampler", "tpe"),
-            sampler_seed=raw.get("sampler_seed", 0), seed_start=raw.get("seed_start", 0),
+            trials=raw.get("trials", 20),
+            seeds_per_stage=raw.get("seeds_per_stage", 25),
+            max_stages=raw.get("max_stages", 4),
+            total_runs=raw.get("total_runs", 100_000),
+            parallel_trials=raw.get("parallel_trials", 2),
+            sampler=raw.get("sampler", "tpe"),
+            sampler_seed=raw.get("sampler_seed", 0),
+            seed_start=raw.get("seed_start", 0),
             stale_after_s=raw.get("stale_after_s", 3600.0),
             enqueue=tuple(dict(point) for point in (raw.get("enqueue") or ()) if isinstance(point, dict)),
         )
@@ -150,7 +182,9 @@ class SearchSpec:
         names = {axis.name: axis for axis in axes}
         for point in spec.enqueue:
             if set(point) != set(names):
-                raise ConfigError("search.enqueue", f"each entry gives every searched axis ({', '.join(names)}), got {point}")
+                raise ConfigError(
+                    "search.enqueue", f"each entry gives every searched axis ({', '.join(names)}), got {point}"
+                )
             for key, value in point.items():
                 if not names[key].contains(value):
                     raise ConfigError(f"search.enqueue.{key}", f"{value!r} is outside the searched range of {key}")
@@ -158,7 +192,11 @@ class SearchSpec:
             value = getattr(spec, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"search.{key}", f"must be an integer >= 1, got {value!r}")
-        if isinstance(spec.stale_after_s, bool) or not isinstance(spec.stale_after_s, (int, float)) or not spec.stale_after_s > 0:
+        if (
+            isinstance(spec.stale_after_s, bool)
+            or not isinstance(spec.stale_after_s, (int, float))
+            or not spec.stale_after_s > 0
+        ):
             raise ConfigError("search.stale_after_s", f"must be a number of seconds > 0, got {spec.stale_after_s!r}")
         if not 0 < spec.target <= 1:
             raise ConfigError("search.target", f"must be in (0, 1], got {spec.target!r}")
@@ -167,8 +205,11 @@ class SearchSpec:
         if spec.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", f"{spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if spec.total_runs < spec.max_stages * spec.seeds_per_stage:
-            raise ConfigError("search.total_runs", f"must allow one whole trial (max_stages x seeds_per_stage = "
-                                                   f"{spec.max_stages * spec.seeds_per_stage}), got {spec.total_runs}")
+            raise ConfigError(
+                "search.total_runs",
+                f"must allow one whole trial (max_stages x seeds_per_stage = "
+                f"{spec.max_stages * spec.seeds_per_stage}), got {spec.total_runs}",
+            )
         if spec.sampler == "grid":
             spec.grid_points()  # a float axis without a step has no grid: ConfigError naming it
         return spec
@@ -176,10 +217,18 @@ class SearchSpec:
     def identity(self) -> dict[str, Any]:
         """The settings that decide a trial's runs and verdict (not the budget, sampler or
         concurrency): two specs with the same identity may share a study's finished trials."""
-        return {"kind": self.kind, "axes": [a.__dict__ for a in self.axes], "fixed": self.fixed, "target": self.target,
-                "success_statuses": list(self.success_statuses), "failure_statuses": list(self.failure_statuses),
-                "confidence": self.confidence, "seeds_per_stage": self.seeds_per_stage, "max_stages": self.max_stages,
-                "seed_start": self.seed_start}
+        return {
+            "kind": self.kind,
+            "axes": [a.__dict__ for a in self.axes],
+            "fixed": self.fixed,
+            "target": self.target,
+            "success_statuses": list(self.success_statuses),
+            "failure_statuses": list(self.failure_statuses),
+            "confidence": self.confidence,
+            "seeds_per_stage": self.seeds_per_stage,
+            "max_stages": self.max_stages,
+            "seed_start": self.seed_start,
+        }
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         if self.sampler == "tpe":

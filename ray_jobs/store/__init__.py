@@ -44,9 +44,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,10 +54,31 @@ import pyarrow.parquet as pq
 from ray_jobs.errors import ConfigError, CorruptFile, StorageError
 from ray_jobs.store.health import KEY_COLUMNS, checked_before, footer_problem, fragment_problems, read_failure
 from ray_jobs.store.lock import DriverLock
-from ray_jobs.store.rows import CONTRACT_COLUMNS, ERROR_STATUS, arrow_type, columns_of, error_table, row_schema, unit_table
+from ray_jobs.store.rows import (
+    CONTRACT_COLUMNS,
+    ERROR_STATUS,
+    arrow_type,
+    columns_of,
+    error_table,
+    row_schema,
+    unit_table,
+)
 
-__all__ = ["CONTRACT_COLUMNS", "ERROR_STATUS", "DriverLock", "Manifest", "ResultsStore", "arrow_type", "columns_of",
-           "KEY_COLUMNS", "encode_fragment", "error_table", "footer_problem", "row_schema", "unit_table"]
+__all__ = [
+    "CONTRACT_COLUMNS",
+    "ERROR_STATUS",
+    "DriverLock",
+    "Manifest",
+    "ResultsStore",
+    "arrow_type",
+    "columns_of",
+    "KEY_COLUMNS",
+    "encode_fragment",
+    "error_table",
+    "footer_problem",
+    "row_schema",
+    "unit_table",
+]
 
 FRAGMENT_SUFFIX = ".parquet"
 STAGING_SUFFIX = ".parquet.tmp"
@@ -101,13 +122,15 @@ class Manifest:
         self.unit_part: dict[str, str] = {unit: part for part, info in self.parts.items() for unit in info["units"]}
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path) -> Manifest:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError) as exc:
-            raise StorageError(path, f"unreadable manifest ({exc}); it is the commit record of the compacted parts") from None
+            raise StorageError(
+                path, f"unreadable manifest ({exc}); it is the commit record of the compacted parts"
+            ) from None
         if data.get("version") != MANIFEST_VERSION:
             raise StorageError(path, f"manifest version {data.get('version')!r}, this code reads {MANIFEST_VERSION}")
         return cls(data["parts"])
@@ -345,8 +368,13 @@ class ResultsStore:
             raise StorageError(final, exc.strerror or str(exc)) from exc
         return final
 
-    def read(self, unit_ids: Iterable[str] | None = None, *, columns: Sequence[str] | None = None,
-             statuses: Sequence[str] | None = None) -> pa.Table:
+    def read(
+        self,
+        unit_ids: Iterable[str] | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> pa.Table:
         """Rows of the given units (all units when None; units not recorded are skipped),
         only ``columns`` (those a file lacks come back null; all when None), only the rows
         whose status is in ``statuses`` (all when None). Files of different schemas (an
@@ -361,7 +389,13 @@ class ResultsStore:
                 present = handle.schema_arrow.names
                 filters = []
                 if wanted is not None and path.parent != self.runs_dir:  # a part holds other units too
-                    filters.append(("unit_id", "in", sorted(wanted & set(manifest.parts[path.relative_to(self.runs_dir).as_posix()]["units"]))))
+                    filters.append(
+                        (
+                            "unit_id",
+                            "in",
+                            sorted(wanted & set(manifest.parts[path.relative_to(self.runs_dir).as_posix()]["units"])),
+                        )
+                    )
                 if statuses is not None:
                     filters.append(("status", "in", list(statuses)))
                 selected = None if columns is None else [name for name in columns if name in present]

@@ -43,10 +43,17 @@ class DriverLock:
                 who = f"pid {info['pid']} on host {info['host']} since {info['since']}"
             except (OSError, ValueError, KeyError, TypeError):
                 who = "another process"
-            raise ConfigError(field, f"the sweep {self.path.parent.name!r} under {self.path.parent.parent} is being run by "
-                                     f"another driver ({who}); wait for it to finish, or give another results_dir") from None
-        holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)[:500]}
+            raise ConfigError(
+                field,
+                f"the sweep {self.path.parent.name!r} under {self.path.parent.parent} is being run by "
+                f"another driver ({who}); wait for it to finish, or give another results_dir",
+            ) from None
+        holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": " ".join(sys.argv)[:500],
+        }
         try:
             with open(self.path, "w") as handle:
                 handle.write(json.dumps(holder))

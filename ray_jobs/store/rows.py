@@ -4,7 +4,8 @@ experiment itself), and the tables of a unit that ran or failed."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -39,7 +40,7 @@ def arrow_type(name: str) -> pa.DataType:
     """The Arrow type of a column type name: ``int64``, ``float64``, ``string``, ``bool``,
     ``list<T>`` for a type name T (``list<float64>``, ``list<list<float64>>``)."""
     if name.startswith("list<") and name.endswith(">"):
-        return pa.list_(arrow_type(name[len("list<"):-1]))
+        return pa.list_(arrow_type(name[len("list<") : -1]))
     scalar = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
     try:
         return scalar[name]
@@ -78,9 +79,16 @@ def _array(values: Sequence | pa.Array | pa.ChunkedArray, kind: pa.DataType | No
     return pa.array(values, kind)
 
 
-def unit_table(unit: WorkUnit, columns: Mapping[str, Sequence | pa.Array | pa.ChunkedArray], *, experiment: str,
-               column_types: Mapping[str, str], sweep: str, code_version: str,
-               constants: Mapping[str, Any] | None = None) -> pa.Table:
+def unit_table(
+    unit: WorkUnit,
+    columns: Mapping[str, Sequence | pa.Array | pa.ChunkedArray],
+    *,
+    experiment: str,
+    column_types: Mapping[str, str],
+    sweep: str,
+    code_version: str,
+    constants: Mapping[str, Any] | None = None,
+) -> pa.Table:
     """The rows of a unit that ran, built column by column (no dict per row: 15.8 -> 1.0 ms
     at 1,000 rows against rows through ``Table.from_pylist``): ``columns`` holds the records'
     values (key -> one value per record, None where a record lacks the key), ``constants``
@@ -91,9 +99,16 @@ def unit_table(unit: WorkUnit, columns: Mapping[str, Sequence | pa.Array | pa.Ch
     inferred types (as :func:`_table` does for rows). A column may be Arrow already (the
     records' own columns of a table built here, taken back without conversion)."""
     rows = len(next(iter(columns.values()))) if columns else 0
-    fixed = {**(constants or {}), "sweep": sweep, "experiment": experiment, "cell_id": unit.cell.cell_id,
-             "unit_id": unit.unit_id, "code_version": code_version, "config_json": unit.cell.config_json,
-             "error_message": None}
+    fixed = {
+        **(constants or {}),
+        "sweep": sweep,
+        "experiment": experiment,
+        "cell_id": unit.cell.cell_id,
+        "unit_id": unit.unit_id,
+        "code_version": code_version,
+        "config_json": unit.cell.config_json,
+        "error_message": None,
+    }
     schema = row_schema(column_types)
     arrays = []
     for field in schema:
@@ -110,8 +125,9 @@ def unit_table(unit: WorkUnit, columns: Mapping[str, Sequence | pa.Array | pa.Ch
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def error_table(unit: WorkUnit, message: str, *, experiment: str, column_types: Mapping[str, str], sweep: str,
-                code_version: str) -> pa.Table:
+def error_table(
+    unit: WorkUnit, message: str, *, experiment: str, column_types: Mapping[str, str], sweep: str, code_version: str
+) -> pa.Table:
     """One ``error`` row per seed of a unit whose task failed, with the cell's parameters
     (``experiment``: its name; ``column_types``: its declared columns, :func:`row_schema`)."""
     schema = row_schema(column_types)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import Experiment, is_int
@@ -49,9 +50,19 @@ def null_records(params: dict[str, Any], seeds: Sequence[int], device: str) -> l
     records = []
     for seed in seeds:
         u = _mix(key ^ (int(seed) & _MASK)) / 2.0**64
-        records.append({"seed": seed, "status": "spurious" if u < threshold else "global", "final_loss": u,
-                        "grad_norm": 0.0, "iterations": 0, "wall_s": 0.0, "device": device,
-                        "width": width, "depth": depth})
+        records.append(
+            {
+                "seed": seed,
+                "status": "spurious" if u < threshold else "global",
+                "final_loss": u,
+                "grad_norm": 0.0,
+                "iterations": 0,
+                "wall_s": 0.0,
+                "device": device,
+                "width": width,
+                "depth": depth,
+            }
+        )
     return records
 
 
@@ -76,8 +87,14 @@ class NullRun(Experiment):
             for axis in ("width", "depth"):
                 if not is_int(values[axis]) or values[axis] < 1:
                     raise ConfigError(f"sweep.grid.{axis}", f"must be integers >= 1, got {values[axis]!r}")
-            cells.append({"experiment": self.name, "width": values["width"], "depth": values["depth"],
-                          "fail_on_seeds": fail_on_seeds})
+            cells.append(
+                {
+                    "experiment": self.name,
+                    "width": values["width"],
+                    "depth": values["depth"],
+                    "fail_on_seeds": fail_on_seeds,
+                }
+            )
         return cells
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:

@@ -13,8 +13,9 @@ The report (M / N rank tables or the trainability table, figures) is in :mod:`.l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Sequence
+from typing import Any
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -41,13 +42,25 @@ class SkipNetworks(Experiment):
     name = "skip_networks"
     help = "width, depth, activation, n_samples (required), M or M_over_n, architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)"
     tiny_budget = ("experiment.sgd.epochs=2", "experiment.rand_max_iterations=5", "experiment.data.n_test=20")
-    grid_axes = GridAxes(("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data"),
-                         required={"width": "[16]", "depth": "[3,5]", "activation": "[sigmoid,relu]", "n_samples": "[32]"},
-                         alternatives=(Alternative("M", "M_over_n", "M = M_over_n x n_samples"),))
+    grid_axes = GridAxes(
+        ("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data"),
+        required={"width": "[16]", "depth": "[3,5]", "activation": "[sigmoid,relu]", "n_samples": "[32]"},
+        alternatives=(Alternative("M", "M_over_n", "M = M_over_n x n_samples"),),
+    )
     groups = ()
     #: keys allowed in the experiment group
-    experiment_keys = ("name", "M", "skip_layers", "architecture", "mode", "data", "sgd", "rand_max_iterations",
-                       "rank_rtol", "fail_on_seeds")
+    experiment_keys = (
+        "name",
+        "M",
+        "skip_layers",
+        "architecture",
+        "mode",
+        "data",
+        "sgd",
+        "rand_max_iterations",
+        "rank_rtol",
+        "fail_on_seeds",
+    )
     #: keys allowed in experiment.data
     data_keys = ("name", "n_test", "input_dim", "classes", "separation")
     columns = {
@@ -57,12 +70,16 @@ class SkipNetworks(Experiment):
         "test_accuracy": "float64",
         "epochs": "int64",
         # Psi probes, at initialisation and at the end
-        **{f"{prefix}{name}": kind for prefix in ("init_", "") for name, kind in (
-            ("psi_rank", "int64"),
-            ("psi_rank_loose", "int64"),
-            ("psi_sigma_min", "float64"),
-            ("psi_full_rank", "bool"),
-        )},
+        **{
+            f"{prefix}{name}": kind
+            for prefix in ("init_", "")
+            for name, kind in (
+                ("psi_rank", "int64"),
+                ("psi_rank_loose", "int64"),
+                ("psi_sigma_min", "float64"),
+                ("psi_full_rank", "bool"),
+            )
+        },
         "psi_rank_tol": "float64",
         # the cell's configuration (grid axes first)
         "width": "int64",
@@ -93,13 +110,15 @@ class SkipNetworks(Experiment):
 
     # ------------------------------------------------------------------ validation
     def cells(self, cfg) -> list[dict[str, Any]]:
-        from landscape_core.skip_networks import ARCHITECTURES, MODES
         from landscape_core.data import CLASSIFICATION_SETS
+        from landscape_core.skip_networks import ARCHITECTURES, MODES
 
         experiment, grid, fail_on_seeds = self.read_config(cfg)
         data = experiment.get("data") or {}
         if not isinstance(data, dict):
-            raise ConfigError("experiment.data", f"must be a mapping of data settings ({', '.join(self.data_keys)}), got {data!r}")
+            raise ConfigError(
+                "experiment.data", f"must be a mapping of data settings ({', '.join(self.data_keys)}), got {data!r}"
+            )
         for key in data:
             if key not in self.data_keys:
                 raise ConfigError(f"experiment.data.{key}", f"unknown key; allowed: {', '.join(self.data_keys)}")
@@ -108,7 +127,10 @@ class SkipNetworks(Experiment):
             raise ConfigError("experiment.sgd", f"must be a mapping of SGD settings, got {sgd!r}")
         skip_layers = experiment.get("skip_layers")
         if skip_layers is not None and not isinstance(skip_layers, list):
-            raise ConfigError("experiment.skip_layers", f"must be a list of hidden layers (1-based) or null = all, got {skip_layers!r}")
+            raise ConfigError(
+                "experiment.skip_layers",
+                f"must be a list of hidden layers (1-based) or null = all, got {skip_layers!r}",
+            )
 
         axes = self.grid_axes.check(grid, self.name)
         self._check_axes(axes, ARCHITECTURES, MODES, CLASSIFICATION_SETS)
@@ -123,7 +145,9 @@ class SkipNetworks(Experiment):
             else:
                 M, M_source = experiment.get("M", "n_samples"), "experiment.M"
                 if M != "n_samples" and not (is_int(M) and M >= 1):
-                    raise ConfigError("experiment.M", f"must be an integer >= 1 or n_samples (M = N, the paper's choice), got {M!r}")
+                    raise ConfigError(
+                        "experiment.M", f"must be an integer >= 1 or n_samples (M = N, the paper's choice), got {M!r}"
+                    )
             options = {
                 "width": values["width"],
                 "depth": values["depth"],
@@ -138,8 +162,13 @@ class SkipNetworks(Experiment):
                 "sgd": sgd,
                 **{key: experiment[key] for key in ("rand_max_iterations", "rank_rtol") if key in experiment},
             }
-            cells.append({"experiment": self.name, **self._resolve(options, axes, M_source),
-                          "fail_on_seeds": sorted(fail_on_seeds)})
+            cells.append(
+                {
+                    "experiment": self.name,
+                    **self._resolve(options, axes, M_source),
+                    "fail_on_seeds": sorted(fail_on_seeds),
+                }
+            )
         return cells
 
     def _check_axes(self, axes: dict[str, list], architectures, modes, data_sets) -> None:
@@ -149,11 +178,20 @@ class SkipNetworks(Experiment):
                     raise ConfigError(f"sweep.grid.{axis}", f"must be an integer >= 1, got {value!r}")
         for value in axes["depth"]:
             if not is_int(value) or value < 2:
-                raise ConfigError("sweep.grid.depth", f"must be an integer >= 2 (weight layers; 2 = one hidden layer), got {value!r}")
+                raise ConfigError(
+                    "sweep.grid.depth", f"must be an integer >= 2 (weight layers; 2 = one hidden layer), got {value!r}"
+                )
         for value in axes.get("M_over_n", []):
             if not is_number(value) or value <= 0:
-                raise ConfigError("sweep.grid.M_over_n", f"must be a number > 0 (skip neurons M / samples N), got {value!r}")
-        for axis, allowed in (("activation", ACTIVATIONS), ("architecture", architectures), ("mode", modes), ("data", data_sets)):
+                raise ConfigError(
+                    "sweep.grid.M_over_n", f"must be a number > 0 (skip neurons M / samples N), got {value!r}"
+                )
+        for axis, allowed in (
+            ("activation", ACTIVATIONS),
+            ("architecture", architectures),
+            ("mode", modes),
+            ("data", data_sets),
+        ):
             for value in axes.get(axis, []):
                 if value not in allowed:
                     raise ConfigError(f"sweep.grid.{axis}", f"unknown {axis} {value!r}; allowed: {', '.join(allowed)}")
@@ -166,8 +204,11 @@ class SkipNetworks(Experiment):
 
         from landscape_core.skip_networks import resolve_options
 
-        defaults = {name: p.default for name, p in inspect.signature(resolve_options).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(resolve_options).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
         resolved = {**defaults, **options}
         try:
             core = resolve_options(**resolved)
@@ -207,7 +248,7 @@ class SkipNetworks(Experiment):
             "skip_layers": None if resolved["skip_layers"] is None else list(resolved["skip_layers"]),
             "n_test": resolved["n_test"],
             "input_dim": spec.input_dim,  # digits: 64 whatever experiment.data.input_dim says
-            "classes": spec.output_dim,   # digits: 10
+            "classes": spec.output_dim,  # digits: 10
             "separation": float(resolved["separation"]),
             **{f"sgd_{f.name}": getattr(sgd_spec, f.name) for f in fields(sgd_spec)},
             "rand_max_iterations": resolved["rand_max_iterations"],
@@ -223,10 +264,24 @@ class SkipNetworks(Experiment):
         cell's flat ``params``."""
         from landscape_core.training import SGDSpec
 
-        keys = ("width", "depth", "activation", "n_samples", "M", "skip_layers", "architecture", "mode", "data",
-                "n_test", "input_dim", "classes", "separation", "rand_max_iterations", "rank_rtol")
-        return {**{key: params[key] for key in keys},
-                "sgd": {f.name: params[f"sgd_{f.name}"] for f in fields(SGDSpec)}}
+        keys = (
+            "width",
+            "depth",
+            "activation",
+            "n_samples",
+            "M",
+            "skip_layers",
+            "architecture",
+            "mode",
+            "data",
+            "n_test",
+            "input_dim",
+            "classes",
+            "separation",
+            "rand_max_iterations",
+            "rank_rtol",
+        )
+        return {**{key: params[key] for key in keys}, "sgd": {f.name: params[f"sgd_{f.name}"] for f in fields(SGDSpec)}}
 
     def run(self, params: dict[str, Any], seeds: Sequence[int], device: str) -> list[dict]:
         from landscape_core.skip_networks import resolve_options, run_skip_networks

@@ -27,13 +27,22 @@ if TYPE_CHECKING:
     from ray_jobs.store import ResultsStore
 
 #: the paper's activations first, then the rest of the project's (display order)
-ACTIVATION_ORDER = ("sigmoid", "softplus", "tanh", "relu",
-                    *(a for a in ACTIVATION_NAMES if a not in ("sigmoid", "softplus", "tanh", "relu")))
+ACTIVATION_ORDER = (
+    "sigmoid",
+    "softplus",
+    "tanh",
+    "relu",
+    *(a for a in ACTIVATION_NAMES if a not in ("sigmoid", "softplus", "tanh", "relu")),
+)
 
 #: report files of this experiment (under report/): the M / N tables (rank layout), one CSV
 #: per table of RANK_TABLES
-RANK_CSVS = {"init": "psi_full_rank_init.csv", "init_loose": "psi_full_rank_init_loose.csv", "end": "psi_full_rank_end.csv",
-             "zero_train_error": "zero_train_error.csv"}
+RANK_CSVS = {
+    "init": "psi_full_rank_init.csv",
+    "init_loose": "psi_full_rank_init_loose.csv",
+    "end": "psi_full_rank_end.csv",
+    "zero_train_error": "zero_train_error.csv",
+}
 RANK_PNG = "psi_full_rank_vs_M_over_n.png"
 #: per cell: zero training error and test accuracy with their intervals (both layouts)
 SUMMARY_CSV = "skip_summary.csv"
@@ -77,15 +86,21 @@ def skip_aggregates(ran, *, confidence: float) -> dict[str, Any]:
         "mean_psi_sigma_min": mean("psi_sigma_min"),
         "mean_init_psi_sigma_min": mean("init_psi_sigma_min"),
         "n_init_psi_rank_known": int(len(loose)) if loose is not None else 0,
-        "n_init_psi_full_rank_loose": int((loose["init_psi_rank_loose"] == loose["n_samples"]).sum()) if loose is not None else 0,
+        "n_init_psi_full_rank_loose": int((loose["init_psi_rank_loose"] == loose["n_samples"]).sum())
+        if loose is not None
+        else 0,
         "frac_init_psi_full_rank_loose": float((loose["init_psi_rank_loose"] == loose["n_samples"]).mean())
-        if loose is not None and len(loose) else math.nan,
+        if loose is not None and len(loose)
+        else math.nan,
     }
     lo, hi = t_interval(out["mean_test_accuracy"], out["std_test_accuracy"], out["n_test_accuracy"], confidence)
     # an accuracy lies in [0, 1]: the t bounds are clipped there (NaN when fewer than 2 runs)
-    out["mean_test_accuracy_lo"], out["mean_test_accuracy_hi"] = (max(0.0, lo), min(1.0, hi)) if not is_missing(lo) else (lo, hi)
+    out["mean_test_accuracy_lo"], out["mean_test_accuracy_hi"] = (
+        (max(0.0, lo), min(1.0, hi)) if not is_missing(lo) else (lo, hi)
+    )
     out["frac_init_psi_full_rank_loose_lo"], out["frac_init_psi_full_rank_loose_hi"] = wilson_interval(
-        out["n_init_psi_full_rank_loose"], out["n_init_psi_rank_known"], confidence)
+        out["n_init_psi_full_rank_loose"], out["n_init_psi_rank_known"], confidence
+    )
     return out
 
 
@@ -113,8 +128,11 @@ def skip_report_files(table, layout: ReportLayout, store, *, sweep: str, confide
 #: the M / N tables: (key of RANK_CSVS, fraction column, title)
 RANK_TABLES = (
     ("init", "frac_init_psi_full_rank", "Runs whose Psi (N x M) has full rank N at initialisation"),
-    ("init_loose", "frac_init_psi_full_rank_loose",
-     "Runs whose Psi has full rank N at initialisation at the looser tolerance sigma_max x rank_rtol"),
+    (
+        "init_loose",
+        "frac_init_psi_full_rank_loose",
+        "Runs whose Psi has full rank N at initialisation at the looser tolerance sigma_max x rank_rtol",
+    ),
     ("end", "frac_psi_full_rank", "Runs whose Psi has full rank N at the end of training"),
     ("zero_train_error", "frac_zero_train_error", "Runs reaching zero training error"),
 )
@@ -122,14 +140,22 @@ RANK_TABLES = (
 
 def varying_axes(table, layout: ReportLayout, *, exclude: tuple[str, ...] = ()) -> list[str]:
     """Table axes taking more than one value in ``table`` (display order)."""
-    return [axis for axis in layout.table_axes if axis in table and axis not in exclude and table[axis].nunique(dropna=False) > 1]
+    return [
+        axis
+        for axis in layout.table_axes
+        if axis in table and axis not in exclude and table[axis].nunique(dropna=False) > 1
+    ]
 
 
 def fixed_settings(table, layout: ReportLayout) -> str:
     """``axis = value`` for each table axis with one value (the report's context line)."""
     fixed = [axis for axis in layout.table_axes if axis in table and table[axis].nunique(dropna=False) == 1]
-    return ", ".join(f"{axis} = {table[axis].iloc[0]:g}" if isinstance(table[axis].iloc[0], float) else f"{axis} = {table[axis].iloc[0]}"
-                     for axis in fixed)
+    return ", ".join(
+        f"{axis} = {table[axis].iloc[0]:g}"
+        if isinstance(table[axis].iloc[0], float)
+        else f"{axis} = {table[axis].iloc[0]}"
+        for axis in fixed
+    )
 
 
 def is_rank_layout(table) -> bool:
@@ -143,8 +169,10 @@ def rank_tables(table, layout: ReportLayout, *, confidence: float) -> dict:
     Wilson bounds (at the report's ``confidence``, from the aggregation); the first cell
     when several share a position."""
     keys = varying_axes(table, layout, exclude=("M_over_n", "M")) or ["activation"]
-    return {name: ratio_table(table, keys=keys, ratio="M_over_n", label="M/N", column=column)
-            for name, column, _ in RANK_TABLES}
+    return {
+        name: ratio_table(table, keys=keys, ratio="M_over_n", label="M/N", column=column)
+        for name, column, _ in RANK_TABLES
+    }
 
 
 def trainability_table(table, layout: ReportLayout, *, confidence: float):
@@ -157,15 +185,24 @@ def trainability_table(table, layout: ReportLayout, *, confidence: float):
     rows = []
     for row in table.to_dict("records"):
         lo, hi = row["mean_test_accuracy_lo"], row["mean_test_accuracy_hi"]  # (extra_aggregates, clipped to [0, 1])
-        rows.append({
-            "cell_id": row["cell_id"], **{axis: row[axis] for axis in axes}, "runs": row["runs"], "errors": row["errors"],
-            **{f"frac_zero_train_error{s}": row[f"frac_zero_train_error{s}"] for s in ("", "_lo", "_hi")},
-            "n_test_accuracy": row["n_test_accuracy"], "mean_test_accuracy": row["mean_test_accuracy"],
-            "mean_test_accuracy_lo": lo, "mean_test_accuracy_hi": hi,
-            "mean_train_error": row["mean_train_error"], "mean_final_loss": row["mean_final_loss"],
-            "frac_init_psi_full_rank": row["frac_init_psi_full_rank"], "frac_psi_full_rank": row["frac_psi_full_rank"],
-            "frac_diverged": row["frac_diverged"],
-        })
+        rows.append(
+            {
+                "cell_id": row["cell_id"],
+                **{axis: row[axis] for axis in axes},
+                "runs": row["runs"],
+                "errors": row["errors"],
+                **{f"frac_zero_train_error{s}": row[f"frac_zero_train_error{s}"] for s in ("", "_lo", "_hi")},
+                "n_test_accuracy": row["n_test_accuracy"],
+                "mean_test_accuracy": row["mean_test_accuracy"],
+                "mean_test_accuracy_lo": lo,
+                "mean_test_accuracy_hi": hi,
+                "mean_train_error": row["mean_train_error"],
+                "mean_final_loss": row["mean_final_loss"],
+                "frac_init_psi_full_rank": row["frac_init_psi_full_rank"],
+                "frac_psi_full_rank": row["frac_psi_full_rank"],
+                "frac_diverged": row["frac_diverged"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -180,16 +217,28 @@ def skip_markdown(table, layout: ReportLayout, *, sweep: str, confidence: float)
     trainability table, then the per-cell table."""
     level = f"{100 * confidence:g}%"
     fixed = fixed_settings(table, layout)
-    lines = [f"# {sweep}", "", *([f"Fixed: {fixed}.", ""] if fixed else []),
-             f"Fractions in % of the runs of a cell with the Wilson {level} interval in brackets; test accuracy in % "
-             f"(mean over seeds, Student-t {level} interval over seeds; diverged runs have none).", ""]
+    lines = [
+        f"# {sweep}",
+        "",
+        *([f"Fixed: {fixed}.", ""] if fixed else []),
+        f"Fractions in % of the runs of a cell with the Wilson {level} interval in brackets; test accuracy in % "
+        f"(mean over seeds, Student-t {level} interval over seeds; diverged runs have none).",
+        "",
+    ]
     if is_rank_layout(table):
         ratios = sorted(table["M_over_n"].unique())
         tables = rank_tables(table, layout, confidence=confidence)
-        shared = int(table.duplicated([*(varying_axes(table, layout, exclude=("M_over_n", "M")) or ["activation"]), "M_over_n"]).sum())
+        shared = int(
+            table.duplicated(
+                [*(varying_axes(table, layout, exclude=("M_over_n", "M")) or ["activation"]), "M_over_n"]
+            ).sum()
+        )
         if shared:
-            lines += [f"Note: {shared} cells share a table position with another cell (other settings); the M / N tables "
-                      "show the first, the per-cell table all.", ""]
+            lines += [
+                f"Note: {shared} cells share a table position with another cell (other settings); the M / N tables "
+                "show the first, the per-cell table all.",
+                "",
+            ]
         for name, _, title in RANK_TABLES:
             if name == "end" and (table["mode"] == "rand").all():
                 continue  # rand keeps the hidden weights: Psi at the end is Psi at init (table.csv has both)
@@ -202,38 +251,82 @@ def skip_markdown(table, layout: ReportLayout, *, sweep: str, confidence: float)
             lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
             for row in grid.to_dict("records"):
                 cells = [str(row[k]) for k in keys]
-                cells += [pct_ci(row[f"M/N={r:g}"], row[f"M/N={r:g}_lo"], row[f"M/N={r:g}_hi"], whole=True) for r in ratios]
+                cells += [
+                    pct_ci(row[f"M/N={r:g}"], row[f"M/N={r:g}_lo"], row[f"M/N={r:g}_hi"], whole=True) for r in ratios
+                ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     else:
         summary = trainability_table(table, layout, confidence=confidence)
         axes = [c for c in summary.columns if c in layout.table_axes]
         lines += ["## Trainability", ""]
-        head = [*axes, "runs", f"zero training error % [{level}]", f"test accuracy % [{level} t]", "mean training error %",
-                "mean training loss", "Psi full rank at init %", "diverged %"]
+        head = [
+            *axes,
+            "runs",
+            f"zero training error % [{level}]",
+            f"test accuracy % [{level} t]",
+            "mean training error %",
+            "mean training loss",
+            "Psi full rank at init %",
+            "diverged %",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for row in summary.to_dict("records"):
             cells = [str(row[a]) for a in axes]
-            cells += [str(row["runs"]),
-                      pct_ci(row["frac_zero_train_error"], row["frac_zero_train_error_lo"], row["frac_zero_train_error_hi"], whole=True),
-                      _acc_ci(row["mean_test_accuracy"], row["mean_test_accuracy_lo"], row["mean_test_accuracy_hi"]),
-                      pct(row["mean_train_error"]), num(row["mean_final_loss"]), pct(row["frac_init_psi_full_rank"]),
-                      pct(row["frac_diverged"])]
+            cells += [
+                str(row["runs"]),
+                pct_ci(
+                    row["frac_zero_train_error"],
+                    row["frac_zero_train_error_lo"],
+                    row["frac_zero_train_error_hi"],
+                    whole=True,
+                ),
+                _acc_ci(row["mean_test_accuracy"], row["mean_test_accuracy_lo"], row["mean_test_accuracy_hi"]),
+                pct(row["mean_train_error"]),
+                num(row["mean_final_loss"]),
+                pct(row["frac_init_psi_full_rank"]),
+                pct(row["frac_diverged"]),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     axes = varying_axes(table, layout) or ["activation"]
-    head = [*axes, "runs", "global %", "not conv. %", "diverged %", f"Psi full rank at init % [{level}]",
-            "Psi full rank at end %", "Psi full rank at init, loose tol %", "mean Psi rank init / end",
-            "mean sigma_min(Psi) init / end", "mean test acc. %", "mean loss", "errors"]
+    head = [
+        *axes,
+        "runs",
+        "global %",
+        "not conv. %",
+        "diverged %",
+        f"Psi full rank at init % [{level}]",
+        "Psi full rank at end %",
+        "Psi full rank at init, loose tol %",
+        "mean Psi rank init / end",
+        "mean sigma_min(Psi) init / end",
+        "mean test acc. %",
+        "mean loss",
+        "errors",
+    ]
     lines += ["## Per cell", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in table.to_dict("records"):
         cells = [f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes]
-        cells += [str(row["runs"]), pct(row["frac_global"]), pct(row["frac_not_converged"]), pct(row["frac_diverged"]),
-                  pct_ci(row["frac_init_psi_full_rank"], row["frac_init_psi_full_rank_lo"], row["frac_init_psi_full_rank_hi"], whole=True),
-                  pct(row["frac_psi_full_rank"]), pct(row["frac_init_psi_full_rank_loose"]),
-                  f"{num(row['mean_init_psi_rank'])} / {num(row['mean_psi_rank'])}",
-                  f"{num(row['mean_init_psi_sigma_min'], 3)} / {num(row['mean_psi_sigma_min'], 3)}",
-                  pct(row["mean_test_accuracy"]), num(row["mean_final_loss"]), str(row["errors"])]
+        cells += [
+            str(row["runs"]),
+            pct(row["frac_global"]),
+            pct(row["frac_not_converged"]),
+            pct(row["frac_diverged"]),
+            pct_ci(
+                row["frac_init_psi_full_rank"],
+                row["frac_init_psi_full_rank_lo"],
+                row["frac_init_psi_full_rank_hi"],
+                whole=True,
+            ),
+            pct(row["frac_psi_full_rank"]),
+            pct(row["frac_init_psi_full_rank_loose"]),
+            f"{num(row['mean_init_psi_rank'])} / {num(row['mean_psi_rank'])}",
+            f"{num(row['mean_init_psi_sigma_min'], 3)} / {num(row['mean_psi_sigma_min'], 3)}",
+            pct(row["mean_test_accuracy"]),
+            num(row["mean_final_loss"]),
+            str(row["errors"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -253,8 +346,10 @@ def plot_rank(table, layout: ReportLayout, path: Path, *, sweep: str, confidence
     plt = pyplot()
     fig, panels = plt.subplots(1, 2, figsize=(11.0, 4.6), sharey=True)
     rtol = ", ".join(f"{r:g}" for r in sorted(table["rank_rtol"].unique())) if "rank_rtol" in table else "rank_rtol"
-    for ax, name, title in ((panels[0], "init", "default tolerance sigma_max x max(N, M) x eps"),
-                            (panels[1], "init_loose", f"looser tolerance sigma_max x {rtol}")):
+    for ax, name, title in (
+        (panels[0], "init", "default tolerance sigma_max x max(N, M) x eps"),
+        (panels[1], "init_loose", f"looser tolerance sigma_max x {rtol}"),
+    ):
         grid = grids[name]
         keys = [c for c in grid.columns if not c.startswith("M/N=")]
         count = len(grid)
@@ -263,9 +358,15 @@ def plot_rank(table, layout: ReportLayout, path: Path, *, sweep: str, confidence
             lo = [row[f"M/N={r:g}_lo"] for r in ratios]
             hi = [row[f"M/N={r:g}_hi"] for r in ratios]
             dodge = 0.01 * (index - (count - 1) / 2)  # keep the interval bars apart
-            ax.errorbar([r + dodge for r in ratios], [100 * v for v in values],
-                        yerr=[[_bar(v - l) for v, l in zip(values, lo)], [_bar(h - v) for v, h in zip(values, hi)]],
-                        marker="o", markersize=4, capsize=2, label=", ".join(f"{k}={row[k]}" for k in keys))
+            ax.errorbar(
+                [r + dodge for r in ratios],
+                [100 * v for v in values],
+                yerr=[[_bar(v - l) for v, l in zip(values, lo)], [_bar(h - v) for v, h in zip(values, hi)]],
+                marker="o",
+                markersize=4,
+                capsize=2,
+                label=", ".join(f"{k}={row[k]}" for k in keys),
+            )
         ax.axvline(1.0, color="red", linestyle="--", linewidth=1)
         ax.set_xlabel("M / N (skip neurons / training samples)")
         ax.set_title(f"full rank N at init, {title}", fontsize=9)
@@ -282,8 +383,10 @@ def plot_trainability(table, layout: ReportLayout, path: Path, *, sweep: str, co
     mean test accuracy (t interval over seeds)."""
     summary = trainability_table(table, layout, confidence=confidence)
     axes = [c for c in summary.columns if c in layout.table_axes]
-    labels = ["\n".join(f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes)
-              for row in summary.to_dict("records")]
+    labels = [
+        "\n".join(f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes)
+        for row in summary.to_dict("records")
+    ]
     plt = pyplot()
     import numpy as np
 
@@ -292,8 +395,10 @@ def plot_trainability(table, layout: ReportLayout, path: Path, *, sweep: str, co
     # one colour per setting of the axes other than the activation (e.g. architecture x mode)
     shades = [tuple(row[a] for a in axes if a != "activation") for row in summary.to_dict("records")]
     palette = {key: f"C{index % 10}" for index, key in enumerate(dict.fromkeys(shades))}
-    for ax, column, title in ((panels[0], "frac_zero_train_error", f"reaching zero training error (%, Wilson {100 * confidence:g}%)"),
-                              (panels[1], "mean_test_accuracy", f"test accuracy (%, mean, t {100 * confidence:g}%)")):
+    for ax, column, title in (
+        (panels[0], "frac_zero_train_error", f"reaching zero training error (%, Wilson {100 * confidence:g}%)"),
+        (panels[1], "mean_test_accuracy", f"test accuracy (%, mean, t {100 * confidence:g}%)"),
+    ):
         values = summary[column].to_numpy(dtype=float)
         lo = summary[f"{column}_lo"].to_numpy(dtype=float)
         hi = summary[f"{column}_hi"].to_numpy(dtype=float)

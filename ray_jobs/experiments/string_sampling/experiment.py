@@ -18,8 +18,9 @@ string's weights (``strings.npz``, indexed by ``strings.csv``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any, Sequence
+from typing import Any
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -34,8 +35,15 @@ INITS = ("uniform", "lecun", "he")
 BEAD_INITS = ("midpoint", "argmax")
 #: appendix E's fixed network and data (2-3-2 ReLU net without biases, three points):
 #: what a counterexample cell records whatever the experiment group says
-COUNTEREXAMPLE = {"width": 3, "depth": 2, "activation": "relu", "input_dim": 2, "n_train": 3, "n_test": 3,
-                  "init": "hand_built"}
+COUNTEREXAMPLE = {
+    "width": 3,
+    "depth": 2,
+    "activation": "relu",
+    "input_dim": 2,
+    "n_train": 3,
+    "n_test": 3,
+    "init": "hand_built",
+}
 #: the core's defaults for endpoint training that differ from TrainSpec's (run_string_sampling)
 ENDPOINT_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "max_iterations": 100_000, "grad_tol": 1e-12}
 
@@ -51,8 +59,10 @@ def _string_columns() -> dict[str, str]:
     from landscape_core.string_sampling import StringSpec
 
     kinds = {bool: "bool", int: "int64", float: "float64", str: "string"}
-    return {f"string_{f.name}": kinds[type(f.default)] if f.default is not MISSING else "float64"
-            for f in fields(StringSpec)}
+    return {
+        f"string_{f.name}": kinds[type(f.default)] if f.default is not MISSING else "float64"
+        for f in fields(StringSpec)
+    }
 
 
 FLOATS = "list<float64>"
@@ -71,17 +81,42 @@ class StringSampling(Experiment):
 
     name = "string_sampling"
     help = "threshold (required), problem (quadratic|relu_teacher|counterexample), width, depth, activation, n_train"
-    tiny_budget = ("experiment.endpoint_training.max_iterations=40", "++experiment.bead_training.max_iterations=40",
-                   "experiment.string.max_rounds=1", "experiment.n_train=300", "experiment.n_test=50",
-                   "experiment.probe_points=5")
+    tiny_budget = (
+        "experiment.endpoint_training.max_iterations=40",
+        "++experiment.bead_training.max_iterations=40",
+        "experiment.string.max_rounds=1",
+        "experiment.n_train=300",
+        "experiment.n_test=50",
+        "experiment.probe_points=5",
+    )
     # threshold may also come from experiment.threshold, so no grid axis is required
-    grid_axes = GridAxes(("problem", "threshold", "width", "depth", "activation", "n_train"),
-                         least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])")
+    grid_axes = GridAxes(
+        ("problem", "threshold", "width", "depth", "activation", "n_train"),
+        least="threshold (e.g. sweep.grid.threshold=[0.1,0.01])",
+    )
     groups = ()
     #: keys allowed in the experiment group
-    experiment_keys = ("name", "problem", "threshold", "width", "depth", "activation", "init", "loss", "n_train",
-                       "n_test", "input_dim", "teacher_width", "data_seed", "probe_points", "keep_string",
-                       "endpoint_training", "bead_training", "string", "fail_on_seeds")
+    experiment_keys = (
+        "name",
+        "problem",
+        "threshold",
+        "width",
+        "depth",
+        "activation",
+        "init",
+        "loss",
+        "n_train",
+        "n_test",
+        "input_dim",
+        "teacher_width",
+        "data_seed",
+        "probe_points",
+        "keep_string",
+        "endpoint_training",
+        "bead_training",
+        "string",
+        "fail_on_seeds",
+    )
     columns = {
         # the pair's endpoints (status, final_loss = the worse endpoint's training loss, iterations
         # = both endpoints' steps, are contract columns)
@@ -139,8 +174,9 @@ class StringSampling(Experiment):
         axes = self.grid_axes.check(grid, self.name)
         if "threshold" not in axes:
             if experiment.get("threshold") is None:
-                raise ConfigError("sweep.grid.threshold", "required: the loss threshold L0 > 0 "
-                                                          "(e.g. sweep.grid.threshold=[0.1,0.01])")
+                raise ConfigError(
+                    "sweep.grid.threshold", "required: the loss threshold L0 > 0 (e.g. sweep.grid.threshold=[0.1,0.01])"
+                )
             axes["threshold"] = [experiment["threshold"]]
         for axis in ("problem", "width", "depth", "activation", "n_train"):
             axes.setdefault(axis, [experiment.get(axis)])
@@ -152,8 +188,11 @@ class StringSampling(Experiment):
         if "counterexample" in axes["problem"]:
             for axis in ("width", "depth", "activation", "n_train"):
                 if axis in grid:
-                    raise ConfigError(f"sweep.grid.{axis}", "the counterexample's network and data are fixed (appendix E: "
-                                                            "2-3-2 ReLU net without biases, three points); remove the axis")
+                    raise ConfigError(
+                        f"sweep.grid.{axis}",
+                        "the counterexample's network and data are fixed (appendix E: "
+                        "2-3-2 ReLU net without biases, three points); remove the axis",
+                    )
 
         cells = []
         for values in grid_points(axes):
@@ -161,8 +200,11 @@ class StringSampling(Experiment):
             if values["problem"] == "counterexample":
                 params.update(COUNTEREXAMPLE)
             elif values["problem"] == "quadratic" and params["input_dim"] != 1:
-                raise ConfigError("experiment.input_dim", f"the quadratic problem has x ~ U[0, 1] (input_dim 1), "
-                                                          f"got {params['input_dim']!r}; input_dim is for relu_teacher")
+                raise ConfigError(
+                    "experiment.input_dim",
+                    f"the quadratic problem has x ~ U[0, 1] (input_dim 1), "
+                    f"got {params['input_dim']!r}; input_dim is for relu_teacher",
+                )
             self._check_with_core(params, string, endpoint, bead, where)
             params.update({f"string_{key}": value for key, value in string.items()})
             params["string_threshold"] = params["threshold"]
@@ -187,8 +229,10 @@ class StringSampling(Experiment):
                 raise ConfigError(f"experiment.{key}", f"must be a mapping of training settings, got {values!r}")
             for name in values:
                 if name == "stop_loss":
-                    raise ConfigError(f"experiment.{key}.stop_loss", "set by the threshold (training stops below "
-                                                                     "string.alpha x threshold); remove it")
+                    raise ConfigError(
+                        f"experiment.{key}.stop_loss",
+                        "set by the threshold (training stops below string.alpha x threshold); remove it",
+                    )
                 if name not in train_fields:
                     allowed = ", ".join(n for n in train_fields if n != "stop_loss")
                     raise ConfigError(f"experiment.{key}.{name}", f"unknown training setting; allowed: {allowed}")
@@ -203,21 +247,33 @@ class StringSampling(Experiment):
         string_fields = [f.name for f in fields(StringSpec) if f.name != "threshold"]
         for name in string:
             if name == "threshold":
-                raise ConfigError("experiment.string.threshold", "the threshold is sweep.grid.threshold (or "
-                                                                 "experiment.threshold); remove it here")
+                raise ConfigError(
+                    "experiment.string.threshold",
+                    "the threshold is sweep.grid.threshold (or experiment.threshold); remove it here",
+                )
             if name not in string_fields:
-                raise ConfigError(f"experiment.string.{name}", f"unknown DSS setting; allowed: {', '.join(string_fields)}")
+                raise ConfigError(
+                    f"experiment.string.{name}", f"unknown DSS setting; allowed: {', '.join(string_fields)}"
+                )
         check_types("experiment.string", string, StringSpec)
         for name in ("spring_weight", "plane_weight"):
             if name in string and not string[name] >= 0:
                 raise ConfigError(f"experiment.string.{name}", f"must be a number >= 0, got {string[name]!r}")
-        string = _as_field_types({**{f.name: f.default for f in fields(StringSpec) if f.name != "threshold"}, **string}, StringSpec)
+        string = _as_field_types(
+            {**{f.name: f.default for f in fields(StringSpec) if f.name != "threshold"}, **string}, StringSpec
+        )
         return endpoint, bead, string
 
     def _settings(self, experiment: dict) -> dict[str, Any]:
         """The experiment group's scalar settings that are not grid axes, checked."""
         settings = {}
-        for key, minimum in (("n_test", 1), ("input_dim", 1), ("teacher_width", 1), ("data_seed", 0), ("probe_points", 2)):
+        for key, minimum in (
+            ("n_test", 1),
+            ("input_dim", 1),
+            ("teacher_width", 1),
+            ("data_seed", 0),
+            ("probe_points", 2),
+        ):
             value = experiment.get(key)
             if not is_int(value) or value < minimum:
                 extra = " (t = 0 and t = 1 included)" if key == "probe_points" else ""
@@ -240,14 +296,19 @@ class StringSampling(Experiment):
         for value in axes["threshold"]:
             if not (is_number(value) and value > 0):
                 raise ConfigError(where("threshold"), f"must be a number > 0 (the loss threshold L0), got {value!r}")
-        for axis, minimum, meaning in (("width", 1, "hidden units per layer"), ("depth", 1, "weight layers; 2 = one hidden layer"),
-                                       ("n_train", 1, "training points")):
+        for axis, minimum, meaning in (
+            ("width", 1, "hidden units per layer"),
+            ("depth", 1, "weight layers; 2 = one hidden layer"),
+            ("n_train", 1, "training points"),
+        ):
             for value in axes[axis]:
                 if not is_int(value) or value < minimum:
                     raise ConfigError(where(axis), f"must be an integer >= {minimum} ({meaning}), got {value!r}")
         for value in axes["activation"]:
             if value not in ACTIVATIONS:
-                raise ConfigError(where("activation"), f"unknown activation {value!r}; allowed: {', '.join(ACTIVATIONS)}")
+                raise ConfigError(
+                    where("activation"), f"unknown activation {value!r}; allowed: {', '.join(ACTIVATIONS)}"
+                )
 
     def _check_with_core(self, params: dict, string: dict, endpoint: dict, bead: dict, where) -> None:
         """The core's own checks of the string and training settings, mapped to config paths."""
@@ -276,8 +337,25 @@ class StringSampling(Experiment):
 
         train_fields = [f.name for f in fields(TrainSpec) if f.name != "stop_loss"]
         return {
-            **{key: params[key] for key in ("problem", "threshold", "width", "depth", "activation", "init", "loss", "n_train",
-                                            "n_test", "input_dim", "teacher_width", "data_seed", "probe_points", "keep_string")},
+            **{
+                key: params[key]
+                for key in (
+                    "problem",
+                    "threshold",
+                    "width",
+                    "depth",
+                    "activation",
+                    "init",
+                    "loss",
+                    "n_train",
+                    "n_test",
+                    "input_dim",
+                    "teacher_width",
+                    "data_seed",
+                    "probe_points",
+                    "keep_string",
+                )
+            },
             "endpoint_training": {name: params[f"endpoint_{name}"] for name in train_fields},
             "bead_training": {name: params[f"bead_{name}"] for name in train_fields},
             "string": {f.name: params[f"string_{f.name}"] for f in fields(StringSpec) if f.name != "threshold"},
@@ -293,8 +371,7 @@ def _as_field_types(values: dict, cls) -> dict:
     """``values`` with integers given for float fields of ``cls`` as floats (``lr: 1`` and
     ``lr: 1.0`` are the same cell)."""
     floats = {f.name for f in fields(cls) if isinstance(f.default, float)}
-    return {key: float(value) if key in floats and is_int(value) else value
-            for key, value in values.items()}
+    return {key: float(value) if key in floats and is_int(value) else value for key, value in values.items()}
 
 
 EXPERIMENT = StringSampling

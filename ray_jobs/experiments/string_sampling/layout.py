@@ -6,8 +6,9 @@ string's weights (``strings.npz``, indexed by ``strings.csv``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -38,7 +39,11 @@ def dss_aggregates(ran, *, confidence: float) -> dict[str, Any]:
     the straight-line barrier between the endpoints and the largest rise of the
     initial-point lines (Conjecture V.1: 0)."""
     strung = ran[ran["status"] == "global"]
-    certified = strung["dss_connected"].fillna(False).astype(bool) if "dss_connected" in strung else strung["status"].ne(strung["status"])
+    certified = (
+        strung["dss_connected"].fillna(False).astype(bool)
+        if "dss_connected" in strung
+        else strung["status"].ne(strung["status"])
+    )
     connected, not_connected = strung[certified], strung[~certified]
 
     def stat(frame, column, how):
@@ -46,7 +51,11 @@ def dss_aggregates(ran, *, confidence: float) -> dict[str, Any]:
         return float(getattr(values, how)()) if len(values) else math.nan
 
     ratio = (strung["dss_max_interp_loss"] / strung["threshold"]) if len(strung) else pd.Series([], dtype=float)
-    test_loss = strung["endpoint_test_losses"].dropna().map(lambda pair: sum(pair) / len(pair)) if len(strung) else pd.Series([], dtype=float)
+    test_loss = (
+        strung["endpoint_test_losses"].dropna().map(lambda pair: sum(pair) / len(pair))
+        if len(strung)
+        else pd.Series([], dtype=float)
+    )
     return {
         "mean_normalized_length": stat(connected, "dss_normalized_length", "mean"),
         "median_normalized_length": stat(connected, "dss_normalized_length", "median"),
@@ -67,36 +76,88 @@ def dss_aggregates(ran, *, confidence: float) -> dict[str, Any]:
 def dss_markdown(table: pd.DataFrame, *, sweep: str, confidence: float) -> str:
     """The report as GitHub markdown: length vs L0 and connected vs width (when they vary), then the per-cell table."""
     level = f"{100 * confidence:g}%"
-    lines = [f"# {sweep}", "",
-             "Dynamic String Sampling (Freeman & Bruna 2017). Per cell: pairs that ran; pairs strung (both "
-             "endpoints below alpha x L0, status global); connected % of the strung pairs with the Wilson "
-             f"{level} interval; normalized length (string length / endpoint distance), beads and rounds over "
-             "the connected pairs.", ""]
-    for title, grid in (("Normalized length and beads vs threshold L0", length_table(table)),
-                        ("Connected fraction vs width", width_table(table))):
+    lines = [
+        f"# {sweep}",
+        "",
+        "Dynamic String Sampling (Freeman & Bruna 2017). Per cell: pairs that ran; pairs strung (both "
+        "endpoints below alpha x L0, status global); connected % of the strung pairs with the Wilson "
+        f"{level} interval; normalized length (string length / endpoint distance), beads and rounds over "
+        "the connected pairs.",
+        "",
+    ]
+    for title, grid in (
+        ("Normalized length and beads vs threshold L0", length_table(table)),
+        ("Connected fraction vs width", width_table(table)),
+    ):
         if grid is None:
             continue
-        head = [f"connected % [{level} CI]" if c == "frac_connected" else c for c in grid.columns
-                if c not in ("connected", "frac_connected_lo", "frac_connected_hi")]
+        head = [
+            f"connected % [{level} CI]" if c == "frac_connected" else c
+            for c in grid.columns
+            if c not in ("connected", "frac_connected_lo", "frac_connected_hi")
+        ]
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for row in grid.to_dict("records"):
-            lines.append("| " + " | ".join(_cell_text(column, row) for column in grid.columns
-                                           if column not in ("connected", "frac_connected_lo", "frac_connected_hi")) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell_text(column, row)
+                    for column in grid.columns
+                    if column not in ("connected", "frac_connected_lo", "frac_connected_hi")
+                )
+                + " |"
+            )
         lines.append("")
-    head = ["problem", "activation", "depth", "n_train", "width", "L0", "pairs", "strung", f"connected % [{level} CI]",
-            "norm. length mean / median / max", "beads mean / max", "rounds mean",
-            "not connected: beads / rounds (mean)", "max interp. / L0 (mean)",
-            "A-B line barrier (mean)", "init-line max rise (mean)", "test loss (mean)", "not conv. %", "diverged %", "errors"]
+    head = [
+        "problem",
+        "activation",
+        "depth",
+        "n_train",
+        "width",
+        "L0",
+        "pairs",
+        "strung",
+        f"connected % [{level} CI]",
+        "norm. length mean / median / max",
+        "beads mean / max",
+        "rounds mean",
+        "not connected: beads / rounds (mean)",
+        "max interp. / L0 (mean)",
+        "A-B line barrier (mean)",
+        "init-line max rise (mean)",
+        "test loss (mean)",
+        "not conv. %",
+        "diverged %",
+        "errors",
+    ]
     lines += ["## Per cell", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in table.to_dict("records"):
-        cells = [str(row["problem"]), str(row["activation"]), str(row["depth"]), str(row["n_train"]), str(row["width"]),
-                 f"{row['threshold']:g}", str(row["runs"]), str(row["n_global"]), _connected_text(row),
-                 _joined(num(row["mean_normalized_length"]), num(row["median_normalized_length"]), num(row["max_normalized_length"])),
-                 _joined(num(row["mean_beads"], 3), _int(row["max_beads"])), num(row["mean_rounds"], 3),
-                 _joined(num(row["mean_beads_not_connected"], 3), num(row["mean_rounds_not_connected"], 3)),
-                 num(row["mean_max_interp_over_threshold"]), num(row["mean_interp_ab_barrier"]),
-                 num(row["mean_interp_init_max_rise"]), num(row["mean_endpoint_test_loss"]),
-                 pct(row["frac_not_converged"]), pct(row["frac_diverged"]), str(row["errors"])]
+        cells = [
+            str(row["problem"]),
+            str(row["activation"]),
+            str(row["depth"]),
+            str(row["n_train"]),
+            str(row["width"]),
+            f"{row['threshold']:g}",
+            str(row["runs"]),
+            str(row["n_global"]),
+            _connected_text(row),
+            _joined(
+                num(row["mean_normalized_length"]),
+                num(row["median_normalized_length"]),
+                num(row["max_normalized_length"]),
+            ),
+            _joined(num(row["mean_beads"], 3), _int(row["max_beads"])),
+            num(row["mean_rounds"], 3),
+            _joined(num(row["mean_beads_not_connected"], 3), num(row["mean_rounds_not_connected"], 3)),
+            num(row["mean_max_interp_over_threshold"]),
+            num(row["mean_interp_ab_barrier"]),
+            num(row["mean_interp_init_max_rise"]),
+            num(row["mean_endpoint_test_loss"]),
+            pct(row["frac_not_converged"]),
+            pct(row["frac_diverged"]),
+            str(row["errors"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -164,13 +225,24 @@ def length_table(table: pd.DataFrame) -> pd.DataFrame | None:
     rows = []
     for _, group in _series(table, "threshold"):
         for row in group.to_dict("records"):
-            rows.append({"problem": row["problem"], "activation": row["activation"], "depth": row["depth"],
-                         "width": row["width"], "n_train": row["n_train"], "L0": row["threshold"], "pairs strung": row["n_global"],
-                         **_connected_columns(row),
-                         "normalized length mean": row["mean_normalized_length"],
-                         "normalized length median": row["median_normalized_length"],
-                         "normalized length max": row["max_normalized_length"],
-                         "beads mean": row["mean_beads"], "max beads": row["max_beads"], "rounds mean": row["mean_rounds"]})
+            rows.append(
+                {
+                    "problem": row["problem"],
+                    "activation": row["activation"],
+                    "depth": row["depth"],
+                    "width": row["width"],
+                    "n_train": row["n_train"],
+                    "L0": row["threshold"],
+                    "pairs strung": row["n_global"],
+                    **_connected_columns(row),
+                    "normalized length mean": row["mean_normalized_length"],
+                    "normalized length median": row["median_normalized_length"],
+                    "normalized length max": row["max_normalized_length"],
+                    "beads mean": row["mean_beads"],
+                    "max beads": row["max_beads"],
+                    "rounds mean": row["mean_rounds"],
+                }
+            )
     return pd.DataFrame(rows) if rows else None
 
 
@@ -180,23 +252,39 @@ def width_table(table: pd.DataFrame) -> pd.DataFrame | None:
     rows = []
     for _, group in _series(table, "width"):
         for row in group.to_dict("records"):
-            rows.append({"problem": row["problem"], "activation": row["activation"], "depth": row["depth"],
-                         "n_train": row["n_train"], "L0": row["threshold"], "width": row["width"],
-                         "width / n_train": row["width"] / row["n_train"], "pairs strung": row["n_global"],
-                         **_connected_columns(row),
-                         "normalized length mean": row["mean_normalized_length"],
-                         "normalized length median": row["median_normalized_length"],
-                         "beads mean": row["mean_beads"], "A-B line barrier mean": row["mean_interp_ab_barrier"]})
+            rows.append(
+                {
+                    "problem": row["problem"],
+                    "activation": row["activation"],
+                    "depth": row["depth"],
+                    "n_train": row["n_train"],
+                    "L0": row["threshold"],
+                    "width": row["width"],
+                    "width / n_train": row["width"] / row["n_train"],
+                    "pairs strung": row["n_global"],
+                    **_connected_columns(row),
+                    "normalized length mean": row["mean_normalized_length"],
+                    "normalized length median": row["median_normalized_length"],
+                    "beads mean": row["mean_beads"],
+                    "A-B line barrier mean": row["mean_interp_ab_barrier"],
+                }
+            )
     return pd.DataFrame(rows) if rows else None
 
 
 def _connected_columns(row: dict) -> dict:
-    return {"connected": row["n_dss_connected"], "frac_connected": row["frac_dss_connected"],
-            "frac_connected_lo": row["frac_dss_connected_lo"], "frac_connected_hi": row["frac_dss_connected_hi"]}
+    return {
+        "connected": row["n_dss_connected"],
+        "frac_connected": row["frac_dss_connected"],
+        "frac_connected_lo": row["frac_dss_connected_lo"],
+        "frac_connected_hi": row["frac_dss_connected_hi"],
+    }
 
 
 def _label(key: tuple, names: Sequence[str]) -> str:
-    return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}" for name, value in zip(names, key))
+    return ", ".join(
+        f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}" for name, value in zip(names, key)
+    )
 
 
 def plot_length_vs_threshold(table: pd.DataFrame, report_dir: Path, *, sweep: str, confidence: float) -> Path | None:
@@ -211,8 +299,15 @@ def plot_length_vs_threshold(table: pd.DataFrame, report_dir: Path, *, sweep: st
     for index, (key, group) in enumerate(series):
         color, label = f"C{index}", _label(key, names)
         left.plot(group["threshold"], group["mean_normalized_length"], marker="o", color=color, label=f"{label} (mean)")
-        left.plot(group["threshold"], group["median_normalized_length"], marker="x", linestyle="--", color=color,
-                  alpha=0.7, label=f"{label} (median)")
+        left.plot(
+            group["threshold"],
+            group["median_normalized_length"],
+            marker="x",
+            linestyle="--",
+            color=color,
+            alpha=0.7,
+            label=f"{label} (median)",
+        )
         right.plot(group["threshold"], group["mean_beads"], marker="o", color=color, label=label)
     for ax, ylabel in ((left, "normalized length (connected pairs)"), (right, "beads per connected pair (mean)")):
         ax.set_xscale("log")
@@ -240,12 +335,25 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
         color, label = f"C{index}", _label(key, names)
         frac = 100 * group["frac_dss_connected"]
         dodge = 2 ** (0.06 * (index - (len(series) - 1) / 2))  # keep overlapping series' bars apart (log axis)
-        left.errorbar(group["width"] * dodge, frac, yerr=[frac - 100 * group["frac_dss_connected_lo"],
-                                                  100 * group["frac_dss_connected_hi"] - frac],
-                      marker="o", capsize=3, color=color, label=label)
+        left.errorbar(
+            group["width"] * dodge,
+            frac,
+            yerr=[frac - 100 * group["frac_dss_connected_lo"], 100 * group["frac_dss_connected_hi"] - frac],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=label,
+        )
         right.plot(group["width"], group["mean_normalized_length"], marker="o", color=color, label=f"{label} (mean)")
-        right.plot(group["width"], group["median_normalized_length"], marker="x", linestyle="--", color=color, alpha=0.7,
-                   label=f"{label} (median)")
+        right.plot(
+            group["width"],
+            group["median_normalized_length"],
+            marker="x",
+            linestyle="--",
+            color=color,
+            alpha=0.7,
+            label=f"{label} (median)",
+        )
         n = group["n_train"].iloc[0]
         for ax in (left, right):
             ax.axvline(n, color=color, linewidth=0.8, linestyle=":")
@@ -266,8 +374,23 @@ def plot_connected_vs_width(table: pd.DataFrame, report_dir: Path, *, sweep: str
 def kept_strings(store) -> pd.DataFrame | None:
     """Rows (deduplicated) that carry a kept string, best first for the PCA figure: connected
     before not, most beads, lowest threshold, lowest seed; None when there are none."""
-    wanted = ["cell_id", "seed", "status", "problem", "threshold", "string_pass_factor", "width", "depth", "activation", "dss_connected",
-              "dss_beads", "dss_normalized_length", "dss_string", "dss_string_losses", "dss_bead_losses"]
+    wanted = [
+        "cell_id",
+        "seed",
+        "status",
+        "problem",
+        "threshold",
+        "string_pass_factor",
+        "width",
+        "depth",
+        "activation",
+        "dss_connected",
+        "dss_beads",
+        "dss_normalized_length",
+        "dss_string",
+        "dss_string_losses",
+        "dss_bead_losses",
+    ]
     names = store.schema().names
     if "dss_string" not in names:
         return None
@@ -279,8 +402,11 @@ def kept_strings(store) -> pd.DataFrame | None:
     if frame.empty:
         return None
     frame = frame.assign(_connected=frame["dss_connected"].fillna(False).astype(bool))
-    frame = frame.sort_values(["_connected", "dss_beads", "threshold", "seed", "cell_id"],
-                              ascending=[False, False, True, True, True], kind="stable")
+    frame = frame.sort_values(
+        ["_connected", "dss_beads", "threshold", "seed", "cell_id"],
+        ascending=[False, False, True, True, True],
+        kind="stable",
+    )
     return frame.drop(columns="_connected").reset_index(drop=True)
 
 
@@ -303,9 +429,27 @@ def save_strings(strings: pd.DataFrame, store) -> list[Path]:
         key = f"{row['cell_id']}_seed{int(row['seed'])}"
         arrays[key] = _string_array(row["dss_string"])
         arrays[f"{key}_bead_losses"] = np.asarray(row["dss_bead_losses"], dtype=float)
-        index.append({"key": key, **{c: row[c] for c in ("cell_id", "seed", "problem", "threshold", "width", "depth",
-                                                         "activation", "dss_connected", "dss_beads", "dss_normalized_length")},
-                      "parameters": arrays[key].shape[1]})
+        index.append(
+            {
+                "key": key,
+                **{
+                    c: row[c]
+                    for c in (
+                        "cell_id",
+                        "seed",
+                        "problem",
+                        "threshold",
+                        "width",
+                        "depth",
+                        "activation",
+                        "dss_connected",
+                        "dss_beads",
+                        "dss_normalized_length",
+                    )
+                },
+                "parameters": arrays[key].shape[1],
+            }
+        )
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     npz = store.report_dir / STRINGS_NPZ
@@ -363,7 +507,9 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
     norm = LogNorm(vmin=floor, vmax=positive.max()) if len(positive) and floor < positive.max() else None
     fig = plt.figure(figsize=(7, 5.6))
     ax = fig.add_subplot(projection="3d")
-    image = ax.scatter(points[:, 0], points[:, 1], points[:, 2], c=np.clip(values, floor, None), cmap="viridis", norm=norm, s=4)
+    image = ax.scatter(
+        points[:, 0], points[:, 1], points[:, 2], c=np.clip(values, floor, None), cmap="viridis", norm=norm, s=4
+    )
     ax.plot(coords[:, 0], coords[:, 1], coords[:, 2], color="grey", linewidth=0.6)
     ax.scatter(coords[1:-1, 0], coords[1:-1, 1], coords[1:-1, 2], color="black", s=14, label="beads")
     for index, name in ((0, "A"), (-1, "B")):
@@ -376,8 +522,11 @@ def plot_string_pca(strings: pd.DataFrame, path: Path, *, sweep: str) -> Path | 
     if floor <= level <= (positive.max() if len(positive) else 0.0):
         bar.ax.axhline(level, color="red", linewidth=1.5)
     state = "connected" if bool(row["dss_connected"]) else "not certified"
-    ax.set_title(f"{sweep}: {row['problem']} pair seed {int(row['seed'])}, L0 = {row['threshold']:g}, width {int(row['width'])}\n"
-                 f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}", fontsize=9)
+    ax.set_title(
+        f"{sweep}: {row['problem']} pair seed {int(row['seed'])}, L0 = {row['threshold']:g}, width {int(row['width'])}\n"
+        f"{int(row['dss_beads'])} beads, {state}, normalized length {row['dss_normalized_length']:.3g}",
+        fontsize=9,
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 

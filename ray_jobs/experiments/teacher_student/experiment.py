@@ -6,7 +6,8 @@ seed chunk; the report layout (and its setting ``report.family_tol``) is in :mod
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -32,8 +33,11 @@ class TeacherStudent(Experiment):
     name = "teacher_student"
     help = "k (required), n or n_minus_k (n = k + offset), step, init_scale; group protocol"
     tiny_budget = ("protocol.max_iterations=300",)
-    grid_axes = GridAxes(("k", "n", "n_minus_k", "step", "init_scale"), required={"k": "[6,7]"},
-                         alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),))
+    grid_axes = GridAxes(
+        ("k", "n", "n_minus_k", "step", "init_scale"),
+        required={"k": "[6,7]"},
+        alternatives=(Alternative("n", "n_minus_k", "n = k + offset"),),
+    )
     groups = ("protocol",)
     activations = ("relu",)
     #: experiment-group keys that are not options of the core function
@@ -73,6 +77,7 @@ class TeacherStudent(Experiment):
         "certified_radius": "float64",
         "certified_reason": "string",
     }
+
     def cells(self, cfg) -> list[dict[str, Any]]:
         from omegaconf import OmegaConf
 
@@ -105,13 +110,16 @@ class TeacherStudent(Experiment):
             options.update(protocol)
             options.update({axis: values[axis] for axis in ("step", "init_scale") if axis in values})
             if options.get("step") is None and options.get("step_times_k") is None:
-                raise ConfigError("protocol.step", "no step: give protocol.step (a number) or protocol.step_times_k "
-                                                   "(step = step_times_k / k)")
+                raise ConfigError(
+                    "protocol.step",
+                    "no step: give protocol.step (a number) or protocol.step_times_k (step = step_times_k / k)",
+                )
             if "step" in options and options["step"] is None:
                 del options["step"]  # step given as step_times_k: `step: null` says only that
             from_experiment = {key for key in experiment if key not in self.service_keys and key not in protocol}
-            self._check_with_core(k, n, options, width_axis, grid_step="step" in values,
-                                  from_experiment=from_experiment)
+            self._check_with_core(
+                k, n, options, width_axis, grid_step="step" in values, from_experiment=from_experiment
+            )
             params = {
                 "experiment": self.name,
                 "k": k,
@@ -127,8 +135,15 @@ class TeacherStudent(Experiment):
             cells.append(params)
         return cells
 
-    def _check_with_core(self, k, n, options: dict, width_axis: str, grid_step: bool = False,
-                         from_experiment: frozenset[str] | set[str] = frozenset()) -> None:
+    def _check_with_core(
+        self,
+        k,
+        n,
+        options: dict,
+        width_axis: str,
+        grid_step: bool = False,
+        from_experiment: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         """Validate one cell with the core's own checks, naming the config path at fault
         (``from_experiment``: the options given as ``experiment.*``, the others ``protocol.*``)."""
         from landscape_core.teacher_student import TeacherStudentProtocol
@@ -191,8 +206,11 @@ def with_certificates(records: list[dict], params: dict[str, Any]) -> list[dict]
     run's point), ``certified_lambda_lo``, ``certified_radius``, ``certified_reason``; null
     for every other run. Records are not modified (new dicts)."""
     out = [{**record, **_NO_CERTIFICATE} for record in records]
-    spurious = [i for i, record in enumerate(records)
-                if record["status"] == "spurious" and record.get("final_weights") is not None]
+    spurious = [
+        i
+        for i, record in enumerate(records)
+        if record["status"] == "spurious" and record.get("final_weights") is not None
+    ]
     if not spurious or params.get("teacher", "identity") != "identity" or params["d"] != params["k"]:
         return out
     import numpy as np
@@ -201,10 +219,13 @@ def with_certificates(records: list[dict], params: dict[str, Any]) -> list[dict]
 
     n, d = int(params["n"]), int(params["d"])
     points = [np.asarray(records[i]["final_weights"], dtype=np.float64).reshape(n, d) for i in spurious]  # (n, d) each
-    certificates = certify_points(points, tol=CERTIFICATE_FAMILY_TOL,
-                                  objectives=[records[i]["final_loss"] for i in spurious],
-                                  min_eigs=[records[i]["min_eig"] for i in spurious],
-                                  bad_loss_threshold=float(params.get("bad_loss_threshold", 1e-3)))
+    certificates = certify_points(
+        points,
+        tol=CERTIFICATE_FAMILY_TOL,
+        objectives=[records[i]["final_loss"] for i in spurious],
+        min_eigs=[records[i]["min_eig"] for i in spurious],
+        bad_loss_threshold=float(params.get("bad_loss_threshold", 1e-3)),
+    )
     for i, certificate in zip(spurious, certificates):
         out[i].update({key: certificate[key] for key in _NO_CERTIFICATE})
     return out

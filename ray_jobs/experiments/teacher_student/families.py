@@ -17,7 +17,8 @@ cell's MLflow child, then the report aggregates the same runs again).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +26,24 @@ import numpy as np
 _MEMO: dict[tuple, list[dict]] = {}
 _LAST: dict[str, list[dict]] = {}
 #: the columns of report/families.csv, after the cell's table axes
-FAMILY_COLUMNS = ("family", "multiplicity", "objective", "objective_spread", "min_eig", "max_member_distance",
-                  "undecided", "certified", "reason", "certified_lambda_lo", "certified_radius", "objective_lo",
-                  "objective_hi", "minimum_certified", "newton_steps", "seeds")
+FAMILY_COLUMNS = (
+    "family",
+    "multiplicity",
+    "objective",
+    "objective_spread",
+    "min_eig",
+    "max_member_distance",
+    "undecided",
+    "certified",
+    "reason",
+    "certified_lambda_lo",
+    "certified_radius",
+    "objective_lo",
+    "objective_hi",
+    "minimum_certified",
+    "newton_steps",
+    "seeds",
+)
 
 
 def certified_families(records: Sequence[dict], *, tol: float) -> list[dict]:
@@ -50,8 +66,9 @@ def certified_families(records: Sequence[dict], *, tol: float) -> list[dict]:
     else:
         k, n, d = (int(records[0][name]) for name in ("k", "n", "d"))
         points = [record["final_weights"].reshape(n, d) for record in records]  # (n, d) each
-        groups = group_points(points, tol=tol, objectives=[r["final_loss"] for r in records],
-                              min_eigs=[r["min_eig"] for r in records])
+        groups = group_points(
+            points, tol=tol, objectives=[r["final_loss"] for r in records], min_eigs=[r["min_eig"] for r in records]
+        )
         threshold = float(records[0].get("bad_loss_threshold") or 1e-3)
         families = [_family(index, group, records, points, threshold) for index, group in enumerate(groups)]
     _MEMO[key] = _LAST[key[0]] = families
@@ -64,8 +81,16 @@ def families_of(cell_id: str) -> list[dict]:
 
 
 def _uncertified() -> dict[str, Any]:
-    return {"certified": None, "reason": "not_identity_teacher", "certified_lambda_lo": None, "certified_radius": None,
-            "objective_lo": None, "objective_hi": None, "minimum_certified": None, "newton_steps": None}
+    return {
+        "certified": None,
+        "reason": "not_identity_teacher",
+        "certified_lambda_lo": None,
+        "certified_radius": None,
+        "objective_lo": None,
+        "objective_hi": None,
+        "minimum_certified": None,
+        "newton_steps": None,
+    }
 
 
 def _family(index: int, group, records: list[dict], points: list[np.ndarray], threshold: float) -> dict[str, Any]:
@@ -81,9 +106,12 @@ def _family(index: int, group, records: list[dict], points: list[np.ndarray], th
         "min_eig": group.min_eig,
         "max_member_distance": group.max_member_distance,
         "undecided": group.undecided,
-        "certified": bool(certificate.spurious),  # a certified strict minimum covering every member, F provably >= threshold
-        "reason": certificate.reason if certificate.certified and certificate.spurious else
-                  (certificate.reason if not certificate.certified else "objective_below_threshold"),
+        "certified": bool(
+            certificate.spurious
+        ),  # a certified strict minimum covering every member, F provably >= threshold
+        "reason": certificate.reason
+        if certificate.certified and certificate.spurious
+        else (certificate.reason if not certificate.certified else "objective_below_threshold"),
         "certified_lambda_lo": float(certificate.lambda_lo),
         "certified_radius": float(certificate.cover_radius),
         "objective_lo": float(certificate.objective_lo),
@@ -110,9 +138,13 @@ def family_aggregates(families: list[dict], runs: int, *, confidence: float) -> 
         lo, hi = wilson_interval(count, runs, confidence)
         out.update(frac_certified_spurious=count / runs, frac_certified_spurious_lo=lo, frac_certified_spurious_hi=hi)
     else:
-        out.update(frac_certified_spurious=math.nan, frac_certified_spurious_lo=math.nan, frac_certified_spurious_hi=math.nan)
+        out.update(
+            frac_certified_spurious=math.nan, frac_certified_spurious_lo=math.nan, frac_certified_spurious_hi=math.nan
+        )
     # text, never a number (a metric of MLflow would take "[126]" for one otherwise), beside the authors'
-    out["family_multiplicities"] = "[" + ", ".join(str(m) for m in sorted((f["multiplicity"] for f in families), reverse=True)) + "]"
+    out["family_multiplicities"] = (
+        "[" + ", ".join(str(m) for m in sorted((f["multiplicity"] for f in families), reverse=True)) + "]"
+    )
     out["min_certified_lambda_lo"] = min((f["certified_lambda_lo"] for f in certified), default=math.nan)
     out["max_certified_radius"] = max((f["certified_radius"] for f in certified), default=math.nan)
     return out

@@ -6,8 +6,8 @@ spurious minima of a cell are one family) is this layout's, checked here."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,8 +27,11 @@ def teacher_student_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
     spurious runs, families, the other statuses (percentages; intervals in brackets)."""
     level = f"{100 * confidence:g}%"
     has_ref = "ref_frac_spurious" in table
-    axes = [axis for axis in layout.table_axes if axis in table
-            and (axis not in layout.optional_table_axes or table[axis].nunique() > 1)]
+    axes = [
+        axis
+        for axis in layout.table_axes
+        if axis in table and (axis not in layout.optional_table_axes or table[axis].nunique() > 1)
+    ]
     header = [*axes, "runs", f"spurious % [{level} CI]", f"certified spurious % [{level} CI]"]
     if has_ref:
         header += ["published %", "inside CI"]
@@ -37,21 +40,37 @@ def teacher_student_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
     has_ref_families = "ref_n_families" in table
     header += ["families", "families (student perm.)"] + (["authors' families"] if has_ref_families else [])
     header += ["global %", "saddle %", "not conv. %", "diverged %", "errors"]
-    lines = [f"# {sweep}", "", f"Runs per cell, fraction per status with its Wilson {level} interval.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        f"# {sweep}",
+        "",
+        f"Runs per cell, fraction per status with its Wilson {level} interval.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     for row in table.to_dict("records"):
         cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
-        cells += [str(row["runs"]), f"{pct(row['frac_spurious'])} [{pct(row['frac_spurious_lo'])}, {pct(row['frac_spurious_hi'])}]"]
+        cells += [
+            str(row["runs"]),
+            f"{pct(row['frac_spurious'])} [{pct(row['frac_spurious_lo'])}, {pct(row['frac_spurious_hi'])}]",
+        ]
         certified = row.get("frac_certified_spurious")
-        cells += ["" if certified is None or math.isnan(certified) else
-                  f"{pct(certified)} [{pct(row['frac_certified_spurious_lo'])}, {pct(row['frac_certified_spurious_hi'])}]"]
+        cells += [
+            ""
+            if certified is None or math.isnan(certified)
+            else f"{pct(certified)} [{pct(row['frac_certified_spurious_lo'])}, {pct(row['frac_certified_spurious_hi'])}]"
+        ]
         if has_ref:
             inside = row.get("ref_inside_ci")
             cells += [pct(row["ref_frac_spurious"]), "" if inside is None else ("yes" if inside else "NO")]
-        cells += [num(row["mean_objective_spurious"])] + ([num(row.get("ref_mean_objective_spurious"))] if has_ref else [])
+        cells += [num(row["mean_objective_spurious"])] + (
+            [num(row.get("ref_mean_objective_spurious"))] if has_ref else []
+        )
         cells += [num(row["mean_min_eig_spurious"])] + ([num(row.get("ref_mean_min_eig_spurious"))] if has_ref else [])
-        cells += [_count(row.get(name)) for name in ("n_families", "n_families_student_perm",
-                                                      *(["ref_n_families"] if has_ref_families else []))]
+        cells += [
+            _count(row.get(name))
+            for name in ("n_families", "n_families_student_perm", *(["ref_n_families"] if has_ref_families else []))
+        ]
         cells += [pct(row[f"frac_{s}"]) for s in ("global", "saddle", "not_converged", "diverged")]
         cells += [str(row["errors"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -72,15 +91,24 @@ def families_markdown(table: pd.DataFrame, axes: list[str]) -> list[str]:
     has_ref = "ref_family_multiplicities" in table
     header = [*axes, "families", "runs per family", "certified families", "certified spurious runs"]
     header += ["authors' families", "authors' runs per family"] if has_ref else []
-    lines = ["", "Spurious minima up to student-neuron and coordinate permutations (families), each certified "
-             "once (report/families.csv: objective, eigenvalue bound, radius, seeds of every family).", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "",
+        "Spurious minima up to student-neuron and coordinate permutations (families), each certified "
+        "once (report/families.csv: objective, eigenvalue bound, radius, seeds of every family).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     for row in table.to_dict("records"):
         if not isinstance(row.get("family_multiplicities"), str):
             continue
         cells = [num(row[axis]) if isinstance(row[axis], float) else str(row[axis]) for axis in axes]
-        cells += [_count(row.get("n_families")), row["family_multiplicities"], _count(row.get("n_families_certified")),
-                  _count(row.get("n_certified_spurious"))]
+        cells += [
+            _count(row.get("n_families")),
+            row["family_multiplicities"],
+            _count(row.get("n_families_certified")),
+            _count(row.get("n_certified_spurious")),
+        ]
         if has_ref:
             authors = row.get("ref_family_multiplicities")
             cells += [_count(row.get("ref_n_families")), authors if isinstance(authors, str) else ""]
@@ -93,8 +121,11 @@ def write_families(table: pd.DataFrame, store) -> Path | None:
     :data:`~.families.FAMILY_COLUMNS`), as the report's aggregation found and certified them."""
     from ray_jobs.experiments.teacher_student.families import FAMILY_COLUMNS, families_of
 
-    lines = [{"k": row["k"], "n": row["n"], **{name: family.get(name) for name in FAMILY_COLUMNS}}
-             for row in table.to_dict("records") for family in families_of(row["cell_id"])]
+    lines = [
+        {"k": row["k"], "n": row["n"], **{name: family.get(name) for name in FAMILY_COLUMNS}}
+        for row in table.to_dict("records")
+        for family in families_of(row["cell_id"])
+    ]
     frame = pd.DataFrame(lines, columns=["k", "n", *FAMILY_COLUMNS])
     frame["seeds"] = frame["seeds"].map(lambda seeds: " ".join(map(str, seeds)) if isinstance(seeds, list) else seeds)
     path = store.report_dir / FAMILIES_CSV
@@ -109,11 +140,33 @@ def write_run_certificates(table: pd.DataFrame, store) -> Path | None:
     ``certified_reason``): the per-run record of what the cell's table counts."""
     from ray_jobs.experiments.teacher_student.families import families_of
 
-    lines = [{"cell_id": row["cell_id"], "k": row["k"], "n": row["n"], "seed": seed, "family": family["family"],
-              "certified": family["certified"], "certified_lambda_lo": family["certified_lambda_lo"],
-              "certified_radius": family["certified_radius"], "certified_reason": family["reason"]}
-             for row in table.to_dict("records") for family in families_of(row["cell_id"]) for seed in family["seeds"]]
-    columns = ["cell_id", "k", "n", "seed", "family", "certified", "certified_lambda_lo", "certified_radius", "certified_reason"]
+    lines = [
+        {
+            "cell_id": row["cell_id"],
+            "k": row["k"],
+            "n": row["n"],
+            "seed": seed,
+            "family": family["family"],
+            "certified": family["certified"],
+            "certified_lambda_lo": family["certified_lambda_lo"],
+            "certified_radius": family["certified_radius"],
+            "certified_reason": family["reason"],
+        }
+        for row in table.to_dict("records")
+        for family in families_of(row["cell_id"])
+        for seed in family["seeds"]
+    ]
+    columns = [
+        "cell_id",
+        "k",
+        "n",
+        "seed",
+        "family",
+        "certified",
+        "certified_lambda_lo",
+        "certified_radius",
+        "certified_reason",
+    ]
     frame = pd.DataFrame(lines, columns=columns).sort_values(["k", "n", "seed"], kind="stable")
     path = store.report_dir / RUN_CERTIFICATES_CSV
     store.save_text(path, frame.to_csv(index=False))
@@ -136,12 +189,28 @@ def plot_spurious_fraction(table: pd.DataFrame, path: Path, *, sweep: str, confi
         label = "n = k" if offset == 0 else f"n = k {'+' if offset > 0 else '-'} {abs(offset)}"
         color = f"C{index}"
         dodge = 0.08 * (index - (len(series) - 1) / 2)  # keep the interval bars of the series apart
-        ax.errorbar(part["k"] + dodge, 100 * part["frac_spurious"],
-                    yerr=[100 * (part["frac_spurious"] - part["frac_spurious_lo"]), 100 * (part["frac_spurious_hi"] - part["frac_spurious"])],
-                    marker="o", capsize=3, color=color, label=f"{label} (ours, {100 * confidence:g}% CI)")
+        ax.errorbar(
+            part["k"] + dodge,
+            100 * part["frac_spurious"],
+            yerr=[
+                100 * (part["frac_spurious"] - part["frac_spurious_lo"]),
+                100 * (part["frac_spurious_hi"] - part["frac_spurious"]),
+            ],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=f"{label} (ours, {100 * confidence:g}% CI)",
+        )
         if "ref_frac_spurious" in part and part["ref_frac_spurious"].notna().any():
-            ax.plot(part["k"], 100 * part["ref_frac_spurious"], marker="x", linestyle="--", color=color, alpha=0.7,
-                    label=f"{label} (published)")
+            ax.plot(
+                part["k"],
+                100 * part["ref_frac_spurious"],
+                marker="x",
+                linestyle="--",
+                color=color,
+                alpha=0.7,
+                label=f"{label} (published)",
+            )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k (teacher neurons)")
     ax.set_ylabel("runs ending at a spurious local minimum (%)")
@@ -205,17 +274,27 @@ class TeacherStudentLayout(ReportLayout):
         groups: dict[tuple, list[dict]] = {}
         # an axis splits the series only where it varies at one (k, n): a step of 5 / k
         # varies with k but is one value per cell, so it is one series (sys2021_global_rates)
-        others = [axis for axis in self.optional_table_axes if axis in table
-                  and table.groupby(["k", "n"])[axis].nunique().max() > 1]
+        others = [
+            axis
+            for axis in self.optional_table_axes
+            if axis in table and table.groupby(["k", "n"])[axis].nunique().max() > 1
+        ]
         for row in table.to_dict("records"):
             groups.setdefault((int(row["n"]) - int(row["k"]), *(row[axis] for axis in others)), []).append(row)
         series = {}
         for key, rows in groups.items():
-            suffix = "" if len(groups) == 1 else "/" + "/".join(
-                [f"n_minus_k:{key[0]}", *(f"{axis}:{value:g}" for axis, value in zip(others, key[1:]))])
+            suffix = (
+                ""
+                if len(groups) == 1
+                else "/"
+                + "/".join([f"n_minus_k:{key[0]}", *(f"{axis}:{value:g}" for axis, value in zip(others, key[1:]))])
+            )
             for column in ("frac_spurious", "frac_certified_spurious"):
-                points = [(int(row["k"]), float(row[column])) for row in sorted(rows, key=lambda r: r["k"])
-                          if row.get(column) is not None and not math.isnan(row[column])]
+                points = [
+                    (int(row["k"]), float(row[column]))
+                    for row in sorted(rows, key=lambda r: r["k"])
+                    if row.get(column) is not None and not math.isnan(row[column])
+                ]
                 if points:
                     series[f"{column}_vs_k{suffix}"] = points
         return series

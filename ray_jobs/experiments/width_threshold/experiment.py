@@ -6,8 +6,9 @@ checks, and the batched run of a seed chunk; the report layout is in :mod:`.layo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Sequence
+from typing import Any
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -33,9 +34,11 @@ class WidthThreshold(Experiment):
     name = "width_threshold"
     help = "width or width_over_n, depth, activation, n_samples (all required); groups optimizer, data"
     tiny_budget = ("optimizer.max_iterations=20",)
-    grid_axes = GridAxes(("width", "width_over_n", "depth", "activation", "n_samples"),
-                         required={"depth": "[2,3]", "activation": "[relu,tanh]", "n_samples": "[16]"},
-                         alternatives=(Alternative("width", "width_over_n", "width = width_over_n x n_samples", "[0.5,1,2]"),))
+    grid_axes = GridAxes(
+        ("width", "width_over_n", "depth", "activation", "n_samples"),
+        required={"depth": "[2,3]", "activation": "[relu,tanh]", "n_samples": "[16]"},
+        alternatives=(Alternative("width", "width_over_n", "width = width_over_n x n_samples", "[0.5,1,2]"),),
+    )
     groups = ("optimizer", "data")
     #: keys allowed in the experiment group
     experiment_keys = ("name", "loss", "init", "output_bias", "probes", "fail_on_seeds")
@@ -45,14 +48,18 @@ class WidthThreshold(Experiment):
         "min_eig": "float64",
         "max_eig": "float64",
         "hessian_method": "string",
-        **{f"{prefix}{name}": kind for prefix in ("init_", "") for name, kind in (
-            ("last_layer_rank", "int64"),
-            ("last_layer_rank_loose", "int64"),
-            ("last_layer_sigma_min", "float64"),
-            ("last_layer_rank_tol", "float64"),
-            ("last_layer_rank_tol_loose", "float64"),
-            ("full_rank", "bool"),
-        )},
+        **{
+            f"{prefix}{name}": kind
+            for prefix in ("init_", "")
+            for name, kind in (
+                ("last_layer_rank", "int64"),
+                ("last_layer_rank_loose", "int64"),
+                ("last_layer_sigma_min", "float64"),
+                ("last_layer_rank_tol", "float64"),
+                ("last_layer_rank_tol_loose", "float64"),
+                ("full_rank", "bool"),
+            )
+        },
         "ntk_gram_rank": "int64",
         "ntk_full_rank": "bool",
         # the cell's configuration (grid axes first)
@@ -108,8 +115,10 @@ class WidthThreshold(Experiment):
 
         for group, values in (("optimizer", optimizer), ("data", data)):
             if not isinstance(values.get("name"), str):  # e.g. ~optimizer leaves only a sweep's optimizer.* keys
-                raise ConfigError(group, f"required by {self.name}: choose {group}=<option>; "
-                                         f"allowed: {', '.join(available_options(group))}")
+                raise ConfigError(
+                    group,
+                    f"required by {self.name}: choose {group}=<option>; allowed: {', '.join(available_options(group))}",
+                )
         self._check_group_types(experiment, probes, optimizer, data)
 
         axes = self.grid_axes.check(grid, self.name)
@@ -120,8 +129,9 @@ class WidthThreshold(Experiment):
         for values in grid_points(axes):
             n = values["n_samples"]
             width = values["width"] if width_axis == "width" else WIDTH_RATIO.resolve(values)
-            options = self._resolve(width, values["depth"], values["activation"], n, experiment, probes, optimizer, data,
-                                    width_axis)
+            options = self._resolve(
+                width, values["depth"], values["activation"], n, experiment, probes, optimizer, data, width_axis
+            )
             cells.append({"experiment": self.name, **options.columns(), "fail_on_seeds": sorted(fail_on_seeds)})
         return cells
 
@@ -130,15 +140,19 @@ class WidthThreshold(Experiment):
         from landscape_core.training import TrainSpec
         from landscape_core.width_threshold import ProbeSpec
 
-        for key, kind, ok in (("loss", "a string", lambda v: isinstance(v, str)),
-                              ("init", "a string", lambda v: isinstance(v, str)),
-                              ("output_bias", "true or false", lambda v: isinstance(v, bool))):
+        for key, kind, ok in (
+            ("loss", "a string", lambda v: isinstance(v, str)),
+            ("init", "a string", lambda v: isinstance(v, str)),
+            ("output_bias", "true or false", lambda v: isinstance(v, bool)),
+        ):
             if key in experiment and not ok(experiment[key]):
                 raise ConfigError(f"experiment.{key}", f"must be {kind}, got {experiment[key]!r}")
         check_types("experiment.probes", probes, ProbeSpec)
         check_types("optimizer", optimizer, TrainSpec, {"optimizer": "name"})
         if "n_samples" in data:
-            raise ConfigError("data.n_samples", "the number of samples is the grid axis sweep.grid.n_samples; remove it here")
+            raise ConfigError(
+                "data.n_samples", "the number of samples is the grid axis sweep.grid.n_samples; remove it here"
+            )
         check_types("data", data, DataSpec)
 
     def _check_axes(self, axes: dict[str, list]) -> None:
@@ -150,10 +164,14 @@ class WidthThreshold(Experiment):
                 raise ConfigError("sweep.grid.width_over_n", f"must be a number > 0 (width / n_samples), got {value!r}")
         for value in axes["depth"]:
             if not is_int(value) or value < 2:
-                raise ConfigError("sweep.grid.depth", f"must be an integer >= 2 (weight layers; 2 = one hidden layer), got {value!r}")
+                raise ConfigError(
+                    "sweep.grid.depth", f"must be an integer >= 2 (weight layers; 2 = one hidden layer), got {value!r}"
+                )
         for value in axes["activation"]:
             if value not in ACTIVATIONS:
-                raise ConfigError("sweep.grid.activation", f"unknown activation {value!r}; allowed: {', '.join(ACTIVATIONS)}")
+                raise ConfigError(
+                    "sweep.grid.activation", f"unknown activation {value!r}; allowed: {', '.join(ACTIVATIONS)}"
+                )
         for value in axes["n_samples"]:
             if not is_int(value) or value < 1:
                 raise ConfigError("sweep.grid.n_samples", f"must be an integer >= 1, got {value!r}")
@@ -164,8 +182,15 @@ class WidthThreshold(Experiment):
 
         try:
             return resolve_options(
-                width=width, depth=depth, activation=activation, n_samples=n_samples, data=data, optimizer=optimizer,
-                probes=probes, loss=experiment.get("loss", "square"), init=experiment.get("init", "lecun"),
+                width=width,
+                depth=depth,
+                activation=activation,
+                n_samples=n_samples,
+                data=data,
+                optimizer=optimizer,
+                probes=probes,
+                loss=experiment.get("loss", "square"),
+                init=experiment.get("init", "lecun"),
                 output_bias=experiment.get("output_bias", False),
             )
         except OptionError as exc:
@@ -199,7 +224,9 @@ class WidthThreshold(Experiment):
         optimizer = {"name": params["optimizer"]}
         optimizer.update({f.name: params[f"optimizer_{f.name}"] for f in fields(TrainSpec) if f.name != "optimizer"})
         return {
-            **{key: params[key] for key in ("width", "depth", "activation", "n_samples", "loss", "init", "output_bias")},
+            **{
+                key: params[key] for key in ("width", "depth", "activation", "n_samples", "loss", "init", "output_bias")
+            },
             "data": data,
             "optimizer": optimizer,
             "probes": {f.name: params[f.name] for f in fields(ProbeSpec)},

@@ -4,8 +4,8 @@ intervals) above the per-cell table, their CSVs, and a heat map."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -32,9 +32,12 @@ def threshold_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The width-threshold tables: one row per (activation, depth, n_samples) in table order,
     one column ``width/n=<r>`` per width / n (fraction of runs, 0..1), for each table of
     :data:`THRESHOLD_TABLES`; the Wilson bounds are in ``<column>_lo`` / ``<column>_hi``."""
-    return {name: ratio_table(table, keys=["activation", "depth", "n_samples"], ratio="width_over_n", label="width/n",
-                              column=column)
-            for name, column, _ in THRESHOLD_TABLES}
+    return {
+        name: ratio_table(
+            table, keys=["activation", "depth", "n_samples"], ratio="width_over_n", label="width/n", column=column
+        )
+        for name, column, _ in THRESHOLD_TABLES
+    }
 
 
 def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep: str, confidence: float) -> str:
@@ -42,14 +45,21 @@ def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
     level = f"{100 * confidence:g}%"
     ratios = sorted(table["width_over_n"].unique())
     several_n = table["n_samples"].nunique() > 1
-    lines = [f"# {sweep}", "",
-             f"Per cell: runs, fraction per status and fraction with a full-rank Z_{{L-1}}(X), in %, "
-             f"with the Wilson {level} interval in brackets.", ""]
+    lines = [
+        f"# {sweep}",
+        "",
+        f"Per cell: runs, fraction per status and fraction with a full-rank Z_{{L-1}}(X), in %, "
+        f"with the Wilson {level} interval in brackets.",
+        "",
+    ]
     n_text = "" if several_n else f", n = {int(table['n_samples'].iloc[0])}"
     shared = int(table.duplicated(["activation", "depth", "n_samples", "width_over_n"]).sum())
     if shared:
-        lines += [f"Note: {shared} cells share a table position with another cell (other settings, e.g. an earlier "
-                  "invocation with different overrides); the threshold tables show the first, the per-cell table all.", ""]
+        lines += [
+            f"Note: {shared} cells share a table position with another cell (other settings, e.g. an earlier "
+            "invocation with different overrides); the threshold tables show the first, the per-cell table all.",
+            "",
+        ]
     for name, column, title in THRESHOLD_TABLES:
         grid = threshold_tables(table)[name]
         lines += [f"## {title}{n_text}", ""]
@@ -62,21 +72,47 @@ def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
                 cells.append(pct_ci(row[key], row[f"{key}_lo"], row[f"{key}_hi"], whole=True))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    head = ["activation", "depth", "n", "width", "width/n", "runs", f"global % [{level} CI]", f"spurious % [{level} CI]",
-            "saddle %", "not conv. %", "diverged %", f"full rank % [{level} CI]", "full rank at init %",
-            "mean loss (spurious)", "mean min eig (spurious)", "iterations mean / max", "errors"]
+    head = [
+        "activation",
+        "depth",
+        "n",
+        "width",
+        "width/n",
+        "runs",
+        f"global % [{level} CI]",
+        f"spurious % [{level} CI]",
+        "saddle %",
+        "not conv. %",
+        "diverged %",
+        f"full rank % [{level} CI]",
+        "full rank at init %",
+        "mean loss (spurious)",
+        "mean min eig (spurious)",
+        "iterations mean / max",
+        "errors",
+    ]
     lines += ["## Per cell", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in table.to_dict("records"):
         iterations_max = row.get("iterations_max")
-        cells = [str(row["activation"]), str(row["depth"]), str(row["n_samples"]), str(row["width"]), ratio_label(row["width_over_n"]),
-                 str(row["runs"]),
-                 f"{pct(row['frac_global'])} [{pct(row['frac_global_lo'])}, {pct(row['frac_global_hi'])}]",
-                 f"{pct(row['frac_spurious'])} [{pct(row['frac_spurious_lo'])}, {pct(row['frac_spurious_hi'])}]",
-                 pct(row["frac_saddle"]), pct(row["frac_not_converged"]), pct(row["frac_diverged"]),
-                 f"{pct(row['frac_full_rank'])} [{pct(row['frac_full_rank_lo'])}, {pct(row['frac_full_rank_hi'])}]",
-                 pct(row["frac_init_full_rank"]), num(row["mean_objective_spurious"]), num(row["mean_min_eig_spurious"]),
-                 f"{num(row['iterations_mean'], 4)} / {'' if iterations_max is None or pd.isna(iterations_max) else int(iterations_max)}",
-                 str(row["errors"])]
+        cells = [
+            str(row["activation"]),
+            str(row["depth"]),
+            str(row["n_samples"]),
+            str(row["width"]),
+            ratio_label(row["width_over_n"]),
+            str(row["runs"]),
+            f"{pct(row['frac_global'])} [{pct(row['frac_global_lo'])}, {pct(row['frac_global_hi'])}]",
+            f"{pct(row['frac_spurious'])} [{pct(row['frac_spurious_lo'])}, {pct(row['frac_spurious_hi'])}]",
+            pct(row["frac_saddle"]),
+            pct(row["frac_not_converged"]),
+            pct(row["frac_diverged"]),
+            f"{pct(row['frac_full_rank'])} [{pct(row['frac_full_rank_lo'])}, {pct(row['frac_full_rank_hi'])}]",
+            pct(row["frac_init_full_rank"]),
+            num(row["mean_objective_spurious"]),
+            num(row["mean_min_eig_spurious"]),
+            f"{num(row['iterations_mean'], 4)} / {'' if iterations_max is None or pd.isna(iterations_max) else int(iterations_max)}",
+            str(row["errors"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -92,20 +128,35 @@ def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confide
     ns = list(dict.fromkeys(table["n_samples"]))
     tables = threshold_tables(table)
     n_rows = max(len(tables["global"][tables["global"]["n_samples"] == n]) for n in ns)
-    fig, axes = plt.subplots(len(ns), 2, figsize=(2.6 + 1.1 * len(ratios) * 2, 1.4 + (0.42 * n_rows + 0.6) * len(ns)),
-                             squeeze=False, sharey="row", layout="constrained")
+    fig, axes = plt.subplots(
+        len(ns),
+        2,
+        figsize=(2.6 + 1.1 * len(ratios) * 2, 1.4 + (0.42 * n_rows + 0.6) * len(ns)),
+        squeeze=False,
+        sharey="row",
+        layout="constrained",
+    )
     image = None
     for row_index, n in enumerate(ns):
         for col_index, (name, _, title) in enumerate(THRESHOLD_TABLES):
             grid = tables[name][tables[name]["n_samples"] == n]
-            values = np.array([[row[f"width/n={ratio_label(r)}"] for r in ratios] for row in grid.to_dict("records")], dtype=float)
+            values = np.array(
+                [[row[f"width/n={ratio_label(r)}"] for r in ratios] for row in grid.to_dict("records")], dtype=float
+            )
             ax = axes[row_index][col_index]
             image = ax.imshow(100 * values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
             for i in range(values.shape[0]):
                 for j in range(values.shape[1]):
                     if not np.isnan(values[i, j]):
-                        ax.text(j, i, f"{100 * values[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                                color="black" if values[i, j] > 0.6 else "white")
+                        ax.text(
+                            j,
+                            i,
+                            f"{100 * values[i, j]:.0f}",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="black" if values[i, j] > 0.6 else "white",
+                        )
             ax.set_xticks(range(len(ratios)), [ratio_label(r) for r in ratios])
             if col_index == 0:
                 ax.set_yticks(range(len(grid)), [f"{a}, L={d}" for a, d in zip(grid["activation"], grid["depth"])])
@@ -140,8 +191,9 @@ class WidthThresholdLayout(ReportLayout):
     def markdown(self, table: pd.DataFrame, *, sweep: str, confidence: float) -> str:
         return width_threshold_markdown(table, self, sweep=sweep, confidence=confidence)
 
-    def files(self, table: pd.DataFrame, store: ResultsStore, *, sweep: str, confidence: float,
-              figure: bool) -> list[Path]:
+    def files(
+        self, table: pd.DataFrame, store: ResultsStore, *, sweep: str, confidence: float, figure: bool
+    ) -> list[Path]:
         """The threshold tables as CSVs and, with ``figure``, the heatmap."""
         paths = []
         for name, grid in threshold_tables(table).items():
