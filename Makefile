@@ -36,7 +36,7 @@ lint: setup  ## ruff (lint + format check) and mypy, rules in pyproject.toml
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup  ## the default test suite (slow tests excluded), a few minutes on 2 cores
+test: setup lint  ## make lint first, then the default test suite (slow tests excluded), a few minutes on 2 cores
 	$(BIN)/python -m pytest
 
 test-all: setup  ## every test, slow ones included (the gpu ones skip where torch sees no CUDA device)

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         f"protocol (step 0.1, tolerance 1e-9, float64); statuses {dict(sorted(counts.items()))}; "
         f"{total_iterations:,} gradient steps in all (max {max(ref['iterations'].values()):,} for one run).",
         "",
-        "| implementation | worker processes | wall (s) | runs / s | speed-up vs per-run loop (1 process) | peak RSS per worker (MiB) |",
+        "| implementation | worker processes | wall (s) | runs / s | speed-up vs per-run loop (1 process) "
+        "| peak RSS per worker (MiB) |",
         "|---|---|---|---|---|---|",
     ]
     for v in variants:

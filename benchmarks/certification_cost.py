@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = table.to_pandas()
     print(
-        "| k | n | runs | spurious | families | training compute s | grouping s | certificates s | certified families | certification / training |"
+        "| k | n | runs | spurious | families | training compute s | grouping s | certificates s "
+        "| certified families | certification / training |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     totals = np.zeros(3)
@@ -75,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         totals += (compute, grouping, certifying)
         share = (grouping + certifying) / compute if compute else float("nan")
         print(
-            f"| {k} | {n} | {len(cell)} | {len(bad)} | {len(groups)} | {compute:.1f} | {grouping:.1f} | {certifying:.1f} "
-            f"| {certified} | {100 * share:.1f}% |"
+            f"| {k} | {n} | {len(cell)} | {len(bad)} | {len(groups)} | {compute:.1f} | {grouping:.1f} "
+            f"| {certifying:.1f} | {certified} | {100 * share:.1f}% |"
         )
     compute, grouping, certifying = totals
     print(
         f"\nall cells: training compute {compute:.0f} s, grouping {grouping:.1f} s, certificates {certifying:.1f} s: "
-        f"certification adds {100 * (grouping + certifying) / compute:.1f}% (certificates alone {100 * certifying / compute:.1f}%)"
+        f"certification adds {100 * (grouping + certifying) / compute:.1f}% "
+        f"(certificates alone {100 * certifying / compute:.1f}%)"
     )
     return 0
 

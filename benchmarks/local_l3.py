@@ -1,7 +1,8 @@
 """How loose is the third-derivative bound that limits proven outcomes? (issue 13 item 3)
 
 :class:`landscape_core.teacher_student.SpuriousProver` can stop a run only once it is within
-R = lambda / (2 L3) of a certified minimum (``_PROOF_BALL_FRACTION``), with L3 the third-derivative bound of the protocol
+R = lambda / (2 L3) of a certified minimum (``_PROOF_BALL_FRACTION``), with L3 the third-derivative bound \
+of the protocol
 notes (:func:`landscape_core.certification.l3_bound`). This script measures, at the minimum a
 given run ends at (full protocol, then 3 Newton steps), how fast the smallest Hessian
 eigenvalue actually falls along random unit directions u:

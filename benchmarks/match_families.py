@@ -9,7 +9,8 @@ distance is below ``--tol`` (default 1e-4, the report's family tolerance; distin
 are O(0.1) apart). Prints a markdown table: per cell, our families with their runs, the
 authors' family each one matches and its runs, and the authors' families nobody reached.
 
-    python -m benchmarks.match_families RESULTS/safran_shamir_table1 [--minima sweeps/reference/safran_shamir_2018_minima.npz]
+    python -m benchmarks.match_families RESULTS/safran_shamir_table1 \
+[--minima sweeps/reference/safran_shamir_2018_minima.npz]
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ MINIMA = PROJECT_ROOT / "sweeps" / "reference" / "safran_shamir_2018_minima.npz"
 
 
 def match(sweep_dir: Path, minima: Path, tol: float) -> pd.DataFrame:
-    """One row per cell: k, n, ours ("runs -> authors' family #i (their runs, distance)"), unmatched authors' families."""
+    """One row per cell: k, n, ours ("runs -> authors' family #i (their runs, distance)"),
+    unmatched authors' families."""
     families = pd.read_csv(sweep_dir / "report" / "families.csv")
     rows = pd.read_parquet(sweep_dir / "runs", columns=["k", "n", "d", "seed", "status", "final_weights"])
     rows = rows[rows["status"] == "spurious"].set_index(["k", "n", "seed"])

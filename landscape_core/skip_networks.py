@@ -223,7 +223,7 @@ def _psi_probe(P: torch.Tensor, rank_rtol: float) -> list[dict]:
     default, loose = numerical_ranks(
         torch.where(finite[:, None, None], P, torch.zeros_like(P)), rtols=(None, rank_rtol)
     )
-    out = []
+    out: list[dict] = []
     for i in range(P.shape[0]):
         if not bool(finite[i]):
             out.append(dict(rank=None, rank_loose=None, sigma_min=None, tol=None))
@@ -293,7 +293,11 @@ def run_skip_networks(
         params["V"] = torch.randn(m, M_value, generator=g, dtype=torch.float64) / math.sqrt(M_value)
         if architecture == "plain":
             params["V"] = torch.zeros_like(params["V"])
-        Xs.append(X), ys.append(y), Xts.append(Xt), yts.append(yt), skips.append(idx)
+        Xs.append(X)
+        ys.append(y)
+        Xts.append(Xt)
+        yts.append(yt)
+        skips.append(idx)
         thetas.append(torch.cat([flatten(params, spec), params["V"].reshape(-1)]))
         gens.append(run_generator("skip.sgd", *arch_key, seed))
     X, y = torch.stack(Xs).to(dev), torch.stack(ys).to(dev)

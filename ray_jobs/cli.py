@@ -166,12 +166,13 @@ def sweep_main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     from ray_jobs.execution import Timings
     from ray_jobs.search import is_search
-    from ray_jobs.search.driver import run_search_sweep
-    from ray_jobs.sweep import run_sweep
+    from ray_jobs.search.driver import SearchResult, run_search_sweep
+    from ray_jobs.sweep import SweepResult, run_sweep
     from ray_jobs.validate import compose
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
     timings = Timings()  # the invocation's phases (ray_jobs.execution.timing), compose first
+    result: SearchResult | SweepResult
     try:
         with timings.phase("compose"):
             argv, _ = search_to_sweep(argv)
@@ -198,18 +199,20 @@ def sweep_main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )  # the environment, not a bug: one line
         return EXIT_CRASHED
-    if is_search(cfg):
+    if isinstance(result, SearchResult):  # is_search(cfg)
         print(result.markdown)
         print(
-            f"{result.plan.sweep}: {len(result.studies)} studies, {sum(s.runs_computed for s in result.studies)} runs computed, "
-            f"{result.units_failed} failed units; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+            f"{result.plan.sweep}: {len(result.studies)} studies, "
+            f"{sum(s.runs_computed for s in result.studies)} runs computed, {result.units_failed} failed units; "
+            f"{result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
             file=sys.stderr,
         )
         return EXIT_UNITS_FAILED if result.units_failed else EXIT_OK
     print(result.report.markdown)
     print(
         f"{result.plan.sweep}: {result.units_scheduled} units scheduled, {result.units_skipped} already recorded, "
-        f"{result.units_failed} failed; {result.wall_s:.1f} s. Report: {result.results_dir / result.plan.sweep / 'report'}",
+        f"{result.units_failed} failed; {result.wall_s:.1f} s. "
+        f"Report: {result.results_dir / result.plan.sweep / 'report'}",
         file=sys.stderr,
     )
     if result.stopped:
@@ -318,7 +321,8 @@ def report_main(argv: list[str] | None = None) -> int:
 
 
 def compact_help() -> str:
-    return """usage: landscape-compact [results_dir=PATH] sweep_name=<name> [compaction.max_rows=1000000] [compaction.row_group_rows=100000]
+    return """usage: landscape-compact [results_dir=PATH] sweep_name=<name> \
+[compaction.max_rows=1000000] [compaction.row_group_rows=100000]
 
 Merge the loose Parquet fragments of a sweep (one per work unit) into files of up to
 max_rows rows per cell, <results_dir>/<sweep>/runs/compacted/<cell_id>/part-*.parquet,

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +68,8 @@ class CompactionResult:
         if not self.fragments:
             return f"compaction: nothing to compact ({self.kept_loose} fragments with error rows stay loose)"
         return (
-            f"compaction: {self.fragments} fragments{f' and {self.parts_rewritten} earlier parts' if self.parts_rewritten else ''} "
+            f"compaction: {self.fragments} fragments"
+            f"{f' and {self.parts_rewritten} earlier parts' if self.parts_rewritten else ''} "
             f"-> {self.parts_written} parts, {self.rows} rows, in {self.wall_s:.1f} s"
             f"{f'; {self.kept_loose} fragments with error rows stay loose' if self.kept_loose else ''}"
         )
@@ -106,7 +108,7 @@ class _PartWriter:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._staging: Path | None = None
         self._final: Path | None = None
         self._rows = 0
@@ -144,12 +146,14 @@ class _PartWriter:
         self._flush()
         if self._writer is None:
             return
+        handle, staging, final = self._handle, self._staging, self._final
+        assert handle is not None and staging is not None and final is not None  # opened with the writer
         self._writer.close()
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self._staging, self._final)
-        self.written.append((self._final.relative_to(self.store.runs_dir).as_posix(), self._rows, self._units))
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.replace(staging, final)
+        self.written.append((final.relative_to(self.store.runs_dir).as_posix(), self._rows, self._units))
         self._writer = self._handle = self._staging = self._final = None
         self._rows, self._units = 0, []
 
@@ -161,6 +165,7 @@ class _PartWriter:
 
     def abort(self) -> None:
         if self._writer is not None:
+            assert self._handle is not None and self._staging is not None  # opened with the writer
             try:
                 self._writer.close()
                 self._handle.close()

@@ -58,11 +58,13 @@ def storage_fault(exc: BaseException) -> str | None:
     :class:`StorageError`, an OSError with ENOSPC / EROFS / EDQUOT, or sqlite's full-disk /
     read-only messages as MLflow re-raises them; None otherwise. The earliest file-system
     fault of the chain is named (the fragment path rather than the MLflow store)."""
-    chain, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        chain.append(link)
+        link = link.__cause__ or link.__context__
     for exc in reversed(chain):
         if isinstance(exc, StorageError):
             return str(exc)

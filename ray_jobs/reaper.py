@@ -88,7 +88,7 @@ def watch(driver: int, driver_started: int) -> None:
     """Record ``driver``'s descendants until it is gone, then SIGKILL those still alive and
     every process carrying its mark."""
     me = os.getpid()
-    known: dict[int, int] = {}  # pid -> start time
+    known: dict[int, int | None] = {}  # pid -> start time (None: a marked process already gone)
     while start_time(driver) == driver_started:
         for pid in descendants(driver) - {me}:
             if pid not in known and (started := start_time(pid)) is not None:

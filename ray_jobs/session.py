@@ -89,10 +89,11 @@ class Session:
         unit = outcome.unit
         fragment = None
         if outcome.error is None:  # the task built and encoded the rows; the same rows again, from its columns
-            fragment = outcome.fragment
+            fragment, records = outcome.fragment, outcome.records
+            assert records is not None  # a task that did not fail returns its records
             table = unit_table(
                 unit,
-                {name: outcome.records.column(name) for name in outcome.records.column_names},
+                {name: records.column(name) for name in records.column_names},
                 constants=outcome.where,
                 experiment=self.experiment.name,
                 column_types=self.experiment.columns,

@@ -100,7 +100,7 @@ def _listeners_while_running(tmp_path: Path, *overrides: str) -> list[tuple[int,
         found = listeners_of(tree)
         if shutil.which("ss"):  # the same sockets as ss sees them
             ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-            for pid, address in found:
+            for pid, _address in found:
                 assert f"pid={pid}," in ss
         _, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err[-3000:]

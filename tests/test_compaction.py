@@ -191,7 +191,8 @@ def test_compactions_killed_at_random_moments_lose_and_duplicate_nothing(tmp_pat
                 sys.executable,
                 "-c",
                 "from ray_jobs.compaction import compact; from ray_jobs.store import ResultsStore; "
-                f"s = ResultsStore({str(store.results_dir)!r}, 's'); s.prepare(); compact(s, max_rows=100, row_group_rows=50)",
+                f"s = ResultsStore({str(store.results_dir)!r}, 's'); s.prepare(); "
+                "compact(s, max_rows=100, row_group_rows=50)",
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -204,7 +205,7 @@ def test_compactions_killed_at_random_moments_lose_and_duplicate_nothing(tmp_pat
         store.prepare()
         _assert_each_unit_once(store, before, units)
         store.close()
-        for u in range(3):  # new units keep arriving between compactions
+        for _ in range(3):  # new units keep arriving between compactions
             unit = f"late{len(units)}"
             store.write_fragment(
                 unit, _fragment("c0", unit, range(10_000 + len(units) * 2, 10_000 + len(units) * 2 + 2))
@@ -249,7 +250,8 @@ def test_pandas_pyarrow_polars_and_duckdb_read_the_same_rows_before_and_after_co
     import duckdb
 
     counts = duckdb.sql(
-        f"SELECT cell_id, count(*) AS runs, avg(final_loss) AS mean_loss FROM read_parquet('{store.runs_dir}/**/*.parquet') "
+        "SELECT cell_id, count(*) AS runs, avg(final_loss) AS mean_loss "
+        f"FROM read_parquet('{store.runs_dir}/**/*.parquet') "
         "GROUP BY cell_id ORDER BY cell_id"
     ).df()
     assert counts["runs"].tolist() == [40, 40, 40]

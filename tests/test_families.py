@@ -54,7 +54,7 @@ def _copy(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("n,d", [(2, 2), (3, 3), (4, 3), (4, 4), (5, 5), (6, 6), (5, 6)])
 def test_distance_matches_brute_force(n, d):
     rng = np.random.default_rng(100 * n + d)
-    for trial in range(3):
+    for _ in range(3):
         A = rng.normal(size=(n, d))
         related = _copy(A, rng) + 1e-3 * rng.normal(size=(n, d))
         for B in (rng.normal(size=(n, d)), related):

@@ -124,10 +124,11 @@ def test_with_the_table_1_reference_the_authors_families_stand_beside_ours(tmp_p
 
 
 def test_the_worker_records_each_spurious_runs_certificate_and_null_for_the_rest():
-    """With ``experiment.certify_runs``, teacher_student's ``with_certificates`` over one unit's records (the authors' k = n = 8
-    minimum under random permutations, and global runs): every spurious run certified with
-    its family's bound, equal to certifying the family directly; global runs null; an
-    orthonormal teacher gets no certificate (not the authors' setting)."""
+    """With ``experiment.certify_runs``, teacher_student's ``with_certificates`` over one
+    unit's records (the authors' k = n = 8 minimum under random permutations, and global
+    runs): every spurious run certified with its family's bound, equal to certifying the
+    family directly; global runs null; an orthonormal teacher gets no certificate (not the
+    authors' setting)."""
     from landscape_core.certification import certify_family
     from ray_jobs.experiments.teacher_student.experiment import with_certificates
 

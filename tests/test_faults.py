@@ -288,7 +288,8 @@ def _local_env() -> dict:
         ),
         (
             ["sweep.seeds=1000000000", "resources.chunk_size=1"],
-            "sweep.seeds: 4 cells x 1000000000 seeds at resources.chunk_size=1 make 4000000000 work units; at most 1000000",
+            "sweep.seeds: 4 cells x 1000000000 seeds at resources.chunk_size=1 make 4000000000 work units; "
+            "at most 1000000",
         ),
         (["sweep.grid.k=[100000]"], "sweep.grid.k: k=100000, n=100000: one run's Hessian has"),
         (["fail_fast.max_failed_fraction=1.5"], "fail_fast.max_failed_fraction: must be a number in [0, 1)"),
@@ -324,8 +325,8 @@ def test_a_results_dir_that_cannot_be_written_is_one_line_and_exit_2(capsys):
     assert sweep_main([*TINY_SWEEP, "results_dir=/proc/landscape-results"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert (
-        err
-        == "landscape-sweep: error: results_dir: cannot write under /proc: No such file or directory; give a writable directory"
+        err == "landscape-sweep: error: results_dir: cannot write under /proc: No such file or directory; "
+        "give a writable directory"
     )
 
 
@@ -506,7 +507,7 @@ def test_storage_fault_names_the_first_file_system_fault_of_a_chain():
             try:
                 raise first
             except BaseException:
-                raise then
+                raise then  # noqa: B904  # the implicit __context__ chain (a fault while handling another) is the case
         except BaseException as exc:
             return exc
 

@@ -256,13 +256,14 @@ import torch
 
 
 def run_toy(*, a: float, steps: int, seeds, device: str = "cpu") -> list[dict]:
-    x = torch.stack([torch.randn((), generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds])  # (seeds,)
+    starts = [torch.randn((), generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
+    x = torch.stack(starts)  # (seeds,)
     for _ in range(steps):
         x = x - 0.25 * 2 * (x - a)
     loss = (x - a) ** 2
     return [{"seed": s, "status": "global" if float(l) < 1e-12 else "not_converged", "final_loss": float(l),
-             "grad_norm": float(abs(2 * (xi - a))), "iterations": steps, "wall_s": 0.0, "device": device, "x": float(xi),
-             "a": a, "steps": steps}
+             "grad_norm": float(abs(2 * (xi - a))), "iterations": steps, "wall_s": 0.0, "device": device,
+             "x": float(xi), "a": a, "steps": steps}
             for s, l, xi in zip(seeds, loss, x)]
 '''
 

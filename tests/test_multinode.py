@@ -100,7 +100,8 @@ try:
                 "units_scheduled": result.units_scheduled}
 
     def fragments(name):
-        return sorted((path.stat().st_mtime, path.stem) for path in (results / name / "smoke" / "runs").glob("[!.]*.parquet"))
+        paths = (results / name / "smoke" / "runs").glob("[!.]*.parquet")
+        return sorted((path.stat().st_mtime, path.stem) for path in paths)
 
     def children_of(raylet_pid):
         """pid -> process title of the raylet's children (its workers: ray::IDLE, ray::unit-<id>...)."""
@@ -134,7 +135,8 @@ try:
                 time.sleep(0.02)
                 continue
             workers_there = children_of(raylet_pid)
-            running = [title[len("ray::unit-"):].strip() for title in workers_there.values() if title.startswith("ray::unit-")]
+            running = [title[len("ray::unit-"):].strip() for title in workers_there.values()
+                       if title.startswith("ray::unit-")]
             if running:
                 removal["fragments_before"] = len(fragments("node_loss"))
                 removal["at"] = time.time()

@@ -278,7 +278,10 @@ def test_total_runs_is_never_exceeded(tmp_path):
             parallel_trials=2,
         )
     )
-    coin = lambda p, seeds: [{"seed": s, "status": "spurious" if s % 2 else "global"} for s in seeds]  # undecided
+
+    def coin(p, seeds):  # undecided
+        return [{"seed": s, "status": "spurious" if s % 2 else "global"} for s in seeds]
+
     outcome = run_search(spec, InProcessEvaluator(coin), storage_path=tmp_path / "j.log")
     assert 0 < outcome.runs_spent <= 125
 

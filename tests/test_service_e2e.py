@@ -209,7 +209,9 @@ def _comparable(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[keep].sort_values(["cell_id", "seed"]).reset_index(drop=True)
 
 
-@pytest.mark.slow  # 50 s alone, ~1.5 min beside other work; the default suite kills drivers in tests/test_driver_kills.py (2 random moments)
+# 50 s alone, ~1.5 min beside other work; the default suite kills drivers in tests/test_driver_kills.py
+# (2 random moments)
+@pytest.mark.slow
 def test_killed_driver_resumes_to_the_same_rows(driver_env, tmp_path):
     interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
     runs_dir = interrupted / "smoke" / "runs"

@@ -14,9 +14,7 @@ from landscape_core.string_sampling import (
     resolve_options,
     run_string_sampling,
 )
-from landscape_core.string_sampling import (
-    train_beads as _train_beads,
-)
+from landscape_core.string_sampling import train_beads as _train_beads
 from landscape_core.training import TrainSpec
 
 F64 = torch.float64

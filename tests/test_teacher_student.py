@@ -69,7 +69,9 @@ def test_analytic_hessian_matches_torch_func_hessian(n, k, d):
     W, V = _random((3, n, d), 20), _random((3, k, d), 21)
     H = population_hessian(W, V)
     for r in range(3):
-        ref = torch.func.hessian(lambda w: population_loss(w.reshape(1, n, d), V[r : r + 1]).sum())(W[r].reshape(-1))
+        ref = torch.func.hessian(lambda w, r=r: population_loss(w.reshape(1, n, d), V[r : r + 1]).sum())(
+            W[r].reshape(-1)
+        )
         torch.testing.assert_close(H[r], ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(H, H.transpose(-1, -2), rtol=0, atol=1e-14)
 

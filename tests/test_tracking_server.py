@@ -20,8 +20,8 @@ from ray_jobs.config import compose_config
 from ray_jobs.sweep import run_sweep
 from tests.conftest import TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of, wait_for_health
 
-# 20 s alone, ~2.5 min beside other work on 2 cores (an MLflow server and a sweep): `make test-all`; the default suite keeps the sqlite store
-# and the unreachable-server refusal (tests/test_faults.py)
+# 20 s alone, ~2.5 min beside other work on 2 cores (an MLflow server and a sweep): `make test-all`; the default
+# suite keeps the sqlite store and the unreachable-server refusal (tests/test_faults.py)
 pytestmark = pytest.mark.slow
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 # the core's names, from its torch-free module: outcomes of a run in report order (an
 # experiment declares the ones it produces, ``Experiment.statuses``; the store adds ``error``
@@ -36,7 +36,7 @@ from ray_jobs.experiments.grid import GridAxes
 __all__ = ["ACTIVATIONS", "RUN_STATUSES", "Experiment", "check_types", "is_int", "is_number"]
 
 
-def is_int(value) -> bool:
+def is_int(value) -> TypeGuard[int]:
     """An integer config value (a YAML bool is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -85,9 +85,10 @@ class Experiment:
         :attr:`experiment_keys` is set) and non-integer seeds raise :class:`ConfigError`."""
         from omegaconf import OmegaConf
 
-        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
-        grid = cfg.sweep.get("grid")
-        grid = (OmegaConf.to_container(grid, resolve=True) if grid is not None else None) or {}
+        # config sections are DictConfigs: plain dicts with str keys
+        experiment = cast(dict[str, Any], OmegaConf.to_container(cfg.experiment, resolve=True))
+        node = cfg.sweep.get("grid")
+        grid = cast(dict[str, Any], (OmegaConf.to_container(node, resolve=True) if node is not None else None) or {})
         if self.experiment_keys is not None:
             for key in experiment:
                 if key not in self.experiment_keys:

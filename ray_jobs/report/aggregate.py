@@ -93,7 +93,7 @@ def sort_table(table: pd.DataFrame, layout: ReportLayout) -> pd.DataFrame:
         if axis in layout.axis_order:
             rank = {value: index for index, value in enumerate(layout.axis_order[axis])}
             helper = f"_order_{axis}"
-            table = table.assign(**{helper: table[axis].map(lambda v: rank.get(v, len(rank)))})
+            table = table.assign(**{helper: table[axis].map(lambda v, rank=rank: rank.get(v, len(rank)))})
             keys.append(helper)
             helpers.append(helper)
         keys.append(axis)

@@ -3,6 +3,7 @@
 - :mod:`ray_jobs.search.spec`    the ``search:`` block (kind, axes, target, stages, budget, sampler)
 - :mod:`ray_jobs.search.engine`  the Searcher: Optuna ask / tell with staged seeds and interval
   decisions; knows nothing of Ray (it proposes requests, whoever runs them tells it the records)
+- :mod:`ray_jobs.search.trials`  requests, proposals, a trial's state, the in-process evaluator
 - :mod:`ray_jobs.search.plan`    settings (one study each) and the cell of a trial
 - :mod:`ray_jobs.search.result`  SearchOutcome (a study's answer), StudyResult (a study as run)
 - :mod:`ray_jobs.search.driver`  the studies as a unit source of the shared execution loop, on the session

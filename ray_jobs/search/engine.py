@@ -46,84 +46,34 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
-from landscape_core.statistics import wilson_interval as _wilson
 from ray_jobs.search.result import SearchOutcome, search_outcome
 from ray_jobs.search.spec import SearchSpec
+from ray_jobs.search.trials import (
+    _LIVE_DRIVERS,
+    EvalRequest,
+    Evaluator,
+    InProcessEvaluator,
+    Proposals,
+    TrialState,
+    _driver_is_gone,
+    wilson_interval,
+)
 
-
-def wilson_interval(successes: int, runs: int, confidence: float) -> tuple[float, float]:
-    """The report's Wilson interval; (0, 1) before any run (nothing known yet)."""
-    return (0.0, 1.0) if runs == 0 else _wilson(successes, runs, confidence)
-
-
-#: drivers (started Searchers, not closed) running in this process
-_LIVE_DRIVERS: set[str] = set()
-
-
-def _driver_is_gone(attrs: dict, stale_after_s: float) -> bool:
-    """Whether the driver that started a RUNNING trial is dead: same host and its process
-    (or, in this process, its Searcher is closed) is gone, or, on another host, no stage
-    finished for ``stale_after_s`` seconds. Trials without a driver mark are taken over."""
-    driver, heartbeat = attrs.get("driver"), attrs.get("heartbeat")
-    if not driver or heartbeat is None:
-        return True
-    host, pid, _ = driver.split(":", 2)
-    if host != socket.gethostname():
-        return time.time() - float(heartbeat) > stale_after_s
-    if int(pid) == os.getpid():
-        return driver not in _LIVE_DRIVERS
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """Runs to do: seeds ``seed_lo .. seed_hi - 1`` of the cell ``params`` (one stage of a trial)."""
-
-    trial: int
-    stage: int
-    params: dict[str, Any]
-    seed_lo: int
-    seed_hi: int
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(range(self.seed_lo, self.seed_hi))
-
-
-class Proposals(Protocol):
-    """Takes the requests a :class:`Searcher` proposes (whoever runs them tells it the records)."""
-
-    def submit(self, request: EvalRequest) -> None: ...
-
-
-class Evaluator(Proposals, Protocol):
-    """Runs requests; ``next_result`` gives a submitted request with its records as it finishes."""
-
-    def next_result(self) -> tuple[EvalRequest, list[dict]]: ...
-
-
-@dataclass
-class TrialState:
-    trial: optuna.trial.Trial
-    number: int
-    params: dict[str, Any]
-    stage: int = 0
-    runs: int = 0
-    hits: int = 0  # successes (threshold) or failures (protocol)
-    statuses: dict = field(default_factory=dict)  # runs per status
-    records: list = field(default_factory=list)
+__all__ = [
+    "EvalRequest",
+    "Evaluator",
+    "InProcessEvaluator",
+    "Proposals",
+    "Searcher",
+    "TrialState",
+    "run_search",
+    "wilson_interval",
+]
 
 
 def run_search(
@@ -197,7 +147,7 @@ class Searcher:
         """Create or load the study, take over dead drivers' trials, enqueue baseline and grid points."""
         spec = self.spec
         storage_path.parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage_path)))
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage_path)))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = self.study = optuna.create_study(
             storage=storage,
@@ -255,6 +205,7 @@ class Searcher:
     def open_threshold_values(self, exclude: int | None = None) -> list:
         """Threshold search: axis values still able to change the answer (the open bracket), not in flight."""
         axis = self.spec.axes[0]
+        assert axis.low is not None and axis.high is not None  # a threshold axis is a number range (SearchSpec)
         decided = {s["params"][axis.name]: s["decision"] for s in self.summaries if "repeat_of" not in s}
         feasible = [v for v, d in decided.items() if d.startswith("feasible")]
         top = min(feasible) if feasible else axis.high + 1
@@ -383,6 +334,7 @@ class Searcher:
         interval = wilson_interval(state.hits, state.runs, spec.confidence)
         if spec.kind == "threshold":
             axis = spec.axes[0]
+            assert axis.high is not None  # a threshold axis is a number range (SearchSpec)
             value = (
                 float(state.params[axis.name])
                 if decision.startswith("feasible")
@@ -406,8 +358,10 @@ class Searcher:
     def finish_trial(self, state: TrialState, summary: dict, result: float | optuna.trial.TrialState) -> None:
         """Store ``summary`` with the trial, tell it ``result`` (a value or a state), start the next trials."""
         state.trial.set_user_attr("summary", summary)  # kept in the journal with the trial
-        failed = isinstance(result, optuna.trial.TrialState)
-        self.study.tell(state.trial, None if failed else result, state=result if failed else None)
+        if isinstance(result, optuna.trial.TrialState):
+            self.study.tell(state.trial, state=result)
+        else:
+            self.study.tell(state.trial, result)
         self.summaries.append(summary)
         self.known.add(state.number)
         del self.in_flight[state.number]
@@ -434,31 +388,3 @@ class Searcher:
 
     def close(self) -> None:
         _LIVE_DRIVERS.discard(self.driver)
-
-
-class InProcessEvaluator:
-    """Runs each request synchronously with ``run(params, seeds) -> records`` (tests, notebooks).
-
-    Requests finish in submission order. ``cache`` (optional dict) keeps records by
-    (params, seeds) so a resumed search does not evaluate a finished request again.
-    """
-
-    def __init__(self, run, cache: dict | None = None):
-        self.run = run
-        self.queue: list[EvalRequest] = []
-        self.cache = cache
-        self.evaluated = 0
-
-    def submit(self, request: EvalRequest) -> None:
-        self.queue.append(request)
-
-    def next_result(self) -> tuple[EvalRequest, list[dict]]:
-        request = self.queue.pop(0)
-        key = (tuple(sorted(request.params.items())), request.seed_lo, request.seed_hi)
-        if self.cache is not None and key in self.cache:
-            return request, self.cache[key]
-        records = self.run(request.params, request.seeds)
-        self.evaluated += 1
-        if self.cache is not None:
-            self.cache[key] = records
-        return request, records

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -104,7 +104,7 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
     whose end values the experiment rejects (each setting's corner cells are built).
     """
     experiment = get_experiment(cfg.experiment.get("name"))  # the whole config is validated per corner cell below
-    raw = OmegaConf.to_container(cfg.search, resolve=True)
+    raw: object = OmegaConf.to_container(cfg.search, resolve=True)
     if not isinstance(raw, dict):
         raise ConfigError("search", "must be a mapping (kind, axes, target, trials, ...)")
     allowed = set(SearchSpec.__dataclass_fields__) - {"name", "fixed"}
@@ -137,7 +137,7 @@ def plan_search(cfg: DictConfig) -> SearchPlan:
                 "is a config group or section, not a value; search its keys "
                 f"(e.g. {name}.lr), one search per group option",
             )
-    grid = OmegaConf.to_container(cfg.sweep.grid, resolve=True) or {}
+    grid = cast(dict[str, Any], OmegaConf.to_container(cfg.sweep.grid, resolve=True) or {})  # a DictConfig section
     fixed_axes = {
         axis: (list(v) if isinstance(v, (list, tuple)) else [v]) for axis, v in grid.items() if axis not in searched
     }

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 from rich.console import Console
@@ -14,6 +16,9 @@ from rich.console import Console
 from ray_jobs.report.figures import pyplot, save_figure
 from ray_jobs.search.plan import SearchPlan
 from ray_jobs.search.result import StudyResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SEARCH_MD = "search.md"
 TRIALS_CSV = "trials.csv"
@@ -151,13 +156,16 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
     """Optuna's optimisation history and parameter importances (matplotlib) per study."""
     pyplot()  # Optuna draws with matplotlib: the Agg backend first
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     paths = []
     for index, study_result in enumerate(studies):
         study = optuna.load_study(study_name=study_result.setting.study, storage=storage)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        plots = [("history", optuna.visualization.matplotlib.plot_optimization_history)]
+        plots: list[tuple[str, Callable[..., Any]]] = [
+            ("history", optuna.visualization.matplotlib.plot_optimization_history)
+        ]
         if len(complete) >= 2:
             plots.append(("importance", optuna.visualization.matplotlib.plot_param_importances))
         for name, plot in plots:
@@ -168,7 +176,7 @@ def study_figures(plan: SearchPlan, studies: list[StudyResult], journal: Path, r
             except (ValueError, RuntimeError) as exc:  # e.g. importances of a study whose values never vary
                 Console(stderr=True).print(f"[yellow]{name} figure of {study.study_name} skipped:[/] {exc}")
                 continue
-            fig = ax.figure
+            fig = cast("Figure", ax.figure)  # Optuna draws on a figure of its own, not a subfigure
             for loc in ("left", "center", "right"):  # Optuna titles on the left; one title, naming the study
                 ax.set_title("", loc=loc)
             ax.set_title(

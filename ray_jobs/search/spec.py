@@ -29,15 +29,19 @@ class SearchAxis:
     log: bool = False
     choices: tuple = ()
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of an int or float axis (:meth:`SearchSpec.from_dict` requires both)."""
+        assert self.low is not None and self.high is not None, f"axis {self.name} ({self.type}) has no range"
+        return self.low, self.high
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         if self.type == "int":
-            return optuna.distributions.IntDistribution(
-                int(self.low), int(self.high), step=int(self.step or 1), log=self.log
-            )
+            low, high = self.bounds
+            return optuna.distributions.IntDistribution(int(low), int(high), step=int(self.step or 1), log=self.log)
         if self.type == "float":
-            return optuna.distributions.FloatDistribution(
-                float(self.low), float(self.high), step=self.step, log=self.log
-            )
+            low, high = self.bounds
+            return optuna.distributions.FloatDistribution(float(low), float(high), step=self.step, log=self.log)
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
     def contains(self, value) -> bool:
@@ -46,17 +50,19 @@ class SearchAxis:
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        return self.low <= value <= self.high and (self.type == "float" or float(value).is_integer())
+        low, high = self.bounds
+        return low <= value <= high and (self.type == "float" or float(value).is_integer())
 
     def grid_values(self) -> list:
         if self.type == "categorical":
             return list(self.choices)
+        low, high = self.bounds
         if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step is None:
             raise ConfigError(f"search.axes.{self.name}.step", "the grid sampler needs a step for a float axis")
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # never past high
-        return [round(self.low + i * self.step, 12) for i in range(count)]  # no accumulated float noise
+        count = int(math.floor((high - low) / self.step + 1e-9)) + 1  # never past high
+        return [round(low + i * self.step, 12) for i in range(count)]  # no accumulated float noise
 
 
 @dataclass(frozen=True)

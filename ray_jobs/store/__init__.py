@@ -41,9 +41,7 @@ lock it is moved aside then, and the next run recomputes its units.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +52,20 @@ import pyarrow.parquet as pq
 from ray_jobs.errors import ConfigError, CorruptFile, StorageError
 from ray_jobs.store.health import KEY_COLUMNS, checked_before, footer_problem, fragment_problems, read_failure
 from ray_jobs.store.lock import DriverLock
+from ray_jobs.store.manifest import (
+    COMPACTED_DIR,
+    FRAGMENT_SUFFIX,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    QUARANTINE_DIR,
+    STAGING_SUFFIX,
+    Manifest,
+    _discard,
+    _warn,
+    encode_fragment,
+    write_atomically,
+)
+from ray_jobs.store.manifest import _fsync_dir as _fsync_dir  # re-exported: compaction writes its parts with it
 from ray_jobs.store.rows import (
     CONTRACT_COLUMNS,
     ERROR_STATUS,
@@ -79,67 +91,6 @@ __all__ = [
     "row_schema",
     "unit_table",
 ]
-
-FRAGMENT_SUFFIX = ".parquet"
-STAGING_SUFFIX = ".parquet.tmp"
-LOCK_NAME = ".driver.lock"
-#: under runs/: the compacted parts, one folder per cell (no ``=`` in the names: no hive column)
-COMPACTED_DIR = "compacted"
-#: under runs/; the ``_`` prefix keeps pyarrow's and pandas' directory reads from taking it for data
-MANIFEST_NAME = "_manifest.json"
-MANIFEST_VERSION = 1
-#: under the sweep's folder (outside runs/, so no reader of the dataset sees them): files that could not be read back
-QUARANTINE_DIR = "quarantine"
-
-
-def encode_fragment(table: pa.Table) -> bytes:
-    """A unit's rows as the bytes of its Parquet fragment (pyarrow's defaults: snappy, one
-    row group, statistics), wherever they are encoded (the unit's task, or the driver)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def _warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
-def _discard(path: Path) -> None:
-    """Remove ``path`` if possible (a staging file after a failed write; the file system
-    may refuse that too, and a leftover staging file is ignored and cleaned later)."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-class Manifest:
-    """The compacted parts of a sweep: ``parts`` maps a part's path (relative to runs/) to
-    ``{"cell_id", "rows", "units": [unit ids]}``. Immutable once loaded; written whole."""
-
-    def __init__(self, parts: dict[str, dict] | None = None):
-        self.parts: dict[str, dict] = dict(parts or {})
-        self.unit_part: dict[str, str] = {unit: part for part, info in self.parts.items() for unit in info["units"]}
-
-    @classmethod
-    def load(cls, path: Path) -> Manifest:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError) as exc:
-            raise StorageError(
-                path, f"unreadable manifest ({exc}); it is the commit record of the compacted parts"
-            ) from None
-        if data.get("version") != MANIFEST_VERSION:
-            raise StorageError(path, f"manifest version {data.get('version')!r}, this code reads {MANIFEST_VERSION}")
-        return cls(data["parts"])
-
-    def to_json(self) -> str:
-        return json.dumps({"version": MANIFEST_VERSION, "parts": self.parts}, separators=(",", ":"), sort_keys=True)
-
-    def parts_of(self, cell_id: str) -> list[str]:
-        return sorted(part for part, info in self.parts.items() if info["cell_id"] == cell_id)
 
 
 class ResultsStore:
@@ -297,16 +248,7 @@ class ResultsStore:
         """Replace the manifest atomically (staging file, fsync, rename, fsync of runs/):
         the commit point of a compaction."""
         staging = self.runs_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-        try:
-            with open(staging, "w") as handle:
-                handle.write(manifest.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(staging, self.manifest_path)
-            _fsync_dir(self.runs_dir)
-        except OSError as exc:
-            _discard(staging)
-            raise StorageError(self.manifest_path, exc.strerror or str(exc)) from exc
+        write_atomically(self.manifest_path, staging, manifest.to_json().encode(), sync_folder=True)
         self._manifest = None
 
     # --- fragments and files --------------------------------------------------------------
@@ -356,16 +298,7 @@ class ResultsStore:
         bytes: staging name, fsync, atomic rename."""
         final = self.fragment_path(unit_id)
         staging = self.runs_dir / f".{unit_id}.{os.getpid()}{STAGING_SUFFIX}"
-        data = rows if isinstance(rows, bytes) else encode_fragment(rows)
-        try:
-            with open(staging, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(staging, final)
-        except OSError as exc:
-            _discard(staging)
-            raise StorageError(final, exc.strerror or str(exc)) from exc
+        write_atomically(final, staging, rows if isinstance(rows, bytes) else encode_fragment(rows))
         return final
 
     def read(
@@ -437,12 +370,3 @@ class ResultsStore:
         except OSError as exc:
             _discard(staging)
             raise StorageError(path, exc.strerror or str(exc)) from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory, so that a rename in it survives a power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

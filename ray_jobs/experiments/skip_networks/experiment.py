@@ -40,7 +40,10 @@ class SkipNetworks(Experiment):
     """
 
     name = "skip_networks"
-    help = "width, depth, activation, n_samples (required), M or M_over_n, architecture (skip|plain), mode (sgd|rand), data (mixture|random_labels|digits)"
+    help = (
+        "width, depth, activation, n_samples (required), M or M_over_n, architecture (skip|plain), "
+        "mode (sgd|rand), data (mixture|random_labels|digits)"
+    )
     tiny_budget = ("experiment.sgd.epochs=2", "experiment.rand_max_iterations=5", "experiment.data.n_test=20")
     grid_axes = GridAxes(
         ("width", "depth", "activation", "n_samples", "M", "M_over_n", "architecture", "mode", "data"),
@@ -148,7 +151,7 @@ class SkipNetworks(Experiment):
                     raise ConfigError(
                         "experiment.M", f"must be an integer >= 1 or n_samples (M = N, the paper's choice), got {M!r}"
                     )
-            options = {
+            options: dict[str, Any] = {
                 "width": values["width"],
                 "depth": values["depth"],
                 "activation": values["activation"],

@@ -266,7 +266,7 @@ class StringSampling(Experiment):
 
     def _settings(self, experiment: dict) -> dict[str, Any]:
         """The experiment group's scalar settings that are not grid axes, checked."""
-        settings = {}
+        settings: dict[str, Any] = {}
         for key, minimum in (
             ("n_test", 1),
             ("input_dim", 1),

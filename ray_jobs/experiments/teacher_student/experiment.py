@@ -7,7 +7,7 @@ seed chunk; the report layout (and its setting ``report.family_tol``) is in :mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -82,7 +82,7 @@ class TeacherStudent(Experiment):
         from omegaconf import OmegaConf
 
         experiment, grid, fail_on_seeds = self.read_config(cfg)
-        protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
+        protocol = cast(dict[str, Any], OmegaConf.to_container(cfg.protocol, resolve=True))  # a DictConfig section
         activation = experiment.get("activation", "relu")
         if activation not in self.activations:
             raise ConfigError(

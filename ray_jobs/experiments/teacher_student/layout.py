@@ -58,7 +58,8 @@ def teacher_student_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
         cells += [
             ""
             if certified is None or math.isnan(certified)
-            else f"{pct(certified)} [{pct(row['frac_certified_spurious_lo'])}, {pct(row['frac_certified_spurious_hi'])}]"
+            else f"{pct(certified)} "
+            f"[{pct(row['frac_certified_spurious_lo'])}, {pct(row['frac_certified_spurious_hi'])}]"
         ]
         if has_ref:
             inside = row.get("ref_inside_ci")

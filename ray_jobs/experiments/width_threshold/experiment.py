@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
@@ -106,8 +106,9 @@ class WidthThreshold(Experiment):
         from omegaconf import OmegaConf
 
         experiment, grid, fail_on_seeds = self.read_config(cfg)
-        optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-        data = OmegaConf.to_container(cfg.data, resolve=True)
+        # config sections are DictConfigs: plain dicts with str keys
+        optimizer = cast(dict[str, Any], OmegaConf.to_container(cfg.optimizer, resolve=True))
+        data = cast(dict[str, Any], OmegaConf.to_container(cfg.data, resolve=True))
         probes = experiment.get("probes") or {}
         if not isinstance(probes, dict):
             raise ConfigError("experiment.probes", f"must be a mapping of probe settings, got {probes!r}")

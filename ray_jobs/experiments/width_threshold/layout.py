@@ -60,7 +60,7 @@ def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
             "invocation with different overrides); the threshold tables show the first, the per-cell table all.",
             "",
         ]
-    for name, column, title in THRESHOLD_TABLES:
+    for name, _column, title in THRESHOLD_TABLES:
         grid = threshold_tables(table)[name]
         lines += [f"## {title}{n_text}", ""]
         head = ["activation", "depth", *(["n"] if several_n else []), *(f"width/n = {ratio_label(r)}" for r in ratios)]
@@ -110,7 +110,8 @@ def width_threshold_markdown(table: pd.DataFrame, layout: ReportLayout, *, sweep
             pct(row["frac_init_full_rank"]),
             num(row["mean_objective_spurious"]),
             num(row["mean_min_eig_spurious"]),
-            f"{num(row['iterations_mean'], 4)} / {'' if iterations_max is None or pd.isna(iterations_max) else int(iterations_max)}",
+            f"{num(row['iterations_mean'], 4)} / "
+            f"{'' if iterations_max is None or pd.isna(iterations_max) else int(iterations_max)}",
             str(row["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -138,7 +139,7 @@ def plot_width_threshold(table: pd.DataFrame, path: Path, *, sweep: str, confide
     )
     image = None
     for row_index, n in enumerate(ns):
-        for col_index, (name, _, title) in enumerate(THRESHOLD_TABLES):
+        for col_index, (name, _, _title) in enumerate(THRESHOLD_TABLES):
             grid = tables[name][tables[name]["n_samples"] == n]
             values = np.array(
                 [[row[f"width/n={ratio_label(r)}"] for r in ratios] for row in grid.to_dict("records")], dtype=float

@@ -1,156 +1,38 @@
-"""MLflow tracking: one parent run per sweep invocation, one child run per cell.
-
-The parent holds the sweep's parameters (sweep, experiment, grid, seeds, code version),
-progress metrics and, at the end, the report files and the resolved config as artifacts.
-Each child holds its cell's parameters (the same keys as the Parquet columns) and the
-cell's aggregate metrics (the report's column names: ``frac_spurious``,
-``mean_objective_spurious``, ``n_families``...). Per-run rows live in Parquet only.
-
-Default store: ``sqlite:///<results_dir>/mlflow.db`` with artifacts in
-``<results_dir>/mlartifacts``; ``tracking.uri=http://host:port`` uses a server.
-
-Faults: the sqlite store is created under a lock (``<results_dir>/.mlflow.lock``) in a
-staging file renamed into place once MLflow's migrations are done, so a driver killed
-while creating it leaves no half-migrated ``mlflow.db`` and two drivers starting together
-do not race the migrations. A server is asked for ``/health`` first (a few seconds): an
-unreachable one is a one-line error before anything is written. A parent left ``RUNNING``
-by a killed driver of the same sweep and results directory is marked ``KILLED`` by the
-next invocation, which continues it (same parameters) instead of opening another parent:
-cells already logged there are not logged twice.
-
-UI: an invocation that ends normally saves the experiment's view ``Cells of the latest run``
-(its children flat, the swept axes and the metrics with an interval as columns; :func:`view_path`),
-linked from the experiment's description. Over :data:`UI_MAX_RUNS` children: one warning
-pointing at the Parquet dataset. ``landscape-report`` logs a run of its own (:func:`log_report`).
-"""
+"""The parent / child MLflow runs of one sweep invocation (:class:`SweepTracker`): the parent
+opened or continued, a child per cell (or trial), the parent's metrics, tables, artifacts,
+and the experiment's view of the latest run's cells (:mod:`ray_jobs.tracking`)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import math
 import os
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.config import PROJECT_ROOT
-from ray_jobs.errors import ConfigError
+from ray_jobs.tracking.backend import (
+    CELLS_VIEW,
+    HTTP_DEFAULTS,
+    KIND_TAG,
+    MAX_PARAM_LENGTH,
+    MODEL_TRAINING,
+    NOTE_START,
+    NOTE_TAG,
+    PARENT_TAG,
+    RESUMED_TAG,
+    UI_MAX_RUNS,
+    VIEW_TAG,
+    _metric_value,
+    check_server,
+    default_tracking_uri,
+    ensure_sqlite_store,
+    view_path,
+)
 
-logger = logging.getLogger(__name__)
-
-PARENT_TAG = "landscape.role"
-MAX_PARAM_LENGTH = 6000
-#: seconds a tracking server has to answer /health before the invocation is refused
-SERVER_TIMEOUT_S = 5.0
-#: tags on a parent continued by a later invocation
-RESUMED_TAG = "landscape.resumed"
-#: the experiment tag MLflow 3's UI reads to choose its view, and the value of its model-training view
-KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-#: MLflow's HTTP client settings unless the user set them (its defaults retry a dead server
-#: for minutes per call: 7 retries with exponential backoff, 120 s timeouts)
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-#: child runs the MLflow UI lists comfortably; a sweep with more cells logs a warning
-UI_MAX_RUNS = 1000
-#: the experiment tag of a saved view of MLflow's runs page (its "Views" menu), and the id
-#: of the view of the latest invocation's cells (``?viewStateShareKey=<id>`` opens it)
-VIEW_TAG, CELLS_VIEW = "mlflow.sharedViewState.", "landscape-cells"
-#: the experiment description (shown above the runs table) and how the service's own begins
-NOTE_TAG, NOTE_START = "mlflow.note.content", "Landscape sweep:"
-
-
-def view_path(experiment_id: str) -> str:
-    """The UI address (after ``http://host:port/``) of the cells view, in the model-training
-    workflow (MLflow 3.17's UI opens the GenAI one unless asked or switched in its sidebar)."""
-    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={CELLS_VIEW}&workflowType=machine_learning"
-
-
-def default_tracking_uri(results_dir: Path) -> str:
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
-
-
-def check_server(uri: str, *, timeout: float = SERVER_TIMEOUT_S) -> None:
-    """Raise ConfigError unless an MLflow server answers ``uri``/health within ``timeout``."""
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        reason = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = str(getattr(exc, "reason", exc))
-    raise ConfigError(
-        "tracking.uri",
-        f"no MLflow server answers at {uri} ({reason}); start one "
-        f"(mlflow server --host 127.0.0.1 --port 5000), or use tracking=sqlite or tracking=none",
-    )
-
-
-class _FileLock:
-    """``flock`` on ``path`` for the duration of a ``with`` block (blocking)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.handle = open(self.path, "a")
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-
-def ensure_sqlite_store(results_dir: Path) -> None:
-    """Create ``<results_dir>/mlflow.db`` if missing, atomically: migrate a staging database,
-    then rename it into place (under ``.mlflow.lock``; leftovers of killed drivers removed)."""
-    from mlflow.tracking import MlflowClient
-
-    results_dir = Path(results_dir).resolve()
-    database = results_dir / "mlflow.db"
-    if database.exists():
-        return
-    with _FileLock(results_dir / ".mlflow.lock"):
-        if database.exists():
-            return
-        for stale in results_dir.glob(".mlflow.db.*.init*"):  # the staging file and its sqlite journal
-            stale.unlink(missing_ok=True)
-        staging = results_dir / f".mlflow.db.{os.getpid()}.init"
-        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
-        client.search_experiments(max_results=1)  # creates the schema and runs every migration
-        _dispose_engines()
-        os.replace(staging, database)
-
-
-def _dispose_engines() -> None:
-    """Close MLflow's cached sqlalchemy engines (so a renamed staging file is not held open)."""
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        engines = getattr(SqlAlchemyStore, "_engine_map", {})
-        for uri in [uri for uri in engines if uri.endswith(".init")]:
-            engines.pop(uri).dispose()
-    except Exception:  # an MLflow without that cache: nothing to close
-        pass
-
-
-def _metric_value(value: Any) -> float | None:
-    """A float MLflow can store, or None to skip (missing / NaN / not a number)."""
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
+#: the package's logger (its warnings keep the name they had before the split into modules)
+logger = logging.getLogger("ray_jobs.tracking")
 
 
 class SweepTracker:
@@ -299,8 +181,15 @@ class SweepTracker:
         sweep, results_dir = self.where
         return Path(results_dir or ".") / (sweep or "<sweep>") / "runs"
 
+    @property
+    def parent(self) -> str:
+        """The id of the run the ``log_*`` methods write to (the parent; :func:`log_report`'s own run)."""
+        if self.parent_run_id is None:
+            raise RuntimeError("no MLflow parent run: start() it first")
+        return self.parent_run_id
+
     def log_parent_metrics(self, metrics: dict[str, Any]) -> None:
-        self._log(self.parent_run_id, metrics=metrics)
+        self._log(self.parent, metrics=metrics)
 
     def log_history(self, series: dict[str, list[tuple[int, float]]]) -> None:
         """Each series as a metric history of the parent (step = the axis value), so that the
@@ -315,35 +204,32 @@ class SweepTracker:
             if (number := _metric_value(value)) is not None
         ]
         for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(self.parent_run_id, metrics=metrics[start : start + 1000])
+            self.client.log_batch(self.parent, metrics=metrics[start : start + 1000])
 
     def log_table(self, table, artifact_file: str) -> None:
         """The report table as an MLflow table artifact of the parent (the UI's table view);
         once per parent (MLflow appends to an existing table artifact)."""
         folder = str(Path(artifact_file).parent)
-        if any(item.path == artifact_file for item in self.client.list_artifacts(self.parent_run_id, folder)):
+        if any(item.path == artifact_file for item in self.client.list_artifacts(self.parent, folder)):
             return
-        self.client.log_table(self.parent_run_id, data=table, artifact_file=artifact_file)
+        self.client.log_table(self.parent, data=table, artifact_file=artifact_file)
 
     def log_artifacts(self, paths: Iterable[Path], artifact_path: str) -> None:
         """The files as artifacts of the parent under ``artifact_path``; PNG figures also as
         MLflow images (key = file name without suffix, step 0, once per run: the run's charts show them)."""
         paths = [Path(path) for path in paths]
         for path in paths:
-            self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)
+            self.client.log_artifact(self.parent, str(path), artifact_path=artifact_path)
         figures = [path for path in paths if path.suffix.lower() == ".png"]
         if figures:
             from PIL import Image
 
             logged = {
-                Path(item.path).name.split("+step+")[0]
-                for item in self.client.list_artifacts(self.parent_run_id, "images")
+                Path(item.path).name.split("+step+")[0] for item in self.client.list_artifacts(self.parent, "images")
             }
             for path in (path for path in figures if path.stem not in logged):
                 with Image.open(path) as image:
-                    self.client.log_image(
-                        self.parent_run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True
-                    )
+                    self.client.log_image(self.parent, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
 
     def publish_view(self) -> None:
         """Save the experiment's view ``Cells of the latest run`` (:data:`CELLS_VIEW`) of the
@@ -385,7 +271,8 @@ class SweepTracker:
                 self.experiment_id,
                 NOTE_TAG,
                 (
-                    f"{NOTE_START} one parent run per invocation, a child per cell; `landscape-report` rebuilds are runs of "
+                    f"{NOTE_START} one parent run per invocation, a child per cell; "
+                    "`landscape-report` rebuilds are runs of "
                     f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
                     f"the swept axes and the metrics with an interval. Per-run rows: the Parquet dataset "
                     f"`{self.runs_dir}` (pandas, duckdb)."
@@ -395,7 +282,7 @@ class SweepTracker:
     def fail(self, reason: str) -> None:
         """Mark the parent to end FAILED (instead of FINISHED), ``reason`` as the tag ``landscape.stopped``."""
         self.failed_reason = reason
-        self.client.set_tag(self.parent_run_id, "landscape.stopped", reason[:MAX_PARAM_LENGTH])
+        self.client.set_tag(self.parent, "landscape.stopped", reason[:MAX_PARAM_LENGTH])
 
     def finish(self, status: str) -> None:
         """Close the parent run: FINISHED (FAILED after :meth:`fail`), FAILED or KILLED;
@@ -406,81 +293,3 @@ class SweepTracker:
             if status == "FINISHED" and self.failed_reason:
                 status = "FAILED"
             self.client.set_terminated(self.parent_run_id, status)
-
-
-@contextmanager
-def parent_run(
-    tracker: SweepTracker | None, sweep: str, *, params: dict[str, Any], tags: dict[str, str]
-) -> Iterator[None]:
-    """The invocation's MLflow parent run around the block (nothing when ``tracker`` is None):
-    named ``<sweep>@<UTC time>``; ended FINISHED, KILLED on an interrupt (re-raised), FAILED
-    on any other exception (re-raised)."""
-    if tracker is None:
-        yield
-        return
-    tracker.start(
-        run_name=f"{sweep}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}", params=params, tags=tags
-    )
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.finish(status)
-
-
-def log_report(
-    tracker: SweepTracker,
-    *,
-    sweep: str,
-    results_dir: Path,
-    params: dict[str, Any],
-    table,
-    series: dict[str, list[tuple[int, float]]],
-    paths: list[Path],
-    config_path: Path,
-) -> str:
-    """``landscape-report``'s run ``<sweep>-report@<UTC time>``, role ``report``, in the sweep's
-    experiment beside its parents (one per rebuild: rebuilds compare like runs): ``params``
-    (report settings, code version), tag ``landscape.sweep_run`` = the sweep's latest parent,
-    metrics ``cells`` and ``runs``, ``series`` as histories, the ``table`` as an MLflow table,
-    the report files (figures also as images) and the config as artifacts. Ends FINISHED,
-    KILLED on an interrupt, FAILED on an error (both re-raised); returns the run's id."""
-    parents = tracker._parents(sweep, str(results_dir))
-    tags = {
-        PARENT_TAG: "report",
-        "sweep": sweep,
-        "code_version": str(params.get("code_version", "")),
-        **source_tags(),
-        **({"landscape.sweep_run": parents[0].info.run_id} if parents else {}),
-    }
-    run = tracker.client.create_run(
-        tracker.experiment_id, run_name=f"{sweep}-report@{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}", tags=tags
-    )
-    tracker.parent_run_id = run.info.run_id  # the log_* methods write to the invocation's run
-    status = "FAILED"
-    try:
-        tracker._log(run.info.run_id, params={"sweep": sweep, "results_dir": str(results_dir), **params})
-        if table is not None and not table.empty:
-            tracker.log_parent_metrics(
-                {"cells": len(table), "runs": int(table["runs"].sum()) if "runs" in table else None}
-            )
-            tracker.log_history(series)
-            tracker.log_table(table, "report/table.json")
-        tracker.log_artifacts(paths, artifact_path="report")
-        tracker.log_artifacts([config_path], artifact_path="config")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.client.set_terminated(run.info.run_id, status)
-    return run.info.run_id
-
-
-def source_tags() -> dict[str, str]:
-    """Tags linking a run to its source checkout (for the MLflow UI)."""
-    return {"mlflow.source.name": str(PROJECT_ROOT), "mlflow.source.type": "LOCAL"}

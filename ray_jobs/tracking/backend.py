@@ -1,0 +1,122 @@
+"""Where the MLflow runs go: the tracking URI, a server's health check, the sqlite store
+created atomically under a lock, and the tag names and limits the runs share
+(:mod:`ray_jobs.tracking`)."""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ray_jobs.errors import ConfigError
+
+PARENT_TAG = "landscape.role"
+MAX_PARAM_LENGTH = 6000
+#: seconds a tracking server has to answer /health before the invocation is refused
+SERVER_TIMEOUT_S = 5.0
+#: tags on a parent continued by a later invocation
+RESUMED_TAG = "landscape.resumed"
+#: the experiment tag MLflow 3's UI reads to choose its view, and the value of its model-training view
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+#: MLflow's HTTP client settings unless the user set them (its defaults retry a dead server
+#: for minutes per call: 7 retries with exponential backoff, 120 s timeouts)
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: child runs the MLflow UI lists comfortably; a sweep with more cells logs a warning
+UI_MAX_RUNS = 1000
+#: the experiment tag of a saved view of MLflow's runs page (its "Views" menu), and the id
+#: of the view of the latest invocation's cells (``?viewStateShareKey=<id>`` opens it)
+VIEW_TAG, CELLS_VIEW = "mlflow.sharedViewState.", "landscape-cells"
+#: the experiment description (shown above the runs table) and how the service's own begins
+NOTE_TAG, NOTE_START = "mlflow.note.content", "Landscape sweep:"
+
+
+def view_path(experiment_id: str) -> str:
+    """The UI address (after ``http://host:port/``) of the cells view, in the model-training
+    workflow (MLflow 3.17's UI opens the GenAI one unless asked or switched in its sidebar)."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={CELLS_VIEW}&workflowType=machine_learning"
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def check_server(uri: str, *, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """Raise ConfigError unless an MLflow server answers ``uri``/health within ``timeout``."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise ConfigError(
+        "tracking.uri",
+        f"no MLflow server answers at {uri} ({reason}); start one "
+        f"(mlflow server --host 127.0.0.1 --port 5000), or use tracking=sqlite or tracking=none",
+    )
+
+
+class _FileLock:
+    """``flock`` on ``path`` for the duration of a ``with`` block (blocking)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.handle = open(self.path, "a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def ensure_sqlite_store(results_dir: Path) -> None:
+    """Create ``<results_dir>/mlflow.db`` if missing, atomically: migrate a staging database,
+    then rename it into place (under ``.mlflow.lock``; leftovers of killed drivers removed)."""
+    from mlflow.tracking import MlflowClient
+
+    results_dir = Path(results_dir).resolve()
+    database = results_dir / "mlflow.db"
+    if database.exists():
+        return
+    with _FileLock(results_dir / ".mlflow.lock"):
+        if database.exists():
+            return
+        for stale in results_dir.glob(".mlflow.db.*.init*"):  # the staging file and its sqlite journal
+            stale.unlink(missing_ok=True)
+        staging = results_dir / f".mlflow.db.{os.getpid()}.init"
+        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
+        client.search_experiments(max_results=1)  # creates the schema and runs every migration
+        _dispose_engines()
+        os.replace(staging, database)
+
+
+def _dispose_engines() -> None:
+    """Close MLflow's cached sqlalchemy engines (so a renamed staging file is not held open)."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engines = getattr(SqlAlchemyStore, "_engine_map", {})
+        for uri in [uri for uri in engines if uri.endswith(".init")]:
+            engines.pop(uri).dispose()
+    except Exception:  # an MLflow without that cache: nothing to close
+        pass
+
+
+def _metric_value(value: Any) -> float | None:
+    """A float MLflow can store, or None to skip (missing / NaN / not a number)."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
