@@ -34,6 +34,7 @@ class LockedStore:
 @pytest.mark.parametrize(("raised", "status"), [(KeyboardInterrupt, "KILLED"), (ValueError, "FAILED")])
 def test_a_parent_that_cannot_be_closed_does_not_replace_the_exception(raised, status, capsys):
     tracker = LockedStore()
+    level = logging.getLogger("mlflow.store.db.utils").level  # the service may have quieted it already
     with pytest.raises(raised):
         with parent_run(tracker, "s", params={}, tags={}):  # type: ignore[arg-type]
             raise raised()
@@ -44,7 +45,7 @@ def test_a_parent_that_cannot_be_closed_does_not_replace_the_exception(raised, s
         f"warning: MLflow parent run abc123 not marked {status} ((sqlite3.OperationalError) database is locked); "
         "the next run of this sweep continues it"
     ]
-    assert logging.getLogger("mlflow.store.db.utils").level == logging.NOTSET  # put back
+    assert logging.getLogger("mlflow.store.db.utils").level == level  # put back
 
 
 def test_a_finished_block_still_raises_when_the_parent_cannot_be_closed():
