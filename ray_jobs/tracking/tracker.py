@@ -157,9 +157,11 @@ class SweepTracker:
     ) -> str:
         """A finished child run under the parent: one cell of a sweep, or one trial of a search (``kind``).
 
-        Each numeric grid axis among ``params`` (``sweep.grid``'s, and those the name gives as
-        ``axis=value``) is also logged as the metric ``axis/<name>``, which sorts as a number."""
-        axes = self.grid_axes | {token.split("=", 1)[0] for token in run_name.split() if "=" in token}
+        Each numeric grid axis among ``params`` (``sweep.grid``'s; for a trial also the values its
+        name gives as ``axis=value``: its setting and the searched axes) is also logged as the
+        metric ``axis/<name>``, which sorts as a number (MLflow params are strings)."""
+        named = {token.split("=", 1)[0] for token in run_name.split() if "=" in token} if kind == "trial" else set()
+        axes = self.grid_axes | named
         metrics = {
             **metrics,
             **{
