@@ -20,7 +20,7 @@ cells already logged there are not logged twice.
 
 UI: an invocation that ends normally saves the experiment's view ``Cells of the latest run``
 (its children flat, the swept axes and the metrics with an interval as columns; :func:`view_path`),
-and ``Latest run and its cells`` (the parent with its cells nested under it, expanded;
+and ``Latest run and its cells`` (the parent with its cells nested under it;
 :func:`latest_path`: the link printed at a sweep's end and by ``make ui``, in the model-training
 workflow, :mod:`ray_jobs.tracking.links`), linked from the experiment's description. A cell's
 numeric grid axes are also metrics ``axis/<name>`` (they sort as numbers). Over

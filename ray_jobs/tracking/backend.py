@@ -30,7 +30,7 @@ UI_MAX_RUNS = 1000
 #: the experiment tag of a saved view of MLflow's runs page (its "Views" menu), and the id
 #: of the view of the latest invocation's cells (``?viewStateShareKey=<id>`` opens it)
 VIEW_TAG, CELLS_VIEW = "mlflow.sharedViewState.", "landscape-cells"
-#: the id of the view of the latest invocation's parent with its cells nested (expanded) under it:
+#: the id of the view of the latest invocation's parent with its cells nested under it:
 #: the link a sweep's end and ``make ui`` print (:func:`latest_path`)
 LATEST_VIEW = "landscape-latest"
 #: what MLflow 3.17's UI needs in the address to open the model-training pages (runs table), not
@@ -58,7 +58,8 @@ def runs_path(experiment_id: str, view: str | None = LATEST_VIEW) -> str:
 
 def latest_path(experiment_id: str) -> str:
     """The UI address of the view ``Latest run and its cells`` (:data:`LATEST_VIEW`): the
-    latest invocation's parent with its cells nested under it, the swept axes and the metrics
+    latest invocation's parent with its cells nested under it (its expander lists them; MLflow
+    3.17 keeps expanded rows per browser, not in a shared view), the swept axes and the metrics
     with an interval as columns; the link printed at a sweep's end and by ``make ui``."""
     return runs_path(experiment_id, LATEST_VIEW)
 

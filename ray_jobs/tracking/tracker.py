@@ -257,7 +257,7 @@ class SweepTracker:
         under their collapsed parent), as columns in this order the params that differ between
         them, ``runs`` and each metric with an interval (``m``, ``m_lo``, ``m_hi``) not zero in
         every child; the view ``Latest run and its cells`` (:data:`LATEST_VIEW`): every run by
-        date with the parent expanded, its cells nested under it, the same columns; and the
+        date, the cells nested under their parent (its expander lists them), the same columns; and the
         experiment's description (unless a user wrote one) links both."""
         children = self.client.search_runs(
             [self.experiment_id],
@@ -287,11 +287,11 @@ class SweepTracker:
         now = int(time.time() * 1000)
         view = {"name": "Cells of the latest run", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + CELLS_VIEW, json.dumps(view))
-        latest = {  # every run by date, the parent expanded: its cells nested under it (latest_path)
+        latest = {  # every run by date: the UI nests the cells under their parent (latest_path); the UI
+            # drops runsExpanded from a shared view (MLflow 3.17), so the parent opens collapsed
             "searchFilter": "",
             "orderByKey": "attributes.start_time",
             "orderByAsc": False,
-            "runsExpanded": {self.parent_run_id: True},
             "selectedColumns": columns,
             "columnOrder": columns,
         }
@@ -307,7 +307,7 @@ class SweepTracker:
                     "`landscape-report` rebuilds are runs of "
                     f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
                     f"the swept axes and the metrics with an interval; "
-                    f"**[Latest run and its cells]({latest_path(self.experiment_id)})**: the parent, its cells nested. "
+                    f"**[Latest run and its cells]({latest_path(self.experiment_id)})**: its cells under the parent. "
                     f"Numeric axes also as metrics `axis/<name>` (sortable). Per-run rows: the Parquet dataset "
                     f"`{self.runs_dir}` (pandas, duckdb)."
                 ),
