@@ -282,6 +282,21 @@ def test_a_sweep_saves_the_view_of_its_parent_with_the_cells_nested_and_prints_i
     ], done
 
 
+def test_the_line_a_sweep_prints_last_links_its_runs_table_and_none_without_tracking(tracked_sweep):
+    from ray_jobs.config import compose_config
+    from ray_jobs.tracking.links import sweep_link_line
+
+    results, result = tracked_sweep
+    experiment_id = mlflow_client(results).get_run(result.parent_run_id).info.experiment_id
+    cfg = compose_config([*TINY_SWEEP, f"results_dir={results}", "tracking=sqlite"])
+    line = sweep_link_line(cfg, results, result.parent_run_id)
+    assert line.startswith(
+        f"MLflow UI: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+        "?viewStateShareKey=landscape-latest&workflowType=machine_learning (start it with `make ui`"
+    ), line
+    assert sweep_link_line(compose_config([*TINY_SWEEP, "tracking=none"]), results, result.parent_run_id) is None
+
+
 def test_numeric_grid_axes_of_the_cells_are_also_metrics_that_sort_as_numbers(tracked_sweep, store):
     results, result = tracked_sweep
     client = mlflow_client(results)
