@@ -13,6 +13,8 @@ TORCH_PIP_ARGS ?=
 RESULTS ?= results
 SWEEP ?= smoke
 UI_PORT ?= 5000
+# more options of `mlflow ui` (e.g. --workers 1)
+UI_ARGS ?=
 # Run each command in the Makefile as one shell, failing on the first error.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -45,8 +47,9 @@ test-all: setup  ## every test, slow ones included (the gpu ones skip where torc
 report: setup  ## rebuild the report of SWEEP (default smoke) from its Parquet rows
 	$(BIN)/landscape-report results_dir=$(RESULTS) sweep_name=$(SWEEP)
 
-ui: setup  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over results/mlflow.db (loopback only; see docs/cluster.md to expose it)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+ui: setup  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over results/mlflow.db, after printing each sweep's runs-table link (loopback only; see docs/cluster.md to expose it)
+	$(BIN)/python -m ray_jobs.tracking.links $(RESULTS) $(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port $(UI_PORT) $(UI_ARGS)
 
 bench: setup  ## batched teacher-student core vs the per-run loop, 200 and 1,000 seeds; writes docs/benchmarks.md (~12 min)
 	$(BIN)/python -m benchmarks.bench_teacher_student --seeds 200 --write docs/benchmarks.md

@@ -168,6 +168,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
     from ray_jobs.search import is_search
     from ray_jobs.search.driver import SearchResult, run_search_sweep
     from ray_jobs.sweep import SweepResult, run_sweep
+    from ray_jobs.tracking.links import print_sweep_link
     from ray_jobs.validate import compose
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
@@ -199,6 +200,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )  # the environment, not a bug: one line
         return EXIT_CRASHED
+    print_sweep_link(cfg, result.results_dir, result.parent_run_id)  # the runs table, in the model-training view
     if isinstance(result, SearchResult):  # is_search(cfg)
         print(result.markdown)
         print(
@@ -221,9 +223,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
 
 
 def _report_config(argv: list[str], *, section: str | None = "report"):
-    """The saved config of the sweep named in ``argv``, with ``section``.* overrides applied
-    (``report`` for landscape-report, ``compaction`` for landscape-compact, None for
-    landscape-verify)."""
+    """The saved config of the sweep named in ``argv``, with ``section``.* overrides applied (``report`` for
+    landscape-report, ``compaction`` for landscape-compact, None for landscape-verify)."""
     from ray_jobs.validate import resolve_results_dir
 
     try:

@@ -18,6 +18,7 @@ import base64
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -33,7 +34,7 @@ import pandas as pd
 import pytest
 
 from ray_jobs.tracking import CELLS_VIEW, NOTE_TAG, view_path
-from tests.conftest import children_of, mlflow_client, run_cli, wait_for_health
+from tests.conftest import PROJECT_ROOT, children_of, mlflow_client, run_cli, wait_for_health
 
 BROWSER = next(
     (
@@ -180,6 +181,10 @@ class Chromium:
         document each time (a hash change alone would keep the single-page app's state)."""
         self.call("Page.navigate", url="about:blank")
         self.call("Page.navigate", url=url)
+        return self.poll(probe, ready, timeout=timeout, what=url)
+
+    def poll(self, probe: str, ready, *, timeout: float = PAGE_S, what: str = "the page"):
+        """Evaluate ``probe`` (JSON) on the page as it is every 0.5 s until ``ready(value)``."""
         deadline = time.monotonic() + timeout
         while True:
             value = json.loads(self.evaluate(probe))
@@ -188,7 +193,7 @@ class Chromium:
             if time.monotonic() > deadline:
                 text = self.evaluate("document.body ? document.body.innerText : ''")
                 pytest.fail(
-                    f"{url}: not shown after {timeout} s; the page reads: {' | '.join(text.split(chr(10)))[:3000]}"
+                    f"{what}: not shown after {timeout} s; the page reads: {' | '.join(text.split(chr(10)))[:3000]}"
                 )
             time.sleep(0.5)
 
@@ -228,30 +233,28 @@ def smoke_results(driver_env, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("ui") / "results"
     done = run_cli(["sweep=smoke", f"results_dir={results}"], env=driver_env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
+    (results.parent / "sweep.stderr").write_text(done.stderr)  # its last lines: the UI link
     return results
 
 
 @pytest.fixture(scope="module")
 def mlflow_ui(smoke_results) -> str:
-    """``mlflow ui`` over the smoke store on 127.0.0.1 (one worker: on 2 busy cores uvicorn's
-    supervisor restarts workers that answer its pings late); yields its address."""
+    """``make ui`` over the smoke store on 127.0.0.1 (one worker: on 2 busy cores uvicorn's
+    supervisor restarts workers that answer its pings late); yields its address. Its output
+    (the links it prints first, then the server's log) goes to ``mlflow_ui.log``."""
     port = _free_port()
-    mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
     log = open(smoke_results.parent / "mlflow_ui.log", "w")
     server = subprocess.Popen(
         [
-            mlflow,
+            "make",
+            "-s",
             "ui",
-            "--backend-store-uri",
-            f"sqlite:///{smoke_results / 'mlflow.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
+            f"RESULTS={smoke_results}",
+            f"UI_PORT={port}",
+            "UI_ARGS=--workers 1",
+            f"BIN={os.path.dirname(sys.executable)}",
         ],
-        cwd=smoke_results.parent,
+        cwd=PROJECT_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -350,3 +353,70 @@ def test_the_runs_page_opens_on_the_parent_and_links_the_cells_view(smoke_result
     assert ["Cells of the latest run", view_path(experiment.experiment_id)] in page["links"]  # the description's link
     assert "Model registry" in page["text"]  # the model-training sidebar, not the GenAI one
     assert CELLS_VIEW in view_path(experiment.experiment_id)
+
+
+#: the runs table's rows as shown: run id -> {index: row index, cells: {column id: text}}
+ROWS_IN_ORDER = """JSON.stringify((() => {
+  const rows = {};
+  for (const row of document.querySelectorAll('.ag-row[row-id]')) {
+    const id = row.getAttribute('row-id');
+    const entry = rows[id] = rows[id] || {index: Number(row.getAttribute('row-index')), cells: {}};
+    for (const cell of row.querySelectorAll('[col-id]'))
+      entry.cells[cell.getAttribute('col-id')] = cell.innerText.trim();
+  }
+  return {rows, text: document.body ? document.body.innerText : ''};
+})())"""
+
+
+def test_the_printed_link_opens_the_parent_with_its_cells_nested_in_a_fresh_browser(smoke_results, mlflow_ui):
+    """The link the sweep prints at its end and ``make ui`` prints before it starts, opened
+    in a browser with a new profile (MLflow's GenAI / model-training switch as a new user has
+    it): the runs table, the parent with its cells nested (expanded) under it, the frac_* columns."""
+    client = mlflow_client(smoke_results)
+    experiment = client.get_experiment_by_name("landscape-smoke")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`landscape.role` = 'sweep'")
+    children = {child.info.run_id for child in children_of(client, parent.info.run_id, role="cell")}
+    swept = (smoke_results.parent / "sweep.stderr").read_text()
+    (printed,) = re.findall(r"^MLflow UI: (http://\S+) ", swept, flags=re.M)
+    made = (smoke_results.parent / "mlflow_ui.log").read_text()
+    (link,) = re.findall(r"^MLflow UI, landscape-smoke: (http://\S+)$", made, flags=re.M)
+    assert link == printed.replace("http://127.0.0.1:5000", mlflow_ui)  # the same link, at make ui's port
+    assert link.startswith(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs?")
+    assert "workflowType=machine_learning" in link
+
+    started = time.monotonic()
+    fresh = Chromium(BROWSER)  # a new --user-data-dir: nothing remembered from another page
+    try:
+        page = fresh.wait_for(  # the runs table, the parent with the view's columns, its cells under its expander
+            link,
+            ROWS_IN_ORDER,
+            lambda page: (
+                parent.info.run_id in page["rows"]
+                and "metrics.`frac_global`" in page["rows"][parent.info.run_id]["cells"]
+            ),
+        )
+        shown = time.monotonic() - started
+        assert "Model registry" in page["text"]  # the model-training sidebar, not GenAI's traces
+        assert parent.info.run_name in page["rows"][parent.info.run_id]["cells"]["attributes.`Run Name`"]
+        clicked = fresh.evaluate(
+            f"""(() => {{ const button = document.querySelector(
+                '.ag-row[row-id="{parent.info.run_id}"] [col-id="attributes.`Run Name`"] button');
+                if (button) button.click(); return Boolean(button); }})()"""
+        )
+        assert clicked, "no expander on the parent's row: its cells are not nested under it"
+        page = fresh.poll(ROWS_IN_ORDER, lambda page: children <= set(page["rows"]), what="the parent's cells")
+    finally:
+        fresh.close()
+    print(
+        f"fresh browser: the printed link showed the runs table with the parent in {shown:.1f} s, "
+        f"its {len(children)} cells nested under it after one click ({time.monotonic() - started:.1f} s in all)"
+    )
+    rows = page["rows"]
+    order = sorted(rows, key=lambda run_id: rows[run_id]["index"])
+    at = order.index(parent.info.run_id)
+    assert set(order[at + 1 : at + 1 + len(children)]) == children  # nested: right under their parent
+    columns = set(rows[parent.info.run_id]["cells"])
+    assert {"metrics.`frac_global`", "metrics.`frac_global_lo`", "metrics.`frac_global_hi`"} <= columns
+    assert {"params.`k`", "params.`n`"} <= columns
+    for run_id in children:
+        assert rows[run_id]["cells"]["metrics.`frac_global`"] not in ("", "-")

@@ -25,14 +25,17 @@ from omegaconf import OmegaConf
 
 from ray_jobs.tracking import (
     CELLS_VIEW,
+    LATEST_VIEW,
     NOTE_TAG,
     UI_MAX_RUNS,
     VIEW_TAG,
     SweepTracker,
     default_tracking_uri,
     ensure_sqlite_store,
+    latest_path,
     view_path,
 )
+from ray_jobs.tracking.links import store_links
 from tests.conftest import PROJECT_ROOT, TINY_CELLS, TINY_SEEDS, TINY_SWEEP, children_of, mlflow_client
 
 
@@ -249,6 +252,76 @@ def test_a_sweep_saves_the_cells_view_of_its_parent(tracked_sweep):
     } <= set(state["selectedColumns"])
     assert "params.`step`" not in state["selectedColumns"]  # not swept
     assert f"({view_path(experiment_id)})" in client.get_experiment(experiment_id).tags[NOTE_TAG]
+
+
+def test_a_sweep_saves_the_view_of_its_parent_with_the_cells_nested_and_prints_its_link(tracked_sweep):
+    results, result = tracked_sweep
+    client = mlflow_client(results)
+    experiment_id = client.get_run(result.parent_run_id).info.experiment_id
+    cells = view_of(client, experiment_id)["state"]
+    view = json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG + LATEST_VIEW])
+    state = json.loads(view["state"])
+    assert view["name"] == "Latest run and its cells"
+    assert state["orderByKey"] == "attributes.start_time" and not state["searchFilter"]  # nested by the UI
+    assert state["selectedColumns"] == cells["selectedColumns"]
+    assert f"({latest_path(experiment_id)})" in client.get_experiment(experiment_id).tags[NOTE_TAG]
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?viewStateShareKey={LATEST_VIEW}"
+    assert store_links(results / "mlflow.db", "http://127.0.0.1:5000") == [
+        ("landscape-smoke", f"{link}&workflowType=machine_learning")
+    ]
+    # what `make ui` prints first (python -m ray_jobs.tracking.links RESULTS PORT)
+    done = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.tracking.links", str(results), "5123"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.splitlines() == [
+        f"MLflow UI, landscape-smoke: {link.replace('5000', '5123')}&workflowType=machine_learning"
+    ], done
+
+
+def test_the_line_a_sweep_prints_last_links_its_runs_table_and_none_without_tracking(tracked_sweep):
+    from ray_jobs.config import compose_config
+    from ray_jobs.tracking.links import sweep_link_line
+
+    results, result = tracked_sweep
+    experiment_id = mlflow_client(results).get_run(result.parent_run_id).info.experiment_id
+    cfg = compose_config([*TINY_SWEEP, f"results_dir={results}", "tracking=sqlite"])
+    line = sweep_link_line(cfg, results, result.parent_run_id)
+    assert line.startswith(
+        f"MLflow UI: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+        "?viewStateShareKey=landscape-latest&workflowType=machine_learning (start it with `make ui`"
+    ), line
+    assert sweep_link_line(compose_config([*TINY_SWEEP, "tracking=none"]), results, result.parent_run_id) is None
+
+
+def test_numeric_grid_axes_of_the_cells_are_also_metrics_that_sort_as_numbers(tracked_sweep, store):
+    results, result = tracked_sweep
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id, role="cell")
+    assert len(children) == TINY_CELLS
+    for child in children:  # sweep.grid's k (n_minus_k is no param of a cell; step, init_scale are no axes)
+        params, metrics = child.data.params, child.data.metrics
+        assert metrics["axis/k"] == float(params["k"])
+        assert {key for key in metrics if key.startswith("axis/")} == {"axis/k"}, metrics
+    # k = 9, 10, 12: as params (strings) 10 < 12 < 9, as the axis metric 9 < 10 < 12
+    tracker = tracker_on(store, "axes")
+    tracker.grid_axes = {"k"}
+    tracker.start("axes@now", {"cells": 3}, {"sweep": "axes"})
+    for k in (12, 9, 10):
+        tracker.log_cell(f"k={k} lr=0.5", {"sweep": "axes", "k": k, "lr": 0.5}, {"runs": 1}, {"sweep": "axes"})
+
+    def order(key: str) -> list[str]:
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id], filter_string="tags.`landscape.role` = 'cell'", order_by=[f"{key} ASC"]
+        )
+        return [run.data.params["k"] for run in runs]
+
+    assert order("params.`k`") == ["10", "12", "9"]
+    assert order("metrics.`axis/k`") == ["9", "10", "12"]
+    assert "axis/lr" not in tracker.client.search_runs([tracker.experiment_id])[0].data.metrics  # not an axis
 
 
 def test_landscape_report_logs_the_rebuilt_report_as_a_report_run(tracked_sweep, capsys):

@@ -149,6 +149,21 @@ def test_mlflow_child_per_trial_and_optuna_figures_on_the_parent(smoke_search):
     assert {"report/search.md", "report/trials.csv", "report/optuna_history_0.png"} <= artifacts
 
 
+def test_trial_children_are_named_by_their_setting_trial_and_values(smoke_search):
+    # `k=6 trial 3 n_minus_k=2`: the setting first, so the studies' trial 3 are told apart in the UI
+    results, result = smoke_search
+    client = mlflow_client(results)
+    children = children_of(client, result.parent_run_id, role="trial")
+    names = {child.info.run_name for child in children}
+    assert len(names) == len(children)  # no two trials share a name across studies
+    for child in children:
+        params = child.data.params
+        assert child.info.run_name == f"k={params['k']} trial {params['trial']} n_minus_k={params['n_minus_k']}"
+        # the grid axes also as metrics, which sort as numbers (MLflow params are strings)
+        assert child.data.metrics["axis/k"] == float(params["k"])
+    assert len({child.data.params["k"] for child in children}) == len(result.studies) >= 2
+
+
 def test_second_invocation_computes_nothing_and_gives_the_same_answers(smoke_search):
     results, first = smoke_search
     again = run_search_sweep(compose(*SMOKE, f"results_dir={results}"))

@@ -97,6 +97,14 @@ def test_a_sweep_tracked_on_a_server_logs_parent_children_metrics_and_artifacts(
     ]
     artifacts = {item.path for item in client.list_artifacts(result.parent_run_id, "report")}
     assert "report/table.md" in artifacts and "report/table.csv" in artifacts
+    # the line a sweep prints last: the server's own address, the runs table in the model-training workflow
+    from ray_jobs.tracking.links import sweep_link_line
+
+    cfg = compose_config([*TINY_SWEEP, f"results_dir={results}", f"tracking.uri={uri}"])
+    assert sweep_link_line(cfg, results, result.parent_run_id) == (
+        f"MLflow UI: {uri}/#/experiments/{experiment.experiment_id}/runs"
+        "?viewStateShareKey=landscape-latest&workflowType=machine_learning"
+    )
     local = client.download_artifacts(result.parent_run_id, "report/table.md", str(tmp_path))
     assert open(local).read() == (results / "smoke" / "report" / "table.md").read_text()
     assert (root / "artifacts").is_dir()

@@ -218,7 +218,8 @@ def trial_line(summary: dict) -> str:
 
 
 def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dict) -> None:
-    """A finished trial as an MLflow child run: the setting and trial values as params;
+    """A finished trial as an MLflow child run named by its setting, number and values
+    (``k=12 trial 3 n_minus_k=2``): the setting and trial values as params;
     fraction, interval, runs, stages, objective and the count per status as metrics."""
     if session.tracker is None:
         return
@@ -232,7 +233,8 @@ def log_trial(session: Session, plan: SearchPlan, setting: Setting, summary: dic
         "stages": summary["stages"],
         "objective": summary["value"],
     }
-    name = f"trial {summary['number']} " + " ".join(f"{k}={fmt(v)}" for k, v in summary["params"].items())
+    setting_name = "".join(f"{k}={fmt(v)} " for k, v in setting.values.items())  # the axes not searched
+    name = f"{setting_name}trial {summary['number']} " + " ".join(f"{k}={fmt(v)}" for k, v in summary["params"].items())
     tags = {"study": setting.study, "sweep": plan.sweep, "decision": summary["decision"]}
     session.tracker.log_cell(name, params, metrics, tags, kind="trial")
 

@@ -20,11 +20,16 @@ cells already logged there are not logged twice.
 
 UI: an invocation that ends normally saves the experiment's view ``Cells of the latest run``
 (its children flat, the swept axes and the metrics with an interval as columns; :func:`view_path`),
-linked from the experiment's description. Over :data:`UI_MAX_RUNS` children: one warning
-pointing at the Parquet dataset. ``landscape-report`` logs a run of its own (:func:`log_report`).
+and ``Latest run and its cells`` (the parent with its cells nested under it;
+:func:`latest_path`: the link printed at a sweep's end and by ``make ui``, in the model-training
+workflow, :mod:`ray_jobs.tracking.links`), linked from the experiment's description. A cell's
+numeric grid axes are also metrics ``axis/<name>`` (they sort as numbers). Over
+:data:`UI_MAX_RUNS` children: one warning pointing at the Parquet dataset. ``landscape-report``
+logs a run of its own (:func:`log_report`).
 
 The modules: ``backend.py`` (tracking URI, server check, the sqlite store, tag names),
-``tracker.py`` (:class:`SweepTracker`), ``runs.py`` (:func:`parent_run`, :func:`log_report`).
+``tracker.py`` (:class:`SweepTracker`), ``runs.py`` (:func:`parent_run`, :func:`log_report`),
+``links.py`` (the UI links printed).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ray_jobs.tracking.backend import (
     CELLS_VIEW,
     HTTP_DEFAULTS,
     KIND_TAG,
+    LATEST_VIEW,
     MAX_PARAM_LENGTH,
     MODEL_TRAINING,
     NOTE_START,
@@ -45,6 +51,8 @@ from ray_jobs.tracking.backend import (
     check_server,
     default_tracking_uri,
     ensure_sqlite_store,
+    latest_path,
+    runs_path,
     view_path,
 )
 from ray_jobs.tracking.runs import log_report, parent_run, source_tags
@@ -54,6 +62,7 @@ __all__ = [
     "CELLS_VIEW",
     "HTTP_DEFAULTS",
     "KIND_TAG",
+    "LATEST_VIEW",
     "MAX_PARAM_LENGTH",
     "MODEL_TRAINING",
     "NOTE_START",
@@ -67,8 +76,10 @@ __all__ = [
     "check_server",
     "default_tracking_uri",
     "ensure_sqlite_store",
+    "latest_path",
     "log_report",
     "parent_run",
+    "runs_path",
     "source_tags",
     "view_path",
 ]

@@ -30,6 +30,15 @@ UI_MAX_RUNS = 1000
 #: the experiment tag of a saved view of MLflow's runs page (its "Views" menu), and the id
 #: of the view of the latest invocation's cells (``?viewStateShareKey=<id>`` opens it)
 VIEW_TAG, CELLS_VIEW = "mlflow.sharedViewState.", "landscape-cells"
+#: the id of the view of the latest invocation's parent with its cells nested under it:
+#: the link a sweep's end and ``make ui`` print (:func:`latest_path`)
+LATEST_VIEW = "landscape-latest"
+#: what MLflow 3.17's UI needs in the address to open the model-training pages (runs table), not
+#: GenAI's: its per-browser switch starts on GenAI, and the experiment's kind tag does not change it
+ML_WORKFLOW = "workflowType=machine_learning"
+#: the prefix of the metric a cell child logs per numeric grid axis (params are strings in MLflow:
+#: ``axis/k`` sorts as a number in the runs table)
+AXIS_METRIC = "axis/"
 #: the experiment description (shown above the runs table) and how the service's own begins
 NOTE_TAG, NOTE_START = "mlflow.note.content", "Landscape sweep:"
 
@@ -37,7 +46,22 @@ NOTE_TAG, NOTE_START = "mlflow.note.content", "Landscape sweep:"
 def view_path(experiment_id: str) -> str:
     """The UI address (after ``http://host:port/``) of the cells view, in the model-training
     workflow (MLflow 3.17's UI opens the GenAI one unless asked or switched in its sidebar)."""
-    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={CELLS_VIEW}&workflowType=machine_learning"
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={CELLS_VIEW}&{ML_WORKFLOW}"
+
+
+def runs_path(experiment_id: str, view: str | None = LATEST_VIEW) -> str:
+    """The UI address (after ``http://host:port/``) of the experiment's runs table in the
+    model-training workflow, in the saved view ``view`` (None: the table as the browser left it)."""
+    shared = f"viewStateShareKey={view}&" if view else ""
+    return f"#/experiments/{experiment_id}/runs?{shared}{ML_WORKFLOW}"
+
+
+def latest_path(experiment_id: str) -> str:
+    """The UI address of the view ``Latest run and its cells`` (:data:`LATEST_VIEW`): the
+    latest invocation's parent with its cells nested under it (its expander lists them; MLflow
+    3.17 keeps expanded rows per browser, not in a shared view), the swept axes and the metrics
+    with an interval as columns; the link printed at a sweep's end and by ``make ui``."""
+    return runs_path(experiment_id, LATEST_VIEW)
 
 
 def default_tracking_uri(results_dir: Path) -> str:

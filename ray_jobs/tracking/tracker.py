@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ray_jobs.tracking.backend import (
+    AXIS_METRIC,
     CELLS_VIEW,
     HTTP_DEFAULTS,
     KIND_TAG,
+    LATEST_VIEW,
     MAX_PARAM_LENGTH,
     MODEL_TRAINING,
     NOTE_START,
@@ -28,6 +30,7 @@ from ray_jobs.tracking.backend import (
     check_server,
     default_tracking_uri,
     ensure_sqlite_store,
+    latest_path,
     view_path,
 )
 
@@ -69,6 +72,7 @@ class SweepTracker:
         self.children = 0  # child runs under the parent (a continued parent's included)
         self.where = ("", "")  # (sweep, results_dir) of the invocation, for the warning
         self.warned_many = False
+        self.grid_axes: set[str] = set()  # sweep.grid's axes (from_config): their numeric params also as metrics
 
     @classmethod
     def from_config(cls, cfg, results_dir: Path) -> SweepTracker | None:
@@ -84,7 +88,9 @@ class SweepTracker:
         elif uri.startswith("sqlite:") and not cfg.tracking.uri:
             ensure_sqlite_store(results_dir)
         artifacts = (Path(results_dir).resolve() / "mlartifacts" / name).as_uri() if uri.startswith("sqlite:") else None
-        return cls(uri, name, artifacts)
+        tracker = cls(uri, name, artifacts)
+        tracker.grid_axes = set(cfg.sweep.get("grid") or {})
+        return tracker
 
     def _log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> None:
         from mlflow.entities import Metric, Param
@@ -149,7 +155,21 @@ class SweepTracker:
         *,
         kind: str = "cell",
     ) -> str:
-        """A finished child run under the parent: one cell of a sweep, or one trial of a search (``kind``)."""
+        """A finished child run under the parent: one cell of a sweep, or one trial of a search (``kind``).
+
+        Each numeric grid axis among ``params`` (``sweep.grid``'s; for a trial also the values its
+        name gives as ``axis=value``: its setting and the searched axes) is also logged as the
+        metric ``axis/<name>``, which sorts as a number (MLflow params are strings)."""
+        named = {token.split("=", 1)[0] for token in run_name.split() if "=" in token} if kind == "trial" else set()
+        axes = self.grid_axes | named
+        metrics = {
+            **metrics,
+            **{
+                f"{AXIS_METRIC}{key}": value
+                for key, value in params.items()
+                if key in axes and isinstance(value, int | float) and not isinstance(value, bool)
+            },
+        }
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
@@ -236,7 +256,9 @@ class SweepTracker:
         parent's children: flat (ordered by the first swept axis; by date, MLflow nests them
         under their collapsed parent), as columns in this order the params that differ between
         them, ``runs`` and each metric with an interval (``m``, ``m_lo``, ``m_hi``) not zero in
-        every child; and the experiment's description (unless a user wrote one) links it."""
+        every child; the view ``Latest run and its cells`` (:data:`LATEST_VIEW`): every run by
+        date, the cells nested under their parent (its expander lists them), the same columns; and the
+        experiment's description (unless a user wrote one) links both."""
         children = self.client.search_runs(
             [self.experiment_id],
             max_results=UI_MAX_RUNS,
@@ -265,6 +287,16 @@ class SweepTracker:
         now = int(time.time() * 1000)
         view = {"name": "Cells of the latest run", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + CELLS_VIEW, json.dumps(view))
+        latest = {  # every run by date: the UI nests the cells under their parent (latest_path); the UI
+            # drops runsExpanded from a shared view (MLflow 3.17), so the parent opens collapsed
+            "searchFilter": "",
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": columns,
+            "columnOrder": columns,
+        }
+        view = {**view, "name": "Latest run and its cells", "state": json.dumps(latest)}
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + LATEST_VIEW, json.dumps(view))
         note = self.client.get_experiment(self.experiment_id).tags.get(NOTE_TAG, NOTE_START)
         if note.startswith(NOTE_START):
             self.client.set_experiment_tag(
@@ -274,7 +306,9 @@ class SweepTracker:
                     f"{NOTE_START} one parent run per invocation, a child per cell; "
                     "`landscape-report` rebuilds are runs of "
                     f"role `report`. **[Cells of the latest run]({view_path(self.experiment_id)})**: one row per cell, "
-                    f"the swept axes and the metrics with an interval. Per-run rows: the Parquet dataset "
+                    f"the swept axes and the metrics with an interval; "
+                    f"**[Latest run and its cells]({latest_path(self.experiment_id)})**: its cells under the parent. "
+                    f"Numeric axes also as metrics `axis/<name>` (sortable). Per-run rows: the Parquet dataset "
                     f"`{self.runs_dir}` (pandas, duckdb)."
                 ),
             )
