@@ -83,6 +83,23 @@ def test_a_real_gcs_passes_the_probe(ray_session):
     assert time.monotonic() - started < 1
 
 
+def test_a_grpc_server_passes_the_probe_as_a_ray_client_address():
+    """Ray Client (``ray://HOST:10001``) is a grpcio server: it answers the preface too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from ray_jobs.execution.cluster import check_speaks_ray
+
+    server = grpc.server(ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        check_speaks_ray(f"ray://127.0.0.1:{port}", "cluster.address")
+    finally:
+        server.stop(0)
+
+
 # --- item 5: a second driver and a read-only runs/ refused before Ray starts --------------
 
 
