@@ -3,7 +3,8 @@ parent run, recording finished units, and building the report.
 
 A driver (:mod:`ray_jobs.sweep`, :mod:`ray_jobs.search.driver`) validates the config first
 (nothing is written before), then opens a :class:`Session` (a context manager), which
-takes the sweep's driver lock (a second driver on the same sweep is refused; the lock is
+takes the sweep's driver lock, unless the driver took it first (:meth:`ResultsStore.claim`)
+(a second driver on the same sweep is refused; the lock is
 released on exit, or by the kernel when the driver dies), prepares
 ``<results_dir>/<sweep>/`` (removing staging files of a killed driver) and saves the
 resolved ``config.yaml``. The driver is the single writer of the results: each finished
@@ -41,12 +42,12 @@ class Session:
     MLflow tracker (None when ``tracking.enabled`` is false), the code version of its rows,
     the experiment's report layout with the ``report`` settings."""
 
-    def __init__(self, cfg, experiment: Experiment, sweep: str, console: Console):
+    def __init__(self, cfg, experiment: Experiment, sweep: str, console: Console, *, store: ResultsStore | None = None):
         self.cfg, self.experiment, self.sweep, self.console = cfg, experiment, sweep, console
         self.layout = get_layout(experiment, cfg.report)
         self.results_dir = resolve_results_dir(cfg)
         self.reference = resolve_reference(cfg)
-        self.store = ResultsStore(self.results_dir, sweep)
+        self.store = store or ResultsStore(self.results_dir, sweep)  # (given: claimed by the driver already)
         self.store.prepare()
         try:
             self.store.save_text(self.store.config_path, to_yaml(cfg))

@@ -152,8 +152,13 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
         plan = plan_sweep(cfg, experiment.name, cell_params)
         preflight(cfg)
         retry_errors = bool(cfg.retry_errors)
-        pending = units_to_run(ResultsStore(resolve_results_dir(cfg), plan.sweep), plan, retry_errors=retry_errors)
     with ExitStack() as stack:
+        claimed = ResultsStore(resolve_results_dir(cfg), plan.sweep)
+        stack.callback(claimed.unclaim)
+        with timings.phase("session_open"):
+            claimed.claim()  # the driver lock first: a second driver is refused before Ray starts
+        with timings.phase("plan"):
+            pending = units_to_run(claimed, plan, retry_errors=retry_errors)
         cluster: list[str] = []
 
         def start_ray() -> str:
@@ -167,10 +172,10 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
         if pending:
             start_ray()  # before anything is written: a cluster or resources that cannot serve fail here
         with timings.phase("session_open"):
-            session = stack.enter_context(Session(cfg, experiment, plan.sweep, console))
+            session = stack.enter_context(Session(cfg, experiment, plan.sweep, console, store=claimed))
         store = session.store
         with timings.phase("plan"):
-            todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, now under the driver lock
+            todo = units_to_run(store, plan, retry_errors=retry_errors)  # again, once damaged files are moved aside
         console.print(
             f"[bold]{plan.sweep}[/]: {len(plan.cells)} cells, {len(plan.units)} units, {plan.runs} runs; "
             f"{len(plan.units) - len(todo)} units already recorded, {len(todo)} to run. "

@@ -89,6 +89,10 @@ def preflight(cfg) -> None:
     path = resolve_results_dir(cfg)
     check_results_dir(path)
     check_writable(path)
+    sweep_dir = path / str(cfg.sweep.name)
+    for folder in (sweep_dir, sweep_dir / "runs", sweep_dir / "report"):  # a read-only runs/ of a resumed sweep
+        if folder.is_dir():
+            check_writable(folder)
     check_local_resources(cfg)
     uri = cfg.tracking.get("uri") if cfg.tracking.get("enabled") else None
     if uri:

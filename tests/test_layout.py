@@ -48,6 +48,7 @@ LAYERS = {
     "sweep": 7,
     "search": 7,
     "cli": 8,
+    "console": 9,  # the console scripts' processes: the cli entry points, then the end of the process
 }
 
 

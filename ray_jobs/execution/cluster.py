@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ CONNECT_TIMEOUT_S = 5.0
 #: Ray's connection attempts (one a second) to a cluster whose port answers: a cluster that
 #: refuses the driver (token authentication) is reported after these instead of Ray's 20
 CONNECT_ATTEMPTS = {"RAY_gcs_server_port_wait_time_s": "5"}
+#: seconds a cluster address has to answer the HTTP/2 connection preface of :func:`check_speaks_ray`
+HANDSHAKE_TIMEOUT_S = 2.0
+#: what a gRPC client sends first (RFC 9113, 3.4): the preface, then an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 #: whether the Ray session of this process is one :func:`ray_cluster` opened (and will close)
 _SESSION_OWNED = False
 #: ``cluster.bind`` of a local cluster listening on the loopback interface only
@@ -58,6 +62,59 @@ def check_reachable(address: str, field: str, *, timeout: float = CONNECT_TIMEOU
             f"cannot reach the Ray cluster at {address} ({reason}); start it with "
             f"`ray start --head` (docs/cluster.md) or fix the address",
         ) from None
+
+
+def check_speaks_ray(address: str, field: str, *, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+    """Raise ConfigError unless the server at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``)
+    answers like Ray's GCS (or Ray Client server): gRPC over HTTP/2, whose server answers a
+    client's connection preface with a SETTINGS frame. A plain TCP listener (silent), an
+    HTTP/1.x server or one that closes is refused within ``timeout`` seconds, naming what
+    answered; Ray itself would retry for minutes. Skipped for TLS clusters (``RAY_USE_TLS``)."""
+    target = address[len("ray://") :] if address.startswith("ray://") else address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return
+    answer = b""
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(HTTP2_PREFACE)
+            while not _enough(answer):
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        what = f"no answer in {timeout:g} s" if not answer else f"a partial answer {answer!r}"
+        raise ConfigError(field, _not_ray(address, what)) from None
+    except OSError as exc:
+        if not answer:
+            raise ConfigError(field, _not_ray(address, f"it closed the connection: {exc.strerror or exc}")) from None
+    if _is_settings(answer):
+        return
+    if not answer:
+        raise ConfigError(field, _not_ray(address, "it closed the connection without answering"))
+    text = answer.decode("ascii", "replace")
+    shown = repr(text.splitlines()[0][:60]) if text[:1].isprintable() and text[:1] != " " else answer.hex(" ")
+    raise ConfigError(field, _not_ray(address, f"it answered {shown}"))
+
+
+def _is_settings(answer: bytes) -> bool:
+    """Whether ``answer`` starts with an HTTP/2 frame header (length 3, type 1, flags 1,
+    stream 4 bytes) of a SETTINGS frame (type 4) on stream 0."""
+    return len(answer) >= 9 and answer[3] == 4 and answer[5:9] == bytes(4)
+
+
+def _enough(answer: bytes) -> bool:
+    """Whether ``answer`` tells what answered: a frame header, or a first line (of HTTP/1.x)."""
+    return _is_settings(answer) or (len(answer) >= 9 and (b"\n" in answer or len(answer) >= 80))
+
+
+def _not_ray(address: str, what: str) -> str:
+    return (
+        f"{address} accepted the connection but did not speak Ray's protocol ({what}); "
+        f"give the head's GCS address (`ray start --head` prints it, port 6379 by default) or ray://HOST:10001"
+    )
 
 
 def check_feasible(resources, where: str) -> None:
@@ -102,9 +159,12 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
         packages = Path(__file__).resolve().parents[2]  # the folder holding ray_jobs and landscape_core
         common["runtime_env"] = {"py_modules": [str(packages / "ray_jobs"), str(packages / "landscape_core")]}
     sigterm_handler = signal.getsignal(signal.SIGTERM)
+    stack = ExitStack()
+    stack.enter_context(_no_failure_signal_handler())
     try:
         if address:
             check_reachable(address, field)
+            check_speaks_ray(address, field)
             try:
                 with _environment(CONNECT_ATTEMPTS):
                     ray.init(address=address, **common)
@@ -141,11 +201,12 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
             description = f"local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs), stopped at the end"
             where = "local cluster"
     except SystemExit as exc:  # ray.init's own SIGTERM handler exits while it starts
-        ray.shutdown()
+        _shutdown(sigterm_handler)
         if exc.code == signal.SIGTERM:
             raise KeyboardInterrupt from None
         raise
     finally:
+        stack.close()
         _restore(sigterm_handler)
     global _SESSION_OWNED
     _SESSION_OWNED = True
@@ -155,8 +216,7 @@ def ray_cluster(cluster, console: Console, *, resources=None) -> Iterator[str]:
         yield description
     finally:
         _SESSION_OWNED = False
-        ray.shutdown()
-        _restore(sigterm_handler)  # ray.shutdown resets it as well
+        _shutdown(sigterm_handler)
 
 
 @contextmanager
@@ -169,6 +229,41 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+@contextmanager
+def _no_failure_signal_handler() -> Iterator[None]:
+    """The driver's core worker (created by ray.init) installs no C++ failure-signal handler:
+    ``ray.shutdown`` uninstalls it by setting SIGTERM (with SIGSEGV...) to SIG_DFL below
+    Python, so a SIGTERM during the second of shutdown killed the driver silently (-15).
+    Only this process's constant is changed; the cluster's processes keep theirs."""
+    from ray._private import ray_constants
+
+    previous = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = previous
+
+
+def _shutdown(sigterm_handler) -> None:
+    """``ray.shutdown`` with a SIGTERM held back until it is done (an interrupt in the middle
+    would leave the cluster's processes running), then the driver's handler put back and the
+    held signal delivered to it."""
+    import ray
+
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
+    try:
+        ray.shutdown()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if sigterm_handler is None else sigterm_handler)
+            if held:
+                signal.raise_signal(signal.SIGTERM)
 
 
 def _restore(sigterm_handler) -> None:

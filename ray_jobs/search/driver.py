@@ -47,7 +47,8 @@ from ray_jobs.search.plan import SearchPlan, Setting, plan_search
 from ray_jobs.search.report import SEARCH_MD, TRIALS_CSV, fmt, search_markdown, study_figures, trials_table
 from ray_jobs.search.result import StudyResult
 from ray_jobs.session import Session
-from ray_jobs.validate import preflight
+from ray_jobs.store import ResultsStore
+from ray_jobs.validate import preflight, resolve_results_dir
 
 JOURNAL = "optuna_journal.log"
 #: columns a search adds to the rows it computes
@@ -266,13 +267,17 @@ def run_search_sweep(
         plan = plan_search(cfg)
         preflight(cfg)
     with ExitStack() as stack:
+        claimed = ResultsStore(resolve_results_dir(cfg), plan.sweep)
+        stack.callback(claimed.unclaim)
+        with timings.phase("session_open"):
+            claimed.claim()  # the driver lock first: a second driver is refused before Ray starts
         where = stack.enter_context(
             timings.around(
                 ray_cluster(cfg.cluster, console, resources=cfg.resources), enter="ray_start", leave="ray_stop"
             )
         )  # before anything is written
         with timings.phase("session_open"):
-            session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console))
+            session = stack.enter_context(Session(cfg, plan.experiment, plan.sweep, console, store=claimed))
         journal = session.store.sweep_dir / JOURNAL
         spec = plan.spec
         console.print(

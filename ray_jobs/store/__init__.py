@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import takewhile
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,17 +110,50 @@ class ResultsStore:
         self._manifest: tuple[tuple[int, int] | None, Manifest] | None = None
         #: where the warning line of each file moved to quarantine goes (stderr)
         self.warn: Callable[[str], None] = _warn
+        self._claimed: list[Path] = []  # the lock file and folders :meth:`claim` created, deepest first
+        self.prepared = False
+
+    def claim(self) -> None:
+        """Take the driver lock (ConfigError when another driver holds it), creating the sweep's
+        folder: the first thing a driver does, before Ray starts, so that a second driver is
+        refused in a second. :meth:`unclaim` removes what it created if nothing else is written."""
+        if self.lock.held:
+            return
+        missing = list(takewhile(lambda path: not path.exists(), (self.sweep_dir, *self.sweep_dir.parents)))
+        for attempt in range(3):  # a driver giving up may remove the folder it had just created
+            try:
+                self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError("results_dir", f"cannot create {self.sweep_dir}: {exc.strerror or exc}") from None
+            new_lock = not self.lock.path.exists()
+            try:
+                self.lock.acquire()
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        self._claimed = [self.lock.path] if new_lock else []
+        self._claimed += missing
+
+    def unclaim(self) -> None:
+        """Release the lock; when the invocation ends before :meth:`prepare` (refused or
+        interrupted while Ray starts), first remove the lock file and folders :meth:`claim`
+        created, so that a refusal leaves nothing behind."""
+        if self.lock.held and not self.prepared:
+            for path in self._claimed:
+                try:
+                    path.unlink() if path == self.lock.path else path.rmdir()
+                except OSError:
+                    break
+        self.close()
 
     def prepare(self) -> None:
-        """Take the driver lock (ConfigError when another driver holds it), create the
-        directories, finish what a killed driver or compaction left (:meth:`recover`)."""
-        try:
-            self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError("results_dir", f"cannot create {self.sweep_dir}: {exc.strerror or exc}") from None
-        self.lock.acquire()
+        """Take the driver lock (:meth:`claim`, unless taken), create the directories, finish
+        what a killed driver or compaction left (:meth:`recover`)."""
+        self.claim()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.recover()
+        self.prepared = True
 
     def recover(self) -> None:
         """Under the lock: remove staging files, part files the manifest does not list (a

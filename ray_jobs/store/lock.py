@@ -48,6 +48,14 @@ class DriverLock:
                 f"the sweep {self.path.parent.name!r} under {self.path.parent.parent} is being run by "
                 f"another driver ({who}); wait for it to finish, or give another results_dir",
             ) from None
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:  # removed by a driver that gave up (ResultsStore.unclaim): anew
+            os.close(fd)
+            self.acquire(field=field)
+            return
         holder = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
