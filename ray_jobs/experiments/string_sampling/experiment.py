@@ -68,6 +68,26 @@ def _string_columns() -> dict[str, str]:
 FLOATS = "list<float64>"
 
 
+#: options of the core's ``resolve_options`` that a cell's params carry as they are (the
+#: training and string options come nested, rebuilt by ``core_options``)
+_PLAIN_OPTIONS = (
+    "problem",
+    "threshold",
+    "width",
+    "depth",
+    "activation",
+    "init",
+    "loss",
+    "n_train",
+    "n_test",
+    "input_dim",
+    "teacher_width",
+    "data_seed",
+    "probe_points",
+    "keep_string",
+)
+
+
 class StringSampling(Experiment):
     """Sublevel-set connectivity by Dynamic String Sampling (protocols.md section 4).
 
@@ -96,27 +116,7 @@ class StringSampling(Experiment):
     )
     groups = ()
     #: keys allowed in the experiment group
-    experiment_keys = (
-        "name",
-        "problem",
-        "threshold",
-        "width",
-        "depth",
-        "activation",
-        "init",
-        "loss",
-        "n_train",
-        "n_test",
-        "input_dim",
-        "teacher_width",
-        "data_seed",
-        "probe_points",
-        "keep_string",
-        "endpoint_training",
-        "bead_training",
-        "string",
-        "fail_on_seeds",
-    )
+    experiment_keys = ("name", *_PLAIN_OPTIONS, "endpoint_training", "bead_training", "string", "fail_on_seeds")
     columns = {
         # the pair's endpoints (status, final_loss = the worse endpoint's training loss, iterations
         # = both endpoints' steps, are contract columns)
@@ -337,25 +337,7 @@ class StringSampling(Experiment):
 
         train_fields = [f.name for f in fields(TrainSpec) if f.name != "stop_loss"]
         return {
-            **{
-                key: params[key]
-                for key in (
-                    "problem",
-                    "threshold",
-                    "width",
-                    "depth",
-                    "activation",
-                    "init",
-                    "loss",
-                    "n_train",
-                    "n_test",
-                    "input_dim",
-                    "teacher_width",
-                    "data_seed",
-                    "probe_points",
-                    "keep_string",
-                )
-            },
+            **{key: params[key] for key in _PLAIN_OPTIONS},
             "endpoint_training": {name: params[f"endpoint_{name}"] for name in train_fields},
             "bead_training": {name: params[f"bead_{name}"] for name in train_fields},
             "string": {f.name: params[f"string_{f.name}"] for f in fields(StringSpec) if f.name != "threshold"},
