@@ -109,10 +109,11 @@ def train_curves(
     pair's gradient in its own row). Returns (C (S, P), the last step's sampled loss (S,)).
     """
     S, P = theta_a.shape
-    steps, k = t_draws.shape[1], t_draws.shape[2]
+    steps = t_draws.shape[1]
     vloss = vmap(loss, in_dims=(0,) + (None,) * len(data))
 
     def sampled(bend: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (S, P), (S, k) -> (S,)
+        k = t.shape[-1]
         pts = curve_points(kind, theta_a, bend, theta_b, t)  # (S, k, P)
         return vloss(pts.reshape(S * k, P), *data).reshape(S, k).mean(-1)
 

@@ -93,7 +93,8 @@ def resolve_options(
     ``stop_loss`` (defaults as the string-sampling protocol's: Adam lr 1e-3, 100,000
     steps); ``string``: fields of :class:`StringSpec` but ``threshold``; ``curve``,
     ``plane``: fields of :class:`CurveSpec`, :class:`PlaneSpec`. ``skip_neurons`` (M): the
-    hidden neurons wired to the outputs by ``network="skip"`` (ignored by a plain one). Raises ``OptionError(field, message)``.
+    hidden neurons wired to the outputs by ``network="skip"`` (ignored by a plain one).
+    Raises ``OptionError(field, message)``.
     """
     if problem not in PROBLEMS:
         raise OptionError("problem", f"{problem!r} is not one of {', '.join(PROBLEMS)}")
