@@ -60,7 +60,8 @@ def plot_planes(rows: pd.DataFrame, store, *, keys: tuple[str, ...]) -> list[Pat
         for (s, t), name in (((1, 0), "A"), ((0, 1), "B"), ((0, 0), "C (third)")):
             ax.plot(t, s, "r*", ms=9)
             ax.annotate(name, (t, s), color="white", fontsize=8, xytext=(4, 4), textcoords="offset points")
-        title = ", ".join(f"{k}={row[k]}" for k in keys if k in row) + f", seed {row['seed']}"
+        shown = [k for k in keys if k in row and have[k].nunique() > 1] or [k for k in keys if k in row][:2]
+        title = ", ".join(f"{k} {row[k]}" for k in shown) + f", seed {row['seed']}"
         barrier = row.get("plane_barrier")
         ax.set_title(f"{title}\nplane barrier {barrier:.3g}", fontsize=7)
         ax.set_xlabel("t (weight of B)")
