@@ -271,3 +271,53 @@ def test_report_tables_from_rows():
     assert out["pairs_strung"] == 5
     assert out["mean_bezier_barrier"] == pytest.approx((1e-4 + 2e-4 + 0.1 + 0.2 + 3e-4) / 5)
     assert out["max_bezier_barrier"] == 0.2
+
+
+def test_report_of_in_process_units(tmp_path):
+    """Two cells of the smoke sweep run in this process (tiny budget), written as the
+    service writes fragments, reported: the three tables, pairs.csv, the planes and the
+    barrier figure, the counts equal to the rows'."""
+    from ray_jobs.config import compose_config
+    from ray_jobs.experiments.registry import get_layout
+    from ray_jobs.plan import plan_sweep
+    from ray_jobs.report import build_report
+    from ray_jobs.store import ResultsStore, columns_of, unit_table
+    from ray_jobs.validate import validate
+
+    cheap = ["experiment.string.max_rounds=1", "experiment.curve.steps=5", "experiment.plane.points=5"]
+    cheap += ["experiment.plane.low=-1.0", "experiment.plane.high=1.0", "experiment.n_test=10"]
+    cheap += ["sweep.grid.threshold=[0.03]", "experiment.n_train=12"]
+    cfg = compose_config(["sweep=mode_connectivity_smoke", *cheap])
+    experiment, cells = validate(cfg)
+    plan = plan_sweep(cfg, experiment.name, cells)
+    store = ResultsStore(tmp_path, plan.sweep)
+    store.prepare()
+    units = [u for u in plan.units if u.cell.params["width"] == 8]  # plain and skip, width 8
+    for unit in units:
+        records = experiment.run(unit.cell.params, list(unit.seeds), "cpu")
+        table = unit_table(
+            unit,
+            columns_of(records),
+            experiment=experiment.name,
+            column_types=experiment.columns,
+            sweep=plan.sweep,
+            code_version="test",
+        )
+        store.write_fragment(unit.unit_id, table)
+    store.close()
+    layout = get_layout(experiment, {})
+    report = build_report(store, layout, sweep=plan.sweep, confidence=0.99, reference=None, figure=True)
+    for heading in ("Agreement with Dynamic String Sampling", "Conjecture V.3"):
+        assert heading in report.markdown
+    rows = pd.read_parquet(tmp_path / plan.sweep / "runs")
+    pairs = pd.read_csv(store.report_dir / "pairs.csv")
+    assert len(pairs) == len(rows) == 4 and sorted(pairs["network"].unique()) == ["plain", "skip"]
+    for network, row in report.table.set_index("network").iterrows():
+        mine = rows[(rows["network"] == network) & (rows["status"] == "global")]
+        assert row["n_bezier_connected"] == int(mine["bezier_connected"].sum())
+        both = int((mine["bezier_connected"] & mine["dss_connected"]).sum())
+        assert row["n_both_connected"] == both
+        assert row["mean_segment_barrier"] == pytest.approx(mine["segment_barrier"].mean())
+    planes = pd.read_csv(store.report_dir / "planes.csv")
+    assert len(planes) == 2 and all((store.report_dir / name).exists() for name in planes["file"])
+    assert (store.report_dir / "connectivity.csv").exists()
