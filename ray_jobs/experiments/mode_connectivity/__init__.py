@@ -1,0 +1,1 @@
+"""Mode connectivity by trained Bezier / polygonal curves (survey V-B, Conjectures V.3 / V.4)."""
