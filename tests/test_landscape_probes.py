@@ -219,3 +219,29 @@ def test_service_refuses_the_grid_in_one_line():
     cfg = compose_config(["sweep=landscape_probes_smoke", "sweep.grid.probe=[curve]"])
     with pytest.raises(ConfigError, match="sweep.grid.probe: unknown probe 'curve'; allowed: interpolation, slice"):
         validate(cfg)
+
+
+def test_report_thresholds_c1_c2_and_tables():
+    import pandas as pd
+
+    from ray_jobs.experiments.landscape_probes.layout import by_width, probes_markdown, thresholds, width_threshold
+
+    assert width_threshold([4, 8, 16, 32], [0.5, 1.0, 0.9, 1.0], 0.95) == 32  # 16 dips below: not from 8 on
+    assert width_threshold([4, 8, 16], [0.96, 0.97, 1.0], 0.95) == 4
+    assert width_threshold([4, 8], [1.0, 0.5], 0.95) is None
+    rows = []
+    for arch, fractions in (("plain", [0.2, 0.6, 0.95, 1.0]), ("skip", [0.5, 1.0, 1.0, 1.0])):
+        for width, frac in zip([4, 8, 16, 32], fractions):
+            for probe in ("slice", "interpolation"):
+                rows.append(
+                    dict(probe=probe, data="random_labels", optimizer="lbfgs", architecture=arch, activation="tanh",
+                         depth=2, n_samples=16, width=width, runs=20, frac_basin_free=frac, frac_basin_free_lo=0.0,
+                         frac_basin_free_hi=1.0, frac_monotone=1 - frac, frac_monotone_lo=0.0, frac_monotone_hi=1.0,
+                         frac_trained_global=1.0, errors=0)
+                )  # fmt: skip
+    table = pd.DataFrame(rows)
+    limits = thresholds(table)
+    assert limits[["c1_plain", "c2_skip"]].values.tolist() == [[16, 8]]
+    assert by_width(table, "monotone", "interpolation")["8"].tolist() == [0.4, 0.0]
+    text = probes_markdown(table, sweep="t", confidence=0.95)
+    assert "| random_labels | lbfgs | tanh | 2 | 16 | 16 | 8 | 4,8,16,32 |" in text
