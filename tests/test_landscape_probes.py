@@ -245,3 +245,34 @@ def test_report_thresholds_c1_c2_and_tables():
     assert by_width(table, "monotone", "interpolation")["8"].tolist() == [0.4, 0.0]
     text = probes_markdown(table, sweep="t", confidence=0.95)
     assert "| random_labels | lbfgs | tanh | 2 | 16 | 16 | 8 | 4,8,16,32 |" in text
+
+
+def test_figures_from_rows(tmp_path):
+    """The report's figures from real rows of both probes (a stand-in for the results store:
+    the figures read only its schema, its rows and its report directory)."""
+    import pyarrow as pa
+
+    from ray_jobs.experiments.landscape_probes.figures import probe_figures
+
+    opts = dict(width=4, depth=2, activation="tanh", n_samples=6, data={"name": "random_labels", "input_dim": 2},
+                optimizer={"name": "lbfgs", "max_iterations": 5}, surface={"grid": 5, "points": 7})  # fmt: skip
+    rows = []
+    for probe in ("interpolation", "slice"):
+        rows += [
+            {**r, "cell_id": probe} for r in run_landscape_probes(resolve_options(**opts, probe=probe), seeds=[0, 1])
+        ]
+    keys = sorted({key for row in rows for key in row})
+    table = pa.Table.from_pylist([{key: row.get(key) for key in keys} for row in rows])
+
+    class Store:
+        report_dir = tmp_path
+
+        def schema(self):
+            return table.schema
+
+        def read(self, columns):
+            return table.select(columns)
+
+    paths = probe_figures(Store(), sweep="t")
+    assert sorted(p.name for p in paths) == ["interpolation_plain_tanh.png", "slice_plain_tanh.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -82,7 +82,8 @@ def probe_figures(store: ResultsStore, *, sweep: str) -> list[Path]:
 
 
 def _plot_curves(ax, cell: pd.DataFrame) -> None:
-    for record in cell.to_dict("records"):
+    records = cell.to_dict("records")
+    for record in sorted(records, key=lambda r: bool(r.get("monotone"))):  # monotone (grey) drawn last, on top
         curve = record.get("interp_curve")
         if curve is None or len(curve) < 2 or not curve[0]:
             continue
