@@ -5,6 +5,7 @@ created atomically under a lock, and the tag names and limits the runs share
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import urllib.error
@@ -12,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.errors import ConfigError
+from ray_jobs.errors import STORAGE_ERRNOS, STORAGE_MESSAGES, ConfigError, StorageError
 
 PARENT_TAG = "landscape.role"
 MAX_PARAM_LENGTH = 6000
@@ -86,6 +87,44 @@ def check_server(uri: str, *, timeout: float = SERVER_TIMEOUT_S) -> None:
     )
 
 
+def store_location(uri: str) -> str:
+    """What a storage fault of the tracking store ``uri`` names: the sqlite file, else the URI."""
+    return uri.split("sqlite:///", 1)[1] if uri.startswith("sqlite:///") else uri
+
+
+class NamedStoreClient:
+    """An MlflowClient (every method and attribute passed through) whose storage faults name
+    their path: sqlite's "database or disk is full" (and the other
+    :data:`~ray_jobs.errors.STORAGE_MESSAGES`, which name no file) becomes
+    :class:`~ray_jobs.errors.StorageError` naming ``store`` (the sqlite file, or the server's
+    URI); a file-system fault without a file name (an artifact copied by ``shutil``) names
+    ``artifacts`` (the artifact location). Other exceptions pass unchanged."""
+
+    def __init__(self, client: Any, store: str, artifacts: str | None = None):
+        self._client, self._store, self._artifacts = client, store, artifacts or store
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno not in STORAGE_ERRNOS or exc.filename:
+                    raise
+                raise StorageError(self._artifacts, exc.strerror or STORAGE_ERRNOS[exc.errno]) from exc
+            except Exception as exc:
+                found = next((message for message in STORAGE_MESSAGES if message in str(exc)), None)
+                if found is None:
+                    raise
+                raise StorageError(self._store, f"{found} (the MLflow store)") from exc
+
+        return call
+
+
 class _FileLock:
     """``flock`` on ``path`` for the duration of a ``with`` block (blocking)."""
 
@@ -117,7 +156,7 @@ def ensure_sqlite_store(results_dir: Path) -> None:
         for stale in results_dir.glob(".mlflow.db.*.init*"):  # the staging file and its sqlite journal
             stale.unlink(missing_ok=True)
         staging = results_dir / f".mlflow.db.{os.getpid()}.init"
-        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
+        client = NamedStoreClient(MlflowClient(tracking_uri=f"sqlite:///{staging}"), str(database))
         client.search_experiments(max_results=1)  # creates the schema and runs every migration
         _dispose_engines()
         os.replace(staging, database)
