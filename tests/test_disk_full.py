@@ -32,8 +32,10 @@ from tests.conftest import TINY_SWEEP, children_of, mlflow_client, run_cli
 from tests.test_driver_kills import VOLATILE
 from tests.test_faults import needs_mount
 
-#: metrics of a cell's child that differ between two runs of the same rows (none so far)
-VOLATILE_METRICS: set[str] = set()
+
+def stable(metrics: dict[str, float]) -> dict[str, float]:
+    """A child's metrics but those of the runs' wall times (they differ between two runs of a unit)."""
+    return {key: value for key, value in metrics.items() if "wall_s" not in key}
 
 
 def cell_children(results: Path) -> dict[str, list]:
@@ -57,17 +59,13 @@ def assert_children_complete(results: Path, want: dict[str, dict]) -> None:
         assert len(runs) == 1, f"cell {cell}: {len(runs)} children"
         child = runs[0]
         assert child.info.status == "FINISHED", (cell, child.info.status)
-        metrics = {key: value for key, value in child.data.metrics.items() if key not in VOLATILE_METRICS}
-        assert metrics == want[cell]["metrics"], cell
+        assert stable(child.data.metrics) == want[cell]["metrics"], cell
         assert child.data.params == want[cell]["params"], cell
 
 
 def children_snapshot(results: Path) -> dict[str, dict]:
     return {
-        cell: {
-            "metrics": {k: v for k, v in runs[0].data.metrics.items() if k not in VOLATILE_METRICS},
-            "params": runs[0].data.params,
-        }
+        cell: {"metrics": stable(runs[0].data.metrics), "params": runs[0].data.params}
         for cell, runs in cell_children(results).items()
     }
 
@@ -103,6 +101,13 @@ def test_a_child_left_running_without_metrics_is_completed_by_the_rerun_not_dupl
     assert mlflow_client(results).get_run(first.parent_run_id).info.status == "FINISHED"
 
 
+def _on(client, store: str, artifacts: str | None = None) -> NamedStoreClient:
+    """A NamedStoreClient around ``client`` (not an MlflowClient)."""
+    named = NamedStoreClient.__new__(NamedStoreClient)
+    named._client, named._store, named._artifacts = client, store, artifacts or store
+    return named
+
+
 class _Failing:
     """A stand-in MlflowClient whose calls raise ``exc``."""
 
@@ -128,7 +133,7 @@ class _Failing:
     ],
 )
 def test_mlflow_storage_faults_name_the_store_or_the_artifacts(exc, line):
-    client = NamedStoreClient(_Failing(exc), "/r/mlflow.db", "/r/mlartifacts/x")
+    client = _on(_Failing(exc), "/r/mlflow.db", "/r/mlartifacts/x")
     assert client.tracking_uri == "sqlite:////r/mlflow.db"  # attributes pass through
     with pytest.raises(BaseException) as raised:
         client.log_batch("run")
@@ -139,8 +144,38 @@ def test_mlflow_storage_faults_name_the_store_or_the_artifacts(exc, line):
 def test_other_mlflow_errors_pass_unchanged():
     exc = ValueError("RESOURCE_DOES_NOT_EXIST: run x")
     with pytest.raises(ValueError) as raised:
-        NamedStoreClient(_Failing(exc), "/r/mlflow.db").log_batch("run")
+        _on(_Failing(exc), "/r/mlflow.db").log_batch("run")
     assert raised.value is exc
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs filled to the last block with ``dd``; unmounted at the end."""
+    mountpoint = tmp_path / "full"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)], check=True)
+    (mountpoint / "results" / "smoke").mkdir(parents=True)
+    subprocess.run(["dd", "if=/dev/zero", f"of={mountpoint / 'filler'}", "bs=4k"], capture_output=True)
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@needs_mount
+def test_the_lock_file_and_a_figure_on_a_full_disk_name_their_path(full_disk):
+    from ray_jobs.errors import ConfigError
+    from ray_jobs.report.figures import pyplot, save_figure
+    from ray_jobs.store import ResultsStore
+
+    store = ResultsStore(full_disk / "results", "smoke")
+    with pytest.raises(ConfigError) as refused:  # exit 2: before anything else is written
+        store.claim()
+    lock = full_disk / "results" / "smoke" / ".driver.lock"
+    assert str(refused.value) == f"results_dir: cannot write {lock}: No space left on device"
+    assert not lock.exists() and not store.lock.held
+    figure = full_disk / "results" / "smoke" / "report" / "f.png"
+    with pytest.raises(StorageError) as stopped:
+        save_figure(pyplot().figure(figsize=(2, 2)), figure)
+    assert storage_fault(stopped.value) == f"cannot write {figure}: No space left on device"
 
 
 # --- the fault for real --------------------------------------------------------------------

@@ -92,37 +92,44 @@ def store_location(uri: str) -> str:
     return uri.split("sqlite:///", 1)[1] if uri.startswith("sqlite:///") else uri
 
 
-class NamedStoreClient:
-    """An MlflowClient (every method and attribute passed through) whose storage faults name
-    their path: sqlite's "database or disk is full" (and the other
-    :data:`~ray_jobs.errors.STORAGE_MESSAGES`, which name no file) becomes
-    :class:`~ray_jobs.errors.StorageError` naming ``store`` (the sqlite file, or the server's
-    URI); a file-system fault without a file name (an artifact copied by ``shutil``) names
-    ``artifacts`` (the artifact location). Other exceptions pass unchanged."""
+def _naming(function: Any, store: str, artifacts: str) -> Any:
+    """``function`` raising :class:`~ray_jobs.errors.StorageError` for a storage fault: sqlite's
+    messages (:data:`~ray_jobs.errors.STORAGE_MESSAGES`, which name no file) naming ``store``,
+    a file-system fault that names no file naming ``artifacts``; other exceptions unchanged."""
 
-    def __init__(self, client: Any, store: str, artifacts: str | None = None):
-        self._client, self._store, self._artifacts = client, store, artifacts or store
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS or exc.filename:
+                raise
+            raise StorageError(artifacts, exc.strerror or STORAGE_ERRNOS[exc.errno]) from exc
+        except Exception as exc:
+            found = next((message for message in STORAGE_MESSAGES if message in str(exc)), None)
+            if found is None:
+                raise
+            raise StorageError(store, f"{found} (the MLflow store)") from exc
+
+    return call
+
+
+class NamedStoreClient:
+    """An MlflowClient on ``tracking_uri`` (every method and attribute passed through) whose
+    storage faults name their path (:func:`_naming`): ``store`` (the sqlite file, or the
+    server's URI) for sqlite's "database or disk is full", ``artifacts`` (the artifact location)
+    for a file-system fault naming no file (an artifact copied by ``shutil``). Its creation is
+    covered too: MLflow creates and migrates a sqlite store when the client is made."""
+
+    def __init__(self, tracking_uri: str, store: str, artifacts: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self._store, self._artifacts = store, artifacts or store
+        self._client = _naming(MlflowClient, self._store, self._artifacts)(tracking_uri=tracking_uri)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
-        if not callable(attribute):
-            return attribute
-
-        @functools.wraps(attribute)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attribute(*args, **kwargs)
-            except OSError as exc:
-                if exc.errno not in STORAGE_ERRNOS or exc.filename:
-                    raise
-                raise StorageError(self._artifacts, exc.strerror or STORAGE_ERRNOS[exc.errno]) from exc
-            except Exception as exc:
-                found = next((message for message in STORAGE_MESSAGES if message in str(exc)), None)
-                if found is None:
-                    raise
-                raise StorageError(self._store, f"{found} (the MLflow store)") from exc
-
-        return call
+        return _naming(attribute, self._store, self._artifacts) if callable(attribute) else attribute
 
 
 class _FileLock:
@@ -144,7 +151,6 @@ class _FileLock:
 def ensure_sqlite_store(results_dir: Path) -> None:
     """Create ``<results_dir>/mlflow.db`` if missing, atomically: migrate a staging database,
     then rename it into place (under ``.mlflow.lock``; leftovers of killed drivers removed)."""
-    from mlflow.tracking import MlflowClient
 
     results_dir = Path(results_dir).resolve()
     database = results_dir / "mlflow.db"
@@ -156,8 +162,13 @@ def ensure_sqlite_store(results_dir: Path) -> None:
         for stale in results_dir.glob(".mlflow.db.*.init*"):  # the staging file and its sqlite journal
             stale.unlink(missing_ok=True)
         staging = results_dir / f".mlflow.db.{os.getpid()}.init"
-        client = NamedStoreClient(MlflowClient(tracking_uri=f"sqlite:///{staging}"), str(database))
-        client.search_experiments(max_results=1)  # creates the schema and runs every migration
+        try:  # creating the client creates the schema and runs every migration
+            NamedStoreClient(f"sqlite:///{staging}", str(database)).search_experiments(max_results=1)
+        except StorageError:  # a full disk: its space back (the message names the database)
+            _dispose_engines()
+            for partial in results_dir.glob(f"{staging.name}*"):
+                partial.unlink(missing_ok=True)
+            raise
         _dispose_engines()
         os.replace(staging, database)
 

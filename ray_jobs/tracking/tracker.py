@@ -44,7 +44,7 @@ class SweepTracker:
     """Parent/child MLflow runs of one sweep invocation (the MlflowClient API, no global state)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None):
-        from mlflow.tracking import MlflowClient
+        import mlflow.tracking  # noqa: F401
 
         for name in ("mlflow", "alembic"):  # after the import: mlflow configures its logger on import
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -53,7 +53,7 @@ class SweepTracker:
 
         self.tracking_uri = tracking_uri
         artifacts = artifact_location.removeprefix("file://") if artifact_location else None
-        self.client = NamedStoreClient(MlflowClient(tracking_uri=tracking_uri), store_location(tracking_uri), artifacts)
+        self.client = NamedStoreClient(tracking_uri, store_location(tracking_uri), artifacts)
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
