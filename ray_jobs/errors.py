@@ -57,7 +57,8 @@ def storage_fault(exc: BaseException) -> str | None:
     ``__context__``: a fault while handling the first one) is a storage fault: a
     :class:`StorageError`, an OSError with ENOSPC / EROFS / EDQUOT, or sqlite's full-disk /
     read-only messages as MLflow re-raises them; None otherwise. The earliest file-system
-    fault of the chain is named (the fragment path rather than the MLflow store)."""
+    fault of the chain naming a file is named (the fragment path rather than the MLflow store;
+    the path a :class:`StorageError` gives to an OSError that named none)."""
     chain: list[BaseException] = []
     seen: set[int] = set()
     link: BaseException | None = exc
@@ -65,12 +66,16 @@ def storage_fault(exc: BaseException) -> str | None:
         seen.add(id(link))
         chain.append(link)
         link = link.__cause__ or link.__context__
+    unnamed = None  # a fault naming no file: said only when no fault of the chain names one
     for exc in reversed(chain):
         if isinstance(exc, StorageError):
             return str(exc)
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-            where = f" {exc.filename}" if exc.filename else ""
-            return f"cannot write{where}: {exc.strerror or STORAGE_ERRNOS[exc.errno]}"
+            if exc.filename:
+                return f"cannot write {exc.filename}: {exc.strerror or STORAGE_ERRNOS[exc.errno]}"
+            unnamed = unnamed or f"cannot write: {exc.strerror or STORAGE_ERRNOS[exc.errno]}"
+    if unnamed is not None:
+        return unnamed
     for exc in chain:
         for message in STORAGE_MESSAGES:
             if message in str(exc):

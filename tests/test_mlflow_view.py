@@ -178,6 +178,26 @@ def test_the_cells_view_shows_the_last_parents_children_with_axes_and_interval_m
     assert again.client.get_experiment(again.experiment_id).tags[NOTE_TAG] == "my own notes"
 
 
+def test_children_left_running_under_a_parent_not_continued_are_marked_killed(store, tmp_path):
+    """A child a stopped driver left RUNNING (a full disk between MLflow's calls) under a parent
+    the next invocation does not continue (other parameters) is marked KILLED by it."""
+    tracker = tracker_on(store, "orphans")
+    tracker.start("s@1", {"cells": 2, "results_dir": str(tmp_path)}, {"sweep": "s"})
+    old = tracker.parent_run_id
+    done = tracker.log_cell("k=1", {"k": 1}, {"runs": 1}, {"cell_id": "c1", "sweep": "s"})
+    stuck = tracker.client.create_run(
+        tracker.experiment_id, tags={"mlflow.parentRunId": old, "landscape.role": "cell", "cell_id": "c2", "sweep": "s"}
+    ).info.run_id
+    tracker.finish("FAILED")
+    again = tracker_on(store, "orphans")
+    again.start("s@2", {"cells": 2, "results_dir": str(tmp_path), "other": 1}, {"sweep": "s"})  # not continued
+    assert again.parent_run_id != old and not again.logged_cells and not again.unfinished
+    assert again.client.get_run(stuck).info.status == "KILLED"
+    assert again.client.get_run(done).info.status == "FINISHED"
+    again.log_cell("k=2", {"k": 2}, {"runs": 1}, {"cell_id": "c2", "sweep": "s"})
+    assert again.children == 1
+
+
 def test_figures_are_logged_as_images_too_once_per_run(store, tmp_path):
     import matplotlib
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -65,9 +66,11 @@ class DriverLock:
         try:
             with open(self.path, "w") as handle:
                 handle.write(json.dumps(holder))
-        except OSError:
+        except OSError as exc:  # a full or read-only disk: refused before anything else, naming the file
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # under the flock: a driver that opened it meanwhile takes a new one
             os.close(fd)
-            raise
+            raise ConfigError(field, f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._fd = fd
 
     @property

@@ -16,7 +16,10 @@ do not race the migrations. A server is asked for ``/health`` first (a few secon
 unreachable one is a one-line error before anything is written. A parent left ``RUNNING``
 by a killed driver of the same sweep and results directory is marked ``KILLED`` by the
 next invocation, which continues it (same parameters) instead of opening another parent:
-cells already logged there are not logged twice.
+cells already logged there are not logged twice, and a child an earlier driver left RUNNING
+or without metrics (a full disk between MLflow's calls) is completed, not created again;
+children left RUNNING under parents not continued are marked KILLED. MLflow's storage
+faults (sqlite's "database or disk is full") name the sqlite file or the artifact folder.
 
 UI: an invocation that ends normally saves the experiment's view ``Cells of the latest run``
 (its children flat, the swept axes and the metrics with an interval as columns; :func:`view_path`),

@@ -5,6 +5,7 @@ created atomically under a lock, and the tag names and limits the runs share
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import urllib.error
@@ -12,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.errors import ConfigError
+from ray_jobs.errors import STORAGE_ERRNOS, STORAGE_MESSAGES, ConfigError, StorageError
 
 PARENT_TAG = "landscape.role"
 MAX_PARAM_LENGTH = 6000
@@ -86,6 +87,51 @@ def check_server(uri: str, *, timeout: float = SERVER_TIMEOUT_S) -> None:
     )
 
 
+def store_location(uri: str) -> str:
+    """What a storage fault of the tracking store ``uri`` names: the sqlite file, else the URI."""
+    return uri.split("sqlite:///", 1)[1] if uri.startswith("sqlite:///") else uri
+
+
+def _naming(function: Any, store: str, artifacts: str) -> Any:
+    """``function`` raising :class:`~ray_jobs.errors.StorageError` for a storage fault: sqlite's
+    messages (:data:`~ray_jobs.errors.STORAGE_MESSAGES`, which name no file) naming ``store``,
+    a file-system fault that names no file naming ``artifacts``; other exceptions unchanged."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS or exc.filename:
+                raise
+            raise StorageError(artifacts, exc.strerror or STORAGE_ERRNOS[exc.errno]) from exc
+        except Exception as exc:
+            found = next((message for message in STORAGE_MESSAGES if message in str(exc)), None)
+            if found is None:
+                raise
+            raise StorageError(store, f"{found} (the MLflow store)") from exc
+
+    return call
+
+
+class NamedStoreClient:
+    """An MlflowClient on ``tracking_uri`` (every method and attribute passed through) whose
+    storage faults name their path (:func:`_naming`): ``store`` (the sqlite file, or the
+    server's URI) for sqlite's "database or disk is full", ``artifacts`` (the artifact location)
+    for a file-system fault naming no file (an artifact copied by ``shutil``). Its creation is
+    covered too: MLflow creates and migrates a sqlite store when the client is made."""
+
+    def __init__(self, tracking_uri: str, store: str, artifacts: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self._store, self._artifacts = store, artifacts or store
+        self._client = _naming(MlflowClient, self._store, self._artifacts)(tracking_uri=tracking_uri)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        return _naming(attribute, self._store, self._artifacts) if callable(attribute) else attribute
+
+
 class _FileLock:
     """``flock`` on ``path`` for the duration of a ``with`` block (blocking)."""
 
@@ -105,7 +151,6 @@ class _FileLock:
 def ensure_sqlite_store(results_dir: Path) -> None:
     """Create ``<results_dir>/mlflow.db`` if missing, atomically: migrate a staging database,
     then rename it into place (under ``.mlflow.lock``; leftovers of killed drivers removed)."""
-    from mlflow.tracking import MlflowClient
 
     results_dir = Path(results_dir).resolve()
     database = results_dir / "mlflow.db"
@@ -117,8 +162,13 @@ def ensure_sqlite_store(results_dir: Path) -> None:
         for stale in results_dir.glob(".mlflow.db.*.init*"):  # the staging file and its sqlite journal
             stale.unlink(missing_ok=True)
         staging = results_dir / f".mlflow.db.{os.getpid()}.init"
-        client = MlflowClient(tracking_uri=f"sqlite:///{staging}")
-        client.search_experiments(max_results=1)  # creates the schema and runs every migration
+        try:  # creating the client creates the schema and runs every migration
+            NamedStoreClient(f"sqlite:///{staging}", str(database)).search_experiments(max_results=1)
+        except StorageError:  # a full disk: its space back (the message names the database)
+            _dispose_engines()
+            for partial in results_dir.glob(f"{staging.name}*"):
+                partial.unlink(missing_ok=True)
+            raise
         _dispose_engines()
         os.replace(staging, database)
 

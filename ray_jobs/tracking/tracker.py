@@ -26,11 +26,13 @@ from ray_jobs.tracking.backend import (
     RESUMED_TAG,
     UI_MAX_RUNS,
     VIEW_TAG,
+    NamedStoreClient,
     _metric_value,
     check_server,
     default_tracking_uri,
     ensure_sqlite_store,
     latest_path,
+    store_location,
     view_path,
 )
 
@@ -42,7 +44,7 @@ class SweepTracker:
     """Parent/child MLflow runs of one sweep invocation (the MlflowClient API, no global state)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None):
-        from mlflow.tracking import MlflowClient
+        import mlflow.tracking  # noqa: F401
 
         for name in ("mlflow", "alembic"):  # after the import: mlflow configures its logger on import
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -50,7 +52,8 @@ class SweepTracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        artifacts = artifact_location.removeprefix("file://") if artifact_location else None
+        self.client = NamedStoreClient(tracking_uri, store_location(tracking_uri), artifacts)
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
@@ -68,6 +71,7 @@ class SweepTracker:
             )  # the UI's runs table, not its GenAI view
         self.parent_run_id: str | None = None
         self.logged_cells: set[str] = set()  # cell ids with a child under the parent (a continued parent has some)
+        self.unfinished: dict[str, str] = {}  # cell id -> its child an earlier invocation left unfinished
         self.failed_reason: str | None = None
         self.children = 0  # child runs under the parent (a continued parent's included)
         self.where = ("", "")  # (sweep, results_dir) of the invocation, for the warning
@@ -116,11 +120,15 @@ class SweepTracker:
         results directory when it was interrupted (KILLED, FAILED, or RUNNING with its driver
         gone: the caller holds the sweep's driver lock) and has the same parameters.
 
-        Parents left RUNNING are first marked KILLED."""
+        Parents left RUNNING are first marked KILLED, and so are children left RUNNING under
+        parents not continued. A continued parent's children that are not FINISHED with
+        metrics (a driver stopped between creating one and ending it: a full disk) are
+        completed by :meth:`log_cell` when their cell is logged: no second child."""
         from mlflow.entities import RunStatus
 
         sweep, results_dir = tags.get("sweep", ""), str(params.get("results_dir", ""))
         self.where = (sweep, results_dir)
+        self.parent_run_id, self.logged_cells, self.unfinished, self.children = None, set(), {}, 0
         self.warn_many_runs(int(params.get("cells", 0)))
         parents = self._parents(sweep, results_dir)
         for run in parents:
@@ -133,18 +141,39 @@ class SweepTracker:
             self.parent_run_id = last.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, RESUMED_TAG, str(int(last.data.tags.get(RESUMED_TAG, "0")) + 1))
+        self._end_unfinished_children(sweep, {run.info.run_id for run in parents} - {self.parent_run_id})
+        if self.parent_run_id is not None:
             children = self.client.search_runs(
                 [self.experiment_id],
                 max_results=50000,
                 filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
             )
-            self.logged_cells = {run.data.tags["cell_id"] for run in children if "cell_id" in run.data.tags}
+            for child in children:  # finished: status FINISHED and metrics (an earlier driver may have stopped
+                # between creating the child, logging its params, its metrics and ending it: a full disk)
+                cell = child.data.tags.get("cell_id")
+                if cell is not None and child.info.status == "FINISHED" and child.data.metrics:
+                    self.logged_cells.add(cell)
+                    self.unfinished.pop(cell, None)
+                elif cell is not None and cell not in self.logged_cells:
+                    self.unfinished[cell] = child.info.run_id  # log_cell completes it
             self.children = len(children)
             return self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={PARENT_TAG: "sweep", **tags})
         self.parent_run_id = run.info.run_id
         self._log(self.parent_run_id, params=params)
         return self.parent_run_id
+
+    def _end_unfinished_children(self, sweep: str, parents: set[str]) -> None:
+        """Mark KILLED (tag ``landscape.ended_by``) the children left RUNNING under ``parents``,
+        earlier parents of the sweep this invocation does not continue (their cells get a
+        child under this invocation's parent)."""
+        if not parents:
+            return
+        query = f"attributes.status = 'RUNNING' and tags.sweep = '{sweep}'"
+        for run in self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000):
+            if run.data.tags.get("mlflow.parentRunId") in parents:
+                self.client.set_tag(run.info.run_id, "landscape.ended_by", "a later invocation (its driver was gone)")
+                self.client.set_terminated(run.info.run_id, "KILLED")
 
     def log_cell(
         self,
@@ -170,18 +199,20 @@ class SweepTracker:
                 if key in axes and isinstance(value, int | float) and not isinstance(value, bool)
             },
         }
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={"mlflow.parentRunId": self.parent_run_id, PARENT_TAG: kind, **tags},
-        )
-        self._log(run.info.run_id, params=params, metrics=metrics)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
+        run_id = self.unfinished.pop(tags["cell_id"], None) if "cell_id" in tags else None
+        if run_id is None:  # else: the cell's child an earlier invocation left unfinished, completed here
+            run_id = self.client.create_run(
+                self.experiment_id,
+                run_name=run_name,
+                tags={"mlflow.parentRunId": self.parent_run_id, PARENT_TAG: kind, **tags},
+            ).info.run_id
+            self.children += 1
+        self._log(run_id, params=params, metrics=metrics)  # params already there: the same values (allowed)
+        self.client.set_terminated(run_id, "FINISHED")
         if "cell_id" in tags:
             self.logged_cells.add(tags["cell_id"])
-        self.children += 1
         self.warn_many_runs(self.children)
-        return run.info.run_id
+        return run_id
 
     def warn_many_runs(self, runs: int) -> None:
         """Once per invocation, when ``runs`` child runs (cells, trials) exceed what the UI
