@@ -152,8 +152,9 @@ class SpuriousProver:
         # Scheduling only (never part of a proof): do not certify a new ball for a run whose minimum
         # cannot pass the float64 floor (estimated > grad_tol, or a kept ball of it failed there: a new
         # ball of the same minimum has the same floor). On for the 2021 Frobenius norm, where
-        # grad_tol / c_norm is ~800x smaller than in 2018 and the floor binds at most minima of
-        # k >= 13 (each certificate ~1 s); off for the 2018 norm, whose pinned results stay as they were
+        # grad_tol / c_norm is ~160x smaller than in 2018 and the floor fails at many minima from k = 13
+        # on (a third of the spurious runs there; each certificate ~1 s); off for the 2018 norm, whose
+        # pinned results stay as they were
         self.skip_hopeless = protocol.stopping_norm == "frobenius"
 
     # -- the ball ------------------------------------------------------------------
