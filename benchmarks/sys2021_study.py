@@ -9,7 +9,9 @@ global % vs k for both.
 Each argument is a sweep directory (``<results_dir>/<sweep>``) whose report was written
 (``report/table.csv``, the report's columns ``k``, ``n``, ``runs``, ``frac_global`` and its
 ``_lo`` / ``_hi``, ``frac_spurious``, ``frac_certified_spurious``, ``n_families``,
-``frac_not_converged``, ``frac_diverged``, ``iterations_mean``, ``wall_s``).
+``frac_not_converged``, ``frac_diverged``, ``iterations_mean``, ``wall_s``). ``--compare-2018``:
+report tables of our 2018 reproductions (Table 1, n = k; Table 2, n = k + 1; step 0.1, 1,000 seeds,
+the same initial points seed for seed): their global % beside each (k, n), and in the figure.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def read(sweep_dirs: list[Path]) -> pd.DataFrame:
     return table
 
 
+def with_2018(table: pd.DataFrame, paths: list[Path]) -> pd.DataFrame:
+    """``table`` with ``global_2018`` (the 2018 reproduction's frac_global at the same (k, n), NaN
+    where it has none)."""
+    old = pd.concat([pd.read_csv(path)[["k", "n", "frac_global"]] for path in paths], ignore_index=True)
+    old = old.rename(columns={"frac_global": "global_2018"}).drop_duplicates(["k", "n"])
+    return table.merge(old, on=["k", "n"], how="left")
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     out = table.assign(
         **{
@@ -57,7 +67,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "wall_s": table["wall_s"].round(0).astype(int),
         }
     )
-    return out[list(COLUMNS)].rename(columns=COLUMNS)
+    columns = dict(COLUMNS)
+    if "global_2018" in table:
+        out["global_2018"] = (100 * table["global_2018"]).round(1)
+        columns["global_2018"] = "2018 reproduction: global %"
+    return out[list(columns)].rename(columns=columns)
 
 
 def figure(table: pd.DataFrame, path: Path) -> None:
@@ -73,11 +87,14 @@ def figure(table: pd.DataFrame, path: Path) -> None:
             continue
         g = 100 * rows["frac_global"]
         err = [g - 100 * rows["frac_global_lo"], 100 * rows["frac_global_hi"] - g]
-        axis.errorbar(rows["k"], g, yerr=err, marker="o", capsize=3, label=label)
+        line = axis.errorbar(rows["k"], g, yerr=err, marker="o", capsize=3, label=f"{label}, 2021 (step 5/k)")
+        if "global_2018" in rows and rows["global_2018"].notna().any():
+            axis.plot(rows["k"], 100 * rows["global_2018"], "x--", color=line[0].get_color(), alpha=0.6,
+                      label=f"{label}, our 2018 reproduction (step 0.1)")  # fmt: skip
     axis.set_xlabel("k (teacher neurons)")
     axis.set_ylabel("runs reaching the global minimum (%)")
     axis.set_ylim(-2, 102)
-    axis.legend()
+    axis.legend(fontsize=7)
     axis.set_title("2021 protocol (step 5/k), 99% Wilson intervals", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -94,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", type=Path, nargs="+", help="sweep directories with a written report")
     parser.add_argument("--csv", type=Path, default=None, help="write the report rows here")
     parser.add_argument("--figure", type=Path, default=None, help="write global %% vs k here (PNG)")
+    parser.add_argument("--compare-2018", type=Path, nargs="*", default=[], help="2018 reproduction tables")
     args = parser.parse_args(argv)
     table = read(args.sweeps)
+    if args.compare_2018:
+        table = with_2018(table, args.compare_2018)
     print(markdown(summary(table)))
     print(f"\n{int(table['runs'].sum())} runs, {table['wall_s'].sum():.0f} compute-seconds")
     if args.csv is not None:

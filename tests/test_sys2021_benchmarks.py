@@ -48,6 +48,11 @@ def test_the_study_table_and_figure(tmp_path):
     assert list(zip(table["k"], table["n"])) == [(8, 8), (10, 10), (8, 9)]  # n = k first, by k
     text = sys2021_study.markdown(sys2021_study.summary(table))
     assert "| 8 | 8 | 500 | **86.4** [82.0, 89.9] | 13.6 | 13.6 | 2 | 0.0 | 0.0 | 846 | 4 |" in text
-    sys2021_study.figure(table, tmp_path / "global.png")
+    old = tmp_path / "table1.csv"
+    pd.DataFrame({"k": [8, 10], "n": [8, 10], "frac_global": [0.865, 0.653]}).to_csv(old, index=False)
+    compared = sys2021_study.summary(sys2021_study.with_2018(table, [old]))
+    assert compared["2018 reproduction: global %"].tolist()[:2] == [86.5, 65.3]
+    assert math.isnan(compared["2018 reproduction: global %"].tolist()[2])  # no 2018 row at (8, 9)
+    sys2021_study.figure(sys2021_study.with_2018(table, [old]), tmp_path / "global.png")
     assert (tmp_path / "global.png").stat().st_size > 1000
     assert math.isclose(table["wall_s"].sum(), 11.4)
