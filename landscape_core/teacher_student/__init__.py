@@ -18,7 +18,7 @@ Public entry points (re-exported here): :func:`run_teacher_student`, :func:`grad
 """
 
 from landscape_core.teacher_student.cli import main
-from landscape_core.teacher_student.descent import DescentResult, gradient_descent
+from landscape_core.teacher_student.descent import DescentResult, descend_with_proofs, gradient_descent
 from landscape_core.teacher_student.objective import (
     STOPPING_NORMS,
     TWO_PI,
@@ -39,26 +39,31 @@ from landscape_core.teacher_student.protocol import (
     TEACHERS,
     TeacherStudentProtocol,
     classify,
+    global_minimum_curvature,
     initial_points,
 )
-from landscape_core.teacher_student.prover import ProvenBall, SpuriousProver
+from landscape_core.teacher_student.prover import PROOF_COLUMNS, ProofRecord, ProvenBall, SpuriousProver
 from landscape_core.teacher_student.run import run_teacher_student
 
 __all__ = [
     "DEFAULT_STEP",
     "INIT_VARIANCES",
     "MAX_HESSIAN_BYTES",
+    "PROOF_COLUMNS",
     "STATUSES",
     "STOPPING_NORMS",
     "TEACHERS",
     "TWO_PI",
     "DescentResult",
+    "ProofRecord",
     "ProvenBall",
     "SpuriousProver",
     "TeacherStudentProtocol",
     "classify",
+    "descend_with_proofs",
     "frobenius_gradient_norm",
     "gradient_descent",
+    "global_minimum_curvature",
     "gradient_norm",
     "hessian_extreme_eigenvalues",
     "initial_points",

@@ -40,9 +40,9 @@ from landscape_core.teacher_student.objective import (
     teacher_term,
 )
 from landscape_core.teacher_student.protocol import TeacherStudentProtocol
-from landscape_core.teacher_student.prover import ProofCandidates, SpuriousProver, prove_outcomes
+from landscape_core.teacher_student.prover import ProofCandidates, ProofRecord, SpuriousProver, prove_outcomes
 
-__all__ = ["DescentResult", "gradient_descent"]
+__all__ = ["DescentResult", "descend_with_proofs", "gradient_descent"]
 
 #: memory for the iterates U_t = [W_t; V] of one block of the descent (sets the block length when batches
 #: are large; 128 MiB: blocks of 64 up to ~1,300 runs at k = n = d = 10, as with W_t alone in 64 MiB)
@@ -396,6 +396,7 @@ def _process_events(
             prover,
             candidates,
             ProofCandidates(
+                index=runs.index,
                 weights=runs.W,
                 teachers=runs.V,
                 scaled_grad=G,
@@ -445,6 +446,15 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     W0: (R, n, d), V: (R, k, d); batching (blocks, deferred evaluation): the module
     docstring. Inputs are not modified.
     """
+    return descend_with_proofs(W0, V, protocol)[0]
+
+
+@torch.inference_mode()
+def descend_with_proofs(
+    W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudentProtocol
+) -> tuple[DescentResult, dict[int, ProofRecord]]:
+    """:func:`gradient_descent`, and what each proven run's proof rests on: {position in the
+    batch: :class:`.prover.ProofRecord`} (empty without ``stop_when_proven``)."""
     R, n, d = W0.shape
     k = V.shape[-2]
     dtype, device = W0.dtype, W0.device
@@ -474,4 +484,4 @@ def gradient_descent(W0: torch.Tensor, V: torch.Tensor, protocol: TeacherStudent
     while runs.index.numel() > 0:
         _advance_block(storage, runs)
         runs = _process_events(kernels, runs, outputs, prover)
-    return outputs.result()
+    return outputs.result(), ({} if prover is None else dict(prover.proofs))

@@ -9,15 +9,22 @@ dF/dW as the stopping norm (``stopping_norm``) and no restart rule.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from landscape_core.errors import OptionError
 from landscape_core.seeding import run_generator
-from landscape_core.teacher_student.objective import STOPPING_NORMS
+from landscape_core.teacher_student.objective import (
+    STOPPING_NORMS,
+    TWO_PI,
+    hessian_extreme_eigenvalues,
+    population_gradient,
+)
 
 STATUSES = ("global", "spurious", "saddle", "not_converged", "diverged")
 TEACHERS = ("identity", "orthonormal")
@@ -27,6 +34,16 @@ DEFAULT_STEP = 0.1
 #: initial variance of each coordinate of w_i (times ``init_scale^2``): ``1/d`` (Safran &
 #: Shamir 2018, "Xavier") or ``1/k`` (Safran, Yehudai & Shamir 2021); equal when d = k
 INIT_VARIANCES = ("1/d", "1/k")
+#: modelled bound on the per-step deviation ||x~_{t+1} - (x~_t - step grad F(x~_t))||_F of the
+#: float64 descent step from the exact map (absolute, Frobenius; not part of the interval proof of
+#: ``stop_when_proven``, :mod:`.prover`): measured against the exact step (gradient in 110-bit
+#: interval arithmetic, 200-bit sums) at initial points and near minima for k = n = 10 .. 20 with
+#: step 0.1, at most 3.4e-16 (one rounding of each entry of W, ~2^-53 ||W||_F), and with the 2021
+#: step 5 / k at k = n = 8 and 13 (tests/test_proven_outcome.py, tests/test_proven_2021.py check 4x)
+PROOF_FLOAT_STEP_ERROR = 2e-15
+#: largest n * d whose Hessian :func:`global_minimum_curvature` decomposes densely (eigvalsh); above,
+#: Lanczos on Hessian-vector products
+_DENSE_CURVATURE_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,42 @@ class TeacherStudentProtocol:
         _check_int("max_iterations", self.max_iterations, minimum=1)
         _check_int("compact_every", self.compact_every, minimum=1)
         _check_int("max_restarts", self.max_restarts, minimum=0)
+        if self.early_stop_global:
+            self._check_early_global(k, n)
+        if self.stop_when_proven:
+            self._check_provable(k)
+
+    def _check_early_global(self, k: int, n: int) -> None:
+        """The early-global rule needs gradient descent to be a descent method near the global
+        minima, where the runs it stops end: step * lambda_max(H) < 2 at a global minimum
+        (:func:`global_minimum_curvature`; docs/teacher_student.md, "The early-global rule"). With
+        n < k there is no global minimum (F > 0 everywhere) and nothing to check."""
+        if n < k:
+            return
+        step, curvature = self.effective_step(k), global_minimum_curvature(k, n, self.input_dim(k))
+        if step * curvature >= 2:
+            raise OptionError(
+                "early_stop_global",
+                f"needs step * lambda_max(Hessian at a global minimum) < 2, but at k = {k}, n = {n} it is "
+                f"{step:.4g} * {curvature:.4g} = {step * curvature:.4g} (gradient descent does not descend near "
+                f"the global minima, so F < bad_loss_threshold does not decide the outcome): set it false for "
+                f"this cell or take a step below {2 / curvature:.4g}",
+            )
+
+    def _check_provable(self, k: int) -> None:
+        """A necessary condition of every proof of ``stop_when_proven`` at this step (the float64
+        floor of the stopping norm, docs/teacher_student.md#proven-outcomes-the-convergence-proof):
+        c_norm * eps / step <= grad_tol / 2, since c_norm L eps / (1 - q) >= c_norm eps / step."""
+        step = self.effective_step(k)
+        c_norm = TWO_PI if self.stopping_norm == "max_neuron" else 1.0
+        floor = c_norm * PROOF_FLOAT_STEP_ERROR / step
+        if not floor <= self.grad_tol / 2:
+            raise OptionError(
+                "stop_when_proven",
+                f"no run can be proven at k = {k}: the proof needs c_norm * eps / step <= grad_tol / 2 (the "
+                f"float64 floor of the stopping norm), but {c_norm:.4g} * {PROOF_FLOAT_STEP_ERROR:.0e} / {step:.4g} = "
+                f"{floor:.3g} > {self.grad_tol / 2:.3g}: set it false for this cell, or a larger step or grad_tol",
+            )
 
     def input_dim(self, k: int) -> int:
         return k if self.d is None else int(self.d)
@@ -143,6 +196,53 @@ class TeacherStudentProtocol:
 #: the largest Hessian of one run (float64, (n*d)^2 entries) a cell may ask for: the
 #: classification computes it per run, a chunk of runs at a time
 MAX_HESSIAN_BYTES = 4 * 1024**3
+
+
+def global_reference_minimum(k: int, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A global minimum (F = 0) of the identity teacher, float64: W (n, d), V (k, d). W = V for
+    n = k; for n > k the first teacher row split into n - k + 1 equal parallel rows (W's rows 0
+    and k..n-1 are v_1 / (n - k + 1)), one point of the degenerate set of global minima."""
+    V = torch.eye(k, d, dtype=torch.float64)
+    W = torch.cat([V, V[:1].expand(n - k, d)]) / 1.0  # (n, d), a copy
+    W[0] = V[0] / (n - k + 1)
+    W[k:] = V[0] / (n - k + 1)
+    return W, V
+
+
+@functools.lru_cache(maxsize=256)
+def global_minimum_curvature(k: int, n: int, d: int) -> float:
+    """The largest eigenvalue of the Hessian of F at the global minimum
+    :func:`global_reference_minimum` (float64). With an orthonormal teacher it is the same
+    (F(W Q, V Q) = F(W, V) for orthogonal Q); for n = k every global minimum is a permutation
+    of V, with this spectrum; for n = k + 1 the value is the same at every split fraction (checked
+    at 0.02 .. 0.5 in tests/test_proven_2021.py). Dense ``eigvalsh`` of the analytic Hessian for
+    n * d <= ``_DENSE_CURVATURE_MAX``, else Lanczos (``scipy.sparse.linalg.eigsh``) on central
+    differences of the analytic gradient, step 1e-6 (relative error ~1e-8, tested against eigvalsh)."""
+    W, V = global_reference_minimum(k, n, d)
+    if n * d <= _DENSE_CURVATURE_MAX:
+        return float(hessian_extreme_eigenvalues(W[None], V[None])[1][0])
+    return _lanczos_curvature(W, V)
+
+
+def _lanczos_curvature(W: torch.Tensor, V: torch.Tensor, h: float = 1e-6) -> float:
+    """Largest Hessian eigenvalue at W (n, d), V (k, d) by Lanczos on central differences of the
+    analytic gradient: H u ~ (grad F(W + h u) - grad F(W - h u)) / (2 h), ||u|| = 1."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    size = W.numel()
+
+    def hvp(x: np.ndarray) -> np.ndarray:
+        u = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(W.shape))  # (n, d)
+        scale = float(u.norm())
+        if scale == 0:
+            return np.zeros(size)
+        u = u / scale
+        plus, minus = population_gradient((W + h * u)[None], V[None]), population_gradient((W - h * u)[None], V[None])
+        return ((plus - minus)[0] * (scale / (2 * h))).reshape(-1).numpy()
+
+    start = np.linspace(1.0, 2.0, size)  # deterministic, not orthogonal to the top eigenvector here
+    values = eigsh(LinearOperator((size, size), matvec=hvp, dtype=np.float64), k=1, which="LA", v0=start, tol=1e-10)[0]
+    return float(values[0])
 
 
 def _check_int(name: str, value, *, minimum: int) -> None:

@@ -37,9 +37,17 @@ from landscape_core.teacher_student.objective import (
     population_loss,
     scaled_gradient,
 )
-from landscape_core.teacher_student.protocol import TeacherStudentProtocol
+from landscape_core.teacher_student.protocol import PROOF_FLOAT_STEP_ERROR, TeacherStudentProtocol
 
-__all__ = ["PROOF_FLOAT_STEP_ERROR", "ProofCandidates", "ProvenBall", "SpuriousProver", "prove_outcomes"]
+__all__ = [
+    "PROOF_FLOAT_STEP_ERROR",
+    "PROOF_COLUMNS",
+    "ProofCandidates",
+    "ProofRecord",
+    "ProvenBall",
+    "SpuriousProver",
+    "prove_outcomes",
+]
 
 #: a run is checked only when ||dF/dW||_F is at most this (far from a minimum nothing can be proven)
 _PROOF_GRAD_PREFILTER = 1e-3
@@ -50,12 +58,6 @@ _PROOF_RETRY = 1024
 #: a run is checked against a ball of radius R once its estimated distance to the minimum,
 #: ||dF/dW||_F / lambda, is at most this fraction of R (float64 estimate; the proof decides)
 _PROOF_REACH = 0.85
-#: modelled bound on the per-step deviation ||x~_{t+1} - (x~_t - step grad F(x~_t))||_F of the
-#: float64 descent step from the exact map (absolute, Frobenius; not part of the interval proof):
-#: measured against the exact step (gradient in 110-bit interval arithmetic, 200-bit sums) at
-#: initial points and near minima for k = n = 10 .. 20, at most 3.4e-16 (one rounding of each
-#: entry of W, ~2^-53 ||W||_F); 2e-15 keeps a factor ~6 (tests/test_proven_outcome.py checks 4)
-PROOF_FLOAT_STEP_ERROR = 2e-15
 #: float64 Newton steps that move a run's iterate onto the minimum before a new ball is certified
 #: there (not part of the proof); the ball's centre is then every covered run's final point
 _PROOF_NEWTON_STEPS = 3
@@ -88,6 +90,38 @@ class ProvenBall:
     l3: float
 
 
+@dataclass(frozen=True)
+class ProofRecord:
+    """What the proof of one run's outcome rests on, every number a rigorous bound (interval
+    arithmetic) on the ball B(x*, rho1) of phase 1 (docs/teacher_student.md#proven-outcomes-the-convergence-proof):
+    the record's ``proven_*`` columns (:data:`PROOF_COLUMNS`)."""
+
+    contraction: float  # q1 = max(1 - s mu1, s L1 - 1) >= the contraction factor of one step, < 1
+    step_curvature: float  # s L1 >= step * lambda_max(H) on the ball, < 2
+    min_eig_lo: float  # mu1 <= lambda_min(H) on the ball (and at the converged point), > eig_margin
+    steps_left: int  # T1 + T2 >= the iterations the full protocol still takes to its stopping rule
+    distance: float  # D + r >= ||y' - x*||, the run's distance to its minimum when proven
+
+    def columns(self) -> dict[str, float | int]:
+        return {
+            "proven_contraction": self.contraction,
+            "proven_step_curvature": self.step_curvature,
+            "proven_min_eig_lo": self.min_eig_lo,
+            "proven_steps_left": self.steps_left,
+            "proven_distance": self.distance,
+        }
+
+
+#: the per-run columns of a proven run (null for the others), :meth:`ProofRecord.columns`
+PROOF_COLUMNS = (
+    "proven_contraction",
+    "proven_step_curvature",
+    "proven_min_eig_lo",
+    "proven_steps_left",
+    "proven_distance",
+)
+
+
 class SpuriousProver:
     """Decides, with a proof, that gradient descent from a point y ends at a spurious strict
     local minimum, and that the full protocol would classify the run ``spurious``.
@@ -113,6 +147,15 @@ class SpuriousProver:
         self.certificates = 0  # certify_minimum calls (for the benchmark)
         self.alignments = 0
         self.last_failure = ""  # the first condition that failed in the last covers() (diagnostics)
+        self.last_proof: ProofRecord | None = None  # what the last successful covers() proved
+        self.proofs: dict[int, ProofRecord] = {}  # per run (its position in the batch) proven
+        # Scheduling only (never part of a proof): do not certify a new ball for a run whose minimum
+        # cannot pass the float64 floor (estimated > grad_tol, or a kept ball of it failed there: a new
+        # ball of the same minimum has the same floor). On for the 2021 Frobenius norm, where
+        # grad_tol / c_norm is ~160x smaller than in 2018 and the floor fails at many minima from k = 13
+        # on (a third of the spurious runs there; each certificate ~1 s); off for the 2018 norm, whose
+        # pinned results stay as they were
+        self.skip_hopeless = protocol.stopping_norm == "frobenius"
 
     # -- the ball ------------------------------------------------------------------
     def certify(self, y, V) -> ProvenBall | None:
@@ -236,6 +279,13 @@ class SpuriousProver:
                 self.last_failure = "eig_margin"
                 return None
             reach = upper_end(dist) + 1e-10
+            proof = ProofRecord(
+                contraction=float(q1),
+                step_curvature=upper_end(s * iv.mpf(L1)),
+                min_eig_lo=float(mu1),
+                steps_left=int(T1 + T2),
+                distance=upper_end(dist),
+            )
         # the final point: the centre c (x* to ~r, Newton-polished when the ball was made) in the
         # run's own orientation, z[rows][:, cols] = c: the minimum y's descent converges to
         z = np.empty_like(ball.center)
@@ -248,18 +298,21 @@ class SpuriousProver:
         if not g <= p.grad_tol:
             self.last_failure = "final_point_not_converged"
             return None
+        self.last_proof = proof
         return z, g
 
     def prove(self, y, V, *, loss: float, step: float, iterations: int, est_dist: float, try_certify: bool):
         """(final point, stopping norm) when the outcome from y is proven, else None: first the
         kept balls (those whose float objective is near F(y)), then a new certificate at y
         when ``try_certify``."""
+        floor_failed = False
         for ball in self.balls:
             if abs(ball.objective - loss) <= 1e-6 and est_dist <= ball.ball:
                 out = self.covers(ball, y, V, step=step, iterations=iterations)
                 if out is not None:
                     return out
-        if not try_certify:
+                floor_failed |= self.last_failure == "rounding_floor"
+        if not try_certify or (self.skip_hopeless and floor_failed):
             return None
         new_ball = self.certify(y, V)
         if new_ball is None:
@@ -273,6 +326,7 @@ class ProofCandidates:
     tensors are the descent's own (never its inputs): a proven run's rows of ``weights`` and
     ``stopping_norms``, and every checked run's ``next_check``, are updated in place."""
 
+    index: torch.Tensor  # each run's position in the batch (A,) int64 (the key of ``SpuriousProver.proofs``)
     weights: torch.Tensor  # W (A, n, d); a proven run's row becomes its final point
     teachers: torch.Tensor  # V (A, k, d)
     scaled_grad: torch.Tensor  # G = 2 pi dF/dW at W (A, n, d)
@@ -318,6 +372,7 @@ class _PointEstimate:
 
     loss: float  # F
     lam: float  # smallest Hessian eigenvalue: a kept ball's (same F), else eigvalsh at the point
+    lam_max: float  # largest Hessian eigenvalue: a kept ball's bound (same F), else eigvalsh at the point
     w_min: float  # smallest student row norm
     w_max: float  # largest student row norm
     v_max: float  # largest teacher row norm
@@ -327,17 +382,20 @@ def _point_estimates(prover: SpuriousProver, W: torch.Tensor, V: torch.Tensor) -
     """:class:`_PointEstimate` of each of the runs W (C, n, d), V (C, k, d)."""
     loss = population_loss(W, V).tolist()
     # lambda: that of a kept ball's minimum when the point's F is that minimum's, else eigvalsh at the point
-    lam: list[Any] = [next((b.lam for b in prover.balls if abs(b.objective - f) <= 1e-6), None) for f in loss]
+    kept = [next((b for b in prover.balls if abs(b.objective - f) <= 1e-6), None) for f in loss]
+    lam: list[Any] = [None if b is None else b.lam for b in kept]
+    lam_max: list[Any] = [None if b is None else b.big for b in kept]
     unknown = [a for a, x in enumerate(lam) if x is None]
     if unknown:
-        for a, x in zip(unknown, hessian_extreme_eigenvalues(W[unknown], V[unknown])[0].tolist()):
-            lam[a] = x
+        lo, hi = hessian_extreme_eigenvalues(W[unknown], V[unknown])
+        for a, x, y in zip(unknown, lo.tolist(), hi.tolist()):
+            lam[a], lam_max[a] = x, y
     nw = torch.linalg.vector_norm(W, dim=-1)
     wmin, wmax = nw.amin(-1).tolist(), nw.amax(-1).tolist()
     vmax = torch.linalg.vector_norm(V, dim=-1).amax(-1).tolist()
     return [
-        _PointEstimate(loss=f, lam=x, w_min=lo, w_max=hi, v_max=v)
-        for f, x, lo, hi, v in zip(loss, lam, wmin, wmax, vmax)
+        _PointEstimate(loss=f, lam=x, lam_max=x_max, w_min=lo, w_max=hi, v_max=v)
+        for f, x, x_max, lo, hi, v in zip(loss, lam, lam_max, wmin, wmax, vmax)
     ]
 
 
@@ -366,12 +424,15 @@ def _check_run(
             step=step,
             iterations=iteration,
             est_dist=g / lam,
-            try_certify=g <= need,
+            try_certify=g <= need
+            and not (prover.skip_hopeless and _floor_estimate(prover, estimate, step) > protocol.grad_tol),
         )
         if out is not None:
             z, gz = out
             runs.weights[j] = torch.from_numpy(z).to(runs.weights)
             runs.stopping_norms[j] = gz
+            assert prover.last_proof is not None
+            prover.proofs[int(runs.index[j])] = prover.last_proof
             return True
         halve = math.log(2.0) / max(step * lam, 1e-12)  # look again once the distance has halved
         runs.next_check[j] = iteration + int(min(max(halve, protocol.compact_every), _PROOF_RETRY))
@@ -379,3 +440,10 @@ def _check_run(
     wait = math.log(g / target) / max(step * lam, 1e-12)
     runs.next_check[j] = iteration + int(min(max(0.9 * wait, 1), _PROOF_RECHECK_MAX))
     return False
+
+
+def _floor_estimate(prover: SpuriousProver, estimate: _PointEstimate, step: float) -> float:
+    """Float64 estimate of the proof's float64 floor c_norm L2 eps / (1 - q2) at the run's minimum,
+    with L2 ~ lambda_max and 1 - q2 <= step lambda_min (not part of the proof: it only decides
+    whether a certificate is worth making, with ``skip_hopeless``)."""
+    return prover.c_norm * PROOF_FLOAT_STEP_ERROR * estimate.lam_max / (step * max(estimate.lam, 1e-300))

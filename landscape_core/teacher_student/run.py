@@ -11,11 +11,24 @@ from dataclasses import asdict
 import torch
 
 from landscape_core.errors import OptionError
-from landscape_core.teacher_student.descent import gradient_descent
+from landscape_core.teacher_student.descent import descend_with_proofs
 from landscape_core.teacher_student.objective import hessian_extreme_eigenvalues, population_loss
 from landscape_core.teacher_student.protocol import TeacherStudentProtocol, classify, initial_points
+from landscape_core.teacher_student.prover import PROOF_COLUMNS
 
-__all__ = ["run_teacher_student"]
+__all__ = ["hessian_chunk_size", "run_teacher_student"]
+
+#: memory for the Hessians classified at once (the analytic blocks and their intermediates take
+#: ~80 (n d)^2 bytes per run): 64 runs at a time up to n d = 1024 (k = n = 32), one at a time from
+#: n d ~ 10,000 (k = n = 100, ~8 GB for that run)
+_HESSIAN_CHUNK_BYTES = 8 * 1024**3
+
+
+def hessian_chunk_size(n: int, d: int) -> int:
+    """Runs whose Hessians are built and decomposed at once: 64, fewer where their ~80 (n d)^2
+    bytes each would exceed ``_HESSIAN_CHUNK_BYTES`` (never fewer than 1). Chunking changes no
+    value (each run's eigenvalues come from its own matrix)."""
+    return max(1, min(64, _HESSIAN_CHUNK_BYTES // (80 * (n * d) ** 2)))
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -31,7 +44,7 @@ def run_teacher_student(
     *,
     device: str | torch.device | None = "cpu",
     keep_weights: bool = True,
-    hessian_chunk: int = 64,
+    hessian_chunk: int | None = None,
     **options,
 ) -> list[dict]:
     """Run the teacher-student protocol for every seed of one (k, n) cell as one batch.
@@ -46,11 +59,14 @@ def run_teacher_student(
     ``iterations``, ``wall_s``, ``device``), the probes (``min_eig``, ``max_eig``,
     ``hessian_degenerate``, ``restarts``, ``final_step``, ``stopped_early``,
     ``proven_iteration``: the iteration where ``stop_when_proven`` proved the run spurious,
+    None otherwise, and what that proof rests on, ``proven_contraction``, ``proven_step_curvature``,
+    ``proven_min_eig_lo``, ``proven_steps_left``, ``proven_distance``: :class:`.prover.ProofRecord`,
     None otherwise), every protocol
     value used (``step`` is the effective step, e.g. 5 / k for ``step_times_k=5``; also
     ``init_variance_value``, the effective initial variance of each coordinate), and
     ``final_weights`` (the final W flattened row-major, n * d floats) when ``keep_weights``.
-    ``wall_s`` is the batch's wall time divided by the number of runs.
+    ``wall_s`` is the batch's wall time divided by the number of runs. ``hessian_chunk``: runs
+    classified at once (None: :func:`hessian_chunk_size`, 64 up to k = n = 32).
     """
     unknown = set(options) - {f for f in TeacherStudentProtocol.__dataclass_fields__}
     if unknown:
@@ -65,13 +81,14 @@ def run_teacher_student(
     start = time.perf_counter()
     W0, V = initial_points(k, n, seeds, protocol)
     W0, V = W0.to(dev), V.to(dev)
-    result = gradient_descent(W0, V, protocol)
+    result, proofs = descend_with_proofs(W0, V, protocol)
     final_loss = population_loss(result.weights, V)  # (R,)
     ok = torch.isfinite(final_loss) & torch.isfinite(result.weights).all(dim=(-2, -1))
     min_eig = torch.full_like(final_loss, float("nan"))
     max_eig = torch.full_like(final_loss, float("nan"))
     if bool(ok.any()):
-        lo, hi = hessian_extreme_eigenvalues(result.weights[ok], V[ok], chunk_size=hessian_chunk)
+        chunk = hessian_chunk_size(n, protocol.input_dim(k)) if hessian_chunk is None else hessian_chunk
+        lo, hi = hessian_extreme_eigenvalues(result.weights[ok], V[ok], chunk_size=chunk)
         min_eig[ok], max_eig[ok] = lo, hi
     statuses = classify(
         final_loss=final_loss,
@@ -110,6 +127,7 @@ def run_teacher_student(
             "final_step": float(st_c[i]),
             "stopped_early": bool(early_c[i]),
             "proven_iteration": int(proven_c[i]) if int(proven_c[i]) >= 0 else None,
+            **(proofs[i].columns() if i in proofs else dict.fromkeys(PROOF_COLUMNS)),
             "k": int(k),
             "n": int(n),
             **{key: values[key] for key in values if key not in ("compact_every",)},

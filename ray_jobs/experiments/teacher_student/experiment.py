@@ -70,6 +70,12 @@ class TeacherStudent(Experiment):
         "max_restarts": "int64",
         "stop_when_proven": "bool",  # runs end once proven spurious (issue 13 item 3); default false
         "proven_iteration": "int64",  # iteration where the run was proven spurious; null otherwise
+        # what a proven run's proof rests on (issue 27; landscape_core...prover.ProofRecord), null otherwise
+        "proven_contraction": "float64",  # upper bound on one step's contraction factor towards x*, < 1
+        "proven_step_curvature": "float64",  # upper bound on step * lambda_max(Hessian) on the ball, < 2
+        "proven_min_eig_lo": "float64",  # lower bound on lambda_min(Hessian) on the ball, > eig_margin
+        "proven_steps_left": "int64",  # upper bound on the iterations the full protocol still takes
+        "proven_distance": "float64",  # upper bound on the run's distance to its minimum when proven
         "final_weights": "list<float64>",
         # per-run certificates of spurious runs with experiment.certify_runs (null otherwise; with_certificates)
         "certified": "bool",
