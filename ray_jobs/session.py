@@ -135,12 +135,19 @@ class Session:
         )
 
     def finish(
-        self, *, metrics: dict[str, Any], report_paths: list[Path], stopped: str | None = None, table=None
+        self,
+        *,
+        metrics: dict[str, Any],
+        report_paths: list[Path],
+        stopped: str | None = None,
+        table=None,
+        cell_paths: dict[str, list[Path]] | None = None,
     ) -> None:
         """Log the invocation's metrics, its report files and the config on the parent run,
         and, given the report ``table``, the table as an MLflow table and the layout's
-        headline series as metric histories; ``stopped`` (why the sweep stopped early) ends
-        the parent FAILED with that reason as a tag."""
+        headline series as metric histories; ``cell_paths`` (cell id -> files) on the cells'
+        children; ``stopped`` (why the sweep stopped early) ends the parent FAILED with that
+        reason as a tag."""
         if self.tracker is None:
             return
         if stopped:
@@ -151,3 +158,5 @@ class Session:
             self.tracker.log_table(table, "report/table.json")
         self.tracker.log_artifacts(report_paths, artifact_path="report")
         self.tracker.log_artifacts([self.store.config_path], artifact_path="config")
+        if cell_paths:
+            self.tracker.log_cell_artifacts(cell_paths, artifact_path="report")

@@ -247,6 +247,7 @@ def run_sweep(cfg, console: Console | None = None, *, timings: Timings | None = 
                     report_paths=report.paths,
                     stopped=stopped,
                     table=report.table,
+                    cell_paths=report.cell_paths,
                 )
             mlflow.restart()
         mlflow.lap()  # the parent run closed

@@ -1,7 +1,7 @@
 """The service's contract, checked once per registered experiment on its smoke sweep.
 
 For every experiment of the registry (its smoke sweep and expectations in
-tests/service_helpers.py, ``SMOKE_CASES``; an experiment without one is skipped, naming it),
+tests/smoke_cases/<name>.py; an experiment without one is skipped, naming it),
 on the session's 2-CPU Ray cluster:
 
 - rows = cells x seeds, one per (cell, seed), with every contract column, the experiment's
@@ -29,14 +29,15 @@ from ray_jobs.report import TABLE_CSV, TABLE_MD
 from ray_jobs.store import CONTRACT_COLUMNS
 from ray_jobs.sweep import run_sweep
 from tests.conftest import children_of, mlflow_client
-from tests.service_helpers import SMOKE_CASES, SmokeCase, rows_of, smoke_run
+from tests.service_helpers import SMOKE_CASES, rows_of, smoke_run
+from tests.smoke_cases import SmokeCase
 
 EXPERIMENTS = experiment_names()
 
 
 def case_of(name: str) -> SmokeCase:
     if name not in SMOKE_CASES:
-        pytest.skip(f"experiment {name!r} has no smoke case in tests/service_helpers.py (SMOKE_CASES)")
+        pytest.skip(f"experiment {name!r} has no smoke case: tests/smoke_cases/{name}.py")
     return SMOKE_CASES[name]
 
 
@@ -100,6 +101,16 @@ def test_report_is_written_and_attached(smoke):
     assert result.report.paths and all(path.is_file() for path in result.report.paths)
     artifacts = {a.path for a in mlflow_client(results).list_artifacts(result.parent_run_id, "report")}
     assert {f"report/{TABLE_MD}", f"report/{TABLE_CSV}"} <= artifacts
+
+
+def test_cell_files_are_on_their_cells_children(smoke):
+    """The layout's one-cell files (ReportLayout.cell_files) are artifacts of that cell's child."""
+    _, case, results, result = smoke
+    client = mlflow_client(results)
+    child_of = {child.data.params["cell_id"]: child.info.run_id for child in children_of(client, result.parent_run_id)}
+    for cell_id, paths in result.report.cell_paths.items():
+        artifacts = {a.path for a in client.list_artifacts(child_of[cell_id], "report")}
+        assert {f"report/{path.name}" for path in paths} <= artifacts, cell_id
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

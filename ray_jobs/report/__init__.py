@@ -15,7 +15,7 @@ imports an experiment. Interval statistics come from :mod:`landscape_core.statis
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +35,13 @@ TABLE_CSV = "table.csv"
 
 @dataclass
 class Report:
-    """A built report: the table, its markdown, and the files written."""
+    """A built report: the table, its markdown, the files written, and those of them that show
+    one cell (cell id -> files: :meth:`ReportLayout.cell_files`)."""
 
     table: pd.DataFrame
     markdown: str
     paths: list[Path]
+    cell_paths: dict[str, list[Path]] = field(default_factory=dict)
 
 
 def report_rows(store: ResultsStore, layout: ReportLayout, unit_ids: Iterable[str] | None = None) -> pd.DataFrame:
@@ -114,6 +116,8 @@ def build_report(
     store.save_text(md_path, markdown)
     store.save_text(csv_path, table.to_csv(index=False))
     paths = [md_path, csv_path]
+    cell_paths: dict[str, list[Path]] = {}
     if not table.empty:
         paths += layout.files(table, store, sweep=sweep, confidence=confidence, figure=figure)
-    return Report(table=table, markdown=markdown, paths=paths)
+        cell_paths = layout.cell_files(table, store, paths)
+    return Report(table=table, markdown=markdown, paths=paths, cell_paths=cell_paths)

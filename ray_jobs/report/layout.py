@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: keys of the ``report`` section that are the service's, not a layout's
 SERVICE_SETTINGS = ("confidence", "figure")
+#: the report's sub-folder of one-cell files, ``<cell id>.<suffix>`` (:meth:`ReportLayout.cell_files`)
+CELL_FILES_DIR = "cells"
 
 
 class ReportLayout:
@@ -118,6 +120,18 @@ class ReportLayout:
         ``store.report_dir`` from the per-cell table (non-empty); return their paths.
         ``table.md`` and ``table.csv`` are written by the caller."""
         return []
+
+    def cell_files(self, table: pd.DataFrame, store: ResultsStore, paths: list[Path]) -> dict[str, list[Path]]:
+        """Of the report's files ``paths`` (written by :meth:`files`), those that show one cell:
+        cell id -> its files, logged also as artifacts of that cell's MLflow child (figures also
+        as its images), so that a cell's own figure opens from its row of the runs table.
+        Default: the files under ``<report dir>/cells/`` named ``<cell id>.<suffix>``."""
+        folder = store.report_dir / CELL_FILES_DIR
+        cells: dict[str, list[Path]] = {}
+        for path in paths:
+            if Path(path).parent == folder:
+                cells.setdefault(Path(path).stem, []).append(Path(path))
+        return cells
 
 
 def require_number_at_least(key: str, value: Any, minimum: float) -> None:

@@ -265,22 +265,33 @@ class SweepTracker:
             return
         self.client.log_table(self.parent, data=table, artifact_file=artifact_file)
 
-    def log_artifacts(self, paths: Iterable[Path], artifact_path: str) -> None:
-        """The files as artifacts of the parent under ``artifact_path``; PNG figures also as
-        MLflow images (key = file name without suffix, step 0, once per run: the run's charts show them)."""
+    def log_artifacts(self, paths: Iterable[Path], artifact_path: str, *, run_id: str | None = None) -> None:
+        """The files as artifacts of the parent (or of run ``run_id``) under ``artifact_path``; PNG
+        figures also as MLflow images (key = file name without suffix, step 0, once per run: the
+        run's charts show them)."""
+        run_id = run_id or self.parent
         paths = [Path(path) for path in paths]
         for path in paths:
-            self.client.log_artifact(self.parent, str(path), artifact_path=artifact_path)
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
         figures = [path for path in paths if path.suffix.lower() == ".png"]
         if figures:
             from PIL import Image
 
-            logged = {
-                Path(item.path).name.split("+step+")[0] for item in self.client.list_artifacts(self.parent, "images")
-            }
+            logged = {Path(item.path).name.split("+step+")[0] for item in self.client.list_artifacts(run_id, "images")}
             for path in (path for path in figures if path.stem not in logged):
                 with Image.open(path) as image:
-                    self.client.log_image(self.parent, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
+                    self.client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
+
+    def log_cell_artifacts(self, cell_paths: dict[str, list[Path]], artifact_path: str) -> None:
+        """Each cell's files (cell id -> paths) as artifacts of that cell's child under the parent
+        (:meth:`log_artifacts`); a cell without a child under this parent is skipped."""
+        children = self.client.search_runs(
+            [self.experiment_id], max_results=50000, filter_string=f"tags.mlflow.parentRunId = '{self.parent}'"
+        )
+        child_of = {run.data.tags["cell_id"]: run.info.run_id for run in children if "cell_id" in run.data.tags}
+        for cell_id, paths in cell_paths.items():
+            if cell_id in child_of and paths:
+                self.log_artifacts(paths, artifact_path, run_id=child_of[cell_id])
 
     def publish_view(self) -> None:
         """Save the experiment's view ``Cells of the latest run`` (:data:`CELLS_VIEW`) of the

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ray_jobs.report.figures import pyplot, save_figure
+from ray_jobs.report.layout import CELL_FILES_DIR
 
 if TYPE_CHECKING:
     from ray_jobs.store import ResultsStore
@@ -78,6 +79,29 @@ def probe_figures(store: ResultsStore, *, sweep: str) -> list[Path]:
         what = "F(t) / F(0), init -> solution" if probe == "interpolation" else "log10 F on the slice"
         fig.suptitle(f"{sweep}: {probe}, {arch}, {act}: {what}", fontsize=9)
         paths.append(save_figure(fig, store.report_dir / f"{probe}_{arch}_{act}.png"))
+    return paths + cell_figures(rows, store)
+
+
+def cell_figures(rows: pd.DataFrame, store: ResultsStore) -> list[Path]:
+    """One small figure per cell, ``cells/<cell id>.png`` (its MLflow child's artifact:
+    :meth:`ray_jobs.report.layout.ReportLayout.cell_files`): the cell's interpolation curves,
+    or its first kept slice's contours."""
+    plt = pyplot()
+    paths = []
+    for cell_id, cell in rows.groupby("cell_id", sort=True):
+        cell = cell.sort_values("seed")
+        first = cell.iloc[0]
+        fig, ax = plt.subplots(figsize=(3.4, 3.0), layout="constrained")
+        if first["probe"] == "interpolation":
+            _plot_curves(ax, cell)
+        else:
+            _plot_slice(ax, cell)
+        ax.set_title(
+            f"{first['probe']}, {first['architecture']}, {first['activation']}, L={first['depth']}, w={first['width']}",
+            fontsize=7,
+        )
+        ax.tick_params(labelsize=6)
+        paths.append(save_figure(fig, store.report_dir / CELL_FILES_DIR / f"{cell_id}.png", dpi=90))
     return paths
 
 

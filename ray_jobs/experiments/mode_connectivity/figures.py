@@ -69,7 +69,9 @@ def plot_planes(rows: pd.DataFrame, store, *, keys: tuple[str, ...]) -> list[Pat
         fig.tight_layout()
         name = f"plane_{n}.png"
         paths.append(save_figure(fig, store.report_dir / name, dpi=90))
-        index.append({"file": name, "seed": int(row["seed"]), **{k: row[k] for k in keys if k in row}})
+        index.append(
+            {"file": name, "cell_id": row["cell_id"], "seed": int(row["seed"]), **{k: row[k] for k in keys if k in row}}
+        )
     path = store.report_dir / PLANES_CSV
     store.save_text(path, pd.DataFrame(index).to_csv(index=False))
     return [*paths, path]

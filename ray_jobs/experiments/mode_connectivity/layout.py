@@ -15,7 +15,7 @@ import pandas as pd
 
 from landscape_core.names import ACTIVATION_NAMES
 from ray_jobs.experiments.mode_connectivity.experiment import NETWORKS, PROBLEMS
-from ray_jobs.experiments.mode_connectivity.figures import plot_barrier_vs_width, plot_planes
+from ray_jobs.experiments.mode_connectivity.figures import PLANES_CSV, plot_barrier_vs_width, plot_planes
 from ray_jobs.report.aggregate import deduplicate
 from ray_jobs.report.layout import ReportLayout
 from ray_jobs.report.tables import markdown_table, num, pct_ci
@@ -162,6 +162,14 @@ class ModeConnectivityLayout(ReportLayout):
             paths += [path] if path is not None else []
             paths += plot_planes(rows, store, keys=CELL_KEYS)
         return paths
+
+    def cell_files(self, table: pd.DataFrame, store, paths: list[Path]) -> dict[str, list[Path]]:
+        """Each cell's plane figure (``planes.csv`` names its cell), for the cell's MLflow child."""
+        index_path = store.report_dir / PLANES_CSV
+        if index_path not in paths:
+            return {}
+        index = pd.read_csv(index_path)
+        return {str(row["cell_id"]): [store.report_dir / str(row["file"])] for row in index.to_dict("records")}
 
 
 LAYOUT = ModeConnectivityLayout
