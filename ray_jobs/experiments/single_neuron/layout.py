@@ -157,10 +157,10 @@ def figure2(path: Path) -> Path:
     w = torch.linspace(-2.0, 4.0, 241, dtype=torch.float64)
     F = loss_surface("figure2", 1.0, 1.0, v, w).numpy()  # (V, W)
     Fc = F.clip(max=6.0)
-    W, V = torch.meshgrid(w, v, indexing="xy")
+    V, W = torch.meshgrid(v, w, indexing="ij")  # (201, 241) each, as F
     fig = plt.figure(figsize=(11, 4.6))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
-    ax.plot_surface(V.numpy(), W.numpy(), Fc.T, cmap="viridis", linewidth=0, alpha=0.85)
+    ax.plot_surface(V.numpy(), W.numpy(), Fc, cmap="viridis", linewidth=0, alpha=0.85)  # (V, W) grids
     ax.scatter([1.0], [1.0], [1.0], color="red", s=40, depthshade=False)
     ax.set_xlabel("v")
     ax.set_ylabel("w")
@@ -171,12 +171,12 @@ def figure2(path: Path) -> Path:
     cs = ax2.contour(v.numpy(), w.numpy(), Fc.T, levels=levels, cmap="viridis")
     ax2.clabel(cs, fontsize=7)
     ax2.plot([1.0], [1.0], "o", color="red", label="(v, w) = (1, 1): F = 1, non-strict local min")
-    ax2.axhline(1.0, color="red", lw=0.6, ls="--", label="w = 1, v > 0: flat set of sub-optimal minima")
+    ax2.plot([0.0, 3.0], [1.0, 1.0], color="red", lw=0.8, ls="--", label="w = 1, v > 0: flat set of sub-optimal minima")
     ax2.set_xlabel("v")
     ax2.set_ylabel("w")
     ax2.legend(fontsize=7, loc="lower left")
     ax2.set_title("contours; global minima where v (w-1)^2 = -8")
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=90)
 
 
 LAYOUT = SingleNeuronLayout
