@@ -123,3 +123,24 @@ def test_service_refuses_bad_cells(override, field):
     with pytest.raises(ConfigError) as err:
         validate(compose_config(["sweep=auer_minima_smoke", override]))
     assert err.value.field == field
+
+
+def test_report_counts_distinct_minima_across_rows():
+    import pandas as pd
+
+    from ray_jobs.experiments.auer_minima.layout import AuerMinimaLayout
+
+    layout = AuerMinimaLayout(axes=("n", "d", "starts"), statuses=("local_min", "saddle"))
+    rows = pd.DataFrame(
+        {
+            "status": ["local_min", "local_min", "local_min", "saddle"],
+            "final_w": [[1.0, 13.0], [1.00000001, 13.0], [13.0, 13.0], [5.0, 5.0]],
+            "cell_index": [2, 2, 3, -1],
+            "predicted_minima": [4] * 4,
+            "minima_1d": [2] * 4,
+            "group_tol": [1e-4] * 4,
+        }
+    )
+    out = layout.extra_aggregates(rows, confidence=0.99)
+    assert out["found_minima"] == 2 and out["found_cells"] == 2 and out["smallest_basin_runs"] == 1
+    assert out["count_equals_theorem"] is False and out["smallest_basin_frac"] == 0.25

@@ -128,3 +128,19 @@ def test_service_refuses_bad_cells(override, field):
     with pytest.raises(ConfigError) as err:
         validate(compose_config(["sweep=single_neuron_smoke", override]))
     assert err.value.field == field
+
+
+def test_report_rows_agree_or_say_no():
+    import pandas as pd
+
+    from ray_jobs.experiments.single_neuron.layout import SingleNeuronLayout
+
+    layout = SingleNeuronLayout(axes=("activation", "x", "y"), statuses=("global", "suboptimal_min"))
+    rows = pd.DataFrame(
+        {"status": ["global", "suboptimal_min"], "condition_bad_minima": [False, False], "phi_zeros": ["no zero"] * 2}
+        | {"iterations": [3, 4]}
+    )
+    assert layout.extra_aggregates(rows, confidence=0.99)["agrees"] is False  # a minimum where none may exist
+    rows["condition_bad_minima"] = True
+    out = layout.extra_aggregates(rows, confidence=0.99)
+    assert out["agrees"] is True and out["runs_bad_minima"] is True and out["iterations_max"] == 4

@@ -99,11 +99,7 @@ class SingleNeuron(Experiment):
                 "experiment.perturb_radii", f"must be a list of radii > 0, got {settings['perturb_radii']!r}"
             )
         typed = {k: v for k, v in settings.items() if k != "perturb_radii"}
-        check_types(
-            "experiment",
-            {k: float(v) if k in ("x", "y") and isinstance(v, int) else v for k, v in typed.items()},
-            SingleNeuronOptions,
-        )
+        check_types("experiment", typed, SingleNeuronOptions)  # perturb_radii checked above and by the core
         cells = []
         for values in grid_points(axes):
             options = {**settings, **values}
