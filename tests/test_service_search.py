@@ -18,6 +18,7 @@ import pytest
 
 from ray_jobs.cli import EXIT_OK, EXIT_USAGE, sweep_main
 from ray_jobs.config import available_searches, compose_config, search_to_sweep
+from ray_jobs.experiments.registry import get_experiment
 from ray_jobs.search.driver import JOURNAL, run_search_sweep
 from ray_jobs.search.plan import plan_search
 from ray_jobs.search.report import SEARCH_MD, TRIALS_CSV
@@ -44,9 +45,10 @@ def test_shipped_searches():
 
 @pytest.mark.parametrize("name", available_searches())
 def test_every_search_plans_and_runs_a_corner_cell_with_a_tiny_budget(name):
-    budget = {"teacher_student": "protocol.max_iterations=300", "width_threshold": "optimizer.max_iterations=300"}
+    budget = {"teacher_student": ("protocol.max_iterations=300",), "width_threshold": ("optimizer.max_iterations=300",)}
     experiment = compose(f"search={name}").experiment.name
-    plan = plan_search(compose(f"search={name}", budget[experiment]))
+    # another experiment's searches run on its own tiny budget (at most 300 iterations too)
+    plan = plan_search(compose(f"search={name}", *budget.get(experiment, get_experiment(experiment).tiny_budget)))
     assert plan.settings and all(s.study.startswith(f"{name}[") for s in plan.settings)
     corner = {axis.name: (axis.choices[0] if axis.type == "categorical" else axis.low) for axis in plan.spec.axes}
     cell = plan.cells.cell_for({**plan.settings[0].values, **corner})
