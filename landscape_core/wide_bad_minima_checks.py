@@ -50,7 +50,7 @@ STATUSES = ("suboptimal_min", "saddle", "global", "not_critical")
 class CheckSpec:
     grad_tol: float = 1e-10  # critical when ||grad|| <= this (float64)
     eig_tol: float = 1e-9  # a saddle when the smallest Hessian eigenvalue < -eig_tol
-    kernel_rtol: float = 1e-9  # |lambda| <= kernel_rtol * max_eig counts as flat
+    kernel_rtol: float = 1e-12  # |lambda| <= kernel_rtol * max_eig counts as flat (the zeros are ~1e-17)
     perturb_directions: int = 16  # random unit directions, each with both signs
     radius_min: float = 1e-8
     radius_max: float = 1e-2
