@@ -14,7 +14,9 @@ Per run (seed) of a cell (width, depth, activation), at the constructed point th
   ``perturb_directions`` random unit directions u and radii logspace(radius_min, radius_max,
   radii) (``perturb_min_change``, ``perturb_decrease`` when below -perturb_tol), and
   descent (the ``optimizer``) from ``descent_starts`` points at radius ``descent_radius``
-  (``descent_min_loss``; ``descent_lower`` when below final_loss - descent_tol);
+  (``descent_min_loss``; ``descent_lower`` when below final_loss - descent_tol), run to
+  the iteration cap (``descent_grad_tol`` ~ 0: near a degenerate saddle the gradient is
+  ~ radius^2);
 - (d) the flat directions: ``tangent_residual`` = max ||H t|| / (max_eig ||t||) over
   random vectors t of the predicted tangent space (0 up to rounding when they are flat),
   ``normal_min_eig`` = smallest eigenvalue of H + max_eig P_T (P_T the projection onto the
@@ -59,6 +61,8 @@ class CheckSpec:
     descent_starts: int = 2  # descent from this many perturbed points
     descent_radius: float = 1e-6  # basins are small where the curvature across the flat set is small
     descent_tol: float = 1e-9  # lower when descent ends below final_loss - descent_tol
+    descent_grad_tol: float = 1e-30  # the descent's own stopping gradient: ~0 runs it to the iteration cap
+    # (a perturbed point near a degenerate saddle has a gradient ~ radius^2: any usual tolerance stops it at once)
     train_starts: int = 4  # random starts of the same network
     loss_tol: float = 1e-6  # a trained start is global (zero loss) below this
     gap_tol: float = 1e-6  # sub-optimal when final_loss > trained_best_loss + gap_tol
@@ -66,7 +70,15 @@ class CheckSpec:
     lanczos_steps: int = 60
 
     def validate(self) -> None:
-        for name in ("grad_tol", "kernel_rtol", "radius_min", "radius_max", "descent_radius", "loss_tol"):
+        for name in (
+            "grad_tol",
+            "kernel_rtol",
+            "radius_min",
+            "radius_max",
+            "descent_radius",
+            "descent_grad_tol",
+            "loss_tol",
+        ):
             if not getattr(self, name) > 0:
                 raise OptionError(f"checks.{name}", f"must be > 0, got {getattr(self, name)!r}")
         for name in ("eig_tol", "perturb_tol", "descent_tol", "gap_tol"):
@@ -136,7 +148,8 @@ def run_wide_bad_minima(
         u = torch.stack([_unit((K, P), run_generator("wide_bad_minima.descent", *key, s)) for s in seeds]).to(dev)
         starts = (theta[:, None] + checks.descent_radius * u).reshape(S * K, P)
         rep = {"X": X.repeat_interleave(K, 0), "Y": Y.repeat_interleave(K, 0)}
-        res = train(loss, starts, rep["X"], rep["Y"], spec=optimizer)
+        descent_spec = TrainSpec(**{**asdict(optimizer), "grad_tol": checks.descent_grad_tol, "stop_loss": 0.0})
+        res = train(loss, starts, rep["X"], rep["Y"], spec=descent_spec)
         desc_min = res.loss.reshape(S, K).nan_to_num(nan=float("inf")).amin(-1)
     # training the same network from random starts
     K = checks.train_starts

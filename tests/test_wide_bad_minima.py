@@ -89,6 +89,7 @@ def test_linear_control_is_a_saddle(depth):
     assert r["grad_norm"] < 1e-10 and r["status"] == "saddle"
     if depth == 2:
         assert r["min_eig"] < -1e-3  # negative curvature
+        assert r["descent_lower"]  # descent from a perturbed point (radius 1e-6) reaches a lower loss
     else:
         assert r["min_eig"] > -1e-12 and r["perturb_decrease"]  # a degenerate saddle: only perturbation sees it
 

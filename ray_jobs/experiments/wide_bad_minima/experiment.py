@@ -93,6 +93,7 @@ class WideBadMinima(Experiment):
         "descent_starts": "int64",
         "descent_radius": "float64",
         "descent_tol": "float64",
+        "descent_grad_tol": "float64",
         "train_starts": "int64",
         "loss_tol": "float64",
         "gap_tol": "float64",
