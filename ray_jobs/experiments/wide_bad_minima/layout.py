@@ -82,9 +82,13 @@ def plot(table: pd.DataFrame, path: Path, *, sweep: str) -> Path | None:
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width of the last hidden layer")
-    axes[0].set_ylabel("% (solid: bad minimum verified; dashed: trained start ends above loss_tol)")
+    axes[0].set_ylabel("% of runs")
+    axes[0].set_title(
+        "solid: point verified a sub-optimal minimum\ndashed: trained starts ending above loss_tol", fontsize=9
+    )
     axes[1].set_yscale("log")
-    axes[1].set_ylabel("loss (solid: constructed point; dashed: best trained, max over seeds)")
+    axes[1].set_ylabel("loss")
+    axes[1].set_title("solid: constructed point\ndashed: best trained start (max over seeds)", fontsize=9)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{sweep}: constructed sub-optimal minima vs. training", fontsize=10)
     return save_figure(fig, path)
