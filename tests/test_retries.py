@@ -44,8 +44,18 @@ VOLATILE = [
 ]  # code_version: the tree may change between runs
 
 
-def unit_workers() -> dict[int, str]:
-    """pid -> process title of every Ray worker running a unit (``ray::unit-<id>``)."""
+def _parent(pid: int) -> int:
+    """The parent pid of ``pid`` (0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def unit_workers(ancestor: int) -> dict[int, str]:
+    """pid -> process title of every Ray worker running a unit (``ray::unit-<id>``) that
+    descends from process ``ancestor`` (the test process, whose session cluster runs the
+    driver's units: never another sweep's worker on this machine)."""
     found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -54,7 +64,11 @@ def unit_workers() -> dict[int, str]:
             except OSError:
                 continue
             if title.startswith("ray::unit-"):
-                found[int(entry)] = title
+                pid = int(entry)
+                while pid > 1 and pid != ancestor:
+                    pid = _parent(pid)
+                if pid == ancestor:
+                    found[int(entry)] = title
     return found
 
 
@@ -72,7 +86,7 @@ def test_a_worker_killed_mid_unit_is_retried_and_the_rows_equal_an_undisturbed_r
     victim = None
     deadline = time.monotonic() + 240
     while victim is None and time.monotonic() < deadline and driver.poll() is None:
-        workers = unit_workers()
+        workers = unit_workers(os.getpid())  # the session cluster (and its workers) descend from this process
         if workers:
             time.sleep(0.5)  # inside the unit's computation
             victim, title = next(iter(workers.items()))
