@@ -274,5 +274,16 @@ def test_figures_from_rows(tmp_path):
             return table.select(columns)
 
     paths = probe_figures(Store(), sweep="t")
-    assert sorted(p.name for p in paths) == ["interpolation_plain_tanh.png", "slice_plain_tanh.png"]
+    assert sorted(p.name for p in paths if p.parent == tmp_path) == [
+        "interpolation_plain_tanh.png",
+        "slice_plain_tanh.png",
+    ]
     assert all(p.stat().st_size > 1000 for p in paths)
+    # one figure per cell (here the cell ids are the probes), for the cells' MLflow children
+    from ray_jobs.report.layout import ReportLayout
+
+    layout = ReportLayout(axes=("probe",), statuses=("converged",))
+    assert layout.cell_files(None, Store(), paths) == {
+        "interpolation": [tmp_path / "cells" / "interpolation.png"],
+        "slice": [tmp_path / "cells" / "slice.png"],
+    }
