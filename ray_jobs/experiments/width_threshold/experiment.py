@@ -13,6 +13,7 @@ from typing import Any, cast
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import ACTIVATIONS, Experiment, check_types, is_int, is_number
+from ray_jobs.experiments.columns import TRAINED_MLP_COLUMNS
 from ray_jobs.experiments.grid import Alternative, GridAxes, Ratio, grid_points
 
 #: width = width_over_n x n_samples (an integer)
@@ -68,32 +69,7 @@ class WidthThreshold(Experiment):
         "activation": "string",
         "n_samples": "int64",
         "width_over_n": "float64",
-        "num_params": "int64",
-        "input_dim": "int64",
-        "output_dim": "int64",
-        "loss": "string",
-        "init": "string",
-        "output_bias": "bool",
-        "data": "string",
-        "data_input_dim": "int64",
-        "data_output_dim": "int64",
-        "data_classification": "bool",
-        "data_teacher_width": "int64",
-        "data_teacher_depth": "int64",
-        "data_teacher_activation": "string",
-        "data_noise": "float64",
-        "optimizer": "string",
-        "optimizer_lr": "float64",
-        "optimizer_momentum": "float64",
-        "optimizer_nesterov": "bool",
-        "optimizer_beta1": "float64",
-        "optimizer_beta2": "float64",
-        "optimizer_adam_eps": "float64",
-        "optimizer_history": "int64",
-        "optimizer_grad_tol": "float64",
-        "optimizer_stop_loss": "float64",
-        "optimizer_max_iterations": "int64",
-        "optimizer_compact_every": "int64",
+        **TRAINED_MLP_COLUMNS,
         "loss_tol": "float64",
         "eig_margin": "float64",
         "rank_rtol": "float64",
