@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.sys2021_study import markdown
+
 #: k of the printed estimate
 ESTIMATE_K = (6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
 PROTOCOL_2021 = dict(
@@ -124,12 +126,6 @@ def figure(table: pd.DataFrame, est: pd.DataFrame, path: Path) -> None:
     fig.suptitle("2021 protocol, full: cost per k (estimate)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-
-
-def markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

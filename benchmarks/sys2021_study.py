@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ray_jobs.report.tables import markdown_table
+
 COLUMNS = {
     "k": "k",
     "n": "n",
@@ -101,9 +103,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    """``table`` as GitHub markdown (every cell as ``str`` gives it)."""
+    header = [str(column) for column in table.columns]
+    return "\n".join(markdown_table(header, [[str(cell) for cell in row] for row in table.itertuples(index=False)]))
 
 
 def main(argv: list[str] | None = None) -> int:
