@@ -15,6 +15,7 @@ from typing import Any, cast
 from landscape_core.errors import OptionError
 from ray_jobs.errors import ConfigError
 from ray_jobs.experiments.base import Experiment, check_types
+from ray_jobs.experiments.columns import OPTIMIZER_COLUMNS
 from ray_jobs.experiments.grid import GridAxes, grid_points
 
 CONSTRUCTION_KEYS = ("n_samples", "input_dim", "residual_rms", "output_scale", "draws", "curvature_safety")
@@ -99,18 +100,7 @@ class WideBadMinima(Experiment):
         "gap_tol": "float64",
         "exact_hessian_max_params": "int64",
         "lanczos_steps": "int64",
-        "optimizer": "string",
-        "optimizer_lr": "float64",
-        "optimizer_momentum": "float64",
-        "optimizer_nesterov": "bool",
-        "optimizer_beta1": "float64",
-        "optimizer_beta2": "float64",
-        "optimizer_adam_eps": "float64",
-        "optimizer_history": "int64",
-        "optimizer_grad_tol": "float64",
-        "optimizer_stop_loss": "float64",
-        "optimizer_max_iterations": "int64",
-        "optimizer_compact_every": "int64",
+        **OPTIMIZER_COLUMNS,
     }
 
     def cells(self, cfg) -> list[dict[str, Any]]:
